@@ -1,0 +1,64 @@
+"""Entry point of the ``p2pcompute`` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import UserError
+from .output import print_error
+
+# Each module has register(subparsers) adding its commands; order = order in --help.
+COMMAND_MODULES = [
+    "p2pcompute.cli.daemon",
+    "p2pcompute.cli.control",
+    "p2pcompute.cli.devnet",
+]
+
+DESCRIPTION = """\
+p2pcompute: a volunteer-powered peer-to-peer compute network.
+
+Every peer is one daemon (`p2pcompute join`). Commands other than join, devnet
+and demo talk to the daemon of a data dir through its local control API; point
+them at it with --data-dir or P2PCOMPUTE_HOME (default ~/.p2pcompute).
+"""
+
+EPILOG = """\
+configuration: <data dir>/config.toml, overridden by P2PCOMPUTE_* environment
+variables, overridden by flags. `p2pcompute config show` prints what is in force.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2pcompute",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"p2pcompute {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print_error(str(exc), json_mode=getattr(args, "json", False))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
