@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import P2PComputeError
 from .output import print_error
 
 # Each module has register(subparsers) adding its commands; order = order in --help.
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except P2PComputeError as exc:
         print_error(str(exc), json_mode=getattr(args, "json", False))
         return 1
     except KeyboardInterrupt:

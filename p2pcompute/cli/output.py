@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide and unwrapped when not a terminal, so logs and pipes keep whole addresses.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 250)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 250)
 
 
 def print_json(data: Any) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -75,7 +76,15 @@ class TransportStats:
     rejected: Counter = field(default_factory=Counter)  # by WireError.reason
     request_failures: Counter = field(default_factory=Counter)  # timeout / disconnected / remote
     busy_drops: int = 0
-    request_seconds: list[float] = field(default_factory=list)  # bounded sample, newest last
+    request_seconds: list[float] = field(default_factory=list, repr=False)  # bounded sample
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by nearest rank; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 @dataclass
@@ -110,7 +119,8 @@ class Transport(ABC):
         self._pending: dict[int, _Pending] = {}
         self._max_pending = max_pending
         self._ids = itertools.count(1)
-        self._handler_slots = trio.CapacityLimiter(max_handlers)
+        self._max_handlers = max_handlers
+        self._active_handlers = 0
         self._nursery: trio.Nursery | None = None
 
     # --- what protocols use ---------------------------------------------------
@@ -225,12 +235,15 @@ class Transport(ABC):
             log.warning("dropped a frame from %s: %s", peer.short, exc)
             return
         self.stats.received[env.type_name] += 1
-        if env.kind in (Kind.REPLY, Kind.ERROR):
-            self._resolve(peer, env)
-        elif env.kind is Kind.REQUEST:
-            self._spawn_handler(self._serve_request, peer, env, busy_reply=True)
-        else:
-            self._spawn_handler(self._serve_message, peer, env, busy_reply=False)
+        try:
+            if env.kind in (Kind.REPLY, Kind.ERROR):
+                self._resolve(peer, env)
+            elif env.kind is Kind.REQUEST:
+                self._spawn_handler(self._serve_request, peer, env, busy_reply=True)
+            else:
+                self._spawn_handler(self._serve_message, peer, env, busy_reply=False)
+        except Exception:  # a bug here must not take the node down
+            log.exception("dispatching %s (request %d) from %s failed", env.type_name, env.request_id, peer.short)
 
     def _peer_lost(self, peer: PeerId) -> None:
         """The connection to ``peer`` closed: fail its pending requests now."""
@@ -295,9 +308,7 @@ class Transport(ABC):
     def _spawn_handler(self, fn: Callable, peer: PeerId, env: wire.Envelope, *, busy_reply: bool) -> None:
         if self._nursery is None:
             return
-        try:
-            self._handler_slots.acquire_on_behalf_of_nowait(env)
-        except trio.WouldBlock:
+        if self._active_handlers >= self._max_handlers:
             self.stats.busy_drops += 1
             log.warning("too busy for %s from %s", env.type_name, peer.short)
             if busy_reply:
@@ -305,13 +316,14 @@ class Transport(ABC):
                     self._reply, peer, env.request_id, ErrorReply("busy", "too many requests in progress"), Kind.ERROR
                 )
             return
+        self._active_handlers += 1
         self._nursery.start_soon(self._run_handler, fn, peer, env)
 
     async def _run_handler(self, fn: Callable, peer: PeerId, env: wire.Envelope) -> None:
         try:
             await fn(peer, env)
         finally:
-            self._handler_slots.release_on_behalf_of(env)
+            self._active_handlers -= 1
 
     async def _serve_message(self, peer: PeerId, env: wire.Envelope) -> None:
         handler = self._message_handlers.get(type(env.message))

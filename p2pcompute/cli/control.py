@@ -1,0 +1,96 @@
+"""``status``, ``peers``, ``ping``: commands that talk to a running daemon."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..node.client import ControlClient
+from ..node.config import Config
+from .daemon import add_data_dir
+from .output import add_json_flag, console, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("status", help="show the local daemon: peer ID, addresses, uptime, peers, resources",
+                       description="Ask the daemon of the data dir for its status.")
+    add_data_dir(s)
+    add_json_flag(s)
+    s.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("peers", help="list the peers the local daemon knows, connected ones first",
+                       description="List the daemon's peer table: connection state, addresses, declared resources.")
+    add_data_dir(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_peers)
+
+    g = sub.add_parser("ping", help="measure the round trip from the local daemon to a peer",
+                       description="Send pings from the local daemon to PEER_ID and print the round-trip times.")
+    g.add_argument("peer", metavar="PEER_ID", help="the peer to ping (12D3KooW...)")
+    g.add_argument("-n", "--count", type=int, default=3, help="how many pings (default 3)")
+    add_data_dir(g)
+    add_json_flag(g)
+    g.set_defaults(func=cmd_ping)
+
+
+def client_for(args: argparse.Namespace) -> ControlClient:
+    return ControlClient(Config.load(args.data_dir).data_dir)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = client_for(args).status()
+    if args.json:
+        print_json(status)
+        return 0
+    res = status["resources"]
+    console.print(f"[bold]peer[/]       {status['peer_id']}")
+    console.print(f"agent      {status['agent']}   up {status['uptime_s']:.0f} s")
+    console.print(f"peers      {status['connected_peers']} connected, {status['known_peers']} known")
+    labels = ", ".join(f"{k}={v}" for k, v in res["labels"].items()) or "none"
+    console.print(f"offers     {res['cpus']:g} CPUs, {human_bytes(res['memory'])} memory, labels: {labels}")
+    console.print(f"messages   {status['messages_sent']} sent, {status['messages_received']} received")
+    console.print("addresses")
+    for a in status["addresses"]:
+        console.print(f"  {a}", highlight=False)
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = client_for(args).peers()
+    if args.json:
+        print_json(peers)
+        return 0
+    if not peers:
+        console.print("no peers known yet (is a bootstrap peer reachable? see `p2pcompute status`)")
+        return 0
+    from rich.table import Table
+
+    table = Table("peer", "state", "address", "cpus", "memory", "labels", "last seen")
+    for p in peers:
+        state = "[green]connected[/]" if p["connected"] else ("[red]unreachable[/]" if p["failures"] else "known")
+        seen = "-" if p["last_seen_s_ago"] is None else f"{p['last_seen_s_ago']:.0f} s ago"
+        table.add_row(p["peer_id"], state, (p["addresses"] or ["-"])[0],
+                      "-" if p["cpus"] is None else f"{p['cpus']:g}", human_bytes(p["memory"]),
+                      ", ".join(f"{k}={v}" for k, v in p["labels"].items()), seen)
+    console.print(table)
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    client = client_for(args)
+    results = [client.ping(args.peer) for _ in range(max(1, args.count))]
+    if args.json:
+        print_json(results)
+        return 0
+    for r in results:
+        console.print(f"pong from {r['peer']}: {r['rtt_ms']:.2f} ms", highlight=False)
+    return 0

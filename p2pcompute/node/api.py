@@ -1,0 +1,184 @@
+"""The local control API: HTTP + JSON on 127.0.0.1, served by hypercorn on trio.
+
+Every request must carry ``Authorization: Bearer <token>``, the token being
+the contents of ``<data dir>/api_token`` (mode 0600): other local users
+cannot read it, so they cannot drive the daemon. The daemon writes its URL
+to ``<data dir>/api`` (as kubo writes ``$IPFS_PATH/api``) and removes it on
+exit; ``client.py`` finds a daemon from its data dir alone.
+
+Endpoints (more arrive with later issues):
+    GET  /v1/status      peer ID, addresses, uptime, resources, counts
+    GET  /v1/peers       the peer table
+    POST /v1/ping        {"peer": ID} -> {"rtt_ms": float}
+    POST /v1/connect     {"address": multiaddr} -> {"peer_id": ID}
+    GET  /metrics        Prometheus text format
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import P2PComputeError, UserError
+from .identity import PeerId
+from .metrics import metrics_text
+from .node import Node
+
+log = logging.getLogger(__name__)
+
+API_FILE = "api"
+TOKEN_FILE = "api_token"
+MAX_BODY = 64 * 1024
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ControlApi:
+    """A small ASGI application over a Node."""
+
+    def __init__(self, node: Node, token: str) -> None:
+        self.node = node
+        self._token = token.encode()
+        self.routes = {
+            ("GET", "/v1/status"): self.status,
+            ("GET", "/v1/peers"): self.peers,
+            ("POST", "/v1/ping"): self.ping,
+            ("POST", "/v1/connect"): self.connect,
+            ("GET", "/metrics"): self.metrics,
+        }
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            self._authorize(scope)
+            handler = self.routes.get((scope["method"], scope["path"]))
+            if handler is None:
+                paths = {p for _, p in self.routes}
+                raise HttpError(405 if scope["path"] in paths else 404, f"no {scope['method']} {scope['path']}")
+            body = await _read_body(receive)
+            status, content_type, payload = await handler(body)
+        except HttpError as exc:
+            status, content_type, payload = exc.status, "application/json", _json({"error": str(exc)})
+        except UserError as exc:
+            status, content_type, payload = 400, "application/json", _json({"error": str(exc)})
+        except P2PComputeError as exc:
+            status, content_type, payload = 502, "application/json", _json({"error": str(exc)})
+        except Exception as exc:
+            log.exception("control API %s %s failed", scope["method"], scope["path"])
+            status, content_type, payload = 500, "application/json", _json({"error": f"internal: {exc}"})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _authorize(self, scope: dict) -> None:
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"authorization", b"")
+        if not given.startswith(b"Bearer ") or not hmac.compare_digest(given[7:].strip(), self._token):
+            raise HttpError(401, "missing or wrong token: send 'Authorization: Bearer <contents of api_token>'")
+
+    # --- endpoints --------------------------------------------------------------------
+
+    async def status(self, body: bytes) -> tuple[int, str, bytes]:
+        return 200, "application/json", _json(self.node.status())
+
+    async def peers(self, body: bytes) -> tuple[int, str, bytes]:
+        return 200, "application/json", _json({"peers": self.node.peers()})
+
+    async def ping(self, body: bytes) -> tuple[int, str, bytes]:
+        peer = _peer_arg(_parse(body), "peer")
+        rtt = await self.node.ping(peer)
+        return 200, "application/json", _json({"peer": str(peer), "rtt_ms": round(rtt * 1000, 3)})
+
+    async def connect(self, body: bytes) -> tuple[int, str, bytes]:
+        address = _parse(body).get("address")
+        if not isinstance(address, str):
+            raise HttpError(400, "give {\"address\": \"/ip4/.../tcp/.../p2p/<peer ID>\"}")
+        peer = await self.node.transport.connect(address)
+        return 200, "application/json", _json({"peer_id": str(peer)})
+
+    async def metrics(self, body: bytes) -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(self.node)
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise HttpError(400, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise HttpError(400, "body must be a JSON object")
+    return data
+
+
+def _peer_arg(data: dict, name: str) -> PeerId:
+    try:
+        return PeerId.from_string(str(data.get(name, "")))
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks, size = [], 0
+    while True:
+        event = await receive()
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HttpError(413, f"request body over {MAX_BODY} bytes")
+        chunks.append(chunk)
+        if not event.get("more_body"):
+            return b"".join(chunks)
+
+
+async def serve_api(app: ControlApi, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app``; ``task_status.started(url)`` with the bound URL."""
+    from hypercorn.config import Config as HyperConfig
+    from hypercorn.trio import serve
+
+    config = HyperConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("p2pcompute.api.http")
+    config.graceful_timeout = 1.0
+
+    class _Status:
+        def started(self, value: Any = None) -> None:
+            task_status.started(value[0] if value else f"http://{host}:{port}")
+
+    try:
+        await serve(app, config, task_status=_Status(), mode="asgi")
+    except OSError as exc:
+        raise UserError(f"control API cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                        "set another api_port (0 picks a free one)") from None

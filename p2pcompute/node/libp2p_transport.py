@@ -1,0 +1,350 @@
+"""Transport over py-libp2p: TCP + Noise + yamux, our own protocol ids.
+
+Theory of operation
+-------------------
+Messages travel on long-lived streams of protocol ``/p2pcompute/msg/1.0.0``
+as varint-length frames (``framing.py``): each side writes on one outbound
+stream per peer, opened on first use and kept (a new stream per request costs
+~3 ms on loopback, an open one ~0.5 ms), and reads every inbound stream a
+peer opens to it. A reply therefore travels on the replier's own outbound
+stream. Writes to one stream are serialised by a per-peer lock.
+
+Noise authenticates the remote peer ID of every connection, so
+``_on_frame`` is always called with the true sender.
+
+Liveness: libp2p tells us when a connection closes (a killed peer's kernel
+resets its sockets), and we fail that peer's pending requests at once. A
+hung peer (SIGSTOP) keeps its connection open; requests to it end with
+``RequestTimeout`` and membership (gossip/) is what declares it dead.
+
+Host settings follow the measurements in DESIGN.md: Noise only (no
+plaintext or secio), yamux, one connection per peer (otherwise every dial
+waits 250 ms), no auto-dialing of peerstore peers, and an explicit shielded
+``host.close()`` with a deadline on the way out, closing connections
+concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import multiaddr
+import trio
+
+from ..errors import MessageTooLarge, PeerUnreachable, TransportError, UserError, WireError
+from .framing import FrameReader, encode_varint
+from .identity import Identity, PeerId
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+MSG_PROTOCOL = "/p2pcompute/msg/1.0.0"
+CLOSE_DEADLINE = 3.0
+
+
+def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
+    """libp2p turns off propagation and logs routine events at ERROR: undo both."""
+    lib = logging.getLogger("libp2p")
+    lib.propagate = True
+    lib.setLevel(level)
+    for name in ("multiaddr", "libp2p.transport", "libp2p.network"):
+        logging.getLogger(name).setLevel(level)
+
+
+def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(text)
+    except Exception as exc:
+        raise UserError(f"{text!r} is not a valid multiaddr (e.g. /ip4/127.0.0.1/tcp/4001): {exc}") from None
+
+
+def split_p2p_addr(text: str) -> tuple[PeerId, str]:
+    """``/ip4/.../tcp/.../p2p/ID`` -> (peer, transport part)."""
+    addr = parse_multiaddr(text)
+    try:
+        peer_text = addr.value_for_protocol("p2p")
+    except Exception:
+        peer_text = None
+    if not peer_text:
+        raise UserError(f"{text} has no /p2p/<peer ID> part; copy the full address the peer printed")
+    try:
+        peer = PeerId.from_string(peer_text)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    transport_part = str(addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer_text}")))
+    return peer, transport_part
+
+
+class _StreamAdapter:
+    """A libp2p NetStream behind our ``Stream`` protocol; its errors become ours."""
+
+    def __init__(self, stream: Any) -> None:
+        self._s = stream
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        try:
+            return await self._s.read(max_bytes)
+        except EOFError:
+            return b""
+        except Exception as exc:
+            raise TransportError(f"stream read failed: {type(exc).__name__}: {exc}") from None
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._s.write(data)
+        except Exception as exc:
+            raise TransportError(f"stream write failed: {type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        try:
+            await self._s.close()
+        except Exception:
+            pass
+
+    async def reset(self) -> None:
+        try:
+            await self._s.reset()
+        except Exception:
+            pass
+
+
+class _Notifee:
+    """Forwards libp2p connection events to the transport (duck-typed INotifee)."""
+
+    def __init__(self, transport: Libp2pTransport) -> None:
+        self._t = transport
+
+    async def opened_stream(self, network: Any, stream: Any) -> None: ...
+
+    async def closed_stream(self, network: Any, stream: Any) -> None: ...
+
+    async def listen(self, network: Any, maddr: Any) -> None: ...
+
+    async def listen_close(self, network: Any, maddr: Any) -> None: ...
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        peer = _peer_of(conn)
+        if peer is not None:
+            self._t._peer_connected(peer)
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        peer = _peer_of(conn)
+        if peer is not None and not network.get_connections(conn.muxed_conn.peer_id):
+            self._t._on_disconnect(peer)
+
+
+def _peer_of(conn_or_stream: Any) -> PeerId | None:
+    try:
+        return PeerId(conn_or_stream.muxed_conn.peer_id.to_bytes())
+    except (AttributeError, ValueError):
+        return None  # not an ed25519 peer: we do not speak to it
+
+
+class Libp2pTransport(Transport):
+    """A py-libp2p host speaking our protocols."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        listen: list[str],
+        *,
+        dial_timeout: float = 5.0,
+        max_connections: int = 512,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(identity, **kwargs)
+        self._listen = [parse_multiaddr(a) for a in listen]
+        self._dial_timeout = dial_timeout
+        self._max_connections = max_connections
+        self._host: Any = None
+        self._out: dict[PeerId, _StreamAdapter] = {}
+        self._locks: dict[PeerId, trio.Lock] = {}
+        self._addrs: dict[PeerId, list[str]] = {}
+
+    # --- Transport API ------------------------------------------------------
+
+    def connected_peers(self) -> list[PeerId]:
+        if self._host is None:
+            return []
+        peers = []
+        for pid, conns in self._host.get_network().get_connections_map().items():
+            if conns:
+                try:
+                    peers.append(PeerId(pid.to_bytes()))
+                except ValueError:
+                    continue
+        return sorted(peers)
+
+    def add_addresses(self, peer: PeerId, addrs: list[str]) -> None:
+        known = self._addrs.setdefault(peer, [])
+        for a in addrs:
+            if a not in known:
+                known.append(a)
+        del known[:-16]  # bounded: keep the newest 16
+
+    def listen_addresses(self) -> list[str]:
+        if self._host is None:
+            return []
+        return [str(a) for a in self._host.get_addrs()]
+
+    async def connect(self, address: str) -> PeerId:
+        peer, transport_part = split_p2p_addr(address)
+        if peer == self.local_id:
+            raise UserError(f"{address} is this peer's own address")
+        self.add_addresses(peer, [transport_part])
+        await self._ensure_connected(peer)
+        return peer
+
+    async def open_stream(self, peer: PeerId, protocol: str) -> _StreamAdapter:
+        await self._ensure_connected(peer)
+        try:
+            with trio.fail_after(self._dial_timeout):
+                stream = await self._host.new_stream(self._libp2p_id(peer), [protocol])
+        except trio.TooSlowError:
+            raise PeerUnreachable(f"{peer.short} did not open a {protocol} stream in time") from None
+        except Exception as exc:
+            raise PeerUnreachable(f"cannot open {protocol} to {peer.short}: {exc}") from None
+        return _StreamAdapter(stream)
+
+    # --- implementation ---------------------------------------------------------
+
+    def _make_host(self) -> Any:
+        from libp2p import new_host
+        from libp2p.crypto.ed25519 import create_new_key_pair
+        from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
+        from libp2p.network.config import ConnectionConfig
+        from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+        from libp2p.security.noise.transport import Transport as NoiseTransport
+
+        key_pair = create_new_key_pair(self.identity.seed)
+        security = {NOISE_ID: NoiseTransport(key_pair, noise_privkey=new_x25519().private_key)}
+        config = ConnectionConfig(
+            max_connections_per_peer=1,
+            min_connections=0,
+            low_watermark=0,
+            high_watermark=self._max_connections,
+            max_connections=self._max_connections,
+            dial_timeout=self._dial_timeout,
+        )
+        host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX", connection_config=config)
+        if str(host.get_id()) != str(self.local_id):  # pragma: no cover - guards a libp2p change
+            raise RuntimeError("libp2p derived a different peer ID from our key")
+        return host
+
+    async def _serve(self, nursery: trio.Nursery, task_status: Any) -> None:
+        self._host = self._make_host()
+        self._host.set_stream_handler(MSG_PROTOCOL, self._inbound_messages)
+        for protocol in self._stream_handlers:
+            self._register_stream_protocol(protocol)
+        self._host.get_network().register_notifee(_Notifee(self))
+        try:
+            try:
+                async with self._host.run(self._listen):
+                    task_status.started()
+                    await trio.sleep_forever()
+            except OSError as exc:
+                raise UserError(
+                    f"cannot listen on {', '.join(map(str, self._listen))}: {exc.strerror or exc}; "
+                    "pick another port with --listen (tcp/0 picks a free one)"
+                ) from None
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
+                await self._close_host()
+            self._host = None
+
+    async def _close_host(self) -> None:
+        host = self._host
+        async with trio.open_nursery() as nursery:
+            for pid in list(host.get_network().get_connections_map()):
+                nursery.start_soon(_ignore_errors, host.disconnect, pid)
+        await _ignore_errors(host.close)
+
+    def _register_stream_protocol(self, protocol: str) -> None:
+        if self._host is None:
+            return  # registered in _serve
+
+        async def handler(stream: Any) -> None:
+            peer = _peer_of(stream)
+            if peer is None:
+                await _ignore_errors(stream.reset)
+                return
+            await self._handle_stream(peer, protocol, _StreamAdapter(stream))
+
+        self._host.set_stream_handler(protocol, handler)
+
+    def _libp2p_id(self, peer: PeerId) -> Any:
+        from libp2p.peer.id import ID
+
+        return ID(peer.raw)
+
+    async def _ensure_connected(self, peer: PeerId) -> None:
+        if self._host is None:
+            raise TransportError("transport is not running")
+        pid = self._libp2p_id(peer)
+        if self._host.get_network().get_connections(pid):
+            return
+        addrs = self._addrs.get(peer)
+        if not addrs:
+            raise PeerUnreachable(f"no known address for {peer}")
+        from libp2p.peer.peerinfo import PeerInfo
+
+        info = PeerInfo(pid, [multiaddr.Multiaddr(a) for a in addrs])
+        try:
+            with trio.fail_after(self._dial_timeout):
+                await self._host.connect(info)
+        except trio.TooSlowError:
+            raise PeerUnreachable(f"dialing {peer.short} at {', '.join(addrs)} timed out") from None
+        except Exception as exc:
+            raise PeerUnreachable(f"cannot reach {peer.short} at {', '.join(addrs)}: {exc}") from None
+
+    async def _send_frame(self, peer: PeerId, frame: bytes) -> None:
+        data = encode_varint(len(frame)) + frame
+        lock = self._locks.setdefault(peer, trio.Lock())
+        async with lock:
+            for attempt in (1, 2):
+                stream = self._out.get(peer)
+                if stream is None:
+                    stream = await self.open_stream(peer, MSG_PROTOCOL)
+                    self._out[peer] = stream
+                try:
+                    await stream.write(data)
+                    return
+                except TransportError as exc:
+                    self._out.pop(peer, None)
+                    await stream.reset()
+                    if attempt == 2:
+                        raise PeerUnreachable(f"sending to {peer.short} failed: {exc}") from None
+
+    async def _inbound_messages(self, raw_stream: Any) -> None:
+        peer = _peer_of(raw_stream)
+        stream = _StreamAdapter(raw_stream)
+        if peer is None:
+            await stream.reset()
+            return
+        reader = FrameReader(stream, self.max_message)
+        try:
+            while (frame := await reader.read_frame()) is not None:
+                self._on_frame(peer, frame)
+        except (MessageTooLarge, WireError) as exc:
+            self.stats.rejected[exc.reason] += 1
+            log.warning("resetting message stream from %s: %s", peer.short, exc)
+            await stream.reset()
+        except TransportError as exc:
+            log.debug("message stream from %s ended: %s", peer.short, exc)
+        except Exception:  # never let an error escape into libp2p's nursery
+            log.exception("message stream from %s failed", peer.short)
+            await stream.reset()
+
+    def _on_disconnect(self, peer: PeerId) -> None:
+        self._out.pop(peer, None)
+        self._locks.pop(peer, None)
+        self._peer_lost(peer)
+
+
+async def _ignore_errors(fn: Any, *args: Any) -> None:
+    try:
+        await fn(*args)
+    except Exception as exc:  # closing is best effort
+        log.debug("ignored error while closing: %s", exc)
+
