@@ -1,6 +1,14 @@
 """Membership (SWIM + Lifeguard) and epidemic dissemination of capability records.
 
-Nothing is implemented here yet; issue 3 (membership and discovery) fills it.
-Until then the daemon learns peers by a simple signed peer exchange in
-``node/peering.py``.
+Files:
+    membership.py  the membership state machine: probes, suspicion, health, gossip, push-pull
+    events.py      its events, commands (Send, SetTimer, MemberChanged, ...) and MembershipConfig
+    table.py       the member table, the lattice merge rule (join) and randomized probe order
+    broadcast.py   the transmit-limited piggyback queue, bucketed by transmit count
+    messages.py    wire types, codes 100–199: Ping, Ack, PingReq, Nack, Gossip, PushPull(Reply), Update
+    capability.py  the signed capability record (cpus, memory, arch, opsets, slots, load, labels)
+
+The trio driver that runs a ``Membership`` over a Transport comes with the
+daemon integration; until then the daemon learns peers by the signed peer
+exchange in ``node/peering.py``.
 """

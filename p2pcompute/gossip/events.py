@@ -1,0 +1,137 @@
+"""What goes into the membership state machine (events, config) and what comes out (commands).
+
+Timers are commands: ``SetTimer(kind, at)`` asks the driver to deliver
+``TimerFired(kind)`` at virtual or real time ``at``; a new ``SetTimer`` of the
+same kind replaces the old one. A peer has at most one timer per kind, five
+in all, however many members it suspects or relays for, so a simulation
+driver can keep every peer's timers in one heap (stale heap entries may be
+delivered: a timer fired early is ignored by the state machine).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..node.identity import PeerId
+
+
+class TimerKind(enum.IntEnum):
+    PROBE = 0  # probe phases: direct ping timeout, end of the probe period
+    SUSPICION = 1  # the earliest suspicion deadline
+    RELAY = 2  # the earliest nack deadline of pings relayed for others
+    GOSSIP = 3  # dedicated gossip fan-out
+    PUSH_PULL = 4  # anti-entropy with a random member
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    kind: TimerKind
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A membership message ``msg`` arrived from authenticated ``peer``."""
+
+    peer: PeerId
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Start (or rejoin) through ``seeds``; no seeds starts a new network."""
+
+    seeds: tuple[PeerId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Announce a clean departure; afterwards the machine ignores everything."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetCapability:
+    """Publish this peer's new signed capability record (``capability.make_record``)."""
+
+    claim: bytes
+
+
+# --- commands -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    peer: PeerId
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    kind: TimerKind
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChanged:
+    """``peer`` went from ``old`` to ``new`` state (``None``: it was unknown)."""
+
+    peer: PeerId
+    old: int | None
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityChanged:
+    peer: PeerId
+    record: Any  # CapabilityRecord
+
+
+Command = Send | SetTimer | MemberChanged | CapabilityChanged
+Event = TimerFired | Received | Join | Leave | SetCapability
+
+
+# --- configuration ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """Tunables; defaults follow the measured lessons in DESIGN.md (20–120 ms links)."""
+
+    probe_interval: float = 0.7  # covers a 4-hop indirect probe
+    probe_timeout: float = 0.25  # direct ping; ≥ one slow round trip
+    indirect_probes: int = 3
+    nack_fraction: float = 0.5  # a relay nacks after this share of the prober's indirect window
+    suspicion_alpha: float = 1.5  # min suspicion = α · max(1, log10 N) · probe_interval
+    suspicion_beta: float = 4.0  # max suspicion = β · min
+    suspicion_confirmations: int = 3  # K: independent suspicions that shrink the timeout to min
+    max_health: int = 8  # local health multiplier ranges over 1..max_health
+    retransmit_mult: float = 4.0  # λ: each update is sent about λ·log10(N+1) times
+    gossip_interval: float = 0.1
+    gossip_fanout: int = 4
+    gossip_fresh: int = 0  # gossip rounds only for items sent fewer times (0: the full limit)
+    push_pull_interval: float = 15.0  # scaled up with log2(N/32) beyond 32 members
+    join_retry: float = 2.0  # push-pull the seeds this often until one answers
+    max_piggyback_bytes: int = 4000
+    max_piggyback_items: int = 64
+    dead_retention: float = 600.0  # keep dead/left entries so stale news cannot resurrect them
+    max_members: int = 100_000
+    max_broadcasts: int = 8192
+    max_relays: int = 256
+    leave_fanout: int = 8
+    timer_quantum: float = 0.0  # round timer deadlines up to this grain (drivers batch them)
+
+    def retransmit_limit(self, n: int) -> int:
+        return max(1, math.ceil(self.retransmit_mult * math.ceil(math.log10(n + 1))))
+
+    def suspicion_bounds(self, n: int) -> tuple[float, float]:
+        low = self.suspicion_alpha * max(1.0, math.log10(max(n, 1))) * self.probe_interval
+        return low, low * self.suspicion_beta
+
+    def push_pull_period(self, n: int) -> float:
+        scale = 1.0 if n <= 32 else 1.0 + math.ceil(math.log2(n / 32))
+        return self.push_pull_interval * scale

@@ -1,0 +1,615 @@
+"""SWIM + Lifeguard membership as a pure state machine: events and ``now`` in, commands out.
+
+Theory of operation
+-------------------
+*Probing.* Every probe period (``probe_interval``) the peer pings the next
+member in randomized round-robin order. No ack within ``probe_timeout``: it
+asks ``indirect_probes`` alive members to ping the target for it (``PingReq``);
+each relay answers with the target's ack, or with a ``Nack`` before the
+prober's deadline when the target stays silent (it nacks after
+``nack_fraction`` of the prober's remaining window). No ack by the end of the
+period: the target becomes *suspect*.
+
+*Suspicion* (Lifeguard). A suspicion expires after a timeout that starts at
+β·min and shrinks towards min = α·log10(N)·probe_interval as independent
+confirmations (distinct suspecting peers, carried in ``Update.origins``)
+arrive: timeout = max(min, max − (max − min)·log(C+1)/log(K+1)). At expiry the
+member is declared *dead*. A live peer that hears it is suspected (or dead)
+at its incarnation refutes by announcing itself alive at a higher one; only
+it can do so, and the merge rule (``table.join``) makes that the only way
+back. A peer never accepts its own death.
+
+*Local health* (Lifeguard LHM). A score 0..max_health−1 rises on failed
+probes (by the number of missed nacks when relays were asked) and on
+refuting a suspicion about ourselves, and falls on each successful probe.
+Probe timeout and period are scaled by score+1, so a slow or overloaded peer
+slows its own judgements instead of accusing healthy peers.
+
+*Dissemination.* Updates and capability records wait in ``BroadcastQueue``s
+and ride on every message (membership first); each is sent about
+λ·log10(N+1) times. A dedicated ``Gossip`` round every ``gossip_interval``
+sends to ``gossip_fanout`` random members while anything is queued, and
+push-pull anti-entropy with one random member (its period growing with
+log2 N) repairs whatever was missed; joining is a push-pull with the seeds.
+
+*Timers* are commands (``SetTimer``); a peer holds at most one per kind:
+suspicion deadlines and relay nack deadlines live in internal heaps and only
+their earliest entry is a timer. All randomness comes from the injected rng.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import WireError
+from ..node.identity import PeerId
+from . import events as ev
+from .broadcast import BroadcastQueue
+from .capability import CapabilityRecord, open_record
+from .events import MembershipConfig, TimerKind
+from .messages import (
+    ALIVE,
+    DEAD,
+    LEFT,
+    MAX_PIGGYBACK,
+    STATE_NAMES,
+    SUSPECT,
+    Ack,
+    Gossip,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    PushPullReply,
+    Update,
+)
+from .table import Member, Suspicion, Table, join, normal
+
+_PUSH_PULL_RECORD_BYTES = 256 * 1024
+_MAX_ORPHANS = 256
+_MAX_SEEN_CLAIMS = 4096
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: PeerId
+    period_end: float
+    indirect: bool = False
+    relays: tuple[PeerId, ...] = ()
+    nacks: int = 0
+    acked: bool = False
+
+
+@dataclass(slots=True)
+class _Relay:
+    requester: PeerId
+    seq: int  # the requester's probe seq
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One row of ``p2pcompute peers``."""
+
+    peer: PeerId
+    state: str
+    incarnation: int
+    address: str
+    last_seen: float
+    since: float
+    record: CapabilityRecord | None
+
+
+class Membership:
+    """The membership state machine of one peer. Feed events to ``handle``."""
+
+    def __init__(
+        self,
+        self_id: PeerId,
+        config: MembershipConfig | None = None,
+        rng: random.Random | None = None,
+        now: float = 0.0,
+        *,
+        address: str = "",
+        incarnation: int = 0,
+        verifier: Callable[[bytes], CapabilityRecord] = open_record,
+    ) -> None:
+        self.self_id = self_id
+        self.config = config or MembershipConfig()
+        self.address = address
+        self.incarnation = incarnation
+        self.health = 0
+        self.started = now
+        self.joined = False
+        self.left = False
+        self.record: CapabilityRecord | None = None
+        self.stats: Counter = Counter()
+        self._rng = rng or random.Random()
+        self._verify = verifier
+        self.table = Table(self._rng)
+        self._updates = BroadcastQueue(self.config.max_broadcasts)
+        self._records = BroadcastQueue(self.config.max_broadcasts)
+        self._claim = b""
+        self._seeds: tuple[PeerId, ...] = ()
+        self._joining = False  # until a seed answers our push-pull
+        self._timers: dict[TimerKind, float] = {}
+        self._seq = self._rng.getrandbits(32)
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._relay_heap: list[tuple[float, int, bool]] = []  # (when, seq, expire?)
+        self._suspect_heap: list[tuple[float, PeerId]] = []
+        self._seen_claims: dict[bytes, None] = {}
+        self._orphans: dict[PeerId, tuple[CapabilityRecord, bytes]] = {}
+        self._handlers = {
+            ev.TimerFired: self._on_timer,
+            ev.Received: self._on_received,
+            ev.Join: self._on_join,
+            ev.Leave: self._on_leave,
+            ev.SetCapability: self._on_set_capability,
+        }
+
+    # --- the one entry point ------------------------------------------------------
+
+    def handle(self, event: ev.Event, now: float) -> list[ev.Command]:
+        """Apply one event at time ``now``; return the commands to carry out, in order."""
+        if self.left:
+            return []
+        out: list[ev.Command] = []
+        self._handlers[type(event)](event, now, out)
+        return out
+
+    # --- queries (for ``p2pcompute peers`` and the layers above) --------------------
+
+    @property
+    def size(self) -> int:
+        """N: live members plus ourselves."""
+        return len(self.table.live) + 1
+
+    def member(self, peer: PeerId) -> Member | None:
+        return self.table.get(peer)
+
+    def state_of(self, peer: PeerId) -> int | None:
+        if peer == self.self_id:
+            return LEFT if self.left else ALIVE
+        m = self.table.get(peer)
+        return None if m is None else m.state
+
+    def alive_members(self) -> list[PeerId]:
+        return [p for p in self.table.live if self.table.members[p].state == ALIVE]
+
+    def members(self) -> list[MemberInfo]:
+        rows = [
+            MemberInfo(m.peer, STATE_NAMES[m.state], m.incarnation, m.address, m.last_seen, m.since, m.record)
+            for m in self.table.members.values()
+        ]
+        return sorted(rows, key=lambda r: (r.state, str(r.peer)))
+
+    def suspicion_timeout(self, confirmations: int) -> float:
+        """Lifeguard's timeout for a suspicion with ``confirmations`` beyond the first suspecter."""
+        n = self.size
+        low, high = self.config.suspicion_bounds(n)
+        k = min(self.config.suspicion_confirmations, max(0, n - 2))
+        if k < 1:
+            return low
+        frac = math.log(min(confirmations, k) + 1) / math.log(k + 1)
+        return max(low, high - (high - low) * frac)
+
+    # --- events ----------------------------------------------------------------------
+
+    def _on_join(self, event: ev.Join, now: float, out: list) -> None:
+        cfg = self.config
+        self.joined = True
+        self._seeds = tuple(p for p in event.seeds if p != self.self_id)[:16]
+        self._joining = bool(self._seeds)
+        self._queue_update(self._self_update())
+        for seed in self._seeds:
+            out.append(ev.Send(seed, PushPull(self._snapshot(), self._versions(), join=True)))
+        self._set_timer(TimerKind.PROBE, now + self._rng.uniform(0, cfg.probe_interval), out)
+        self._set_timer(TimerKind.GOSSIP, now + self._rng.uniform(0, cfg.gossip_interval), out)
+        self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
+
+    def _on_leave(self, event: ev.Leave, now: float, out: list) -> None:
+        update = Update(self.self_id, LEFT, self.incarnation, (self.self_id,), self.address)
+        for peer in self.table.sample(self.config.leave_fanout):
+            out.append(ev.Send(peer, Gossip(updates=(update,))))
+        out.append(ev.MemberChanged(self.self_id, ALIVE, LEFT))
+        self.left = True
+        self._timers.clear()
+
+    def _on_set_capability(self, event: ev.SetCapability, now: float, out: list) -> None:
+        record = self._verify(event.claim)
+        if record.peer_id != self.self_id:
+            raise ValueError("a capability record for another peer cannot be published as ours")
+        if self.record is not None and record.version <= self.record.version:
+            return
+        self.record, self._claim = record, event.claim
+        self._records.push(self.self_id, event.claim, len(event.claim) + 8)
+        out.append(ev.CapabilityChanged(self.self_id, record))
+
+    def _on_timer(self, event: ev.TimerFired, now: float, out: list) -> None:
+        due = self._timers.get(event.kind)
+        if due is None or now < due:
+            return  # stale or early: the live timer of this kind is still set
+        del self._timers[event.kind]
+        kind = event.kind
+        if kind is TimerKind.PROBE:
+            self._probe_step(now, out)
+        elif kind is TimerKind.SUSPICION:
+            self._expire_suspicions(now, out)
+        elif kind is TimerKind.RELAY:
+            self._relay_deadlines(now, out)
+        elif kind is TimerKind.GOSSIP:
+            self._gossip_round(now, out)
+        else:
+            self._push_pull_round(now, out)
+
+    def _on_received(self, event: ev.Received, now: float, out: list) -> None:
+        peer, msg = event.peer, event.msg
+        sender = self.table.get(peer)
+        if sender is not None:
+            sender.last_seen = now
+        kind = type(msg)
+        if kind is PushPull or kind is PushPullReply:
+            self._on_push_pull(peer, msg, now, out)
+            return
+        self._merge(msg.updates, msg.capabilities, now, out)
+        if kind is Ping:
+            out.append(ev.Send(peer, Ack(msg.seq, *self._piggyback())))
+        elif kind is Ack:
+            self._on_ack(peer, msg.seq, now, out)
+        elif kind is PingReq:
+            self._on_ping_req(peer, msg, now, out)
+        elif kind is Nack:
+            probe = self._probe
+            if probe is not None and probe.seq == msg.seq and peer in probe.relays:
+                probe.nacks += 1
+
+    # --- probing -----------------------------------------------------------------------
+
+    def _probe_step(self, now: float, out: list) -> None:
+        probe = self._probe
+        if probe is None or probe.acked:
+            self._start_probe(now, out)
+        elif not probe.indirect:
+            self._go_indirect(probe, now, out)
+        else:
+            self._probe_failed(probe, now, out)
+            self._start_probe(now, out)
+
+    def _start_probe(self, now: float, out: list) -> None:
+        cfg, scale = self.config, self.health + 1
+        target = self.table.next_probe()
+        if target is None:
+            self._probe = None
+            self._set_timer(TimerKind.PROBE, now + cfg.probe_interval * scale, out)
+            return
+        self._seq += 1
+        self._probe = _Probe(self._seq, target, now + cfg.probe_interval * scale)
+        self.stats["probes"] += 1
+        updates, records = self._piggyback()
+        member = self.table.members[target]
+        if member.state == SUSPECT and member.update not in updates:
+            updates = (member.update, *updates[: MAX_PIGGYBACK - 1])  # tell it, so it can refute
+        out.append(ev.Send(target, Ping(self._seq, updates, records)))
+        self._set_timer(TimerKind.PROBE, now + cfg.probe_timeout * scale, out)
+
+    def _go_indirect(self, probe: _Probe, now: float, out: list) -> None:
+        probe.indirect = True
+        wanted = self.config.indirect_probes
+        picked = self.table.sample(wanted + 2, exclude=(probe.target,))
+        members = self.table.members
+        probe.relays = tuple(p for p in picked if members[p].state == ALIVE)[:wanted]
+        window = max(0.0, probe.period_end - now) * self.config.nack_fraction
+        for relay in probe.relays:
+            out.append(ev.Send(relay, PingReq(probe.seq, probe.target, window, *self._piggyback())))
+        self.stats["indirect_probes"] += 1
+        self._set_timer(TimerKind.PROBE, probe.period_end, out)
+
+    def _probe_failed(self, probe: _Probe, now: float, out: list) -> None:
+        self.stats["probe_failures"] += 1
+        missed = len(probe.relays) - probe.nacks
+        self._change_health(missed if probe.relays else 1)
+        self.stats["missed_nacks"] += max(0, missed)
+        member = self.table.get(probe.target)
+        if member is None or not member.live:
+            return
+        self._apply(Update(member.peer, SUSPECT, member.incarnation, (self.self_id,)), now, out)
+
+    def _on_ack(self, peer: PeerId, seq: int, now: float, out: list) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == seq and not probe.acked:
+            if peer == probe.target or peer in probe.relays:
+                probe.acked = True
+                self._change_health(-1)
+                target = self.table.get(probe.target)
+                if target is not None:
+                    target.last_seen = now
+                self._set_timer(TimerKind.PROBE, probe.period_end, out)
+            return
+        relay = self._relays.pop(seq, None)
+        if relay is not None:
+            out.append(ev.Send(relay.requester, Ack(relay.seq, *self._piggyback())))
+
+    def _on_ping_req(self, peer: PeerId, msg: PingReq, now: float, out: list) -> None:
+        if len(self._relays) >= self.config.max_relays or msg.target == self.self_id:
+            return  # overloaded: the requester counts our missing nack against its own health
+        self._seq += 1
+        self._relays[self._seq] = _Relay(peer, msg.seq, msg.timeout)
+        heapq.heappush(self._relay_heap, (now + msg.timeout, self._seq, False))
+        self._arm_heap_timer(TimerKind.RELAY, self._relay_heap[0][0], out)
+        out.append(ev.Send(msg.target, Ping(self._seq, *self._piggyback())))
+
+    def _relay_deadlines(self, now: float, out: list) -> None:
+        heap = self._relay_heap
+        while heap and heap[0][0] <= now:
+            _, seq, expire = heapq.heappop(heap)
+            relay = self._relays.get(seq)
+            if relay is None:
+                continue
+            if expire:
+                del self._relays[seq]
+            else:
+                out.append(ev.Send(relay.requester, Nack(relay.seq, *self._piggyback())))
+                heapq.heappush(heap, (now + relay.timeout, seq, True))  # forward a late ack meanwhile
+        if heap:
+            self._set_timer(TimerKind.RELAY, heap[0][0], out)
+
+    def _change_health(self, delta: int) -> None:
+        self.health = min(self.config.max_health - 1, max(0, self.health + delta))
+
+    # --- suspicion ----------------------------------------------------------------------
+
+    def _suspicion_deadline(self, member: Member, now: float, restart: bool, out: list) -> None:
+        if restart or member.suspicion is None:
+            member.suspicion = Suspicion(now, now)
+        confirmations = max(0, len(member.update.origins) - 1)
+        deadline = member.suspicion.start + self.suspicion_timeout(confirmations)
+        member.suspicion.deadline = deadline
+        heapq.heappush(self._suspect_heap, (deadline, member.peer))
+        self._arm_heap_timer(TimerKind.SUSPICION, deadline, out)
+
+    def _expire_suspicions(self, now: float, out: list) -> None:
+        heap = self._suspect_heap
+        while heap and heap[0][0] <= now:
+            deadline, peer = heapq.heappop(heap)
+            member = self.table.get(peer)
+            if member is None or member.suspicion is None or member.suspicion.deadline != deadline:
+                continue  # refuted, confirmed sooner, or gone
+            self.stats["deaths_declared"] += 1
+            self._apply(Update(peer, DEAD, member.incarnation, (self.self_id,)), now, out)
+        if heap:
+            self._set_timer(TimerKind.SUSPICION, heap[0][0], out)
+
+    # --- merging news ---------------------------------------------------------------------
+
+    def _merge(self, updates: tuple, records: tuple, now: float, out: list) -> None:
+        for update in updates:
+            self._apply(update, now, out)
+        for claim in records:
+            self._apply_record(claim, now, out)
+
+    def _apply(self, update: Update, now: float, out: list) -> None:
+        """Merge one fact into the table; notify, time suspicions and re-broadcast what is new."""
+        peer = update.peer
+        if peer == self.self_id:
+            self._about_self(update)
+            return
+        member = self.table.get(peer)
+        if member is None:
+            self._add_member(update, now, out)
+            return
+        old = member.update
+        if old is update or update.rank < old.rank:
+            return
+        new = join(old, update)
+        if new is old:
+            return
+        self.table.set_update(member, new)
+        if new.rank == old.rank:
+            # Same fact with more origins: news only if it adds a confirmation that counts.
+            if new.state == SUSPECT:
+                self._suspicion_deadline(member, now, False, out)
+                cap = self.config.suspicion_confirmations + 1
+                if min(len(new.origins), cap) > min(len(old.origins), cap):
+                    self._queue_update(new)
+            return
+        if new.state != old.state:
+            member.since = now
+            out.append(ev.MemberChanged(peer, old.state, new.state))
+        if new.state == SUSPECT:
+            if old.state != SUSPECT:
+                self.stats["suspicions"] += 1
+            self._suspicion_deadline(member, now, True, out)
+        else:
+            member.suspicion = None
+            if new.state == ALIVE:
+                member.last_seen = now
+        self._queue_update(new)
+
+    def _add_member(self, update: Update, now: float, out: list) -> None:
+        if len(self.table) >= self.config.max_members and not self._make_room(now):
+            return
+        update = normal(update)
+        member = Member(update.peer, update, now, now if update.state == ALIVE else 0.0, update.address)
+        orphan = self._orphans.pop(update.peer, None)
+        if orphan is not None:
+            member.record, member.claim = orphan
+        self.table.add(member)
+        if update.state == SUSPECT:
+            self._suspicion_deadline(member, now, True, out)
+        if member.live:
+            out.append(ev.MemberChanged(update.peer, None, update.state))
+        self._queue_update(update)
+
+    def _about_self(self, update: Update) -> None:
+        if update.state == ALIVE:
+            if update.incarnation <= self.incarnation:
+                return  # our own news coming back
+        elif update.incarnation < self.incarnation:
+            return  # an old suspicion, already refuted
+        if update.state == SUSPECT:
+            self._change_health(1)
+        self.stats["refutations"] += 1
+        self.incarnation = update.incarnation + 1
+        self._queue_update(self._self_update())
+
+    def _apply_record(self, claim: bytes, now: float, out: list) -> None:
+        if claim in self._seen_claims:
+            return
+        try:
+            record = self._verify(claim)
+        except WireError:
+            self.stats["bad_records"] += 1
+            return
+        self._remember_claim(claim)
+        peer = record.peer_id
+        if peer == self.self_id:
+            return
+        member = self.table.get(peer)
+        if member is None:
+            if len(self._orphans) < _MAX_ORPHANS:
+                self._orphans[peer] = (record, claim)
+            return
+        if record.version <= member.version:
+            return
+        member.record, member.claim = record, claim
+        out.append(ev.CapabilityChanged(peer, record))
+        self._records.push(peer, claim, len(claim) + 8)
+
+    def _remember_claim(self, claim: bytes) -> None:
+        seen = self._seen_claims
+        if len(seen) >= _MAX_SEEN_CLAIMS:
+            del seen[next(iter(seen))]
+        seen[claim] = None
+
+    def _make_room(self, now: float) -> bool:
+        """Forget the longest-dead member to make room; False when every member is live."""
+        dead = [m for m in self.table.members.values() if not m.live]
+        if not dead:
+            return False
+        self.table.remove(min(dead, key=lambda m: m.since).peer)
+        return True
+
+    # --- dissemination ----------------------------------------------------------------------
+
+    def _self_update(self) -> Update:
+        return Update(self.self_id, ALIVE, self.incarnation, (), self.address)
+
+    def _queue_update(self, update: Update) -> None:
+        size = 56 + 40 * len(update.origins) + len(update.address)
+        self._updates.push(update.peer, update, size)
+
+    def _piggyback(self) -> tuple[tuple, tuple]:
+        cfg = self.config
+        limit = cfg.retransmit_limit(self.size)
+        updates, used = self._updates.take(cfg.max_piggyback_bytes, limit, cfg.max_piggyback_items)
+        records: list = []
+        if len(self._records) and used < cfg.max_piggyback_bytes:
+            records, _ = self._records.take(cfg.max_piggyback_bytes - used, limit, cfg.max_piggyback_items)
+        return tuple(updates), tuple(records)
+
+    def _gossip_round(self, now: float, out: list) -> None:
+        cfg = self.config
+        fresh = cfg.gossip_fresh or cfg.retransmit_limit(self.size)
+        if self._updates.has_fresh(fresh) or self._records.has_fresh(fresh):
+            for peer in self.table.sample(cfg.gossip_fanout):
+                updates, records = self._piggyback()
+                if not updates and not records:
+                    break
+                out.append(ev.Send(peer, Gossip(updates, records)))
+        self._set_timer(TimerKind.GOSSIP, now + cfg.gossip_interval, out)
+
+    # --- anti-entropy -------------------------------------------------------------------------
+
+    def _push_pull_delay(self) -> float:
+        if self._joining:
+            return min(self.config.join_retry, self.config.push_pull_interval)
+        return self.config.push_pull_period(self.size) * self._rng.uniform(0.5, 1.0)
+
+    def _push_pull_round(self, now: float, out: list) -> None:
+        dead = self._reap(now)
+        if self._joining:
+            target: PeerId | None = self._rng.choice(self._seeds)
+        else:
+            target = self._push_pull_target(dead)
+        if target is not None:
+            out.append(ev.Send(target, PushPull(self._snapshot(), self._versions(), join=self._joining)))
+        self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
+
+    def _push_pull_target(self, dead: list[PeerId]) -> PeerId | None:
+        """A random live or dead member: a peer wrongly declared dead hears of it and refutes."""
+        live = self.table.live
+        total = len(live) + len(dead)
+        if total == 0:
+            return None
+        i = self._rng.randrange(total)
+        return live[i] if i < len(live) else dead[i - len(live)]
+
+    def _on_push_pull(self, peer: PeerId, msg: PushPull | PushPullReply, now: float, out: list) -> None:
+        for update in msg.members:
+            self._apply(update, now, out)
+        if isinstance(msg, PushPullReply):
+            if peer in self._seeds:
+                self._joining = False
+            for claim in msg.capabilities:
+                self._apply_record(claim, now, out)
+        theirs = dict(msg.versions)
+        missing = self._records_newer_than(theirs)
+        if isinstance(msg, PushPull):
+            out.append(ev.Send(peer, PushPullReply(self._snapshot(), missing, self._versions())))
+        elif missing:
+            out.append(ev.Send(peer, Gossip(capabilities=missing[:MAX_PIGGYBACK])))
+
+    def _snapshot(self) -> tuple[Update, ...]:
+        return (self._self_update(), *(m.update for m in self.table.members.values()))
+
+    def _versions(self) -> tuple[tuple[PeerId, int], ...]:
+        own = ((self.self_id, self.record.version),) if self.record is not None else ()
+        return own + tuple((m.peer, m.record.version) for m in self.table.members.values() if m.record)
+
+    def _records_newer_than(self, theirs: dict[PeerId, int]) -> tuple[bytes, ...]:
+        found, total = [], 0
+        candidates = [(self.self_id, self.record, self._claim)] if self.record is not None else []
+        candidates += [(m.peer, m.record, m.claim) for m in self.table.members.values() if m.record]
+        for peer, record, claim in candidates:
+            if record.version > theirs.get(peer, -1) and total + len(claim) <= _PUSH_PULL_RECORD_BYTES:
+                found.append(claim)
+                total += len(claim)
+        return tuple(found)
+
+    def _reap(self, now: float) -> list[PeerId]:
+        """Forget members dead or gone for longer than ``dead_retention``; return the dead ones kept."""
+        cutoff = now - self.config.dead_retention
+        stale, dead = [], []
+        for m in self.table.members.values():
+            if not m.live:
+                if m.since < cutoff:
+                    stale.append(m.peer)
+                elif m.state == DEAD:
+                    dead.append(m.peer)
+        for peer in stale:
+            self.table.remove(peer)
+            self._updates.discard(peer)
+        return dead
+
+    # --- timers -----------------------------------------------------------------------------------
+
+    def _set_timer(self, kind: TimerKind, at: float, out: list) -> None:
+        quantum = self.config.timer_quantum
+        if quantum > 0:
+            at = math.ceil(at / quantum - 1e-9) * quantum
+        if self._timers.get(kind) == at:
+            return
+        self._timers[kind] = at
+        out.append(ev.SetTimer(kind, at))
+
+    def _arm_heap_timer(self, kind: TimerKind, earliest: float, out: list) -> None:
+        current = self._timers.get(kind)
+        if current is None or earliest < current:
+            self._set_timer(kind, earliest, out)

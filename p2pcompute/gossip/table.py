@@ -1,0 +1,175 @@
+"""The member table: what this peer believes about every other, and the merge rule.
+
+Theory of operation
+-------------------
+Each member is described by its latest ``Update`` (state, incarnation,
+origins, address). Facts merge by ``join``, a lattice join: the fact with the
+higher ``(incarnation, state)`` wins (alive < suspect < dead < left at equal
+incarnation, so only the member itself, by raising its incarnation, can
+overturn a suspicion or a death), and facts of equal rank combine their
+origins (the smallest ``MAX_ORIGINS`` IDs of the union) and keep the greater
+address. Because ``join`` is commutative, associative and idempotent, peers
+that saw the same facts in any order and any number of times agree.
+
+The table also keeps what sampling needs in O(1): ``live`` is a list of the
+alive and suspect members (swap-remove on exit) for random choices, and
+``next_probe`` walks a shuffled copy of it, round-robin, reshuffling after
+each full round (SWIM's randomized round-robin: every member is probed once
+per round, in an order nobody can predict). Members that join mid-round are
+placed at a random position in the rest of the round.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..node.identity import PeerId
+from .capability import CapabilityRecord
+from .messages import MAX_ORIGINS, SUSPECT, Update
+
+
+def normal(u: Update) -> Update:
+    """``u`` with origins only on a suspicion, sorted, unique and at most ``MAX_ORIGINS``."""
+    o = u.origins
+    if u.state != SUSPECT:
+        return u if not o else Update(u.peer, u.state, u.incarnation, (), u.address)
+    if all(o[i] < o[i + 1] for i in range(len(o) - 1)):
+        return u
+    return Update(u.peer, u.state, u.incarnation, tuple(sorted(set(o))[:MAX_ORIGINS]), u.address)
+
+
+def join(a: Update, b: Update) -> Update:
+    """The lattice join of two facts about the same peer (see module docstring)."""
+    if a.rank != b.rank:
+        return normal(a if a.rank > b.rank else b)
+    if a.origins == b.origins and a.address == b.address:
+        return normal(a)
+    origins = tuple(sorted(set(a.origins) | set(b.origins))[:MAX_ORIGINS]) if a.state == SUSPECT else ()
+    address = max(a.address, b.address)
+    for known in (a, b):
+        if known.origins == origins and known.address == address:
+            return known
+    return Update(a.peer, a.state, a.incarnation, origins, address)
+
+
+@dataclass(slots=True)
+class Suspicion:
+    """A running suspicion: when it started and when it expires (shrinks with confirmations)."""
+
+    start: float
+    deadline: float
+
+
+@dataclass(slots=True)
+class Member:
+    peer: PeerId
+    update: Update
+    since: float  # local time it entered its current state
+    last_seen: float  # local time we last had news of it being alive
+    address: str = ""
+    record: CapabilityRecord | None = None
+    claim: bytes = b""
+    suspicion: Suspicion | None = None
+
+    @property
+    def state(self) -> int:
+        return self.update.state
+
+    @property
+    def incarnation(self) -> int:
+        return self.update.incarnation
+
+    @property
+    def live(self) -> bool:
+        return self.update.state <= SUSPECT
+
+    @property
+    def version(self) -> int:
+        return -1 if self.record is None else self.record.version
+
+
+class Table:
+    """Members by peer ID, plus the live list for sampling and the probe order."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.members: dict[PeerId, Member] = {}
+        self.live: list[PeerId] = []
+        self._live_index: dict[PeerId, int] = {}
+        self._order: list[PeerId] = []
+        self._cursor = 0
+        self._rng = rng
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def get(self, peer: PeerId) -> Member | None:
+        return self.members.get(peer)
+
+    def add(self, member: Member) -> None:
+        self.members[member.peer] = member
+        if member.live:
+            self._enter_live(member.peer)
+
+    def remove(self, peer: PeerId) -> None:
+        if self.members.pop(peer, None) is not None:
+            self._leave_live(peer)
+
+    def set_update(self, member: Member, update: Update) -> None:
+        """Replace a member's fact, keeping the live list in step."""
+        was_live = member.live
+        member.update = update
+        if update.address:
+            member.address = update.address
+        if member.live and not was_live:
+            self._enter_live(member.peer)
+        elif was_live and not member.live:
+            self._leave_live(member.peer)
+
+    def sample(self, k: int, exclude: tuple[PeerId, ...] = ()) -> list[PeerId]:
+        """Up to ``k`` distinct random live members, none in ``exclude``."""
+        live = self.live
+        want = min(k, len(live))
+        if want <= 0:
+            return []
+        if not exclude:
+            return self._rng.sample(live, want)
+        picked = self._rng.sample(live, min(len(live), want + len(exclude)))
+        return [p for p in picked if p not in exclude][:want]
+
+    def next_probe(self) -> PeerId | None:
+        """The next live member in randomized round-robin order, or None."""
+        for _ in range(2):
+            while self._cursor < len(self._order):
+                peer = self._order[self._cursor]
+                self._cursor += 1
+                if peer in self._live_index:
+                    return peer
+            self._order = list(self.live)
+            self._rng.shuffle(self._order)
+            self._cursor = 0
+        return None
+
+    def _enter_live(self, peer: PeerId) -> None:
+        if peer in self._live_index:
+            return
+        self._live_index[peer] = len(self.live)
+        self.live.append(peer)
+        # Place it at a random spot in what is left of this probe round.
+        order = self._order
+        spot = self._rng.randint(self._cursor, len(order))
+        if spot == len(order):
+            order.append(peer)
+        else:
+            order.append(order[spot])
+            order[spot] = peer
+
+    def _leave_live(self, peer: PeerId) -> None:
+        i = self._live_index.pop(peer, None)
+        if i is None:
+            return
+        last = self.live.pop()
+        if last != peer:
+            self.live[i] = last
+            self._live_index[last] = i
+
