@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pcompute.errors import PeerDisconnected, PeerUnreachable, RequestTimeout, TransportError
 from p2pcompute.node.identity import Identity, PeerId
@@ -165,6 +167,62 @@ async def test_bandwidth_serialises_and_delays_large_frames(autojump_clock):
         assert [t - start for t in arrivals] == pytest.approx([size / bw + lat, 2 * size / bw + lat])
 
 
+async def test_a_sender_waits_while_its_link_buffer_is_full(autojump_clock):
+    bw = 10_000.0
+    async with network(2, latency=(0.01, 0.01), bandwidth=bw, link_buffer=20_000) as (net, (a, b), _):
+        start = trio.current_time()
+        for k in range(10):
+            await a.send(b.local_id, Ping(k, bytes(5_000)))
+        total = a.stats.bytes_sent
+        # everything beyond the buffer had to leave the link before the last send returned
+        assert trio.current_time() - start == pytest.approx((total - 20_000) / bw)
+        await trio.sleep(3)
+        assert net.stats.delivered_frames == 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    low=st.floats(0.0, 0.2),
+    spread=st.floats(0.0, 0.2),
+    bandwidth=st.none() | st.floats(1e3, 1e7),
+    sends=st.lists(st.tuples(st.integers(0, 20_000), st.floats(0.0, 0.05)), min_size=1, max_size=25),
+)
+def test_link_timing_is_fifo_and_within_latency_and_bandwidth_bounds(seed, low, spread, bandwidth, sends):
+    high = low + spread
+    log: list[tuple[int, float, float, int]] = []  # nonce, sent at, arrived at, frame size
+
+    async def main():
+        async with network(2, seed, latency=(low, high), bandwidth=bandwidth) as (net, (a, b), _):
+            arrived: dict[int, float] = {}
+
+            async def record(peer, msg):
+                arrived[msg.nonce] = trio.current_time()
+
+            b.on_message(Ping, record)
+            for k, (size, gap) in enumerate(sends):
+                before = a.stats.bytes_sent
+                sent_at = trio.current_time()
+                await a.send(b.local_id, Ping(k, bytes(size)))
+                log.append((k, sent_at, 0.0, a.stats.bytes_sent - before))
+                await trio.sleep(gap)
+            await trio.sleep(high + 30)
+            for i, (k, sent_at, _, size) in enumerate(log):
+                log[i] = (k, sent_at, arrived[k], size)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    arrivals = [arr for _, _, arr, _ in log]
+    assert arrivals == sorted(arrivals)  # FIFO on the link
+    queued = 0.0
+    latest = 0.0
+    for _, sent_at, arr, size in log:
+        tx = size / bandwidth if bandwidth else 0.0
+        assert arr >= sent_at + low + tx - 1e-9
+        queued += tx
+        latest = max(latest, sent_at + high)
+        assert arr <= latest + queued + 1e-9
+
+
 async def test_set_link_overrides_one_link_only(autojump_clock):
     async with network(3, latency=(0.01, 0.01)) as (net, (a, b, c), _):
         net.set_link(a.local_id, b.local_id, latency=(0.5, 0.5))
@@ -221,6 +279,8 @@ async def test_loud_crash_fails_pending_requests_and_restart_brings_the_peer_bac
             await a.request(b.local_id, Ping(2), timeout=5)
         assert trio.current_time() - start <= 0.24
 
+        with pytest.raises(ValueError):
+            net.restart(a.local_id)
         fresh = net.restart(b.local_id, fresh=True)
         assert fresh is not b and fresh.local_id == b.local_id
         fresh.on_request(Ping, pong)

@@ -22,7 +22,9 @@ Delivery time on the directed link A→B (``_link_time``)::
 ``busy_until`` and ``last_deliver`` live per directed link in the sending
 transport (``_links``), pruned once idle. Latency is drawn per frame from the
 link's distribution; loss is decided at send time; both from the network's
-seeded ``random.Random``, never the global one.
+seeded ``random.Random``, never the global one. On a bandwidth-limited link a
+sender waits while more than ``link_buffer`` bytes are queued (a full socket
+send buffer), so queues stay bounded and congestion drops nothing.
 
 Reachability. Sending to a peer not yet connected dials it: if it is up and on
 our side of any partition both transports add each other to their connected
@@ -146,7 +148,8 @@ class MemNetwork:
     per directed link (None: unlimited). ``quantum`` (seconds, 0: off) rounds
     delivery times up to a grid so that more frames share one wake-up: faster
     large simulations, coarser timing. ``stream_window`` bounds the bytes a
-    stream buffers at its receiver.
+    stream buffers at its receiver; ``link_buffer`` the bytes queued on a
+    bandwidth-limited link before senders wait (a socket's send buffer).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class MemNetwork:
         bandwidth: float | None = None,
         dial_timeout: float = 1.0,
         stream_window: int = 256 * 1024,
+        link_buffer: int = 1 << 20,
         quantum: float = 0.0,
     ) -> None:
         self.seed = seed
@@ -165,6 +169,7 @@ class MemNetwork:
         self.default_link = _link_params(latency, loss, bandwidth)
         self.dial_timeout = dial_timeout
         self.stream_window = stream_window
+        self.link_buffer = link_buffer
         self.quantum = quantum
         self.stats = NetStats()
         self.tracer: Tracer | None = None  # tracer(now, event, src, dst, size) for every frame
@@ -243,9 +248,11 @@ class MemNetwork:
         self._disconnect(transport, notify=not silent, reason="crash")
 
     def restart(self, peer: PeerId, *, fresh: bool = False) -> MemTransport:
-        """Make ``peer`` reachable again; ``fresh``: with a new transport (start its ``run``)."""
+        """Make crashed ``peer`` reachable again; ``fresh``: as a new transport (start its ``run``)."""
+        if peer not in self._crashed:
+            raise ValueError(f"{peer.short} has not crashed; only a crashed peer restarts")
         transport = self._known[peer]
-        self._crashed.pop(peer, None)
+        del self._crashed[peer]
         if fresh:
             transport = self._known[peer] = MemTransport(self, transport.identity, **self._kwargs[peer])
         elif transport.running:
@@ -313,23 +320,34 @@ class MemNetwork:
         state[1] = at
         return at
 
-    def _transmit(self, src: MemTransport, dst: PeerId, frame: bytes) -> None:
-        """Put ``frame`` on the link src→dst (``src`` is connected to ``dst``)."""
+    def _transmit(self, src: MemTransport, dst: PeerId, frame: bytes) -> float | None:
+        """Put ``frame`` on the link src→dst (``src`` is connected to ``dst``).
+
+        Returns when the sender may go on if the link's queue is now over
+        ``link_buffer`` bytes (a full socket send buffer), else None.
+        """
         src_id = src.local_id
         size = len(frame)
         if self._live.get(src_id) is not src or dst not in self._live:
             self._drop("crash", src_id, dst, size)
-            return
+            return None
         group = self._group
         if group is not None and group.get(src_id) != group.get(dst):
             self._drop("partition", src_id, dst, size)
-            return
+            return None
         params = self._params(src_id, dst)
-        at = self._link_time(src, dst, params, size, trio.current_time())
+        now = trio.current_time()
+        at = self._link_time(src, dst, params, size, now)
         if params.loss and self.rng.random() < params.loss:
             self._drop("loss", src_id, dst, size)
-            return
-        self._push(at, self._deliver_frame, src, dst, frame)
+        else:
+            self._push(at, self._deliver_frame, src, dst, frame)
+        bandwidth = params.bandwidth
+        if bandwidth is not None:
+            clear_at = src._links[dst][0] - self.link_buffer / bandwidth
+            if clear_at > now:
+                return clear_at
+        return None
 
     def _deliver_frame(self, src: MemTransport, dst_id: PeerId, frame: bytes) -> None:
         src_id = src.local_id
@@ -478,11 +496,14 @@ class MemTransport(Transport):
             self.network._detach(self)
 
     async def _send_frame(self, peer: PeerId, frame: bytes) -> None:
+        # A cancellation point, but it yields only when the link's buffer is
+        # full: a yield per frame cost a third of the simulation's speed.
         await trio.lowlevel.checkpoint_if_cancelled()
         if peer not in self._connected:
             await self._ensure_connected(peer)
-        self.network._transmit(self, peer, frame)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        wait_until = self.network._transmit(self, peer, frame)
+        if wait_until is not None:
+            await trio.sleep_until(wait_until)
 
     async def _ensure_connected(self, peer: PeerId) -> None:
         if peer in self._connected:
