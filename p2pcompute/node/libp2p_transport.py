@@ -19,7 +19,8 @@ hung peer (SIGSTOP) keeps its connection open; requests to it end with
 
 Host settings follow the measurements in DESIGN.md: Noise only (no
 plaintext or secio), yamux, one connection per peer (otherwise every dial
-waits 250 ms), no auto-dialing of peerstore peers, and an explicit shielded
+waits 250 ms), libp2p's auto-connector stopped (peering.py decides whom to
+dial), and an explicit shielded
 ``host.close()`` with a deadline on the way out, closing connections
 concurrently.
 """
@@ -241,6 +242,9 @@ class Libp2pTransport(Transport):
         try:
             try:
                 async with self._host.run(self._listen):
+                    # libp2p's auto-connector dials every peerstore peer up to
+                    # (low + high watermark) / 2 connections; peering.py decides that.
+                    await self._host.get_network().auto_connector.stop()
                     task_status.started()
                     await trio.sleep_forever()
             except OSError as exc:
