@@ -9,7 +9,8 @@ Theory of operation
 -------------------
 A frame sent from A to B is stamped with its delivery time and pushed on one
 heap ordered by ``(deliver_at, seq)``. One task (``MemNetwork.run``) sleeps
-until the head is due, pops every due item and calls the destination's
+until the head is due (``trio.move_on_at(head)``, whose deadline a push of an
+earlier item pulls forward), pops every due item and calls the destination's
 ``_on_frame`` synchronously; no task per message. Stream events
 (``memstream.py``) and delayed disconnect notices ride the same heap.
 
@@ -43,6 +44,22 @@ Determinism. Given the same seed, the same sequence of sends draws the same
 random numbers. The order of sends depends on trio's scheduler, which
 shuffles its run queue with a module-level random generator:
 ``deterministic_trio(seed)`` seeds it. Nothing here iterates a set.
+
+Use::
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            a = await net.start_peer(nursery, Identity.from_seed(bytes(32)))
+            ...
+
+    net = MemNetwork(seed, latency=(0.02, 0.12), loss=0.01)
+    with deterministic_trio(seed):
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+Cost: each distinct delivery time is one wake-up of the delivery task, and
+trio's per-wake-up overhead dominates; ``quantum=0.01`` (with the protocol
+timers quantised the same way) makes large simulations several times faster.
 """
 
 from __future__ import annotations
@@ -183,6 +200,7 @@ class MemNetwork:
         self._seq = itertools.count()
         self._stream_ids = itertools.count(1)
         self._wake: trio.CancelScope | None = None
+        self._running = False
 
     # --- set-up and faults -------------------------------------------------------
 
@@ -266,6 +284,9 @@ class MemNetwork:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver due items until cancelled. Exactly one per network."""
+        if self._running:
+            raise RuntimeError("this MemNetwork is already running")
+        self._running = True
         heap = self._heap
         pop = heapq.heappop
         task_status.started()
@@ -284,6 +305,7 @@ class MemNetwork:
                 self._wake = None
         finally:
             self._wake = None
+            self._running = False
 
     def _push(self, at: float, fn: Callable, a: Any, b: Any, c: Any) -> None:
         heapq.heappush(self._heap, (at, next(self._seq), fn, a, b, c))
