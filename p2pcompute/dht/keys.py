@@ -92,15 +92,17 @@ def random_key_with_cpl(base: Key, cpl: int, rng: random.Random) -> Key:
     return prefix | ((base & flip) ^ flip) | rng.getrandbits(low_bits)
 
 
-def random_preimage_with_cpl(base: Key, cpl: int, rng: random.Random, max_tries: int = 1 << 20) -> bytes | None:
-    """Random 32 bytes whose key shares exactly ``cpl`` leading bits with ``base``.
+def random_preimage_with_cpl(
+    base: Key, cpl: int, rng: random.Random, max_tries: int = 1 << 20, prefix: bytes = b""
+) -> bytes | None:
+    """``prefix`` + 32 random bytes whose key shares exactly ``cpl`` leading bits with ``base``.
 
     FIND_NODE carries the *bytes* whose hash is the target, so refreshing
     bucket ``cpl`` needs such a pre-image; finding one takes about
     ``2 ** (cpl + 1)`` hashes, hence the bound. ``None`` if none was found.
     """
     for _ in range(max_tries):
-        candidate = rng.getrandbits(KEY_BITS).to_bytes(KEY_BYTES, "big")
+        candidate = prefix + rng.getrandbits(KEY_BITS).to_bytes(KEY_BYTES, "big")
         if common_prefix_len(base, key_of(candidate)) == cpl:
             return candidate
     return None

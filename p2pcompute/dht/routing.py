@@ -58,9 +58,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..node.identity import PeerId
-from .keys import KEY_BITS, Key, common_prefix_len, peer_key, random_preimage_with_cpl
+from .keys import KEY_BITS, Key, common_prefix_len, key_of, peer_key
 
 MAX_REFRESH_CPL = 15  # as libp2p: deeper buckets are reached by the self lookup
+_POOL = 4  # refresh keys kept per bucket
+_ED25519_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])  # refresh keys look like peer IDs
 
 
 @dataclass
@@ -133,6 +135,7 @@ class RoutingTable:
         self._where: dict[PeerId, int] = {}  # peer -> bucket index, for entries only
         self._flat: list[tuple[Key, PeerId]] | None = None  # all entries, rebuilt after changes
         self._refresh_due: dict[int, float] = {}
+        self._preimages: dict[int, list[bytes]] = {}  # cpl -> refresh keys found so far
         self._self_due = now + refresh_interval * rng.uniform(0.5, 1.0)
         self._start = now
 
@@ -264,7 +267,7 @@ class RoutingTable:
                 self._evict(index, peer, now)
         for index in range(self._refresh_limit() + 1):
             if self._due(index) <= now:
-                key = random_preimage_with_cpl(self.local_key, index, self._rng)
+                key = self._refresh_key(index)
                 self._refresh_due[index] = now + self._jittered()
                 if key is not None:
                     commands.append(RefreshBucket(index, key))
@@ -316,6 +319,27 @@ class RoutingTable:
             due = self._start + self.refresh_interval * self._rng.uniform(0.5, 1.0)
             self._refresh_due[index] = due
         return due
+
+    def _refresh_key(self, cpl: int) -> bytes | None:
+        """A random peer-ID-shaped key whose hash falls in bucket ``cpl``.
+
+        Finding one costs ~``2 ** (cpl + 1)`` hashes, so each search also keeps
+        what it finds for shallower buckets, up to ``_POOL`` keys per bucket,
+        and later refreshes pick from that pool (libp2p likewise draws refresh
+        targets from a fixed precomputed table).
+        """
+        pool = self._preimages.setdefault(cpl, [])
+        if len(pool) < _POOL:
+            tries = 1 << min(cpl + 4, 22)
+            for _ in range(tries):
+                candidate = _ED25519_PREFIX + self._rng.randbytes(32)
+                found = common_prefix_len(self.local_key, key_of(candidate))
+                other = self._preimages.setdefault(found, []) if found <= self.max_refresh_cpl else None
+                if other is not None and len(other) < _POOL:
+                    other.append(candidate)
+                if found == cpl:
+                    break
+        return self._rng.choice(pool) if pool else None
 
     def _jittered(self) -> float:
         return self.refresh_interval * self._rng.uniform(0.9, 1.1)

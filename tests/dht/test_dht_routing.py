@@ -219,6 +219,7 @@ def test_refresh_commands_and_due_times():
     assert sorted(c.cpl for c in refreshes) == list(range(deepest + 1))
     for c in refreshes:
         assert common_prefix_len(table.local_key, key_of(c.key)) == c.cpl
+        PeerId(c.key)  # shaped like a peer ID, as FIND_NODE keys usually are
     assert LookupSelf() in cmds
     assert table.tick(100.0) == []
     # a lookup into bucket 0 postpones its refresh; others come due again
@@ -229,6 +230,17 @@ def test_refresh_commands_and_due_times():
     assert 1 in {c.cpl for c in cmds if isinstance(c, RefreshBucket)}
     cmds = table.tick(250.0)
     assert 0 in {c.cpl for c in cmds if isinstance(c, RefreshBucket)}
+
+
+def test_refresh_keys_for_deep_buckets_are_found_and_pooled():
+    table = new_table(LOCAL, max_refresh_cpl=12)
+    first = table._refresh_key(12)
+    assert first is not None and common_prefix_len(table.local_key, key_of(first)) == 12
+    # the search filled the pools of shallower buckets on the way
+    assert all(len(table._preimages.get(c, [])) == 4 for c in range(6))
+    again = {table._refresh_key(3) for _ in range(20)}
+    assert len(again) <= 4
+    assert all(common_prefix_len(table.local_key, key_of(k)) == 3 for k in again)
 
 
 def test_peers_most_recent_first():
