@@ -293,6 +293,10 @@ class Lookup:
     def responded(self) -> list[PeerId]:
         return [c.peer for c in self._succeeded()]
 
+    def failed(self) -> list[PeerId]:
+        """Peers whose query failed or timed out (the driver reports them to the routing table)."""
+        return [c.peer for p in self._paths for c in p.cands.values() if c.state is State.FAILED]
+
     def queried_by_path(self) -> list[set[PeerId]]:
         """Which peers each path sent a query to (disjointness is checkable)."""
         return [

@@ -77,7 +77,7 @@ def test_timeouts_are_data_and_late_answers_count():
     assert lookup.next(4.9) == []
     [q2] = lookup.next(5.0)  # the first query expired: move on
     assert q2.peer == ordered[1] and lookup.state_of(ordered[0]) is State.FAILED
-    assert lookup.failures == 1
+    assert lookup.failures == 1 and lookup.failed() == [ordered[0]]
     lookup.on_response(ordered[0], [], 6.0)  # late, still taken
     lookup.on_response(ordered[1], [], 6.0)
     assert lookup.next(6.0) == [] and lookup.finished
