@@ -76,7 +76,7 @@ async def test_restarted_peer_rejoins_from_its_peer_table_without_bootstrap(tmp_
             inner.cancel_scope.cancel()  # clean stop saves peers.json
         saved = json.loads((tmp_path / "peers.json").read_text())
         assert str(hub.peer_id) in [r["peer_id"] for r in saved["peers"]]
-        await wait_for(lambda: ident.peer_id not in hub.transport.connected_peers())
+        await wait_for(lambda: ident.peer_id not in hub.transport.connected_peers(), timeout=30)
         again = make_node(1, [], data_dir=tmp_path, ident=ident)  # no bootstrap given
         await nursery.start(again.run)
         await wait_for(lambda: hub.peer_id in again.transport.connected_peers())

@@ -99,3 +99,14 @@ def test_known_peers_are_bounded():
     for i in range(1, 40):
         p.add(pid(i), ["/x"], float(i))
     assert len(p.known) == 10
+
+
+def test_no_wakeup_when_at_target_so_the_driver_cannot_spin():
+    p = machine(target=2)
+    for i in range(1, 6):
+        p.add(pid(i), [f"/{i}"], 0.0)
+    for cmd in p.tick(0.0):
+        p.connected(cmd.peer, 0.1)
+    assert p.tick(0.1) == [] and p.next_wakeup() is None
+    p.disconnected(p.table()[0].peer, 0.2)  # a slot opens: a dial becomes due
+    assert p.next_wakeup() is not None

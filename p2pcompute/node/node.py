@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PEERS_FILE = "peers.json"
 PERSIST_EVERY = 30.0
 MAX_RECORDS = 4096
+MIN_TICK = 0.05
 
 
 def advertised(addrs: list[str]) -> list[str]:
@@ -82,7 +83,8 @@ class Node:
         self.data_dir = data_dir
         self._wall = wall_clock
         self._on_notice = on_notice or (lambda level, text: log.log(logging.getLevelName(level.upper()), text))
-        self.peering = Peering(self.peer_id, rng or random.Random(), PeeringConfig(target=target_peers))
+        self.rng = rng or random.Random()
+        self.peering = Peering(self.peer_id, self.rng, PeeringConfig(target=target_peers))
         self.records: dict[PeerId, tuple[PeerRecord, bytes]] = {}
         self._bootstrap = list(bootstrap)
         self._wake = trio.Event()
@@ -131,7 +133,7 @@ class Node:
 
     async def ping(self, peer: PeerId, timeout: float | None = None) -> float:
         """Round-trip time to ``peer`` in seconds."""
-        nonce = random.getrandbits(63)
+        nonce = self.rng.getrandbits(63)
         start = trio.current_time()
         reply = await self.transport.request(peer, Ping(nonce), timeout)
         if not isinstance(reply, Pong) or reply.nonce != nonce:
@@ -186,7 +188,7 @@ class Node:
     async def _on_get_peers(self, peer: PeerId, msg: GetPeers) -> Peers:
         limit = max(0, min(msg.limit, 64))
         claims = [claim for pid, (_, claim) in self.records.items() if pid != peer]
-        random.shuffle(claims)
+        self.rng.shuffle(claims)
         return Peers(tuple([self.own_record()[1]] + claims[: max(0, limit - 1)]))
 
     async def _on_goodbye(self, peer: PeerId, msg: Goodbye) -> None:
@@ -222,7 +224,9 @@ class Node:
             self._apply(self.peering.tick(trio.current_time()))
             self._wake = trio.Event()
             due = self.peering.next_wakeup()
-            with trio.move_on_at(due if due is not None else trio.current_time() + 60.0):
+            # never spin: at least MIN_TICK between ticks, even when something is due now
+            due = max(due if due is not None else trio.current_time() + 60.0, trio.current_time() + MIN_TICK)
+            with trio.move_on_at(due):
                 await self._wake.wait()
 
     async def _dial(self, cmd: Dial) -> None:

@@ -156,7 +156,11 @@ class Peering:
         return any(k.connected for k in self.known.values())
 
     def next_wakeup(self) -> float | None:
-        due = [k.next_dial for k in self.known.values() if not (k.connected or k.dialing) and k.addrs]
+        """When ``tick`` may next have a dial to make; None: only an event can tell."""
+        busy = sum(1 for k in self.known.values() if k.connected or k.dialing)
+        full = busy >= self.config.target
+        due = [k.next_dial for k in self.known.values()
+               if not (k.connected or k.dialing) and k.addrs and (not full or (k.bootstrap and not self.any_connected))]
         return min(due) if due else None
 
     def table(self) -> list[Known]:
