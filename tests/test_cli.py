@@ -66,9 +66,19 @@ def test_join_status_peers_between_two_daemons(tmp_path):
         finally:
             assert stop(b) == 0
         assert not (b_dir / "api").exists()  # removed on clean shutdown
-        # same key, same ID after a restart
+        # same key, same ID after a restart; it rejoins from peers.json with no --bootstrap
+        saved = json.loads((b_dir / "peers.json").read_text())["peers"]
+        assert a_status["peer_id"] in [row["peer_id"] for row in saved]
         b2, b2_status = start_daemon(b_dir)
         assert b2_status["peer_id"] == b_status["peer_id"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            peers = json.loads(run("peers", "--json", "--data-dir", str(b_dir)).stdout)
+            if any(p["peer_id"] == a_status["peer_id"] and p["connected"] for p in peers):
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"restarted peer did not rejoin: {peers}")
         # a second daemon on the same data dir is refused clearly
         clash = run("join", "--data-dir", str(b_dir), "--listen", "/ip4/127.0.0.1/tcp/0", timeout=30)
         assert clash.returncode == 1 and "another daemon" in clash.stderr

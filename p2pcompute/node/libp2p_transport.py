@@ -240,21 +240,24 @@ class Libp2pTransport(Transport):
             self._register_stream_protocol(protocol)
         self._host.get_network().register_notifee(_Notifee(self))
         try:
-            try:
-                async with self._host.run(self._listen):
-                    # libp2p's auto-connector dials every peerstore peer up to
-                    # (low + high watermark) / 2 connections; peering.py decides that.
-                    await self._host.get_network().auto_connector.stop()
-                    task_status.started()
+            async with self._host.run(self._listen):
+                # libp2p's auto-connector dials every peerstore peer up to
+                # (low + high watermark) / 2 connections; peering.py decides that.
+                await self._host.get_network().auto_connector.stop()
+                task_status.started()
+                try:
                     await trio.sleep_forever()
-            except OSError as exc:
-                raise UserError(
-                    f"cannot listen on {', '.join(map(str, self._listen))}: {exc.strerror or exc}; "
-                    "pick another port with --listen (tcp/0 picks a free one)"
-                ) from None
+                finally:
+                    # close while the swarm still runs: after host.run() exits,
+                    # close() no longer reaches the connections and they leak
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
+                        await self._close_host()
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {', '.join(map(str, self._listen))}: {exc.strerror or exc}; "
+                "pick another port with --listen (tcp/0 picks a free one)"
+            ) from None
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
-                await self._close_host()
             self._host = None
 
     async def _close_host(self) -> None:
