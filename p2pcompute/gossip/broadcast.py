@@ -38,8 +38,17 @@ class BroadcastQueue:
         """How many times the item under ``key`` was sent, or None when not queued."""
         return self._sent.get(key)
 
-    def push(self, key: Hashable, item: Any, size: int) -> None:
-        """Queue ``item`` (about ``size`` bytes on the wire), replacing any item under ``key``."""
+    def push(self, key: Hashable, item: Any, size: int, keep_count: bool = False) -> None:
+        """Queue ``item`` (about ``size`` bytes on the wire), replacing any item under ``key``.
+
+        A replacement starts afresh, unless ``keep_count``: then an item still
+        queued keeps its transmit count and place (a refinement of news already
+        on its way, such as one more confirmation of a suspicion).
+        """
+        t = self._sent.get(key)
+        if keep_count and t is not None:
+            self._buckets[t][key] = (item, size)
+            return
         self.discard(key)
         if len(self._sent) >= self._max_items:
             self._evict_most_sent()
@@ -53,7 +62,10 @@ class BroadcastQueue:
 
     def has_fresh(self, below: int) -> bool:
         """True when some item was sent fewer than ``below`` times."""
-        return any(self._buckets[t] for t in range(min(below, len(self._buckets))))
+        buckets = self._buckets
+        if below >= len(buckets) or not self._sent:
+            return bool(self._sent)
+        return any(buckets[t] for t in range(below))
 
     def take(self, budget: int, limit: int, max_items: int) -> tuple[list[Any], int]:
         """Draw items for one message: at most ``max_items``, about ``budget`` bytes.
@@ -64,7 +76,14 @@ class BroadcastQueue:
         """
         chosen: list[tuple[Hashable, int]] = []
         used = 0
+        left = len(self._sent)
+        if not left:
+            return [], 0
         for t, bucket in enumerate(self._buckets):
+            if not bucket:
+                continue
+            if len(chosen) == left:
+                break
             for key, (_, size) in bucket.items():
                 if chosen and (used + size > budget or len(chosen) >= max_items):
                     return self._advance(chosen, limit), used

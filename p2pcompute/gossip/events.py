@@ -113,7 +113,7 @@ class MembershipConfig:
     retransmit_mult: float = 4.0  # λ: each update is sent about λ·log10(N+1) times
     gossip_interval: float = 0.1
     gossip_fanout: int = 4
-    gossip_fresh: int = 0  # gossip rounds only for items sent fewer times (0: the full limit)
+    gossip_fresh: int = 4  # dedicated rounds carry items sent fewer times; the rest ride on probes (0: all)
     push_pull_interval: float = 15.0  # scaled up with log2(N/32) beyond 32 members
     join_retry: float = 2.0  # push-pull the seeds this often until one answers
     max_piggyback_bytes: int = 4000

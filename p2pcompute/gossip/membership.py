@@ -137,7 +137,9 @@ class Membership:
         self._records = BroadcastQueue(self.config.max_broadcasts)
         self._claim = b""
         self._seeds: tuple[PeerId, ...] = ()
-        self._joining = False  # until a seed answers our push-pull
+        self._limit_n = self._limit_value = 0
+        self._joining = False  # until two push-pulls (a seed's, then a random member's) answered
+        self._join_replies: list[PeerId] = []
         self._timers: dict[TimerKind, float] = {}
         self._seq = self._rng.getrandbits(32)
         self._probe: _Probe | None = None
@@ -162,6 +164,8 @@ class Membership:
             return []
         out: list[ev.Command] = []
         self._handlers[type(event)](event, now, out)
+        if self.joined and not self.left and TimerKind.GOSSIP not in self._timers and self._has_news():
+            self._set_timer(TimerKind.GOSSIP, now + self.config.gossip_interval, out)
         return out
 
     # --- queries (for ``p2pcompute peers`` and the layers above) --------------------
@@ -207,11 +211,11 @@ class Membership:
         self.joined = True
         self._seeds = tuple(p for p in event.seeds if p != self.self_id)[:16]
         self._joining = bool(self._seeds)
+        self._join_replies = []
         self._queue_update(self._self_update())
         for seed in self._seeds:
             out.append(ev.Send(seed, PushPull(self._snapshot(), self._versions(), join=True)))
         self._set_timer(TimerKind.PROBE, now + self._rng.uniform(0, cfg.probe_interval), out)
-        self._set_timer(TimerKind.GOSSIP, now + self._rng.uniform(0, cfg.gossip_interval), out)
         self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
 
     def _on_leave(self, event: ev.Leave, now: float, out: list) -> None:
@@ -229,7 +233,7 @@ class Membership:
         if self.record is not None and record.version <= self.record.version:
             return
         self.record, self._claim = record, event.claim
-        self._records.push(self.self_id, event.claim, len(event.claim) + 8)
+        self._records.push(self.self_id.raw, event.claim, len(event.claim) + 8)
         out.append(ev.CapabilityChanged(self.self_id, record))
 
     def _on_timer(self, event: ev.TimerFired, now: float, out: list) -> None:
@@ -388,21 +392,35 @@ class Membership:
 
     # --- merging news ---------------------------------------------------------------------
 
-    def _merge(self, updates: tuple, records: tuple, now: float, out: list) -> None:
+    def _merge(self, updates: tuple, records: tuple, now: float, out: list, spread: bool = True) -> None:
+        get = self.table.get
         for update in updates:
-            self._apply(update, now, out)
+            known = get(update.peer)
+            if known is not None:  # fast path: most piggybacked news is old news
+                old = known.update
+                if old is update or update.incarnation < old.incarnation or (
+                    update.incarnation == old.incarnation and update.state < old.state
+                ):
+                    continue
+            self._apply(update, now, out, spread)
+        seen = self._seen_claims
         for claim in records:
-            self._apply_record(claim, now, out)
+            if claim not in seen:
+                self._apply_record(claim, now, out, spread)
 
-    def _apply(self, update: Update, now: float, out: list) -> None:
-        """Merge one fact into the table; notify, time suspicions and re-broadcast what is new."""
+    def _apply(self, update: Update, now: float, out: list, spread: bool = True) -> None:
+        """Merge one fact into the table; notify, time suspicions and re-broadcast what is new.
+
+        ``spread=False`` merges without re-broadcasting: a joining peer's view
+        of the table is old news to everybody else.
+        """
         peer = update.peer
         if peer == self.self_id:
             self._about_self(update)
             return
         member = self.table.get(peer)
         if member is None:
-            self._add_member(update, now, out)
+            self._add_member(update, now, out, spread)
             return
         old = member.update
         if old is update or update.rank < old.rank:
@@ -416,8 +434,8 @@ class Membership:
             if new.state == SUSPECT:
                 self._suspicion_deadline(member, now, False, out)
                 cap = self.config.suspicion_confirmations + 1
-                if min(len(new.origins), cap) > min(len(old.origins), cap):
-                    self._queue_update(new)
+                if spread and min(len(new.origins), cap) > min(len(old.origins), cap):
+                    self._queue_update(new, keep_count=True)  # ride the suspicion's own wave
             return
         if new.state != old.state:
             member.since = now
@@ -430,9 +448,10 @@ class Membership:
             member.suspicion = None
             if new.state == ALIVE:
                 member.last_seen = now
-        self._queue_update(new)
+        if spread:
+            self._queue_update(new)
 
-    def _add_member(self, update: Update, now: float, out: list) -> None:
+    def _add_member(self, update: Update, now: float, out: list, spread: bool) -> None:
         if len(self.table) >= self.config.max_members and not self._make_room(now):
             return
         update = normal(update)
@@ -445,7 +464,8 @@ class Membership:
             self._suspicion_deadline(member, now, True, out)
         if member.live:
             out.append(ev.MemberChanged(update.peer, None, update.state))
-        self._queue_update(update)
+        if spread:
+            self._queue_update(update)
 
     def _about_self(self, update: Update) -> None:
         if update.state == ALIVE:
@@ -459,7 +479,7 @@ class Membership:
         self.incarnation = update.incarnation + 1
         self._queue_update(self._self_update())
 
-    def _apply_record(self, claim: bytes, now: float, out: list) -> None:
+    def _apply_record(self, claim: bytes, now: float, out: list, spread: bool = True) -> None:
         if claim in self._seen_claims:
             return
         try:
@@ -480,7 +500,8 @@ class Membership:
             return
         member.record, member.claim = record, claim
         out.append(ev.CapabilityChanged(peer, record))
-        self._records.push(peer, claim, len(claim) + 8)
+        if spread:
+            self._records.push(peer.raw, claim, len(claim) + 8)
 
     def _remember_claim(self, claim: bytes) -> None:
         seen = self._seen_claims
@@ -501,29 +522,40 @@ class Membership:
     def _self_update(self) -> Update:
         return Update(self.self_id, ALIVE, self.incarnation, (), self.address)
 
-    def _queue_update(self, update: Update) -> None:
+    def _queue_update(self, update: Update, keep_count: bool = False) -> None:
         size = 56 + 40 * len(update.origins) + len(update.address)
-        self._updates.push(update.peer, update, size)
+        self._updates.push(update.peer.raw, update, size, keep_count)
 
     def _piggyback(self) -> tuple[tuple, tuple]:
         cfg = self.config
-        limit = cfg.retransmit_limit(self.size)
+        limit = self._limit()
         updates, used = self._updates.take(cfg.max_piggyback_bytes, limit, cfg.max_piggyback_items)
         records: list = []
         if len(self._records) and used < cfg.max_piggyback_bytes:
             records, _ = self._records.take(cfg.max_piggyback_bytes - used, limit, cfg.max_piggyback_items)
         return tuple(updates), tuple(records)
 
+    def _has_news(self) -> bool:
+        """Is anything queued that dedicated gossip rounds should still carry?"""
+        fresh = self.config.gossip_fresh or self._limit()
+        return self._updates.has_fresh(fresh) or self._records.has_fresh(fresh)
+
+    def _limit(self) -> int:
+        """The retransmit limit for the current N (memoised: N changes rarely)."""
+        n = self.size
+        if n != self._limit_n:
+            self._limit_n, self._limit_value = n, self.config.retransmit_limit(n)
+        return self._limit_value
+
     def _gossip_round(self, now: float, out: list) -> None:
-        cfg = self.config
-        fresh = cfg.gossip_fresh or cfg.retransmit_limit(self.size)
-        if self._updates.has_fresh(fresh) or self._records.has_fresh(fresh):
-            for peer in self.table.sample(cfg.gossip_fanout):
-                updates, records = self._piggyback()
-                if not updates and not records:
-                    break
-                out.append(ev.Send(peer, Gossip(updates, records)))
-        self._set_timer(TimerKind.GOSSIP, now + cfg.gossip_interval, out)
+        """Fan out to a few members. The timer is armed only while there is news (see handle)."""
+        if not self._has_news():
+            return
+        for peer in self.table.sample(self.config.gossip_fanout):
+            updates, records = self._piggyback()
+            if not updates and not records:
+                break
+            out.append(ev.Send(peer, Gossip(updates, records)))
 
     # --- anti-entropy -------------------------------------------------------------------------
 
@@ -535,12 +567,19 @@ class Membership:
     def _push_pull_round(self, now: float, out: list) -> None:
         dead = self._reap(now)
         if self._joining:
-            target: PeerId | None = self._rng.choice(self._seeds)
+            target: PeerId | None = self._join_target()
         else:
             target = self._push_pull_target(dead)
         if target is not None:
             out.append(ev.Send(target, PushPull(self._snapshot(), self._versions(), join=self._joining)))
         self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
+
+    def _join_target(self) -> PeerId:
+        if self._join_replies:
+            others = self.table.sample(1, exclude=tuple(self._join_replies))
+            if others:
+                return others[0]
+        return self._rng.choice(self._seeds)
 
     def _push_pull_target(self, dead: list[PeerId]) -> PeerId | None:
         """A random live or dead member: a peer wrongly declared dead hears of it and refutes."""
@@ -552,13 +591,21 @@ class Membership:
         return live[i] if i < len(live) else dead[i - len(live)]
 
     def _on_push_pull(self, peer: PeerId, msg: PushPull | PushPullReply, now: float, out: list) -> None:
-        for update in msg.members:
-            self._apply(update, now, out)
+        # A joining peer keeps what it learns to itself (all old news to the
+        # network); an established peer spreads whatever is new to it, which
+        # is what dissemination missed. A snapshot starts with its sender,
+        # whose word on itself is news either way.
+        spread = not self._joining
+        own = msg.members[:1]
+        if own and own[0].peer == peer:
+            self._merge(own, (), now, out)
+        self._merge(msg.members, (), now, out, spread)
         if isinstance(msg, PushPullReply):
-            if peer in self._seeds:
-                self._joining = False
-            for claim in msg.capabilities:
-                self._apply_record(claim, now, out)
+            self._merge((), msg.capabilities, now, out, spread)
+            if self._joining:
+                # A seed may itself be new and know little: catch up with one more member.
+                self._join_replies.append(peer)
+                self._joining = len(self._join_replies) < 2
         theirs = dict(msg.versions)
         missing = self._records_newer_than(theirs)
         if isinstance(msg, PushPull):
@@ -595,7 +642,7 @@ class Membership:
                     dead.append(m.peer)
         for peer in stale:
             self.table.remove(peer)
-            self._updates.discard(peer)
+            self._updates.discard(peer.raw)
         return dead
 
     # --- timers -----------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class Sim:
         }
         self.claims = {i.peer_id: make_record(i, 1, cpus=4.0, memory=8 << 30, arch="x86_64") for i in self.idents} if records else {}
         self.crashed: dict[PeerId, float] = {}
+        self.started: dict[PeerId, float] = {}
         self.changes: list[tuple[float, PeerId, ev.MemberChanged]] = []
         self.sent = 0
         self.bytes = 0
@@ -81,14 +82,28 @@ class Sim:
         when = self.now if when is None else when
         self.at(when, lambda: self._dispatch(peer, event))
 
-    def start(self, spread: float = 1.0) -> None:
-        """Peer 0 starts the network; the others join through a random earlier peer."""
-        for k, pid in enumerate(self.ids):
+    def start(self, spread: float = 1.0, count: int | None = None) -> None:
+        """Peer 0 starts the network; the next ``count`` peers join through a random earlier peer."""
+        count = len(self.ids) if count is None else count
+        for k, pid in enumerate(self.ids[:count]):
             seeds = (self.ids[self.rng.randrange(k)],) if k else ()
-            when = spread * k / len(self.ids)
+            when = spread * k / count
+            self.started[pid] = when
             self.feed(pid, ev.Join(seeds), when)
             if pid in self.claims:
                 self.feed(pid, ev.SetCapability(self.claims[pid]), when)
+
+    def join_later(self, peer: PeerId, when: float) -> None:
+        """Start a peer that was left out of ``start`` (``start(count=...)``), through a random live peer."""
+
+        def go() -> None:
+            seeds = [p for p in self.live() if p != peer]
+            self.started[peer] = self.now
+            self._dispatch(peer, ev.Join((self.rng.choice(seeds),) if seeds else ()))
+            if peer in self.claims:
+                self._dispatch(peer, ev.SetCapability(self.claims[peer]))
+
+        self.at(when, go)
 
     def crash(self, peer: PeerId, when: float) -> None:
         self.at(when, lambda: self.crashed.setdefault(peer, self.now))
@@ -137,7 +152,7 @@ class Sim:
     # --- figures -----------------------------------------------------------------
 
     def live(self) -> list[PeerId]:
-        return [p for p in self.ids if p not in self.crashed and not self.nodes[p].left]
+        return [p for p in self.ids if p in self.started and p not in self.crashed and not self.nodes[p].left]
 
     def figures(self, duration: float) -> Figures:
         fig = Figures()
@@ -149,7 +164,7 @@ class Sim:
                 if change.peer not in self.crashed or t < self.crashed[change.peer]:
                     fig.false_deaths.append((t, observer, change.peer))
         for victim, t_crash in self.crashed.items():
-            times = [first_dead.get((obs, victim)) for obs in live]
+            times = [first_dead.get((obs, victim)) for obs in live if self.started[obs] < t_crash]
             if all(t is not None for t in times):
                 fig.detections[victim] = max(times) - t_crash
             else:

@@ -144,7 +144,7 @@ def test_failed_probe_suspects_then_declares_dead():
     assert changes(cmds) == [(target, ALIVE, SUSPECT)]
     assert m.health == 0  # every relay nacked: the target is at fault, not us
     # the suspicion is disseminated with us as its origin
-    queued = m._updates.transmits(target)
+    queued = m._updates.transmits(target.raw)
     assert queued is not None and m.member(target).update.origins == (ME,)
     expected = t_end + m.suspicion_timeout(0)
     assert m._timers[TimerKind.SUSPICION] == pytest.approx(expected)
@@ -238,7 +238,7 @@ def test_suspicion_timeout_shrinks_with_confirmations():
     assert m._timers[TimerKind.SUSPICION] == pytest.approx(deadlines[-1])
     # a confirmation beyond K is merged but not re-broadcast as news
     m._updates.take(10_000, 1, 100)  # drain the queue
-    assert m._updates.transmits(x) is None
+    assert m._updates.transmits(x.raw) is None
 
 
 def test_many_suspects_share_one_timer():
@@ -283,18 +283,20 @@ def test_retransmit_limit_is_honoured():
 def test_gossip_rounds_fan_out_only_while_news_is_queued():
     cfg = MembershipConfig()
     m = machine(others=10, config=cfg)
-    _, cmds = fire(m, TimerKind.GOSSIP)
+    at, cmds = fire(m, TimerKind.GOSSIP)
     gossip = sends(cmds, Gossip)
     assert len(gossip) == cfg.gossip_fanout
     assert len({g.peer for g in gossip}) == cfg.gossip_fanout
-    rounds = 0
-    while sends(cmds, Gossip):
-        rounds += 1
+    rounds = 1
+    while TimerKind.GOSSIP in m._timers:
+        assert m._timers[TimerKind.GOSSIP] == pytest.approx(at + cfg.gossip_interval)
         at, cmds = fire(m, TimerKind.GOSSIP)
-        assert timer(cmds, TimerKind.GOSSIP) == pytest.approx(at + cfg.gossip_interval)
+        rounds += 1
     assert rounds <= cfg.retransmit_limit(m.size) // cfg.gossip_fanout + 1
-    _, cmds = fire(m, TimerKind.GOSSIP)
-    assert not sends(cmds)  # nothing to say: no messages
+    # idle: no gossip timer at all (no idle ticks); news arms it again
+    assert not sends(m.handle(ev.TimerFired(TimerKind.GOSSIP), at + 1.0))
+    cmds = m.handle(ev.Received(IDS[1], Gossip(updates=(Update(IDS[11], ALIVE, 0),))), 5.0)
+    assert timer(cmds, TimerKind.GOSSIP) == pytest.approx(5.0 + cfg.gossip_interval)
 
 
 def test_relay_pings_then_nacks_before_the_deadline_and_forwards_a_late_ack():
@@ -372,7 +374,7 @@ def test_push_pull_merges_both_ways_with_capabilities():
     assert a.state_of(b_id) == ALIVE and a.state_of(idents[3].peer_id) == DEAD
     assert a.member(idents[2].peer_id).incarnation == 3 and a.state_of(idents[2].peer_id) == ALIVE
     cmds = b.handle(ev.Received(a_id, reply.msg), 1.2)
-    assert not b._joining
+    assert b._joining and b._join_replies == [a_id]  # one more push-pull, with another member
     assert b.state_of(a_id) == ALIVE and b.state_of(idents[2].peer_id) == ALIVE
     assert b.member(a_id).record.arch == "arm64"
     assert any(isinstance(c, ev.CapabilityChanged) and c.peer == a_id for c in cmds)
@@ -382,6 +384,31 @@ def test_push_pull_merges_both_ways_with_capabilities():
     a.handle(ev.Received(b_id, back.msg), 1.3)
     assert a.member(idents[3].peer_id).record.labels == {"gpu": "no"}
     assert {r.peer for r in a.members()} == {r.peer for r in b.members()} - {a_id} | {b_id}
+    _, cmds = fire(b, TimerKind.PUSH_PULL)
+    (catch_up,) = sends(cmds, PushPull)
+    assert catch_up.peer == idents[2].peer_id and catch_up.msg.join
+
+
+def test_join_through_a_seed_that_knows_little_catches_up_with_another_member():
+    a = Membership(IDS[1], MembershipConfig(), random.Random(1), 0.0)  # a fresh seed
+    a.handle(ev.Join(()), 0.0)
+    m = Membership(ME, MembershipConfig(), random.Random(2), 0.0)
+    (push,) = sends(m.handle(ev.Join((IDS[1],)), 0.0), PushPull)
+    (reply,) = sends(a.handle(ev.Received(ME, push.msg), 0.1), PushPullReply)
+    m.handle(ev.Received(IDS[1], reply.msg), 0.2)
+    assert m._joining  # the seed knew nobody else: try again, the seed once more
+    at, cmds = fire(m, TimerKind.PUSH_PULL)
+    assert at == pytest.approx(0.0 + m.config.join_retry)
+    (again,) = sends(cmds, PushPull)
+    assert again.peer == IDS[1]
+    # the seed meanwhile met the rest of the network
+    a.handle(ev.Received(IDS[2], Gossip(updates=tuple(Update(p, ALIVE, 0) for p in IDS[2:6]))), 1.0)
+    (reply,) = sends(a.handle(ev.Received(ME, again.msg), at + 0.1), PushPullReply)
+    cmds = m.handle(ev.Received(IDS[1], reply.msg), at + 0.2)
+    assert not m._joining
+    assert sorted(m.alive_members()) == sorted(IDS[1:6])
+    # what a joiner learns from push-pull is old news: not re-gossiped
+    assert all(m._updates.transmits(p.raw) is None for p in IDS[2:6])
 
 
 def test_capability_versions_newest_wins_and_forgeries_are_dropped():
