@@ -99,6 +99,11 @@ class Executor:
         assert pending.result is not None
         return pending.result
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for status pages and tests)."""
+        return [h.process.pid for h in self._handles.values()
+                if h.process is not None and h.process.returncode is None]
+
     async def wait_ready(self) -> None:
         """Wait until ``cpus`` workers have started (they are then warm)."""
         await self._ready.wait()

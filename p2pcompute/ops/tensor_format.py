@@ -39,6 +39,7 @@ MAGIC = b"P2PT"
 VERSION = 1
 MAX_NDIM = 32
 DEFAULT_MAX_BYTES = 1 << 32  # 4 GiB of element data
+_MAX_EXTENT = 1 << 48
 
 DTYPE_CODES: dict[str, int] = {
     "bool": 1,
@@ -103,10 +104,11 @@ def decode_header(data: bytes | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTE
         raise WireError(f"tensor: truncated shape ({len(view)} bytes, header needs {header_len})")
     shape = struct.unpack_from(f"<{ndim}Q", view, _FIXED.size)
     dtype = _BY_CODE[code].newbyteorder("<" if order == 0 else ">")
-    nbytes = dtype.itemsize
+    nbytes, extent = dtype.itemsize, dtype.itemsize
     for dim in shape:
         nbytes *= dim
-        if nbytes > max_bytes:
+        extent *= max(dim, 1)  # numpy refuses shapes whose non-zero sizes overflow, even if empty
+        if nbytes > max_bytes or extent > _MAX_EXTENT:
             raise WireError(f"tensor: shape {tuple(shape)} of {dtype.name} exceeds the "
                             f"{max_bytes}-byte limit")
     return dtype, tuple(shape), header_len

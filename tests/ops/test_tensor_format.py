@@ -73,3 +73,9 @@ def test_unsupported_dtype_and_file_cap(tmp_path):
     assert tf.read_file(path).sum() == 499500
     with pytest.raises(WireError, match="exceeds"):
         tf.read_file(path, max_bytes=100)
+
+
+def test_empty_tensor_with_huge_other_dimensions_is_refused_cleanly():
+    blob = b"P2PT\x01\x01\x00\x02" + struct.pack("<QQ", 0, 2**62)
+    with pytest.raises(WireError, match="exceeds"):
+        tf.decode(blob)
