@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "p2pcompute.cli.daemon",
     "p2pcompute.cli.control",
     "p2pcompute.cli.devnet",
+    "p2pcompute.cli.ops_cmd",
 ]
 
 DESCRIPTION = """\
