@@ -170,7 +170,7 @@ class Node:
                 "labels": record.resources.labels if record else {},
                 "agent": record.agent if record else "",
                 "bootstrap": k.bootstrap,
-                "last_seen_s_ago": None if k.last_seen is None else round(now - k.last_seen, 1),
+                "last_seen_s_ago": 0.0 if k.connected else (None if k.last_seen is None else round(now - k.last_seen, 1)),
                 "failures": k.failures,
                 "last_error": k.last_error,
             })
