@@ -155,16 +155,18 @@
       (loop $pixel
         (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
         (local.set $off (i32.shl (local.get $i) (i32.const 1)))
-        (local.set $cloud
-          (i32.and
-            (i32.gt_u (i32.load16_u (i32.add (local.get $blue) (local.get $off))) (i32.const 2500))
-            (i32.and
-              (f32.lt (call $nd (i32.load16_u (i32.add (local.get $nir) (local.get $off)))
-                                (i32.load16_u (i32.add (local.get $red) (local.get $off))))
-                      (f32.const 0x1.333334p-2))
-              (f32.lt (call $nd (i32.load16_u (i32.add (local.get $green) (local.get $off)))
-                                (i32.load16_u (i32.add (local.get $swir) (local.get $off))))
-                      (f32.const 0x1.99999ap-2)))))
+        ;; the three tests in turn: most pixels fail the first, cheap one
+        (local.set $cloud (i32.const 0))
+        (if (i32.gt_u (i32.load16_u (i32.add (local.get $blue) (local.get $off))) (i32.const 2500))
+          (then
+            (if (f32.lt (call $nd (i32.load16_u (i32.add (local.get $nir) (local.get $off)))
+                                  (i32.load16_u (i32.add (local.get $red) (local.get $off))))
+                        (f32.const 0x1.333334p-2))
+              (then
+                (local.set $cloud
+                  (f32.lt (call $nd (i32.load16_u (i32.add (local.get $green) (local.get $off)))
+                                    (i32.load16_u (i32.add (local.get $swir) (local.get $off))))
+                          (f32.const 0x1.99999ap-2)))))))
         (i32.store8 offset=24 (i32.add (local.get $mask) (local.get $i))
                     (i32.mul (local.get $cloud) (i32.const 255)))
         (local.set $count (i32.add (local.get $count) (local.get $cloud)))
