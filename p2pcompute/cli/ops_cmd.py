@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("job", metavar="JOB.yaml", help="the job file (schema below)")
     r.add_argument("--local", action="store_true",
-                   help="run here without a network (required: submitting to peers is `submit`)")
+                   help="run on this machine, without a network (required for now)")
     r.add_argument("--cpus", type=int, default=1, help="worker processes to start (default 1)")
     r.add_argument("--out", metavar="DIR", help="write the outputs to DIR instead of the job's outputs.dir")
     add_json_flag(r)
