@@ -6,6 +6,14 @@ same kind replaces the old one. A peer has at most one timer per kind, five
 in all, however many members it suspects or relays for, so a simulation
 driver can keep every peer's timers in one heap (stale heap entries may be
 delivered: a timer fired early is ignored by the state machine).
+
+A driver's whole job: feed ``Join`` once (seeds may be empty), ``Received``
+for every membership message (codes 100–199) from an authenticated peer,
+``TimerFired`` when a timer is due, and ``Leave`` on shutdown; carry out
+``Send`` as a one-way ``Transport.send`` (a failed send may be dropped:
+probing notices), keep one pending timer per kind, and pass
+``MemberChanged`` / ``CapabilityChanged`` to whoever listens. To batch
+timers, set ``timer_quantum`` (e.g. 0.01 s): deadlines are rounded up to it.
 """
 
 from __future__ import annotations
@@ -56,7 +64,12 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class SetCapability:
-    """Publish this peer's new signed capability record (``capability.make_record``)."""
+    """Publish this peer's new signed capability record (``capability.make_record``).
+
+    ``handle`` raises ``WireError`` or ``ValueError`` if it is not a valid
+    record of this peer: that is the caller's bug, not a remote peer's.
+    Records go to every peer: publish load changes sparingly (seconds apart).
+    """
 
     claim: bytes
 
@@ -105,7 +118,7 @@ class MembershipConfig:
     probe_interval: float = 0.7  # covers a 4-hop indirect probe
     probe_timeout: float = 0.25  # direct ping; ≥ one slow round trip
     indirect_probes: int = 3
-    nack_fraction: float = 0.5  # a relay nacks after this share of the prober's indirect window
+    nack_fraction: float = 0.4  # a relay nacks after this share of the prober's indirect window
     suspicion_alpha: float = 1.5  # min suspicion = α · max(1, log10 N) · probe_interval
     suspicion_beta: float = 4.0  # max suspicion = β · min
     suspicion_confirmations: int = 3  # K: independent suspicions that shrink the timeout to min

@@ -27,10 +27,15 @@ slows its own judgements instead of accusing healthy peers.
 
 *Dissemination.* Updates and capability records wait in ``BroadcastQueue``s
 and ride on every message (membership first); each is sent about
-λ·log10(N+1) times. A dedicated ``Gossip`` round every ``gossip_interval``
-sends to ``gossip_fanout`` random members while anything is queued, and
-push-pull anti-entropy with one random member (its period growing with
-log2 N) repairs whatever was missed; joining is a push-pull with the seeds.
+λ·log10(N+1) times. Dedicated ``Gossip`` rounds to ``gossip_fanout`` random
+members every ``gossip_interval`` carry fresh news fast, and push-pull
+anti-entropy (its period growing with log2 N) repairs whatever was missed;
+joining is a push-pull with the seeds. Capability records merge by their own
+version, independent of incarnations.
+
+Probing lives in ``probing.py`` and dissemination in ``dissemination.py``
+(mixins of ``Membership``); this module holds the events, the merge of news
+into the table, suspicion timing and the timer bookkeeping.
 
 *Timers* are commands (``SetTimer``); a peer holds at most one per kind:
 suspicion deadlines and relay nack deadlines live in internal heaps and only
@@ -51,12 +56,13 @@ from ..node.identity import PeerId
 from . import events as ev
 from .broadcast import BroadcastQueue
 from .capability import CapabilityRecord, open_record
+from .dissemination import DisseminationMixin
 from .events import MembershipConfig, TimerKind
 from .messages import (
     ALIVE,
     DEAD,
     LEFT,
-    MAX_PIGGYBACK,
+    PIGGYBACKED,
     STATE_NAMES,
     SUSPECT,
     Ack,
@@ -68,29 +74,11 @@ from .messages import (
     PushPullReply,
     Update,
 )
+from .probing import ProbingMixin, _Probe, _Relay
 from .table import Member, Suspicion, Table, join, normal
 
-_PUSH_PULL_RECORD_BYTES = 256 * 1024
 _MAX_ORPHANS = 256
 _MAX_SEEN_CLAIMS = 4096
-
-
-@dataclass(slots=True)
-class _Probe:
-    seq: int
-    target: PeerId
-    period_end: float
-    indirect: bool = False
-    relays: tuple[PeerId, ...] = ()
-    nacks: int = 0
-    acked: bool = False
-
-
-@dataclass(slots=True)
-class _Relay:
-    requester: PeerId
-    seq: int  # the requester's probe seq
-    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +94,7 @@ class MemberInfo:
     record: CapabilityRecord | None
 
 
-class Membership:
+class Membership(ProbingMixin, DisseminationMixin):
     """The membership state machine of one peer. Feed events to ``handle``."""
 
     def __init__(
@@ -219,7 +207,7 @@ class Membership:
         self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
 
     def _on_leave(self, event: ev.Leave, now: float, out: list) -> None:
-        update = Update(self.self_id, LEFT, self.incarnation, (self.self_id,), self.address)
+        update = Update(self.self_id, LEFT, self.incarnation, (), self.address)
         for peer in self.table.sample(self.config.leave_fanout):
             out.append(ev.Send(peer, Gossip(updates=(update,))))
         out.append(ev.MemberChanged(self.self_id, ALIVE, LEFT))
@@ -262,6 +250,9 @@ class Membership:
         if kind is PushPull or kind is PushPullReply:
             self._on_push_pull(peer, msg, now, out)
             return
+        if kind not in PIGGYBACKED:
+            self.stats["unexpected_messages"] += 1  # the driver should not have fed it; drop
+            return
         self._merge(msg.updates, msg.capabilities, now, out)
         if kind is Ping:
             out.append(ev.Send(peer, Ack(msg.seq, *self._piggyback())))
@@ -273,99 +264,6 @@ class Membership:
             probe = self._probe
             if probe is not None and probe.seq == msg.seq and peer in probe.relays:
                 probe.nacks += 1
-
-    # --- probing -----------------------------------------------------------------------
-
-    def _probe_step(self, now: float, out: list) -> None:
-        probe = self._probe
-        if probe is None or probe.acked:
-            self._start_probe(now, out)
-        elif not probe.indirect:
-            self._go_indirect(probe, now, out)
-        else:
-            self._probe_failed(probe, now, out)
-            self._start_probe(now, out)
-
-    def _start_probe(self, now: float, out: list) -> None:
-        cfg, scale = self.config, self.health + 1
-        target = self.table.next_probe()
-        if target is None:
-            self._probe = None
-            self._set_timer(TimerKind.PROBE, now + cfg.probe_interval * scale, out)
-            return
-        self._seq += 1
-        self._probe = _Probe(self._seq, target, now + cfg.probe_interval * scale)
-        self.stats["probes"] += 1
-        updates, records = self._piggyback()
-        member = self.table.members[target]
-        if member.state == SUSPECT and member.update not in updates:
-            updates = (member.update, *updates[: MAX_PIGGYBACK - 1])  # tell it, so it can refute
-        out.append(ev.Send(target, Ping(self._seq, updates, records)))
-        self._set_timer(TimerKind.PROBE, now + cfg.probe_timeout * scale, out)
-
-    def _go_indirect(self, probe: _Probe, now: float, out: list) -> None:
-        probe.indirect = True
-        wanted = self.config.indirect_probes
-        picked = self.table.sample(wanted + 2, exclude=(probe.target,))
-        members = self.table.members
-        probe.relays = tuple(p for p in picked if members[p].state == ALIVE)[:wanted]
-        window = max(0.0, probe.period_end - now) * self.config.nack_fraction
-        for relay in probe.relays:
-            out.append(ev.Send(relay, PingReq(probe.seq, probe.target, window, *self._piggyback())))
-        self.stats["indirect_probes"] += 1
-        self._set_timer(TimerKind.PROBE, probe.period_end, out)
-
-    def _probe_failed(self, probe: _Probe, now: float, out: list) -> None:
-        self.stats["probe_failures"] += 1
-        missed = len(probe.relays) - probe.nacks
-        self._change_health(missed if probe.relays else 1)
-        self.stats["missed_nacks"] += max(0, missed)
-        member = self.table.get(probe.target)
-        if member is None or not member.live:
-            return
-        self._apply(Update(member.peer, SUSPECT, member.incarnation, (self.self_id,)), now, out)
-
-    def _on_ack(self, peer: PeerId, seq: int, now: float, out: list) -> None:
-        probe = self._probe
-        if probe is not None and probe.seq == seq and not probe.acked:
-            if peer == probe.target or peer in probe.relays:
-                probe.acked = True
-                self._change_health(-1)
-                target = self.table.get(probe.target)
-                if target is not None:
-                    target.last_seen = now
-                self._set_timer(TimerKind.PROBE, probe.period_end, out)
-            return
-        relay = self._relays.pop(seq, None)
-        if relay is not None:
-            out.append(ev.Send(relay.requester, Ack(relay.seq, *self._piggyback())))
-
-    def _on_ping_req(self, peer: PeerId, msg: PingReq, now: float, out: list) -> None:
-        if len(self._relays) >= self.config.max_relays or msg.target == self.self_id:
-            return  # overloaded: the requester counts our missing nack against its own health
-        self._seq += 1
-        self._relays[self._seq] = _Relay(peer, msg.seq, msg.timeout)
-        heapq.heappush(self._relay_heap, (now + msg.timeout, self._seq, False))
-        self._arm_heap_timer(TimerKind.RELAY, self._relay_heap[0][0], out)
-        out.append(ev.Send(msg.target, Ping(self._seq, *self._piggyback())))
-
-    def _relay_deadlines(self, now: float, out: list) -> None:
-        heap = self._relay_heap
-        while heap and heap[0][0] <= now:
-            _, seq, expire = heapq.heappop(heap)
-            relay = self._relays.get(seq)
-            if relay is None:
-                continue
-            if expire:
-                del self._relays[seq]
-            else:
-                out.append(ev.Send(relay.requester, Nack(relay.seq, *self._piggyback())))
-                heapq.heappush(heap, (now + relay.timeout, seq, True))  # forward a late ack meanwhile
-        if heap:
-            self._set_timer(TimerKind.RELAY, heap[0][0], out)
-
-    def _change_health(self, delta: int) -> None:
-        self.health = min(self.config.max_health - 1, max(0, self.health + delta))
 
     # --- suspicion ----------------------------------------------------------------------
 
@@ -516,134 +414,6 @@ class Membership:
             return False
         self.table.remove(min(dead, key=lambda m: m.since).peer)
         return True
-
-    # --- dissemination ----------------------------------------------------------------------
-
-    def _self_update(self) -> Update:
-        return Update(self.self_id, ALIVE, self.incarnation, (), self.address)
-
-    def _queue_update(self, update: Update, keep_count: bool = False) -> None:
-        size = 56 + 40 * len(update.origins) + len(update.address)
-        self._updates.push(update.peer.raw, update, size, keep_count)
-
-    def _piggyback(self) -> tuple[tuple, tuple]:
-        cfg = self.config
-        limit = self._limit()
-        updates, used = self._updates.take(cfg.max_piggyback_bytes, limit, cfg.max_piggyback_items)
-        records: list = []
-        if len(self._records) and used < cfg.max_piggyback_bytes:
-            records, _ = self._records.take(cfg.max_piggyback_bytes - used, limit, cfg.max_piggyback_items)
-        return tuple(updates), tuple(records)
-
-    def _has_news(self) -> bool:
-        """Is anything queued that dedicated gossip rounds should still carry?"""
-        fresh = self.config.gossip_fresh or self._limit()
-        return self._updates.has_fresh(fresh) or self._records.has_fresh(fresh)
-
-    def _limit(self) -> int:
-        """The retransmit limit for the current N (memoised: N changes rarely)."""
-        n = self.size
-        if n != self._limit_n:
-            self._limit_n, self._limit_value = n, self.config.retransmit_limit(n)
-        return self._limit_value
-
-    def _gossip_round(self, now: float, out: list) -> None:
-        """Fan out to a few members. The timer is armed only while there is news (see handle)."""
-        if not self._has_news():
-            return
-        for peer in self.table.sample(self.config.gossip_fanout):
-            updates, records = self._piggyback()
-            if not updates and not records:
-                break
-            out.append(ev.Send(peer, Gossip(updates, records)))
-
-    # --- anti-entropy -------------------------------------------------------------------------
-
-    def _push_pull_delay(self) -> float:
-        if self._joining:
-            return min(self.config.join_retry, self.config.push_pull_interval)
-        return self.config.push_pull_period(self.size) * self._rng.uniform(0.5, 1.0)
-
-    def _push_pull_round(self, now: float, out: list) -> None:
-        dead = self._reap(now)
-        if self._joining:
-            target: PeerId | None = self._join_target()
-        else:
-            target = self._push_pull_target(dead)
-        if target is not None:
-            out.append(ev.Send(target, PushPull(self._snapshot(), self._versions(), join=self._joining)))
-        self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
-
-    def _join_target(self) -> PeerId:
-        if self._join_replies:
-            others = self.table.sample(1, exclude=tuple(self._join_replies))
-            if others:
-                return others[0]
-        return self._rng.choice(self._seeds)
-
-    def _push_pull_target(self, dead: list[PeerId]) -> PeerId | None:
-        """A random live or dead member: a peer wrongly declared dead hears of it and refutes."""
-        live = self.table.live
-        total = len(live) + len(dead)
-        if total == 0:
-            return None
-        i = self._rng.randrange(total)
-        return live[i] if i < len(live) else dead[i - len(live)]
-
-    def _on_push_pull(self, peer: PeerId, msg: PushPull | PushPullReply, now: float, out: list) -> None:
-        # A joining peer keeps what it learns to itself (all old news to the
-        # network); an established peer spreads whatever is new to it, which
-        # is what dissemination missed. A snapshot starts with its sender,
-        # whose word on itself is news either way.
-        spread = not self._joining
-        own = msg.members[:1]
-        if own and own[0].peer == peer:
-            self._merge(own, (), now, out)
-        self._merge(msg.members, (), now, out, spread)
-        if isinstance(msg, PushPullReply):
-            self._merge((), msg.capabilities, now, out, spread)
-            if self._joining:
-                # A seed may itself be new and know little: catch up with one more member.
-                self._join_replies.append(peer)
-                self._joining = len(self._join_replies) < 2
-        theirs = dict(msg.versions)
-        missing = self._records_newer_than(theirs)
-        if isinstance(msg, PushPull):
-            out.append(ev.Send(peer, PushPullReply(self._snapshot(), missing, self._versions())))
-        elif missing:
-            out.append(ev.Send(peer, Gossip(capabilities=missing[:MAX_PIGGYBACK])))
-
-    def _snapshot(self) -> tuple[Update, ...]:
-        return (self._self_update(), *(m.update for m in self.table.members.values()))
-
-    def _versions(self) -> tuple[tuple[PeerId, int], ...]:
-        own = ((self.self_id, self.record.version),) if self.record is not None else ()
-        return own + tuple((m.peer, m.record.version) for m in self.table.members.values() if m.record)
-
-    def _records_newer_than(self, theirs: dict[PeerId, int]) -> tuple[bytes, ...]:
-        found, total = [], 0
-        candidates = [(self.self_id, self.record, self._claim)] if self.record is not None else []
-        candidates += [(m.peer, m.record, m.claim) for m in self.table.members.values() if m.record]
-        for peer, record, claim in candidates:
-            if record.version > theirs.get(peer, -1) and total + len(claim) <= _PUSH_PULL_RECORD_BYTES:
-                found.append(claim)
-                total += len(claim)
-        return tuple(found)
-
-    def _reap(self, now: float) -> list[PeerId]:
-        """Forget members dead or gone for longer than ``dead_retention``; return the dead ones kept."""
-        cutoff = now - self.config.dead_retention
-        stale, dead = [], []
-        for m in self.table.members.values():
-            if not m.live:
-                if m.since < cutoff:
-                    stale.append(m.peer)
-                elif m.state == DEAD:
-                    dead.append(m.peer)
-        for peer in stale:
-            self.table.remove(peer)
-            self._updates.discard(peer.raw)
-        return dead
 
     # --- timers -----------------------------------------------------------------------------------
 

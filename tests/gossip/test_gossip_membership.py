@@ -255,6 +255,25 @@ def test_many_suspects_share_one_timer():
     assert sorted(dead) == sorted(IDS[2:11])
 
 
+def test_foreign_messages_are_dropped_not_crashed_on():
+    from p2pcompute.node.messages import Goodbye
+
+    m = machine()
+    assert m.handle(ev.Received(IDS[1], Goodbye()), 1.0) == []
+    assert m.stats["unexpected_messages"] == 1
+
+
+def test_timer_quantum_rounds_deadlines_up():
+    m = machine(config=MembershipConfig(timer_quantum=0.01))
+    ats = []
+    for _ in range(6):
+        now, ping, target = start_probe(m)
+        cmds = m.handle(ev.Received(target, Ack(ping.seq)), now + 0.0123)
+        ats += [c.at for c in cmds if isinstance(c, ev.SetTimer)]
+    ats += list(m._timers.values())
+    assert ats and all(abs(a * 100 - round(a * 100)) < 1e-6 for a in ats)
+
+
 def test_stale_or_early_timer_is_ignored():
     m = machine()
     at = m._timers[TimerKind.PROBE]
@@ -337,7 +356,7 @@ def test_leave_announces_and_goes_quiet():
     cmds = m.handle(ev.Leave(), 3.0)
     gossip = sends(cmds, Gossip)
     assert len(gossip) == min(m.config.leave_fanout, 5)
-    assert all(g.msg.updates == (Update(ME, LEFT, 0, (ME,), "mem/me"),) for g in gossip)
+    assert all(g.msg.updates == (Update(ME, LEFT, 0, (), "mem/me"),) for g in gossip)
     assert (ME, ALIVE, LEFT) in changes(cmds)
     assert m.handle(ev.Received(IDS[1], Ping(1)), 3.1) == []
     assert m.handle(ev.TimerFired(TimerKind.PROBE), 100.0) == []
