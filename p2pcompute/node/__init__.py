@@ -7,4 +7,13 @@ Files:
     framing.py           varint-length frames on byte streams; the Stream protocol
     transport.py         the Transport interface and its shared request/dispatch machinery
     libp2p_transport.py  Transport over py-libp2p: TCP + Noise + yamux
+    peering.py           pure state machine: bootstrap, dial backoff, rejoin, target peers
+    node.py              the Node: a Transport, the node's own protocols, and its services
+    service.py           the Service protocol by which gossip, dht, storage... plug into a Node
+    config.py            defaults < config.toml < P2PCOMPUTE_* env < flags; the data dir
+    api.py               the control API (HTTP + JSON on 127.0.0.1, token-authenticated)
+    client.py            the control API's client, found through the data dir
+    metrics.py           Prometheus metrics read from the node's counters
+    daemon.py            running a daemon: lock, logging, signals, API files
+    devnet.py            N real daemons as OS processes on loopback
 """

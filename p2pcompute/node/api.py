@@ -12,6 +12,9 @@ Endpoints (more arrive with later issues):
     POST /v1/ping        {"peer": ID} -> {"rtt_ms": float}
     POST /v1/connect     {"address": multiaddr} -> {"peer_id": ID}
     GET  /metrics        Prometheus text format
+Services (``node/service.py``) add their own routes, e.g. ``/v1/dht/...``.
+Routes are ``handler(body, query) -> (status, content type, payload)``;
+raise ``HttpError`` (or a ``UserError``: 400) to refuse.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ class ControlApi:
             ("POST", "/v1/connect"): self.connect,
             ("GET", "/metrics"): self.metrics,
         }
+        for service in node.services.values():
+            for key, route in service.api_routes().items():
+                self.routes[key] = route
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -84,7 +90,7 @@ class ControlApi:
                 paths = {p for _, p in self.routes}
                 raise HttpError(405 if scope["path"] in paths else 404, f"no {scope['method']} {scope['path']}")
             body = await _read_body(receive)
-            status, content_type, payload = await handler(body)
+            status, content_type, payload = await handler(body, _query(scope))
         except HttpError as exc:
             status, content_type, payload = exc.status, "application/json", _json({"error": str(exc)})
         except UserError as exc:
@@ -106,30 +112,46 @@ class ControlApi:
 
     # --- endpoints --------------------------------------------------------------------
 
-    async def status(self, body: bytes) -> tuple[int, str, bytes]:
+    async def status(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         return 200, "application/json", _json(self.node.status())
 
-    async def peers(self, body: bytes) -> tuple[int, str, bytes]:
+    async def peers(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         return 200, "application/json", _json({"peers": self.node.peers()})
 
-    async def ping(self, body: bytes) -> tuple[int, str, bytes]:
+    async def ping(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         peer = _peer_arg(_parse(body), "peer")
         rtt = await self.node.ping(peer)
         return 200, "application/json", _json({"peer": str(peer), "rtt_ms": round(rtt * 1000, 3)})
 
-    async def connect(self, body: bytes) -> tuple[int, str, bytes]:
+    async def connect(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         address = _parse(body).get("address")
         if not isinstance(address, str):
             raise HttpError(400, "give {\"address\": \"/ip4/.../tcp/.../p2p/<peer ID>\"}")
         peer = await self.node.transport.connect(address)
         return 200, "application/json", _json({"peer_id": str(peer)})
 
-    async def metrics(self, body: bytes) -> tuple[int, str, bytes]:
+    async def metrics(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(self.node)
+
+
+def _query(scope: dict) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl((scope.get("query_string") or b"").decode("latin-1")))
 
 
 def _json(data: Any) -> bytes:
     return json.dumps(data).encode()
+
+
+def json_response(data: Any, status: int = 200) -> tuple[int, str, bytes]:
+    """What a route returns for a JSON answer (services use it too)."""
+    return status, "application/json", _json(data)
+
+
+def parse_json_body(body: bytes) -> dict:
+    """A request's JSON object, or HttpError 400 (services use it too)."""
+    return _parse(body)
 
 
 def _parse(body: bytes) -> dict:

@@ -35,6 +35,7 @@ from . import wire
 from .identity import PeerId
 from .messages import GetPeers, Goodbye, Hello, HelloReply, PeerRecord, Peers, Ping, Pong, Resources
 from .peering import Dial, Exchange, Notice, Peering, PeeringConfig
+from .service import Service
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Node:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         on_notice: Callable[[str, str], None] | None = None,
+        services: list[Service] = (),
     ) -> None:
         self.transport = transport
         self.identity = transport.identity
@@ -97,6 +99,16 @@ class Node:
         transport.on_request(GetPeers, self._on_get_peers)
         transport.on_message(Goodbye, self._on_goodbye)
         transport.on_peer_event(self._on_peer_event)
+        self.services: dict[str, Service] = {}
+        for service in services:
+            self.add_service(service)
+
+    def add_service(self, service: Service) -> None:
+        """Plug a protocol in (before ``run``): it registers its handlers now."""
+        if service.name in self.services:
+            raise ValueError(f"a service named {service.name!r} is already attached")
+        self.services[service.name] = service
+        service.attach(self)
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -111,6 +123,8 @@ class Node:
             for peer, addrs in self._load_peers():
                 self.peering.add(peer, addrs, now)
             nursery.start_soon(self._peering_loop)
+            for service in self.services.values():
+                await nursery.start(service.run)
             if self.data_dir is not None:
                 nursery.start_soon(self._persist_loop)
             task_status.started()
@@ -154,7 +168,7 @@ class Node:
                           "labels": self.resources.labels},
             "messages_sent": sum(self.transport.stats.sent.values()),
             "messages_received": sum(self.transport.stats.received.values()),
-        }
+        } | {name: service.status() for name, service in self.services.items()}
 
     def peers(self) -> list[dict[str, Any]]:
         now = trio.current_time()
