@@ -88,3 +88,42 @@ class RemoteError(RequestFailed):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+# --- content-addressed storage ----------------------------------------------
+# Untrusted bytes (CIDs, blocks, CAR files) that do not parse are WireErrors;
+# problems of the local block store are StorageErrors.
+
+
+class BadCid(WireError):
+    """Text or bytes that are not a valid CID (or use an unsupported codec/hash)."""
+
+    reason = "bad_cid"
+
+
+class BadBlock(WireError):
+    """A dag-pb, UnixFS or CAR structure that does not decode strictly."""
+
+    reason = "bad_block"
+
+
+class HashMismatch(WireError):
+    """Block bytes that do not hash to the CID they came with."""
+
+    reason = "hash_mismatch"
+
+
+class StorageError(P2PComputeError):
+    """A problem of the local block store."""
+
+
+class BlockNotFound(StorageError):
+    """The block store does not hold a block that was asked for."""
+
+
+class CorruptBlock(StorageError):
+    """A block on disk no longer hashes to its CID (it was removed; fetch it again)."""
+
+
+class StorageFull(StorageError, UserError):
+    """A write would take the block store over its size limit; the message says what to do."""

@@ -1,4 +1,14 @@
-"""Content-addressed storage: UnixFS import, blockstore, bitswap, data registry.
+"""Content-addressed storage: CIDs, UnixFS import/export, blockstore, CAR files.
 
-Nothing is implemented here yet; issue 4 (content-addressed storage) fills it.
+Package map:
+    cid.py         CIDv0/v1, multihash (sha2-256), multibase (base32, base58btc, base16), strict parsing
+    dagpb.py       dag-pb PBNode/PBLink codec: canonical encoding as kubo writes it, strict decoding
+    unixfs.py      the UnixFS Data protobuf message (file, directory, symlink, ...), strict decoding
+    importer.py    streaming importer making the same DAG and CIDs as ``ipfs add`` (files, directories)
+    exporter.py    streaming exporter: file bytes (with byte ranges) and directory listings from a DAG
+    blockstore.py  blocks in <data dir>/blocks: atomic writes, verified reads, pins, GC, size limit
+    car.py         CARv1 streaming reader (every block verified) and writer, DAG export
+
+Bitswap, providers, external sources and the data registry come with the
+network part of issue 4.
 """
