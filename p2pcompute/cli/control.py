@@ -76,7 +76,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
     table = Table("peer", "state", "address", "cpus", "memory", "labels", "last seen")
     for p in peers:
-        state = "[green]connected[/]" if p["connected"] else ("[red]unreachable[/]" if p["failures"] else "known")
+        colour = {"alive": "green", "connected": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+        state = p.get("state", "known")
+        state = f"[{colour[state]}]{state}[/]" if state in colour else state
+        if p["connected"] and p.get("state") not in ("connected", None):
+            state += " (connected)"
         seen = "-" if p["last_seen_s_ago"] is None else f"{p['last_seen_s_ago']:.0f} s ago"
         table.add_row(p["peer_id"], state, (p["addresses"] or ["-"])[0],
                       "-" if p["cpus"] is None else f"{p['cpus']:g}", human_bytes(p["memory"]),

@@ -8,7 +8,8 @@ Files:
     messages.py    wire types, codes 100–199: Ping, Ack, PingReq, Nack, Gossip, PushPull(Reply), Update
     capability.py  the signed capability record (cpus, memory, arch, opsets, slots, load, labels)
 
-The trio driver that runs a ``Membership`` over a Transport comes with the
-daemon integration; until then the daemon learns peers by the signed peer
-exchange in ``node/peering.py``.
+    service.py     the trio driver: a Membership on a node's Transport (a node Service)
+
+The daemon runs ``MembershipService``; ``node/peering.py`` still bootstraps
+connections and exchanges signed peer records.
 """

@@ -97,8 +97,11 @@ async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None 
             default_timeout=config.request_timeout,
         )
         resources = Resources(config.cpus, config.memory, dict(config.labels))
+        from ..gossip.service import MembershipService
+
         node = Node(transport, resources=resources, data_dir=data_dir, bootstrap=bootstrap,
-                    target_peers=config.target_peers, on_notice=on_notice)
+                    target_peers=config.target_peers, on_notice=on_notice,
+                    services=[MembershipService()])
         token = load_or_create_token(data_dir)
         api_path = data_dir / API_FILE
         try:

@@ -171,12 +171,14 @@ class Node:
         } | {name: service.status() for name, service in self.services.items()}
 
     def peers(self) -> list[dict[str, Any]]:
+        """The peer table: connection state from peering, liveness and capabilities from membership."""
         now = trio.current_time()
-        rows = []
+        rows: dict[str, dict[str, Any]] = {}
         for k in self.peering.table():
             record = self.records.get(k.peer, (None, b""))[0]
-            rows.append({
+            rows[str(k.peer)] = {
                 "peer_id": str(k.peer),
+                "state": "connected" if k.connected else "known",
                 "connected": k.connected,
                 "addresses": list(record.addrs) if record else k.addrs,
                 "cpus": record.resources.cpus if record else None,
@@ -187,8 +189,19 @@ class Node:
                 "last_seen_s_ago": 0.0 if k.connected else (None if k.last_seen is None else round(now - k.last_seen, 1)),
                 "failures": k.failures,
                 "last_error": k.last_error,
-            })
-        return rows
+            }
+        membership = self.services.get("membership")
+        for m in membership.member_rows() if membership is not None else []:
+            row = rows.setdefault(m["peer_id"], {
+                "peer_id": m["peer_id"], "connected": False, "addresses": [m["address"]] if m["address"] else [],
+                "cpus": None, "memory": None, "labels": {}, "agent": "", "bootstrap": False,
+                "failures": 0, "last_error": ""})
+            row["state"] = m["state"]
+            row["last_seen_s_ago"] = m["last_seen_s_ago"]
+            for key in ("cpus", "memory", "labels", "arch", "free_slots", "load", "opsets", "wasm"):
+                if m.get(key) not in (None, "", [], {}):
+                    row[key] = m[key]
+        return sorted(rows.values(), key=lambda r: (r["state"] not in ("alive", "connected"), r["peer_id"]))
 
     # --- handlers -----------------------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""Membership over real libp2p: in-process nodes, and a devnet of OS processes killed and frozen."""
+
+import os
+import random
+import signal
+import time
+
+import trio
+
+from p2pcompute.gossip.service import MembershipService
+from p2pcompute.node.client import ControlClient
+from p2pcompute.node.devnet import Devnet
+from p2pcompute.node.identity import Identity
+from p2pcompute.node.libp2p_transport import Libp2pTransport
+from p2pcompute.node.messages import Resources
+from p2pcompute.node.node import Node
+
+
+def make_node(i, bootstrap=()):
+    t = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
+    return Node(t, resources=Resources(1.0 + i, 1 << 30, {"i": str(i)}), bootstrap=list(bootstrap),
+                rng=random.Random(i), services=[MembershipService(rng=random.Random(100 + i))])
+
+
+async def wait_for(cond, timeout=20.0):
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(0.05)
+
+
+def states(node):
+    return {r["peer_id"]: r["state"] for r in node.services["membership"].member_rows()}
+
+
+async def test_members_learn_each_other_with_capabilities_and_see_a_clean_leave():
+    async with trio.open_nursery() as nursery:
+        first = make_node(0)
+        await nursery.start(first.run)
+        boot = (first.peer_id, [first.transport.listen_addresses()[0].split("/p2p/")[0]])
+        others = []
+        scopes = []
+        for i in range(1, 4):
+            scope = trio.CancelScope()
+            node = make_node(i, [boot])
+
+            async def run(node=node, scope=scope, task_status=trio.TASK_STATUS_IGNORED):
+                with scope:
+                    await node.run(task_status=task_status)
+
+            await nursery.start(run)
+            others.append(node)
+            scopes.append(scope)
+        everyone = [first] + others
+        await wait_for(lambda: all(list(states(n).values()).count("alive") == 3 for n in everyone))
+        row = next(r for r in first.peers() if r["peer_id"] == str(others[1].peer_id))
+        assert row["state"] == "alive" and row["cpus"] == 3.0 and row["labels"] == {"i": "2"} and row["arch"]
+        scopes[2].cancel()  # a clean shutdown announces the leave
+        leaver = str(others[2].peer_id)
+        await wait_for(lambda: all(states(n).get(leaver) == "left" for n in everyone[:3]), timeout=10)
+        nursery.cancel_scope.cancel()
+
+
+def test_devnet_peer_killed_or_frozen_is_seen_dead_by_all(tmp_path):
+    net = Devnet(tmp_path, 5, log_level="warning")
+    frozen = None
+    try:
+        net.start()
+
+        def members(peer):
+            client = ControlClient(peer.data_dir, timeout=10)
+            try:
+                return {m["peer_id"]: m["state"] for m in client._call("GET", "/v1/members")["members"]}
+            finally:
+                client.close()
+
+        def wait_all(watchers, predicate, timeout):
+            start = time.monotonic()
+            while time.monotonic() - start < timeout:
+                if all(predicate(members(p)) for p in watchers):
+                    return time.monotonic() - start
+                time.sleep(0.1)
+            raise AssertionError(f"not reached in {timeout} s: {[members(p) for p in watchers]}")
+
+        wait_all(net.peers, lambda m: list(m.values()).count("alive") == 4, 60)
+        killed, frozen = net.peers[4], net.peers[3]
+        os.kill(killed.process.pid, signal.SIGKILL)
+        took = wait_all(net.peers[:4], lambda m: m[killed.status["peer_id"]] == "dead", 30)
+        print(f"SIGKILL seen dead by all in {took:.1f} s")
+        os.kill(frozen.process.pid, signal.SIGSTOP)  # hung: its connections stay open
+        took = wait_all(net.peers[:3], lambda m: m[frozen.status["peer_id"]] == "dead", 30)
+        print(f"SIGSTOP seen dead by all in {took:.1f} s")
+        # and `peers` shows it
+        client = ControlClient(net.peers[0].data_dir)
+        rows = {r["peer_id"]: r["state"] for r in client.peers()}
+        assert rows[killed.status["peer_id"]] == "dead" and rows[frozen.status["peer_id"]] == "dead"
+    finally:
+        if frozen is not None and frozen.process.poll() is None:
+            os.kill(frozen.process.pid, signal.SIGCONT)
+        net.stop()
