@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "p2pcompute.cli.control",
     "p2pcompute.cli.devnet",
     "p2pcompute.cli.ops_cmd",
+    "p2pcompute.cli.storage_cmd",
 ]
 
 DESCRIPTION = """\

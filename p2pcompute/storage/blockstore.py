@@ -1,0 +1,250 @@
+"""The block store: content-addressed blocks on disk in ``<data dir>/blocks``.
+
+Theory of operation
+-------------------
+A block lives in one file named by its multihash, laid out as kubo's flatfs
+does: ``blocks/<shard>/<KEY>.data``, KEY = base32 (upper, unpadded) of the
+multihash, shard = its next-to-last two characters. Keying by multihash means
+the same bytes under CIDv0, CIDv1 or another codec are stored once.
+
+* **Writes are atomic**: bytes go to ``blocks/.tmp/`` and are renamed into
+  place, so a reader never sees half a block. ``put`` checks the bytes against
+  the CID unless the caller made the hash itself (``verified=True``).
+  ``fsync=True`` also syncs each file (slower; off by default).
+* **Reads are verified**: ``get`` re-hashes the bytes; a block that no longer
+  matches its CID (disk corruption, tampering) is deleted and
+  ``CorruptBlock`` raised, so it can be fetched again.
+* **Pins**: ``pin(root)`` records a recursive pin (the root and every block
+  reachable from it through dag-pb links) in ``blocks/pins.json`` (rewritten
+  atomically); it refuses a DAG with missing blocks.
+* **GC** deletes every block not reachable from a pin (and temp files of
+  writers that died). It holds an exclusive
+  ``flock`` on ``blocks/.lock``; importers hold it shared (``session()``)
+  from the first block until they pin, so a GC in another process cannot
+  sweep a DAG that is still being written.
+* **Size limit**: ``max_bytes`` bounds the bytes of all blocks; a put that
+  would exceed it raises ``StorageFull`` (nothing is written).
+
+The byte total is counted by scanning the shards when the store opens, then
+kept up to date in memory (one process writing at a time is assumed for the
+count; the files themselves are always consistent).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import BadBlock, BlockNotFound, CorruptBlock, StorageError, StorageFull
+from . import dagpb
+from .cid import DAG_PB, Cid, hash_matches, parse_cid
+
+PINS_FILE = "pins.json"
+MAX_BLOCK_SIZE = 2 * 1024 * 1024  # kubo refuses larger blocks too
+
+
+def _key(multihash: bytes) -> str:
+    return base64.b32encode(multihash).decode("ascii").rstrip("=")
+
+
+def _multihash(key: str) -> bytes | None:
+    try:
+        return base64.b32decode(key + "=" * (-len(key) % 8))
+    except ValueError:
+        return None
+
+
+class Blockstore:
+    def __init__(self, root: str | os.PathLike, *, max_bytes: int | None = None, fsync: bool = False) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.tmp = self.root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._pins: set[Cid] = self._load_pins()
+        self._total = sum(size for _, size in self._scan())
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | os.PathLike, **kwargs) -> Blockstore:
+        return cls(Path(data_dir) / "blocks", **kwargs)
+
+    # --- blocks -------------------------------------------------------------------
+
+    def path(self, cid: Cid) -> Path:
+        key = _key(cid.multihash)
+        return self.root / key[-3:-1] / f"{key}.data"
+
+    def has(self, cid: Cid) -> bool:
+        return self.path(cid).exists()
+
+    def put(self, cid: Cid, data: bytes, *, verified: bool = False) -> bool:
+        """Store ``data`` under ``cid``; return False if it was already there."""
+        if len(data) > MAX_BLOCK_SIZE:
+            raise BadBlock(f"block of {len(data)} bytes is over the {MAX_BLOCK_SIZE} byte limit")
+        if not verified:
+            cid.verify(data)
+        path = self.path(cid)
+        if path.exists():
+            return False
+        if self.max_bytes is not None and self._total + len(data) > self.max_bytes:
+            raise StorageFull(
+                f"the block store {self.root} would grow past its limit of {self.max_bytes} bytes "
+                f"({self._total} used): unpin what you no longer need (`p2pcompute storage unpin`), "
+                "run `p2pcompute storage gc`, or raise the limit")
+        tmp = self.tmp / uuid.uuid4().hex
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        path.parent.mkdir(exist_ok=True)
+        os.replace(tmp, path)
+        self._total += len(data)
+        return True
+
+    def get(self, cid: Cid) -> bytes:
+        """The block's bytes, checked against ``cid``."""
+        path = self.path(cid)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BlockNotFound(f"block {cid} is not in {self.root}") from None
+        if not hash_matches(cid.multihash, data):
+            self._remove(path)
+            raise CorruptBlock(f"block {cid} on disk did not match its hash and was removed; fetch it again")
+        return data
+
+    def delete(self, cid: Cid) -> bool:
+        return self._remove(self.path(cid))
+
+    def _remove(self, path: Path) -> bool:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        self._total -= size
+        return True
+
+    def _scan(self) -> Iterator[tuple[Path, int]]:
+        for shard in self.root.iterdir():
+            if shard.name.startswith(".") or not shard.is_dir():
+                continue
+            with os.scandir(shard) as it:
+                for entry in it:
+                    if entry.name.endswith(".data"):
+                        yield Path(entry.path), entry.stat().st_size
+
+    def multihashes(self) -> Iterator[bytes]:
+        for path, _ in self._scan():
+            mh = _multihash(path.name[:-5])
+            if mh is not None:
+                yield mh
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._scan())
+
+    # --- DAGs, pins and GC -----------------------------------------------------------
+
+    def walk(self, root: Cid) -> Iterator[Cid]:
+        """Every CID of the DAG under ``root`` (depth-first, each once); raises if a block is missing."""
+        seen: set[bytes] = set()
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid.multihash in seen:
+                continue
+            seen.add(cid.multihash)
+            yield cid
+            if cid.codec == DAG_PB:
+                links = dagpb.decode(self.get(cid)).links
+                stack.extend(link.hash for link in reversed(links))
+            elif not self.has(cid):
+                raise BlockNotFound(f"block {cid} is not in {self.root}")
+
+    def pin(self, root: Cid | str) -> int:
+        """Pin ``root`` recursively; return the number of blocks it covers. The whole DAG must be here."""
+        root = parse_cid(root)
+        count = sum(1 for _ in self.walk(root))
+        if root not in self._pins:
+            self._pins.add(root)
+            self._save_pins()
+        return count
+
+    def unpin(self, root: Cid | str) -> bool:
+        root = parse_cid(root)
+        if root not in self._pins:
+            return False
+        self._pins.discard(root)
+        self._save_pins()
+        return True
+
+    @property
+    def pins(self) -> frozenset[Cid]:
+        return frozenset(self._pins)
+
+    def gc(self) -> tuple[int, int]:
+        """Delete every block no pin reaches; return (blocks removed, bytes freed)."""
+        with self._lock(fcntl.LOCK_EX):
+            self._pins = self._load_pins()
+            keep: set[bytes] = set()
+            for root in self._pins:
+                with contextlib.suppress(BlockNotFound, CorruptBlock):
+                    for cid in self.walk(root):
+                        keep.add(cid.multihash)
+            removed = freed = 0
+            for path, size in list(self._scan()):
+                if _multihash(path.name[:-5]) not in keep and self._remove(path):
+                    removed += 1
+                    freed += size
+            self._clean_tmp()
+            return removed, freed
+
+    def _clean_tmp(self, max_age: float = 3600.0) -> None:
+        """Remove temp files left by writers that died (older than ``max_age`` seconds)."""
+        import time
+
+        now = time.time()
+        for entry in os.scandir(self.tmp):
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime > max_age:
+                    os.unlink(entry.path)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Blockstore]:
+        """Hold off GC (in any process) while a DAG is written and pinned."""
+        with self._lock(fcntl.LOCK_SH):
+            yield self
+
+    @contextlib.contextmanager
+    def _lock(self, mode: int) -> Iterator[None]:
+        with open(self.root / ".lock", "a") as f:
+            fcntl.flock(f.fileno(), mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _load_pins(self) -> set[Cid]:
+        try:
+            raw = json.loads((self.root / PINS_FILE).read_text())
+        except FileNotFoundError:
+            return set()
+        except ValueError:
+            raise StorageError(f"{self.root / PINS_FILE} is not valid JSON; fix or remove it") from None
+        return {parse_cid(text) for text in raw.get("recursive", [])}
+
+    def _save_pins(self) -> None:
+        tmp = self.tmp / f"pins.{uuid.uuid4().hex}"
+        tmp.write_text(json.dumps({"recursive": sorted(str(c) for c in self._pins)}, indent=1))
+        os.replace(tmp, self.root / PINS_FILE)
