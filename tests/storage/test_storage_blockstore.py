@@ -1,0 +1,107 @@
+"""Block store on disk: atomic verified blocks, corruption detected, pins persisted, GC, size limit; CAR import/export."""
+
+import io
+import os
+
+import pytest
+
+from p2pcompute.errors import BlockNotFound, CorruptBlock, HashMismatch, StorageFull
+from p2pcompute.storage import car, exporter
+from p2pcompute.storage.blockstore import Blockstore
+from p2pcompute.storage.cid import Cid
+from p2pcompute.storage.importer import import_bytes
+
+
+def _add(store, data, **options):
+    return import_bytes(data, store.put, chunk_size=1024, **options).cid
+
+
+def test_put_get_and_layout(tmp_path):
+    store = Blockstore.for_data_dir(tmp_path)
+    cid = Cid.of(b"hello")
+    assert store.put(cid, b"hello") and not store.put(cid, b"hello")
+    assert store.get(cid) == b"hello" and store.has(cid)
+    assert store.get(Cid(1, 0x70, cid.multihash)) == b"hello"  # keyed by multihash, like kubo's flatfs
+    path = store.path(cid)
+    assert path.parent.parent == tmp_path / "blocks" and path.name.endswith(".data")
+    assert not list((tmp_path / "blocks" / ".tmp").iterdir())  # temp files renamed away
+    assert store.total_bytes == 5 and len(store) == 1
+    with pytest.raises(HashMismatch):
+        store.put(Cid.of(b"x"), b"y")
+    with pytest.raises(BlockNotFound):
+        store.get(Cid.of(b"missing"))
+    assert Blockstore.for_data_dir(tmp_path).total_bytes == 5  # recounted on open
+
+
+def test_corrupted_block_on_disk_is_detected_and_removed(tmp_path):
+    store = Blockstore(tmp_path / "blocks")
+    data = os.urandom(5000)
+    root = _add(store, data)
+    victim = next(c for c in store.walk(root) if c != root)
+    raw = bytearray(store.path(victim).read_bytes())
+    raw[len(raw) // 2] ^= 1
+    store.path(victim).write_bytes(bytes(raw))
+    with pytest.raises(CorruptBlock):
+        exporter.read_file(store.get, root)
+    assert not store.has(victim)  # removed, so it can be fetched again
+    with pytest.raises(BlockNotFound):
+        store.get(victim)
+
+
+def test_gc_keeps_pinned_dags_and_pins_persist(tmp_path):
+    store = Blockstore(tmp_path / "blocks")
+    keep_data, drop_data = os.urandom(20_000), os.urandom(20_000)
+    keep = _add(store, keep_data, cid_version=1)
+    drop = _add(store, drop_data)
+    shared = _add(store, keep_data[:1024] + b"x", cid_version=1)  # shares its first leaf with `keep`
+    first_leaf = Cid.of(keep_data[:1024])
+    assert store.pin(keep) == len(list(store.walk(keep)))
+    reopened = Blockstore(tmp_path / "blocks")
+    assert reopened.pins == {keep}
+    removed, freed = reopened.gc()
+    assert removed > 0 and freed > 0
+    assert exporter.read_file(reopened.get, keep) == keep_data
+    for gone in (drop, shared):
+        with pytest.raises(BlockNotFound):
+            reopened.get(gone)
+    assert reopened.get(first_leaf) == keep_data[:1024]
+    assert reopened.unpin(keep) and not reopened.unpin(keep)
+    reopened.gc()
+    assert len(reopened) == 0 and reopened.total_bytes == 0
+
+
+def test_pin_refuses_incomplete_dag(tmp_path):
+    store = Blockstore(tmp_path / "blocks")
+    root = _add(store, os.urandom(10_000))
+    leaf = next(c for c in store.walk(root) if c != root)
+    store.delete(leaf)
+    with pytest.raises(BlockNotFound):
+        store.pin(root)
+    assert store.pins == frozenset()
+
+
+def test_size_limit_refuses_writes(tmp_path):
+    store = Blockstore(tmp_path / "blocks", max_bytes=10_000)
+    store.put(Cid.of(b"a" * 6000), b"a" * 6000)
+    with pytest.raises(StorageFull, match="limit of 10000 bytes"):
+        store.put(Cid.of(b"b" * 6000), b"b" * 6000)
+    assert not store.has(Cid.of(b"b" * 6000)) and store.total_bytes == 6000
+    store.put(Cid.of(b"a" * 6000), b"a" * 6000)  # already present: no new bytes, no error
+    with pytest.raises(StorageFull):
+        import_bytes(os.urandom(20_000), store.put)
+
+
+def test_car_export_import_between_stores(tmp_path):
+    a = Blockstore(tmp_path / "a")
+    data = os.urandom(300_000)
+    root = import_bytes(data, a.put, chunk_size=4096, cid_version=1).cid
+    out = io.BytesIO()
+    count = car.export_dag(a.get, root, out)
+    assert count == len(list(a.walk(root)))
+    b = Blockstore(tmp_path / "b")
+    reader = car.CarReader(io.BytesIO(out.getvalue()))
+    assert reader.roots == [root]
+    for cid, block in reader:
+        b.put(cid, block, verified=True)
+    b.pin(root)
+    assert exporter.read_file(b.get, root) == data
