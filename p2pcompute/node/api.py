@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 API_FILE = "api"
 TOKEN_FILE = "api_token"
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 << 20  # loopback and token only; routes bound what they accept
 
 
 def load_or_create_token(data_dir: Path) -> str:

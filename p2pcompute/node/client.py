@@ -32,9 +32,10 @@ class ControlClient:
         self._http = httpx.Client(base_url=self.url, timeout=timeout,
                                   headers={"Authorization": f"Bearer {token}"})
 
-    def _call(self, method: str, path: str, json: Any = None) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call (httpx keyword arguments); a non-200 answer raises ApiError."""
         try:
-            resp = self._http.request(method, path, json=json)
+            resp = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
             raise DaemonNotRunning(
                 f"the daemon of {self.data_dir} does not answer at {self.url}; "
@@ -48,6 +49,10 @@ class ControlClient:
             except (ValueError, KeyError):
                 message = resp.text
             raise ApiError(f"{method} {path}: {message}")
+        return resp
+
+    def _call(self, method: str, path: str, json: Any = None, params: dict | None = None) -> Any:
+        resp = self.request(method, path, json=json, params=params)
         return resp.json() if resp.headers.get("content-type", "").startswith("application/json") else resp.text
 
     def status(self) -> dict:

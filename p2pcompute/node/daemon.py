@@ -70,6 +70,15 @@ class DataDirLock:
         self._fh.close()
 
 
+def default_services(config: Config) -> list:
+    """The protocols a daemon runs, in start order (a service may use those before it)."""
+    from ..gossip.service import MembershipService
+    from ..ops.service import ComputeService
+    from ..storage.service import StorageService
+
+    return [MembershipService(), StorageService(), ComputeService(cpus=max(1, int(config.cpus)))]
+
+
 def parse_bootstrap(addrs: list[str]) -> list[tuple]:
     out = []
     for a in addrs:
@@ -97,11 +106,8 @@ async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None 
             default_timeout=config.request_timeout,
         )
         resources = Resources(config.cpus, config.memory, dict(config.labels))
-        from ..gossip.service import MembershipService
-
         node = Node(transport, resources=resources, data_dir=data_dir, bootstrap=bootstrap,
-                    target_peers=config.target_peers, on_notice=on_notice,
-                    services=[MembershipService()])
+                    target_peers=config.target_peers, on_notice=on_notice, services=default_services(config))
         token = load_or_create_token(data_dir)
         api_path = data_dir / API_FILE
         try:

@@ -168,7 +168,15 @@ class Node:
                           "labels": self.resources.labels},
             "messages_sent": sum(self.transport.stats.sent.values()),
             "messages_received": sum(self.transport.stats.received.values()),
-        } | {name: service.status() for name, service in self.services.items()}
+        } | {name: self._service_status(service) for name, service in self.services.items()}
+
+    @staticmethod
+    def _service_status(service: Service) -> dict[str, Any]:
+        try:
+            return service.status()
+        except Exception as exc:  # a status bug must not break `status`
+            log.exception("status of service %s failed", service.name)
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def peers(self) -> list[dict[str, Any]]:
         """The peer table: connection state from peering, liveness and capabilities from membership."""

@@ -18,9 +18,10 @@ graph; larger ones become graph *inputs* whose data is kept beside the graph
 (``to_graph`` returns it as feeds), because large tensors travel by CID, never
 inline.
 
-``compute()`` runs the graph in this process with the numpy kernels.
-Submitting to a daemon (``compute(client)``) is not available yet: it needs
-the scheduler's client API.
+``compute()`` runs the graph in this process with the numpy kernels;
+``compute(client)`` — ``client`` a ``ControlClient`` of a running daemon —
+runs it on that daemon's sandboxed executor (``ops/remote.py``), inputs over
+``INLINE_LIMIT`` bytes travelling as CIDs of content-addressed data.
 """
 
 from __future__ import annotations
@@ -140,9 +141,9 @@ class Tensor:
     def __rmul__(self, other: Any) -> "Tensor": return lift(other, like=self).mul(self)
     def __rtruediv__(self, other: Any) -> "Tensor": return lift(other, like=self).div(self)
 
-    def compute(self, feeds: dict[str, Any] | None = None) -> np.ndarray:
-        """Run the graph in this process and return this tensor's value."""
-        return compute(self, feeds=feeds)[0]
+    def compute(self, client: Any = None, feeds: dict[str, Any] | None = None) -> np.ndarray:
+        """This tensor's value: computed here, or by the daemon behind ``client``."""
+        return compute(self, feeds=feeds, client=client)[0]
 
 
 def _axes(axes: Any) -> list[int] | None:
@@ -233,8 +234,12 @@ def to_graph(*outputs: Tensor) -> tuple[Graph, dict[str, np.ndarray]]:
     return Graph(inputs, nodes, [names[id(out)] for out in outputs]), feeds
 
 
-def compute(*outputs: Tensor, feeds: dict[str, Any] | None = None) -> list[np.ndarray]:
-    """Evaluate ``outputs`` here; ``feeds`` supplies data for ``input(...)`` placeholders."""
+def compute(*outputs: Tensor, feeds: dict[str, Any] | None = None, client: Any = None) -> list[np.ndarray]:
+    """Evaluate ``outputs`` (here, or on ``client``'s daemon); ``feeds`` fill ``input(...)`` placeholders."""
     graph, bound = to_graph(*outputs)
+    if client is not None:
+        from .remote import compute_on
+
+        return compute_on(client, graph, {**bound, **(feeds or {})})
     results = graph.run({**bound, **(feeds or {})})
     return [results[name] for name in graph.outputs]
