@@ -206,7 +206,8 @@ def test_link_timing_is_fifo_and_within_latency_and_bandwidth_bounds(seed, low, 
                 await a.send(b.local_id, Ping(k, bytes(size)))
                 log.append((k, sent_at, 0.0, a.stats.bytes_sent - before))
                 await trio.sleep(gap)
-            await trio.sleep(high + 30)
+            queued_tx = sum(size for _, _, _, size in log) / bandwidth if bandwidth else 0.0
+            await trio.sleep(high + queued_tx + 1)  # everything queued on the link has arrived
             for i, (k, sent_at, _, size) in enumerate(log):
                 log[i] = (k, sent_at, arrived[k], size)
 
