@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run on this machine, without a network (required for now)")
     r.add_argument("--cpus", type=int, default=1, help="worker processes to start (default 1)")
     r.add_argument("--out", metavar="DIR", help="write the outputs to DIR instead of the job's outputs.dir")
+    r.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="where `program: ipfs://CID` is read from: this data dir's blockstore "
+                        "(default: $P2PCOMPUTE_HOME or ~/.p2pcompute; put it there with `p2pcompute add`)")
     add_json_flag(r)
     r.set_defaults(func=cmd_run)
 
@@ -58,12 +61,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     sc.set_defaults(func=cmd_ops_scene)
 
 
+def _fetch_program(data_dir: Path | None, cid_text: str) -> Path:
+    """A local copy of the program ``cid_text`` from the data dir's blockstore (.wasm or .wat)."""
+    import tempfile
+
+    from ..errors import P2PComputeError
+    from ..node.config import Config
+    from ..storage.blockstore import Blockstore
+    from ..storage.cid import Cid
+    from ..storage.exporter import read_file
+
+    store = Blockstore.for_data_dir(Config.load(data_dir).data_dir)
+    try:
+        data = read_file(store.get, Cid.parse(cid_text))
+    except P2PComputeError as exc:
+        raise UserError(f"program ipfs://{cid_text}: {exc} (add it first with `p2pcompute add FILE`)") from None
+    suffix = ".wasm" if data.startswith(b"\0asm") else ".wat"
+    path = Path(tempfile.mkdtemp(prefix="p2pcompute-program-")) / f"program{suffix}"
+    path.write_bytes(data)
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..ops import jobfile
 
     if not args.local:
         raise UserError("`run` runs jobs on this machine only, for now: add --local")
-    job = jobfile.load(args.job)
+    job = jobfile.load(args.job, fetch=lambda cid: _fetch_program(args.data_dir, cid))
     if args.out:
         job = dataclasses.replace(job, output_dir=Path(args.out).resolve())
     started = time.perf_counter()

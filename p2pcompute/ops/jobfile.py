@@ -34,6 +34,8 @@ Every mistake raises ``UserError`` naming the key (``inputs.blue.band``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +66,8 @@ class Job:
     graph: Graph | None = None
 
 
-def load(path: str | Path) -> Job:
+def load(path: str | Path, fetch: Callable[[str], Path] | None = None) -> Job:
+    """Parse a job file; ``fetch(cid)`` makes a local copy of an ``ipfs://CID`` program."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_JOB_BYTES:
@@ -74,10 +77,10 @@ def load(path: str | Path) -> Job:
         raise UserError(f"cannot read job file {path}: {exc.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid YAML: {exc}") from None
-    return parse(data, base=path.resolve().parent, default_name=path.stem)
+    return parse(data, base=path.resolve().parent, default_name=path.stem, fetch=fetch)
 
 
-def parse(data: Any, base: Path, default_name: str = "job") -> Job:
+def parse(data: Any, base: Path, default_name: str = "job", fetch: Callable[[str], Path] | None = None) -> Job:
     if not isinstance(data, dict):
         raise UserError("job.yaml must be a mapping with inputs, ops or program, outputs, limits")
     unknown = sorted(str(k) for k in data if k not in TOP_KEYS)
@@ -101,7 +104,7 @@ def parse(data: Any, base: Path, default_name: str = "job") -> Job:
         _check_graph(graph, inputs, formats)
         task = Task("graph", inputs=inputs, outputs=formats, limits=limits, graph=graph.to_cbor())
         return Job(name, task, out_dir, graph)
-    program = _program(data["program"], base)
+    program = _program(data["program"], base, fetch)
     args, env = _args(data.get("args") or []), _env(data.get("env") or {})
     task = Task("wasm", inputs=inputs, outputs=formats, limits=limits, program=str(program),
                 args=args, env=env)
@@ -182,7 +185,7 @@ def _limits(raw: Any) -> Limits:
     return Limits(**values)
 
 
-def _program(value: Any, base: Path) -> Path:
+def _program(value: Any, base: Path, fetch: Callable[[str], Path] | None = None) -> Path:
     if not isinstance(value, str) or not value:
         raise UserError("job.yaml program: a path to a .wat or .wasm file")
     if value.startswith("builtin:"):
@@ -192,7 +195,9 @@ def _program(value: Any, base: Path) -> Path:
             raise UserError(f"job.yaml program: no built-in program {value!r}; built-ins: {shipped}")
         return path
     if value.startswith("ipfs://"):
-        raise UserError("job.yaml program: ipfs:// programs need a daemon; for --local use a file")
+        if fetch is None:
+            raise UserError("job.yaml program: ipfs:// programs need a blockstore to read them from")
+        return fetch(value.removeprefix("ipfs://").strip("/"))
     path = (base / value).resolve()
     if path.suffix not in (".wat", ".wasm"):
         raise UserError(f"job.yaml program: {value} must be a .wat or .wasm file")
