@@ -236,7 +236,13 @@ class Cid:
         """Text form (``Qm...`` or multibase CIDv1) -> CID."""
         if not isinstance(text, str) or not text or len(text) > MAX_CID_TEXT:
             raise BadCid("a CID is a non-empty string of at most 256 characters")
-        text = text.strip()
+        try:
+            return cls._parse(text.strip())
+        except BadCid as exc:
+            raise BadCid(f"{text[:64]!r} is not a valid CID: {exc}") from None
+
+    @classmethod
+    def _parse(cls, text: str) -> Cid:
         if len(text) == 46 and text.startswith("Qm"):
             raw = b58decode(text)
             if len(raw) != 34 or raw[:2] != b"\x12\x20":
