@@ -105,3 +105,20 @@ def test_car_export_import_between_stores(tmp_path):
         b.put(cid, block, verified=True)
     b.pin(root)
     assert exporter.read_file(b.get, root) == data
+
+
+@pytest.mark.slow
+def test_one_gib_import_and_export_keep_memory_flat(tmp_path):
+    """bench/bench_storage.py on 1 GiB: peak RSS growth of import and export stays under 200 MiB."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "bench_storage.py"
+    res = subprocess.run([sys.executable, str(bench), "--size", "1GiB", "--dir", str(tmp_path), "--json"],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr
+    figures = json.loads(res.stdout)
+    for phase in ("import_only_hash", "import_to_blockstore", "export_from_blockstore"):
+        assert figures[phase]["peak_rss_growth_MiB"] < 200, figures
