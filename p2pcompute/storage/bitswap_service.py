@@ -1,0 +1,512 @@
+"""``BitswapService``: bitswap 1.2.0 on a node's Transport (the node service named "bitswap").
+
+Theory of operation
+-------------------
+The decisions are in ``bitswap.py`` (``Engine`` serves, one ``Session`` per
+fetch); this driver moves bytes and time, with ``trio.current_time()`` as
+``now``:
+
+* **Inbound.** ``attach`` serves ``/ipfs/bitswap/1.2.0`` (and 1.1.0, 1.0.0:
+  same messages, older fields). Every inbound stream is read as a sequence
+  of varint-framed messages until it ends — kubo keeps one stream per peer
+  and reuses it, or opens a new one per message after an error; both work.
+  A malformed message resets that stream only. Blocks are hashed to get
+  their CID (``bitswap_pb.Block.cid``) and go to the sessions that want that
+  CID; a block no session wants and we did not just receive is
+  *unsolicited*: its sender is dropped from every session (a corrupted block
+  hashes to a CID nobody asked for). Presences go to the sessions, wants to
+  the engine.
+* **Outbound.** Replies and wants travel on our own stream to the peer (as
+  go-bitswap does: a side never answers on the other side's stream), one
+  per peer, kept open, reopened once on error. A per-peer sender task
+  writes whenever there is something to say: the queued want entries (from
+  sessions) plus ``engine.next_batch`` (presences, blocks up to ~1 MiB read
+  from the block store) in one message. It pulls the next batch only when
+  the previous write finished, so a slow reader slows only its own sender
+  and memory stays at about one batch per peer. The sender exits after
+  ``IDLE_SENDER`` seconds without work.
+* **Fetching.** ``fetch_dag(root, providers)`` runs a ``Session``: its
+  ``Need`` commands are answered from the block store at once, ``Store``
+  writes verified blocks (``put(verified=True)``: the driver hashed them),
+  ``SendWants`` feed the senders, and a timer task calls ``tick`` at
+  ``next_deadline``. Without explicit providers every connected peer (and
+  every peer that connects during the fetch) is a candidate. The generator
+  yields ``Progress`` snapshots (coalesced, so a slow consumer never slows
+  the transfer) and raises when the session fails. The block store's
+  ``session()`` lock holds off GC of the half-fetched DAG.
+
+**Foreign peers.** The Transport names peers by ``PeerId``, which is
+ed25519 only, but many IPFS peers (kubo repos made with RSA keys, such as the
+embedded kubo of the tests) are not. On a libp2p transport the bitswap
+stream handlers are therefore installed on the host directly
+(``_install_foreign_handlers``), naming any other peer by a ``ForeignPeer``
+(its raw multihash); outbound streams to it go through
+``transport.open_stream`` like any other. The transport sends no connection
+events for such peers, so the sessions notice their loss by stall timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..errors import (
+    BlockNotFound, CorruptBlock, P2PComputeError, RequestFailed, StorageError, TransportError, UserError, WireError,
+)
+from ..node.api import HttpError, json_response, parse_json_body
+from ..node.framing import FrameReader, frame
+from ..node.identity import PeerId
+from . import bitswap_pb as pb
+from .bitswap import Batch, Engine, EngineConfig, Failed, Finished, Need, SendWants, Session, SessionConfig, Store
+from .blockstore import Blockstore
+from .cid import Cid, b58decode, b58encode, parse_cid
+
+if TYPE_CHECKING:
+    from ..node.node import Node
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "/ipfs/bitswap/1.2.0"
+INBOUND_PROTOCOLS = (PROTOCOL, "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0", "/ipfs/bitswap")
+IDLE_SENDER = 30.0
+MAX_WANTS_PER_MESSAGE = 4096
+MAX_QUEUED_WANTS = 65536  # per peer, beyond which the oldest entries are dropped
+MAX_SESSIONS = 32
+RECENT_BLOCKS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignPeer:
+    """A libp2p peer whose key is not ed25519 (e.g. RSA ``Qm...`` IDs): named by its multihash."""
+
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return b58encode(self.raw)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def short(self) -> str:
+        return "…" + self.text[-8:]
+
+
+def parse_peer(text: str) -> PeerId | ForeignPeer:
+    """A peer ID in text: ed25519 (``12D3KooW...``) or any other sha2-256 one (``Qm...``)."""
+    try:
+        return PeerId.from_string(text)
+    except ValueError:
+        pass
+    try:
+        raw = b58decode(text.strip())
+    except WireError:
+        raw = b""
+    if len(raw) != 34 or raw[:2] != b"\x12\x20":
+        raise UserError(f"{text!r} is not a libp2p peer ID (12D3KooW... or Qm...)")
+    return ForeignPeer(raw)
+
+
+def peer_of_raw(raw: bytes) -> PeerId | ForeignPeer:
+    try:
+        return PeerId(raw)
+    except ValueError:
+        return ForeignPeer(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    root: Cid
+    blocks: int
+    bytes: int
+    done: bool
+
+
+@dataclass
+class _Sender:
+    wants: list[pb.WantEntry] = field(default_factory=list)
+    wake: trio.Event = field(default_factory=trio.Event)
+    stream: Any = None
+    running: bool = False
+
+
+@dataclass
+class _Run:
+    session: Session
+    providers: set[PeerId] | None
+    changed: trio.Event = field(default_factory=trio.Event)
+    wake_timer: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None
+    finished: bool = False
+    timer_scope: trio.CancelScope | None = None
+
+
+class BitswapService:
+    """Serves our blocks and fetches DAGs over bitswap."""
+
+    name = "bitswap"
+
+    def __init__(self, blockstore: Blockstore | None = None, *, engine_config: EngineConfig = EngineConfig(),
+                 session_config: SessionConfig = SessionConfig(), rng: random.Random | None = None) -> None:
+        self.blockstore = blockstore
+        self.engine = Engine(self._size_of, engine_config)
+        self.session_config = session_config
+        self._rng = rng
+        self._transport: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._senders: dict[PeerId, _Sender] = {}
+        self._runs: list[_Run] = []
+        self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self.stats = {"blocks_received": 0, "bytes_received": 0, "duplicate_blocks": 0, "unsolicited_blocks": 0,
+                      "blocks_sent": 0, "bytes_sent": 0, "messages_received": 0, "messages_sent": 0,
+                      "bad_messages": 0, "fetches": 0, "fetches_failed": 0}
+
+    # --- Service protocol ---------------------------------------------------------------
+
+    def attach(self, node: Node) -> None:
+        if self.blockstore is None:
+            storage = node.services.get("storage")
+            if storage is None or getattr(storage, "blockstore", None) is None:
+                raise UserError("the bitswap service needs a blockstore: attach the storage service first")
+            self.blockstore = storage.blockstore
+        self._transport = node.transport
+        if self._rng is None:
+            self._rng = random.Random(node.rng.getrandbits(64))
+        for protocol in INBOUND_PROTOCOLS:
+            node.transport.on_stream(protocol, self._inbound)
+        node.transport.on_peer_event(self._peer_event)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._install_foreign_handlers()
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def _install_foreign_handlers(self) -> None:
+        """On a libp2p host, serve bitswap to peers of any key type (see the module docstring)."""
+        host = getattr(self._transport, "_host", None)
+        if host is None:
+            return
+        from ..node.libp2p_transport import _StreamAdapter
+
+        async def handler(raw_stream: Any) -> None:
+            try:
+                peer = peer_of_raw(raw_stream.muxed_conn.peer_id.to_bytes())
+            except Exception:
+                await _StreamAdapter(raw_stream).reset()
+                return
+            try:
+                await self._inbound(peer, _StreamAdapter(raw_stream))
+            except Exception:  # never into libp2p's nursery
+                log.exception("bitswap stream from %s failed", peer.short)
+
+        for protocol in INBOUND_PROTOCOLS:
+            host.set_stream_handler(protocol, handler)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.stats) | {"peers_served": len(self.engine.ledgers),
+                                   "sessions": [run.session.stats() for run in self._runs]}
+
+    def api_routes(self) -> dict:
+        return {("POST", "/v1/bitswap/fetch"): self._api_fetch}
+
+    # --- fetching -----------------------------------------------------------------------
+
+    async def fetch_dag(self, root: Cid | str, providers: list[PeerId | str] | None = None,
+                        *, config: SessionConfig | None = None) -> AsyncIterator[Progress]:
+        """Fetch the DAG under ``root`` into the block store, yielding progress; raise if it fails.
+
+        ``providers``: peer IDs or multiaddrs (dialled first) to fetch from; None means every
+        connected peer and every peer that connects meanwhile.
+        """
+        if self._nursery is None:
+            raise TransportError("the bitswap service is not running")
+        if len(self._runs) >= MAX_SESSIONS:
+            raise TransportError(f"{MAX_SESSIONS} fetches already running; try again later")
+        root = parse_cid(root)
+        peers = await self._resolve_providers(providers)
+        now = trio.current_time()
+        run = _Run(Session(root, now, random.Random(self._rng.getrandbits(64)), config or self.session_config),
+                   None if providers is None else set(peers))
+        self._runs.append(run)
+        self.stats["fetches"] += 1
+        with self.blockstore.session():
+            try:
+                self._apply(run, run.session.start(now))
+                for peer in peers:
+                    self._apply(run, run.session.add_peer(peer, now))
+                run.timer_scope = trio.CancelScope()
+                self._nursery.start_soon(self._timer, run)
+                while True:
+                    if not run.finished:
+                        await run.changed.wait()
+                    run.changed = trio.Event()
+                    s = run.session
+                    if run.error is not None:
+                        self.stats["fetches_failed"] += 1
+                        raise RequestFailed(f"fetching {root} failed: {run.error}")
+                    yield Progress(root, s.blocks, s.bytes, run.finished)
+                    if run.finished:
+                        return
+            finally:
+                if run.timer_scope is not None:
+                    run.timer_scope.cancel()
+                if not run.finished:
+                    self._apply(run, run.session.fail_now("cancelled"))
+                self._runs.remove(run)
+
+    async def fetch(self, root: Cid | str, providers: list[PeerId | str] | None = None,
+                    *, config: SessionConfig | None = None) -> Progress:
+        """``fetch_dag`` to the end; return the last progress."""
+        last = None
+        async for last in self.fetch_dag(root, providers, config=config):
+            pass
+        return last
+
+    async def _resolve_providers(self, providers: list[PeerId | str] | None) -> list[PeerId]:
+        if providers is None:
+            return [p for p in self._transport.connected_peers() if p != self._transport.local_id]
+        out = []
+        for p in providers:
+            if isinstance(p, (PeerId, ForeignPeer)):
+                out.append(p)
+            elif "/p2p/" in p:
+                out.append(await self.connect(p))
+            else:
+                out.append(parse_peer(p))
+        return list(dict.fromkeys(out))
+
+    async def connect(self, address: str) -> PeerId | ForeignPeer:
+        """Dial a multiaddr ending in /p2p/ID; unlike ``transport.connect`` any libp2p key type will do."""
+        transport_part, _, peer_text = address.rpartition("/p2p/")
+        peer = parse_peer(peer_text)
+        if isinstance(peer, PeerId):
+            return await self._transport.connect(address)
+        self._transport.add_addresses(peer, [transport_part])
+        stream = await self._transport.open_stream(peer, PROTOCOL)  # dials; the stream is our sender's
+        sender = self._senders.get(peer) or self._new_sender(peer)
+        if sender.stream is None:
+            sender.stream = stream
+        else:
+            await stream.close()
+        return peer
+
+    async def _timer(self, run: _Run) -> None:
+        with run.timer_scope:
+            while not run.finished:
+                deadline = run.session.next_deadline()
+                with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 3600):
+                    await run.wake_timer.wait()
+                run.wake_timer = trio.Event()
+                if deadline is not None and trio.current_time() >= deadline:
+                    self._apply(run, run.session.tick(trio.current_time()))
+
+    def _apply(self, run: _Run, cmds: list) -> None:
+        """Carry out a session's commands (``Need`` answers feed it more, handled in the same loop)."""
+        queue = list(cmds)
+        while queue:
+            cmd = queue.pop(0)
+            if isinstance(cmd, Need):
+                queue.extend(run.session.resolved(cmd.cid, self._local(cmd.cid), trio.current_time()))
+            elif isinstance(cmd, SendWants):
+                self._queue_wants(cmd.peer, cmd.entries)
+            elif isinstance(cmd, Store):
+                try:
+                    self.blockstore.put(cmd.cid, cmd.data, verified=True)
+                except (StorageError, WireError) as exc:
+                    queue.extend(run.session.fail_now(f"cannot store block {cmd.cid}: {exc}"))
+                    continue
+                self._remember(cmd.cid)
+                for peer in self.engine.block_added(cmd.cid):
+                    self._wake(peer)
+            elif isinstance(cmd, Finished):
+                run.finished = True
+            elif isinstance(cmd, Failed):
+                run.error = cmd.reason
+                run.finished = True
+        run.changed.set()
+        run.wake_timer.set()
+
+    def _local(self, cid: Cid) -> bytes | None:
+        try:
+            return self.blockstore.get(cid)
+        except (BlockNotFound, CorruptBlock):
+            return None
+
+    def _size_of(self, cid: Cid) -> int | None:
+        try:
+            return self.blockstore.path(cid).stat().st_size
+        except OSError:
+            return None
+
+    def _remember(self, cid: Cid) -> None:
+        self._recent[cid.multihash] = None
+        self._recent.move_to_end(cid.multihash)
+        while len(self._recent) > RECENT_BLOCKS:
+            self._recent.popitem(last=False)
+
+    # --- inbound ------------------------------------------------------------------------
+
+    async def _inbound(self, peer: PeerId, stream: Any) -> None:
+        reader = FrameReader(stream, pb.MAX_MESSAGE)
+        try:
+            while (data := await reader.read_frame()) is not None:
+                self.stats["messages_received"] += 1
+                self._on_message(peer, pb.decode(data))
+        except WireError as exc:
+            self.stats["bad_messages"] += 1
+            log.warning("bad bitswap message from %s (%s): %s", peer.short, exc.reason, exc)
+            await stream.reset()
+        except TransportError as exc:
+            log.debug("bitswap stream from %s ended: %s", peer.short, exc)
+
+    def _on_message(self, peer: PeerId, msg: pb.Message) -> None:
+        now = trio.current_time()
+        for block in msg.blocks:
+            self._on_block(peer, block.cid(), block.data, now)
+        for presence in msg.presences:
+            for run in list(self._runs):
+                if run.session.wants(presence.cid):
+                    self._apply(run, run.session.on_presence(peer, presence.cid, presence.have, now))
+        for woken in self.engine.receive(peer, msg):
+            self._wake(woken)
+
+    def _on_block(self, peer: PeerId, cid: Cid, data: bytes, now: float) -> None:
+        """``cid`` was computed by hashing ``data``: it is what the peer really sent."""
+        self.stats["blocks_received"] += 1
+        self.stats["bytes_received"] += len(data)
+        runs = [run for run in self._runs if run.session.wants(cid)]
+        if runs:
+            for run in runs:
+                self._apply(run, run.session.on_block(peer, cid, data, now))
+        elif cid.multihash in self._recent:
+            self.stats["duplicate_blocks"] += 1
+        else:
+            self.stats["unsolicited_blocks"] += 1
+            log.warning("%s sent block %s that nobody asked for (corrupted?): dropping it from fetches",
+                        peer.short, cid)
+            for run in list(self._runs):
+                self._apply(run, run.session.peer_misbehaved(peer, now, "sent a block nobody asked for"))
+
+    def _peer_event(self, peer: PeerId, connected: bool) -> None:
+        now = trio.current_time()
+        for run in list(self._runs):
+            if connected and run.providers is None:
+                self._apply(run, run.session.add_peer(peer, now))
+            elif not connected:
+                self._apply(run, run.session.remove_peer(peer, now))
+        if not connected:
+            self.engine.peer_gone(peer)
+            sender = self._senders.get(peer)
+            if sender is not None:
+                sender.wants.clear()
+                sender.stream = None
+                sender.wake.set()
+
+    # --- outbound -----------------------------------------------------------------------
+
+    def _queue_wants(self, peer: PeerId, entries: tuple[pb.WantEntry, ...]) -> None:
+        sender = self._senders.get(peer) or self._new_sender(peer)
+        sender.wants.extend(entries)
+        if len(sender.wants) > MAX_QUEUED_WANTS:
+            del sender.wants[:-MAX_QUEUED_WANTS]
+        sender.wake.set()
+
+    def _wake(self, peer: PeerId) -> None:
+        sender = self._senders.get(peer) or self._new_sender(peer)
+        sender.wake.set()
+
+    def _new_sender(self, peer: PeerId) -> _Sender:
+        sender = self._senders[peer] = _Sender()
+        if self._nursery is not None:
+            sender.running = True
+            self._nursery.start_soon(self._send_loop, peer, sender)
+        return sender
+
+    async def _send_loop(self, peer: PeerId, sender: _Sender) -> None:
+        try:
+            while True:
+                if not sender.wants and not self.engine.has_work(peer):
+                    sender.wake = trio.Event()
+                    with trio.move_on_after(IDLE_SENDER) as idle:
+                        await sender.wake.wait()
+                    if idle.cancelled_caught:
+                        return
+                    continue
+                wants = sender.wants[:MAX_WANTS_PER_MESSAGE]
+                del sender.wants[:MAX_WANTS_PER_MESSAGE]
+                batch = self.engine.next_batch(peer)
+                msg = self._message(wants, batch)
+                if msg:
+                    await self._write(peer, sender, pb.encode(msg))
+        except (TransportError, P2PComputeError) as exc:
+            log.info("bitswap: cannot send to %s: %s", peer.short, exc)
+            self.engine.peer_gone(peer)
+        finally:
+            if self._senders.get(peer) is sender:
+                del self._senders[peer]
+            if sender.stream is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await sender.stream.close()
+
+    def _message(self, wants: list[pb.WantEntry], batch: Batch | None) -> pb.Message:
+        if batch is None:
+            return pb.Message(wants=tuple(wants))
+        blocks, missing = [], []
+        for cid in batch.blocks:
+            data = self._local(cid)
+            if data is None:
+                missing.append(cid)  # removed since it was queued
+            else:
+                blocks.append(pb.Block.of(cid, data))
+                self.stats["blocks_sent"] += 1
+                self.stats["bytes_sent"] += len(data)
+        presences = [pb.Presence(c, True) for c in batch.haves]
+        presences += [pb.Presence(c, False) for c in (*batch.dont_haves, *missing)]
+        return pb.Message(wants=tuple(wants), blocks=tuple(blocks), presences=tuple(presences))
+
+    async def _write(self, peer: PeerId, sender: _Sender, payload: bytes) -> None:
+        data = frame(payload)
+        for attempt in (1, 2):
+            if sender.stream is None:
+                sender.stream = await self._transport.open_stream(peer, PROTOCOL)
+            try:
+                await sender.stream.write(data)
+                self.stats["messages_sent"] += 1
+                return
+            except TransportError:
+                stream, sender.stream = sender.stream, None
+                await stream.reset()
+                if attempt == 2:
+                    raise
+
+    # --- control API ----------------------------------------------------------------------
+
+    async def _api_fetch(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
+        """POST /v1/bitswap/fetch {"cid": ..., "peers": [ID or multiaddr, ...], "pin": true}."""
+        req = parse_json_body(body)
+        try:
+            root = parse_cid(str(req.get("cid", "")))
+        except WireError as exc:
+            raise HttpError(400, f"give {{\"cid\": \"Qm... or bafy...\"}}: {exc}") from None
+        peers = req.get("peers")
+        if peers is not None and (not isinstance(peers, list) or not all(isinstance(p, str) for p in peers)):
+            raise HttpError(400, "\"peers\" must be a list of peer IDs or multiaddrs")
+        started = trio.current_time()
+        last = await self.fetch(root, peers)
+        if req.get("pin", True):
+            self.blockstore.pin(root)
+        seconds = trio.current_time() - started
+        return json_response({"cid": str(root), "blocks": last.blocks, "bytes": last.bytes,
+                              "seconds": round(seconds, 3), "pinned": bool(req.get("pin", True))})
