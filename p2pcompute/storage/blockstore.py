@@ -67,6 +67,7 @@ class Blockstore:
         self.fsync = fsync
         self.tmp = self.root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._shards: set[str] = set()  # shard dirs known to exist (saves a mkdir per block)
         self._pins: set[Cid] = self._load_pins()
         self._total = sum(size for _, size in self._scan())
 
@@ -103,8 +104,14 @@ class Blockstore:
             if self.fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        path.parent.mkdir(exist_ok=True)
-        os.replace(tmp, path)
+        if path.parent.name not in self._shards:
+            path.parent.mkdir(exist_ok=True)
+            self._shards.add(path.parent.name)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:  # the shard dir was removed behind our back
+            path.parent.mkdir(exist_ok=True)
+            os.replace(tmp, path)
         self._total += len(data)
         return True
 
