@@ -44,7 +44,7 @@ from typing import BinaryIO
 
 from ..errors import UserError
 from . import dagpb, unixfs
-from .cid import DAG_PB, RAW, Cid, sha256_multihash
+from .cid import DAG_PB, RAW, Cid, encode_varint, sha256_multihash
 
 CHUNK_SIZE = 256 * 1024
 MAX_LINKS = 174
@@ -66,6 +66,15 @@ class _Link:
     cid: Cid
     tsize: int
     filesize: int
+
+
+def leaf_block(chunk: bytes) -> bytes:
+    """``PBNode(Data=UnixFS{File, Data=chunk, filesize})``, built with one copy of the chunk (hot path)."""
+    if not chunk:
+        return dagpb.encode(dagpb.PBNode((), unixfs.encode(unixfs.UnixFSData(unixfs.FILE, None, filesize=0))))
+    n = encode_varint(len(chunk))
+    inner_len = 3 + len(n) + len(chunk) + 1 + len(n)  # 08 02 | 12 len chunk | 18 len
+    return b"".join((b"\x0a", encode_varint(inner_len), b"\x08\x02\x12", n, chunk, b"\x18", n))
 
 
 class FileImporter:
@@ -98,8 +107,7 @@ class FileImporter:
     def _leaf(self, chunk: bytes) -> _Link:
         if self.raw_leaves:
             return _Link(self._store(RAW, chunk), len(chunk), len(chunk))
-        data = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, chunk or None, filesize=len(chunk)))
-        block = dagpb.encode(dagpb.PBNode((), data))
+        block = leaf_block(chunk)
         return _Link(self._store(DAG_PB, block), len(block), len(chunk))
 
     def _parent(self, children: list[_Link]) -> _Link:

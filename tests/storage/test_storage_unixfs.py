@@ -172,3 +172,12 @@ def test_exporter_rejects_lying_dags():
     blocks[Cid.of(bad_name, DAG_PB, 0)] = bad_name
     with pytest.raises(BadBlock):
         exporter.list_directory(get, Cid.of(bad_name, DAG_PB, 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=70_000))
+def test_leaf_fast_path_equals_the_codecs(chunk):
+    from p2pcompute.storage.importer import leaf_block
+
+    slow = dagpb.encode(dagpb.PBNode((), unixfs.encode(unixfs.UnixFSData(unixfs.FILE, chunk or None, len(chunk)))))
+    assert leaf_block(chunk) == slow
