@@ -8,7 +8,10 @@ Package map:
     exporter.py    streaming exporter: file bytes (with byte ranges) and directory listings from a DAG
     blockstore.py  blocks in <data dir>/blocks: atomic writes, verified reads, pins, GC, size limit
     car.py         CARv1 streaming reader (every block verified) and writer, DAG export
+    service.py     the daemon's storage service: its blockstore, add/cat over the control API
+    bitswap_pb.py  the bitswap wire message (1.0.0/1.1.0/1.2.0), hand-written protobuf codec
+    bitswap.py     bitswap decisions as pure state machines: Engine (serving), Session (fetching a DAG)
+    bitswap_service.py  BitswapService: bitswap 1.2.0 driven over a node's Transport
 
-Bitswap, providers, external sources and the data registry come with the
-network part of issue 4.
+Providers, external sources and the data registry are still to come (issue 4).
 """
