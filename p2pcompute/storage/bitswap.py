@@ -345,6 +345,10 @@ class Session:
     def wants(self, cid: Cid) -> bool:
         return cid in self._wants
 
+    def seen(self, cid: Cid) -> bool:
+        """True for a CID of this DAG already fetched or in progress (duplicates are not misbehaviour)."""
+        return cid.multihash in self._seen
+
     def resolved(self, cid: Cid, data: bytes | None, now: float) -> list:
         """The driver's answer to ``Need(cid)``: the local block, or None to fetch it."""
         if cid not in self._needs:
@@ -362,9 +366,11 @@ class Session:
     def on_block(self, peer: Peer, cid: Cid, data: bytes, now: float) -> list:
         """A block that hashed to ``cid`` arrived from ``peer``."""
         want = self._wants.pop(cid, None)
-        if want is None:
-            return []
         state = self.peers.get(peer)
+        if want is None:  # a duplicate (several peers answered): still proof the peer holds our DAG
+            if state is not None and cid.multihash in self._seen:
+                state.useful = True
+            return self._flush()
         if state is not None:
             state.inflight.discard(cid)
             state.last_progress = now

@@ -146,7 +146,8 @@ def encode(msg: Message) -> bytes:
     for b in msg.blocks:
         inner: list[bytes] = []
         _len_field(inner, 0x0A, b.prefix())
-        _len_field(inner, 0x12, b.data)
+        if b.data:
+            _len_field(inner, 0x12, b.data)
         _len_field(out, 0x1A, b"".join(inner))
     for p in msg.presences:
         cid = p.cid.to_bytes()
@@ -274,7 +275,7 @@ def decode_prefix(raw: memoryview | bytes) -> tuple[int, int, int]:
 
 
 def _decode_block(buf: memoryview) -> Block:
-    prefix = data = None
+    prefix, data = None, b""
     for number, wtype, value in _fields(buf):
         if number == 1:
             _expect(wtype, 2, "block.prefix")
@@ -282,8 +283,8 @@ def _decode_block(buf: memoryview) -> Block:
         elif number == 2:
             _expect(wtype, 2, "block.data")
             data = value
-    if prefix is None or data is None:
-        raise WireError("bitswap: payload block without prefix or data")
+    if prefix is None:
+        raise WireError("bitswap: payload block without a prefix")
     if len(data) > MAX_BLOCK:
         raise WireError(f"bitswap: block of {len(data)} bytes is over {MAX_BLOCK}")
     return Block(*decode_prefix(prefix), bytes(data))

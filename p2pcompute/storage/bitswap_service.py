@@ -243,9 +243,9 @@ class BitswapService:
         self.stats["fetches"] += 1
         with self.blockstore.session():
             try:
-                self._apply(run, run.session.start(now))
                 for peer in peers:
                     self._apply(run, run.session.add_peer(peer, now))
+                self._apply(run, run.session.start(now))
                 run.timer_scope = trio.CancelScope()
                 self._nursery.start_soon(self._timer, run)
                 while True:
@@ -386,7 +386,7 @@ class BitswapService:
         """``cid`` was computed by hashing ``data``: it is what the peer really sent."""
         self.stats["blocks_received"] += 1
         self.stats["bytes_received"] += len(data)
-        runs = [run for run in self._runs if run.session.wants(cid)]
+        runs = [run for run in self._runs if run.session.wants(cid) or run.session.seen(cid)]
         if runs:
             for run in runs:
                 self._apply(run, run.session.on_block(peer, cid, data, now))
