@@ -7,8 +7,9 @@ does: ``blocks/<shard>/<KEY>.data``, KEY = base32 (upper, unpadded) of the
 multihash, shard = its next-to-last two characters. Keying by multihash means
 the same bytes under CIDv0, CIDv1 or another codec are stored once.
 
-* **Writes are atomic**: bytes go to ``blocks/.tmp/`` and are renamed into
-  place, so a reader never sees half a block. ``put`` checks the bytes against
+* **Writes are atomic**: bytes go to ``blocks/.tmp/`` and are hard-linked
+  into place (never clobbering a racing writer of the same block), so a
+  reader never sees half a block. ``put`` checks the bytes against
   the CID unless the caller made the hash itself (``verified=True``).
   ``fsync=True`` also syncs each file (slower; off by default).
 * **Reads are verified**: ``get`` re-hashes the bytes; a block that no longer
@@ -26,8 +27,9 @@ the same bytes under CIDv0, CIDv1 or another codec are stored once.
   would exceed it raises ``StorageFull`` (nothing is written).
 
 The byte total is counted by scanning the shards when the store opens, then
-kept up to date in memory (one process writing at a time is assumed for the
-count; the files themselves are always consistent).
+kept up to date in memory under a lock (threads of one process share it;
+another process writing the same store is not counted until a reopen; the
+files themselves are always consistent).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +70,7 @@ class Blockstore:
         self.fsync = fsync
         self.tmp = self.root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._mutex = threading.Lock()  # guards the byte count (puts may come from worker threads)
         self._shards: set[str] = set()  # shard dirs known to exist (saves a mkdir per block)
         self._pins: set[Cid] = self._load_pins()
         self._total = sum(size for _, size in self._scan())
@@ -93,26 +97,46 @@ class Blockstore:
         path = self.path(cid)
         if path.exists():
             return False
-        if self.max_bytes is not None and self._total + len(data) > self.max_bytes:
-            raise StorageFull(
-                f"the block store {self.root} would grow past its limit of {self.max_bytes} bytes "
-                f"({self._total} used): unpin what you no longer need (`p2pcompute storage unpin`), "
-                "run `p2pcompute storage gc`, or raise the limit")
+        self._reserve(len(data))
         tmp = self.tmp / uuid.uuid4().hex
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        if path.parent.name not in self._shards:
-            path.parent.mkdir(exist_ok=True)
-            self._shards.add(path.parent.name)
         try:
-            os.replace(tmp, path)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if path.parent.name not in self._shards:
+                path.parent.mkdir(exist_ok=True)
+                self._shards.add(path.parent.name)
+            return self._publish(tmp, path)
+        except BaseException:
+            with self._mutex:
+                self._total -= len(data)
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _reserve(self, size: int) -> None:
+        with self._mutex:
+            if self.max_bytes is not None and self._total + size > self.max_bytes:
+                raise StorageFull(
+                    f"the block store {self.root} would grow past its limit of {self.max_bytes} bytes "
+                    f"({self._total} used): unpin what you no longer need (`p2pcompute storage unpin`), "
+                    "run `p2pcompute storage gc`, or raise the limit")
+            self._total += size
+
+    def _publish(self, tmp: Path, path: Path) -> bool:
+        """Hard-link the temp file into place: atomic, and never clobbers (a racing writer of the same block)."""
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            with self._mutex:
+                self._total -= tmp.stat().st_size
+            return False
         except FileNotFoundError:  # the shard dir was removed behind our back
             path.parent.mkdir(exist_ok=True)
-            os.replace(tmp, path)
-        self._total += len(data)
+            os.link(tmp, path)
         return True
 
     def get(self, cid: Cid) -> bytes:
@@ -136,7 +160,8 @@ class Blockstore:
             path.unlink()
         except FileNotFoundError:
             return False
-        self._total -= size
+        with self._mutex:
+            self._total -= size
         return True
 
     def _scan(self) -> Iterator[tuple[Path, int]]:

@@ -122,3 +122,24 @@ def test_one_gib_import_and_export_keep_memory_flat(tmp_path):
     figures = json.loads(res.stdout)
     for phase in ("import_only_hash", "import_to_blockstore", "export_from_blockstore"):
         assert figures[phase]["peak_rss_growth_MiB"] < 200, figures
+
+
+def test_racing_writers_of_the_same_blocks_count_them_once(tmp_path):
+    import threading
+
+    store = Blockstore(tmp_path / "blocks", max_bytes=10**6)
+    blocks = [os.urandom(1000) for _ in range(50)]
+    barrier = threading.Barrier(4)
+
+    def writer():
+        barrier.wait()
+        for data in blocks:
+            store.put(Cid.of(data), data)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.total_bytes == 50_000 == Blockstore(tmp_path / "blocks").total_bytes
+    assert not list((tmp_path / "blocks" / ".tmp").iterdir())
