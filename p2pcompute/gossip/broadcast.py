@@ -10,7 +10,8 @@ from the least-sent upwards, so fresh news goes first and nothing starves,
 and moves each taken item one bucket up, dropping it once it has been sent
 ``limit`` times (about λ·log N, decided by the caller). A draw costs time in
 proportion to the items taken, never to the queue's length: no sorting, no
-scan. The queue holds at most ``max_items``; beyond that the most-sent item
+scan; a bucket taken whole (the usual case: a message has room for all the
+news) moves up with one dict update. The queue holds at most ``max_items``; beyond that the most-sent item
 is dropped.
 """
 
@@ -24,7 +25,8 @@ class BroadcastQueue:
     """Items keyed by subject, sent at most ``limit`` times each, least-sent first."""
 
     def __init__(self, max_items: int = 8192) -> None:
-        self._buckets: list[dict[Hashable, tuple[Any, int]]] = [{}]
+        self._buckets: list[dict[Hashable, tuple[Any, int]]] = [{}]  # by transmits: key -> (item, size)
+        self._bytes: list[int] = [0]  # total size per bucket
         self._sent: dict[Hashable, int] = {}  # key -> transmits so far (its bucket)
         self._max_items = max_items
 
@@ -47,18 +49,20 @@ class BroadcastQueue:
         """
         t = self._sent.get(key)
         if keep_count and t is not None:
+            self._bytes[t] += size - self._buckets[t][key][1]
             self._buckets[t][key] = (item, size)
             return
         self.discard(key)
         if len(self._sent) >= self._max_items:
             self._evict_most_sent()
         self._buckets[0][key] = (item, size)
+        self._bytes[0] += size
         self._sent[key] = 0
 
     def discard(self, key: Hashable) -> None:
         t = self._sent.pop(key, None)
         if t is not None:
-            del self._buckets[t][key]
+            self._bytes[t] -= self._buckets[t].pop(key)[1]
 
     def has_fresh(self, below: int) -> bool:
         """True when some item was sent fewer than ``below`` times."""
@@ -72,44 +76,67 @@ class BroadcastQueue:
 
         Returns the items and their total size. The first item is always
         taken, even when larger than ``budget``, so a big item cannot block
-        the queue. Each taken item counts one transmit.
+        the queue. Each taken item counts one transmit. Buckets that fit
+        whole move up in one dict operation, which is the common case.
         """
-        chosen: list[tuple[Hashable, int]] = []
-        used = 0
-        left = len(self._sent)
-        if not left:
+        if not self._sent:
             return [], 0
+        items: list[Any] = []
+        used = 0
+        whole: list[int] = []
         for t, bucket in enumerate(self._buckets):
             if not bucket:
                 continue
-            if len(chosen) == left:
-                break
-            for key, (_, size) in bucket.items():
-                if chosen and (used + size > budget or len(chosen) >= max_items):
-                    return self._advance(chosen, limit), used
-                chosen.append((key, t))
+            if used + self._bytes[t] <= budget and len(items) + len(bucket) <= max_items:
+                whole.append(t)
+                items.extend([entry[0] for entry in bucket.values()])
+                used += self._bytes[t]
+                continue
+            partial = []
+            for key, (item, size) in bucket.items():
+                if items and (used + size > budget or len(items) >= max_items):
+                    break
+                partial.append(key)
+                items.append(item)
                 used += size
-        return self._advance(chosen, limit), used
+            self._move_keys(t, partial, limit)  # the highest bucket touched: move it first
+            break
+        for t in reversed(whole):
+            self._move_bucket(t, limit)
+        return items, used
 
-    def _advance(self, chosen: list[tuple[Hashable, int]], limit: int) -> list[Any]:
-        items = []
-        buckets = self._buckets
-        for key, t in chosen:
-            entry = buckets[t].pop(key)
-            items.append(entry[0])
+    def _next_bucket(self, t: int) -> dict:
+        if t + 1 == len(self._buckets):
+            self._buckets.append({})
+            self._bytes.append(0)
+        return self._buckets[t + 1]
+
+    def _move_bucket(self, t: int, limit: int) -> None:
+        bucket = self._buckets[t]
+        if t + 1 >= limit:
+            for key in bucket:
+                del self._sent[key]
+        else:
+            self._next_bucket(t).update(bucket)
+            self._bytes[t + 1] += self._bytes[t]
+            self._sent.update(dict.fromkeys(bucket, t + 1))
+        bucket.clear()
+        self._bytes[t] = 0
+
+    def _move_keys(self, t: int, keys: list[Hashable], limit: int) -> None:
+        bucket = self._buckets[t]
+        for key in keys:
+            entry = bucket.pop(key)
+            self._bytes[t] -= entry[1]
             if t + 1 >= limit:
                 del self._sent[key]
-                continue
-            if t + 1 == len(buckets):
-                buckets.append({})
-            buckets[t + 1][key] = entry
-            self._sent[key] = t + 1
-        return items
+            else:
+                self._next_bucket(t)[key] = entry
+                self._bytes[t + 1] += entry[1]
+                self._sent[key] = t + 1
 
     def _evict_most_sent(self) -> None:
-        for bucket in reversed(self._buckets):
-            if bucket:
-                key = next(iter(bucket))
-                del bucket[key]
-                del self._sent[key]
+        for t in range(len(self._buckets) - 1, -1, -1):
+            if self._buckets[t]:
+                self.discard(next(iter(self._buckets[t])))
                 return

@@ -139,7 +139,9 @@ class MembershipConfig:
     timer_quantum: float = 0.0  # round timer deadlines up to this grain (drivers batch them)
 
     def retransmit_limit(self, n: int) -> int:
-        return max(1, math.ceil(self.retransmit_mult * math.ceil(math.log10(n + 1))))
+        """How many times each update is sent: λ·log10(N+1), rounded, and at least λ."""
+        lam = self.retransmit_mult
+        return max(math.ceil(lam), round(lam * math.log10(n + 1)))
 
     def suspicion_bounds(self, n: int) -> tuple[float, float]:
         low = self.suspicion_alpha * max(1.0, math.log10(max(n, 1))) * self.probe_interval

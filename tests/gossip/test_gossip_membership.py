@@ -289,7 +289,8 @@ def test_retransmit_limit_is_honoured():
     news = Update(IDS[11], ALIVE, 0, (), "mem/new")
     m.handle(ev.Received(IDS[1], Gossip(updates=(news,))), 1.0)
     limit = cfg.retransmit_limit(m.size)
-    assert limit == 4 * math.ceil(math.log10(m.size + 1))
+    assert limit == round(4 * math.log10(m.size + 1)) == 4
+    assert cfg.retransmit_limit(1000) == 12 and cfg.retransmit_limit(50) == 7
     carried = 0
     t = 1.0
     for _ in range(50):
@@ -470,3 +471,21 @@ def test_dead_members_are_forgotten_after_retention():
     assert m.state_of(x) == DEAD
     m._push_pull_round(40.0, [])
     assert m.state_of(x) is None
+
+
+def test_a_restarted_peer_overturns_its_old_death_on_rejoin():
+    seed = Membership(IDS[1], MembershipConfig(), random.Random(1), 0.0)
+    seed.handle(ev.Join(()), 0.0)
+    seed.handle(ev.Received(IDS[2], Gossip(updates=(Update(ME, DEAD, 3, (), "mem/old"),))), 1.0)
+    assert seed.state_of(ME) == DEAD
+    restarted = Membership(ME, MembershipConfig(), random.Random(2), 50.0, address="mem/new")
+    (push,) = sends(restarted.handle(ev.Join((IDS[1],)), 50.0), PushPull)
+    cmds = seed.handle(ev.Received(ME, push.msg), 50.1)
+    assert seed.state_of(ME) == DEAD  # alive at incarnation 0 does not beat dead at 3
+    (reply,) = sends(cmds, PushPullReply)
+    restarted.handle(ev.Received(IDS[1], reply.msg), 50.2)
+    assert restarted.incarnation == 4
+    (ack,) = sends(restarted.handle(ev.Received(IDS[1], Ping(5)), 50.3), Ack)
+    cmds = seed.handle(ev.Received(ME, ack.msg), 50.4)
+    assert changes(cmds) == [(ME, DEAD, ALIVE)]
+    assert seed.member(ME).address == "mem/new"
