@@ -14,9 +14,10 @@ checked against the function), and verify whatever we parse.
 
 Parsing takes untrusted input: every malformed, non-minimal, truncated or
 over-long form raises ``BadCid``; nothing else escapes. Hand-written rather
-than py-cid/py-multihash (which py-libp2p pulls in): those raise assorted
-exception types, accept non-minimal varints and are several times slower, and
-the logic is small.
+than py-cid/py-multihash/py-multibase (which py-libp2p pulls in): those raise
+assorted exception types (ValueError, their own DecodingError, ...) that we
+would have to map, and are 2-5x slower here (parsing a base32 CIDv1 346 us vs
+67 us, a binary CID 30 us vs 7 us); the logic is small.
 """
 
 from __future__ import annotations
