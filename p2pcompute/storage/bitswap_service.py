@@ -79,6 +79,18 @@ MAX_WANTS_PER_MESSAGE = 4096
 MAX_QUEUED_WANTS = 65536  # per peer, beyond which the oldest entries are dropped
 MAX_SESSIONS = 32
 RECENT_BLOCKS = 8192
+READ_SIZE = 1 << 20
+
+
+class _BigReader(FrameReader):
+    """Frames read in reads of up to 1 MiB: bitswap messages are big, and each read costs a muxer round."""
+
+    async def _fill(self) -> bool:
+        chunk = await self._stream.read(READ_SIZE)
+        if not chunk:
+            return False
+        self._buf += chunk
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +371,7 @@ class BitswapService:
     # --- inbound ------------------------------------------------------------------------
 
     async def _inbound(self, peer: PeerId, stream: Any) -> None:
-        reader = FrameReader(stream, pb.MAX_MESSAGE)
+        reader = _BigReader(stream, pb.MAX_MESSAGE)
         try:
             while (data := await reader.read_frame()) is not None:
                 self.stats["messages_received"] += 1

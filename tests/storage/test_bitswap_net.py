@@ -130,9 +130,17 @@ async def test_a_provider_vanishing_mid_transfer_does_not_fail_the_fetch(tmp_pat
         nursery.cancel_scope.cancel()
 
 
-async def test_api_route_fetches_and_pins(tmp_path):
+async def test_api_route_fetches_and_pins_with_the_storage_services_blockstore(tmp_path):
+    from p2pcompute.storage.service import StorageService
+
     async with trio.open_nursery() as nursery:
-        (a, _, store_a), (b, fetcher, store_b) = make_peer(tmp_path, 0), make_peer(tmp_path, 1)
+        a, _, store_a = make_peer(tmp_path, 0)
+        # as the daemon wires it: the bitswap service takes the storage service's blockstore
+        store_b = Blockstore(tmp_path / "daemon-blocks")
+        fetcher = BitswapService(session_config=FAST)
+        b = Node(Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"]),
+                 resources=Resources(1.0, 1 << 30, {}), services=[StorageService(store_b), fetcher], target_peers=0)
+        assert fetcher.blockstore is store_b
         await start(nursery, a)
         await start(nursery, b)
         root = import_bytes(DATA[:300_000], store_a.put).cid
