@@ -95,6 +95,7 @@ class Config:
     request_timeout: float = 10.0
     dial_timeout: float = 5.0
     max_message: int = 1 << 20
+    storage_max: int = 0  # bytes; 0: no limit
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     HELP = {
@@ -111,6 +112,7 @@ class Config:
         "request_timeout": "seconds to wait for a reply",
         "dial_timeout": "seconds to wait for a connection",
         "max_message": "largest message accepted, in bytes",
+        "storage_max": "most bytes the blockstore may hold (e.g. 100GiB); 0: no limit",
     }
 
     @classmethod
@@ -152,7 +154,7 @@ class Config:
 
     @staticmethod
     def _convert(name: str, value: Any, type_name: str) -> Any:
-        if name == "memory":
+        if name in ("memory", "storage_max"):
             return parse_size(value)
         if name == "labels":
             return parse_labels(value)
@@ -197,6 +199,7 @@ DEFAULT_FILE_TEXT = """\
 # memory = "4GiB"
 # labels = { zone = "home" }
 # log_level = "info"
+# storage_max = "100GiB"  # the blockstore's limit; 0: none
 """
 
 

@@ -76,7 +76,8 @@ def default_services(config: Config) -> list:
     from ..ops.service import ComputeService
     from ..storage.service import StorageService
 
-    return [MembershipService(), StorageService(), ComputeService(cpus=max(1, int(config.cpus)))]
+    return [MembershipService(), StorageService(max_bytes=config.storage_max or None),
+            ComputeService(cpus=max(1, int(config.cpus)))]
 
 
 def parse_bootstrap(addrs: list[str]) -> list[tuple]:
