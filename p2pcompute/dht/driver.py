@@ -34,7 +34,7 @@ the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,6 +222,7 @@ class KadResponder:
         self.active = 0
         self.served: Counter = Counter()  # by message type name
         self.rejected: Counter = Counter()  # by reason
+        self.recent: deque[tuple[str, str]] = deque(maxlen=64)  # (peer, message type) of the last requests
 
     async def serve(self, peer: PeerId, stream: Any) -> None:
         if self.active >= self.limits.max_inbound_streams:
@@ -249,6 +250,7 @@ class KadResponder:
             msg = pb.decode(data, max_size=self.limits.max_message)
             reply = self.server.handle(peer, msg, trio.current_time())
             self.served[msg.type.name] += 1
+            self.recent.append((str(peer), msg.type.name))
             self._on_request(peer, msg)
             if reply is not None:
                 with trio.fail_after(self.limits.write_timeout):
@@ -301,20 +303,37 @@ async def _one_query(query: QueryFn, cmd: Query, send: trio.MemorySendChannel) -
     await send.send((cmd.peer, reply))
 
 
+def peer_of_raw(raw: bytes) -> Any:
+    """A ``PeerId``, or a ``ForeignPeer`` for a sha2-256 peer ID (RSA keys, as the embedded kubo's), or None.
+
+    Kademlia needs nothing of a peer but its multihash bytes (``.raw``), so
+    foreign peers can sit in tables and lookups; only our own protocols
+    require ed25519 keys.
+    """
+    try:
+        return PeerId(raw)
+    except ValueError:
+        pass
+    if len(raw) == 34 and raw[:2] == b"\x12\x20":
+        from ..storage.bitswap_service import ForeignPeer  # the one class for such peers
+
+        return ForeignPeer(raw)
+    return None
+
+
 def closer_of(reply: pb.KadMessage) -> list[tuple[PeerId, tuple[bytes, ...]]]:
-    """The peers an answer names (ed25519 peer IDs only), with their addresses."""
-    out = []
-    for entry in reply.closer_peers:
-        peer = pb.peer_id_of(entry)
-        if peer is not None:
-            out.append((peer, entry.addrs))
-    return out
+    """The peers an answer names, with their addresses (unreadable peer IDs are skipped)."""
+    return _entries(reply.closer_peers)
 
 
 def providers_of(reply: pb.KadMessage) -> list[tuple[PeerId, tuple[bytes, ...]]]:
+    return _entries(reply.provider_peers)
+
+
+def _entries(entries: tuple[pb.KadPeer, ...]) -> list[tuple[PeerId, tuple[bytes, ...]]]:
     out = []
-    for entry in reply.provider_peers:
-        peer = pb.peer_id_of(entry)
+    for entry in entries:
+        peer = peer_of_raw(entry.id)
         if peer is not None:
             out.append((peer, entry.addrs))
     return out
