@@ -1,0 +1,47 @@
+"""``p2pcompute dht ...`` against a node with the DHT service and its control API (in process)."""
+
+import json
+
+import trio
+
+from p2pcompute.cli.main import main
+from p2pcompute.node.api import API_FILE, TOKEN_FILE, ControlApi, serve_api
+
+from test_dht_driver import start_chain
+
+
+async def test_dht_commands_talk_to_the_daemon(tmp_path, capsys):
+    async with trio.open_nursery() as nursery:
+        nodes = await start_chain(nursery, 3)
+        node, _dht = nodes[0]
+        url = await nursery.start(serve_api, ControlApi(node, "tok"), "127.0.0.1", 0)
+        (tmp_path / API_FILE).write_text(url + "\n")
+        (tmp_path / TOKEN_FILE).write_text("tok\n")
+
+        async def cli(*args):
+            code = await trio.to_thread.run_sync(main, [*args, "--data-dir", str(tmp_path)])
+            return code, capsys.readouterr().out
+
+        code, out = await cli("dht", "provide", "some dataset", "--json")
+        assert code == 0 and json.loads(out)["key"] == b"some dataset".hex()
+        code, out = await cli("dht", "providers", "some dataset")
+        assert code == 0 and str(node.peer_id) in out
+        code, out = await cli("dht", "providers", "nobody has it")
+        assert code == 1 and "no provider found" in out
+        target = nodes[2][0]
+        code, out = await cli("dht", "find-peer", str(target.peer_id), "--json")
+        answer = json.loads(out)
+        assert code == 0 and answer["found"] and answer["peer_id"] == str(target.peer_id)
+        code, out = await cli("dht", "find-peer", str(target.peer_id))
+        assert code == 0 and target.transport.listen_addresses()[0].split("/p2p/")[0] in out
+        nursery.cancel_scope.cancel()
+
+
+def test_dht_help_explains_keys(capsys):
+    for args in (["dht", "provide", "--help"], ["dht", "providers", "--help"]):
+        try:
+            main(args)
+        except SystemExit as exc:
+            assert exc.code == 0
+        out = capsys.readouterr().out
+        assert "SHA-256" in out and "multihash" in out
