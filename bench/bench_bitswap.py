@@ -78,7 +78,11 @@ def spawn_providers(n: int, mib: int, workdir: Path) -> tuple[list[subprocess.Po
 # --- fetcher -----------------------------------------------------------------------------
 
 
-async def timed_fetch(workdir: Path, root: str, providers: list[str], label: str) -> dict:
+def cpu_of(procs: list) -> float:
+    return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs)
+
+
+async def timed_fetch(workdir: Path, root: str, providers: list[str], label: str, procs: list = ()) -> dict:
     node, service, store = make_peer(workdir / f"fetch-{label}")
     proc = psutil.Process()
     rss = {"before": 0, "peak": 0}
@@ -93,27 +97,30 @@ async def timed_fetch(workdir: Path, root: str, providers: list[str], label: str
         peers = [await service.connect(a) for a in providers]  # dial before the clock starts
         rss["before"] = rss["peak"] = proc.memory_info().rss  # libp2p loaded, host running
         nursery.start_soon(sample)
-        started = time.perf_counter()
+        started, cpu, remote = time.perf_counter(), time.process_time(), cpu_of(procs)
         last = await service.fetch(root, peers)
         seconds = time.perf_counter() - started
+        cpu, remote = time.process_time() - cpu, cpu_of(procs) - remote
         nursery.cancel_scope.cancel()
-    return {"label": label, "bytes": last.bytes, "seconds": seconds, "mb_s": last.bytes / seconds / 1e6,
+    return {"label": label, "bytes": last.bytes, "seconds": seconds, "mb_s": last.bytes / seconds / 1e6, "cpu": cpu, "remote_cpu": remote,
             "rss_growth_mib": (rss["peak"] - rss["before"]) / 2**20}
 
 
 def show(r: dict) -> None:
     print(f"{r['label']:<28} {r['bytes'] / 2**20:7.1f} MiB in {r['seconds']:6.2f} s = {r['mb_s']:7.1f} MB/s"
-          f"   RSS growth {r['rss_growth_mib']:6.1f} MiB")
+          f"  CPU s: fetcher {r['cpu']:5.2f}, providers {r['remote_cpu']:5.2f};"
+          f" RSS growth {r['rss_growth_mib']:5.1f} MiB")
 
 
 async def bench(mib: int, skip_kubo: bool) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-bitswap-"))
-    print(f"{mib} MiB random file, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{mib} MiB random file, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+          " (kubo's CPU counts as the fetcher's: same process)")
     procs, addrs, root = spawn_providers(3, mib, workdir)
     try:
-        one = await timed_fetch(workdir, root, addrs[:1], "our peer -> our peer")
+        one = await timed_fetch(workdir, root, addrs[:1], "our peer -> our peer", procs[:1])
         show(one)
-        three = await timed_fetch(workdir, root, addrs, "3 providers at once")
+        three = await timed_fetch(workdir, root, addrs, "3 providers at once", procs)
         show(three)
         print(f"speed-up 3 providers vs 1: {one['seconds'] / three['seconds']:.2f}x")
     finally:
