@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "p2pcompute.cli.ops_cmd",
     "p2pcompute.cli.storage_cmd",
     "p2pcompute.cli.dht_cmd",
+    "p2pcompute.cli.simulate_cmd",
 ]
 
 DESCRIPTION = """\

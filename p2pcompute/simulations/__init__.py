@@ -4,4 +4,8 @@ Files:
     memnet.py     MemNetwork + MemTransport: per-link latency, loss, bandwidth, partitions,
                   crash/restart, one heap-driven delivery task; deterministic_trio(seed)
     memstream.py  MemStream: ordered, flow-controlled byte streams over memnet links
+    des.py        Engine: a plain discrete-event loop (one heap, virtual clock, seeded rng), no trio
+    cluster.py    Cluster of SimPeers running the real Membership and Kademlia machines on the engine
+    churn.py      the churn scenario (join wave, steady replacement, load) and its metrics
+    report.py     report.json and the PNG plots of a churn run (matplotlib, Agg)
 """

@@ -1,0 +1,177 @@
+"""``simulate churn``: run the real gossip and DHT code on a simulated network in virtual time."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+from ..errors import UserError
+from .output import add_json_flag, console, print_json
+
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_NUM = r"(\d+(?:\.\d+)?)"
+
+EPILOG = """\
+formats: durations 30s, 10min, 1h (a bare number is seconds); churn FRACTION/PERIOD
+such as 10%/10min or 0.1/600s (0 turns churn off); latency LOW-HIGHms such as
+20-120ms, or one value; loss a probability (0.01) or a percentage (1%).
+Writes DIR/report.json and DIR/{members_seen,detection,lookup_hops}.png.
+The same --seed replays the same run exactly (except wall time).
+"""
+
+# (report key, label, target text, check) for the summary table
+TARGETS = [
+    ("detection_s.median", "detection median (s)", "≤ 6", lambda v: v is not None and v <= 6.0),
+    ("detection_s.p99", "detection p99 (s)", "≤ 12", lambda v: v is not None and v <= 12.0),
+    ("false_positive_deaths", "live peers declared dead", "0", lambda v: v == 0),
+    ("dissemination_99_s", "update to 99% of peers, p99 (s)", "≤ 1.5", lambda v: v is not None and v <= 1.5),
+    ("lookup_success", "lookup success", "≥ 0.999", lambda v: v is not None and v >= 0.999),
+    ("lookup_hops_median", "lookup hops, median", "≤ 4", lambda v: v is not None and v <= 4),
+    ("provider_lookup_success", "provider lookup success", "≥ 0.999", lambda v: v is not None and v >= 0.999),
+    ("gossip_msgs_per_peer_s", "gossip msgs / peer / s", "≤ 6", lambda v: v is not None and v <= 6.0),
+    ("msgs_per_peer_s", "all msgs / peer / s", "", None),
+    ("bytes_per_peer_s", "bytes / peer / s", "", None),
+    ("wall_seconds", "wall seconds", "", None),
+]
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``10min``, ``1h``, ``250ms`` or a bare number of seconds."""
+    m = re.fullmatch(_NUM + r"\s*([a-z]*)", text.strip().lower())
+    if not m or m.group(2) not in ("", *_UNITS):
+        raise UserError(f"bad duration {text!r}: write e.g. 30s, 10min or 1h")
+    value = float(m.group(1)) * _UNITS.get(m.group(2), 1.0)
+    if value <= 0:
+        raise UserError(f"duration {text!r} must be positive")
+    return value
+
+
+def parse_fraction(text: str, what: str) -> float:
+    """``1%`` or ``0.01``: a number in 0..1."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise UserError(f"bad {what} {text!r}: write a fraction (0.01) or a percentage (1%)") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"{what} {text!r} must be between 0 and 1 (0% and 100%)")
+    return value
+
+
+def parse_churn(text: str) -> tuple[float, float]:
+    """``10%/10min`` -> (0.1, 600.0); ``0`` -> no churn."""
+    if text.strip() in ("0", "0%", "none", "off"):
+        return 0.0, 600.0
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise UserError(f"bad churn {text!r}: write FRACTION/PERIOD, e.g. 10%/10min (or 0 for none)")
+    return parse_fraction(parts[0], "churn fraction"), parse_duration(parts[1])
+
+
+def parse_latency(text: str) -> tuple[float, float]:
+    """``20-120ms`` -> (0.02, 0.12); ``50ms`` -> (0.05, 0.05); units as durations (default ms)."""
+    m = re.fullmatch(_NUM + r"\s*(?:-\s*" + _NUM + r")?\s*([a-z]*)", text.strip().lower())
+    if not m or m.group(3) not in ("", *_UNITS):
+        raise UserError(f"bad latency {text!r}: write LOW-HIGH with a unit, e.g. 20-120ms")
+    unit = _UNITS.get(m.group(3) or "ms", 0.001)
+    low = float(m.group(1)) * unit
+    high = float(m.group(2)) * unit if m.group(2) else low
+    if high < low:
+        raise UserError(f"latency {text!r}: the low end must not exceed the high end")
+    if high > 10.0:
+        raise UserError(f"latency {text!r} is over 10 s per message; did you mean ms?")
+    return low, high
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="run scenario simulations of the real protocols in virtual time",
+                       description="Run the real membership and DHT code on a simulated network.")
+    psub = p.add_subparsers(dest="scenario", metavar="SCENARIO")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    c = psub.add_parser("churn", help="peers replaced at a steady rate; failure detection, dissemination, lookups",
+                        description="Simulate N peers (SWIM+Lifeguard membership and Kademlia) while a share "
+                        "of them is replaced every period (silent crash, fresh peer joins); measure failure "
+                        "detection, false positives, dissemination, lookups and traffic.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--peers", type=int, default=1000, help="number of peers (default 1000)")
+    c.add_argument("--duration", default="1h", help="measured virtual time after the warm-up (default 1h)")
+    c.add_argument("--churn", default="10%/10min", help="FRACTION/PERIOD of peers replaced (default 10%%/10min)")
+    c.add_argument("--loss", default="0.01", help="message loss probability per link (default 0.01)")
+    c.add_argument("--latency", default="20-120ms", help="one-way latency range (default 20-120ms)")
+    c.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed)")
+    c.add_argument("--out", metavar="DIR", default="sim-churn", help="output directory (default ./sim-churn)")
+    c.add_argument("--lookups-per-s", type=float, default=1.0, help="measured FIND_NODE lookups per second")
+    c.add_argument("--capability-updates-per-s", type=float, default=1.0,
+                   help="new capability records published per second, network-wide (default 1)")
+    add_json_flag(c)
+    c.set_defaults(func=cmd_churn)
+
+
+def cmd_churn(args: argparse.Namespace) -> int:
+    from ..simulations.churn import ChurnRun, Scenario
+    from ..simulations.report import write_report
+
+    if args.peers < 2:
+        raise UserError("--peers must be at least 2")
+    if args.lookups_per_s < 0 or args.capability_updates_per_s < 0:
+        raise UserError("--lookups-per-s and --capability-updates-per-s must not be negative")
+    fraction, period = parse_churn(args.churn)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    scenario = Scenario(peers=args.peers, duration=parse_duration(args.duration), churn_fraction=fraction,
+                        churn_period=period, loss=parse_fraction(args.loss, "loss"),
+                        latency=parse_latency(args.latency), seed=seed, lookups_per_s=args.lookups_per_s,
+                        capability_updates_per_s=args.capability_updates_per_s)
+    if not args.json:
+        console.print(f"seed {seed}: {scenario.peers} peers, {scenario.duration:g} s measured after "
+                      f"{scenario.warmup:g} s warm-up, churn {fraction:.0%}/{period:g} s, loss {scenario.loss:g}, "
+                      f"latency {scenario.latency[0] * 1000:g}-{scenario.latency[1] * 1000:g} ms", highlight=False)
+    run = ChurnRun(scenario)
+    if args.json:
+        report = run.run()
+    else:
+        report = _run_with_progress(run)
+    files = write_report(args.out, report, run.series())
+    if args.json:
+        print_json(report)
+    else:
+        _print_summary(report)
+        console.print(f"seed {seed}; wrote {', '.join(str(f) for f in files)}", highlight=False)
+    return 0
+
+
+def _run_with_progress(run) -> dict:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("virtual {task.completed:>7.0f}/{task.total:.0f} s"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("simulating", total=run.end)
+        return run.run(lambda now, end: progress.update(task, completed=now))
+
+
+def _lookup(report: dict, dotted: str):
+    value = report
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _print_summary(report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"churn simulation: {report['peers']} peers, {report['virtual_seconds']:g} virtual s")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="center")
+    for key, label, target, check in TARGETS:
+        value = _lookup(report, key)
+        if check is None:
+            mark = ""
+        elif value is None:
+            mark = "[yellow]no data[/]"
+        else:
+            mark = "[green]ok[/]" if check(value) else "[red]missed[/]"
+        table.add_row(label, "—" if value is None else f"{value:g}", target, mark)
+    console.print(table)

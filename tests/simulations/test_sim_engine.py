@@ -1,0 +1,115 @@
+"""The discrete-event engine, the cluster's link model, and the simulate command's parsers."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pcompute.cli.simulate_cmd import parse_churn, parse_duration, parse_fraction, parse_latency
+from p2pcompute.dht import pb
+from p2pcompute.errors import UserError
+from p2pcompute.gossip.messages import Gossip
+from p2pcompute.simulations.cluster import Cluster, ClusterConfig
+from p2pcompute.simulations.des import Engine
+
+
+def test_engine_runs_entries_in_time_then_scheduling_order():
+    eng = Engine(1)
+    seen = []
+    eng.at(2.0, lambda a, b: seen.append((eng.now, a)), "late")
+    eng.at(1.0, lambda a, b: seen.append((eng.now, a)), "first")
+    eng.at(1.0, lambda a, b: seen.append((eng.now, a)), "second")
+    eng.at(1.0, lambda a, b: eng.after(0.5, lambda x, y: seen.append((eng.now, x)), "chained"))
+    eng.run_until(1.9)
+    assert seen == [(1.0, "first"), (1.0, "second"), (1.5, "chained")]
+    assert eng.now == 1.9 and len(eng) == 1
+    eng.run_until(5.0)
+    assert seen[-1] == (2.0, "late") and eng.events == 5
+
+
+def test_engine_never_schedules_into_the_past_and_quantises_timers():
+    eng = Engine(1, quantum=0.01)
+    eng.run_until(3.0)
+    times = []
+    eng.at(1.0, lambda a, b: times.append(eng.now))
+    used = eng.timer(3.0012, lambda a, b: times.append(eng.now))
+    assert used == pytest.approx(3.01)
+    eng.run_until(4.0)
+    assert times[0] == 3.0 and times[1] == pytest.approx(3.01)
+    with pytest.raises(ValueError):
+        Engine(1, quantum=-1)
+
+
+def _pair(loss: float, latency=(0.02, 0.12)) -> tuple[Cluster, list]:
+    cluster = Cluster(3, latency=latency, loss=loss, config=ClusterConfig())
+    a, b = cluster.new_peer(), cluster.new_peer()
+    cluster.live[a.id], cluster.live[b.id] = a, b
+    got = []
+    return cluster, [a, b, got]
+
+
+def test_link_is_fifo_and_membership_frames_are_lost_at_the_loss_rate():
+    cluster, (a, b, got) = _pair(loss=0.2)
+    eng = cluster.engine
+    deliver = lambda dst, payload: got.append((eng.now, payload[1].updates))  # noqa: E731
+    for i in range(2000):
+        eng.at(i * 0.001, lambda x, y: cluster._send(a, b.id, Gossip(updates=()), deliver, None))
+    eng.run_until(10.0)
+    times = [t for t, _ in got]
+    assert times == sorted(times)  # FIFO on the directed link
+    assert 0.75 < len(got) / 2000 < 0.85
+    assert cluster.dropped["loss"] == 2000 - len(got)
+    assert cluster.sent["Gossip"] == 2000
+
+
+def test_kademlia_messages_ride_a_stream_late_but_never_lost():
+    cluster, (a, b, got) = _pair(loss=0.5, latency=(0.05, 0.05))
+    eng = cluster.engine
+    deliver = lambda dst, payload: got.append(eng.now - payload[2] * 1.0)  # noqa: E731
+    for i in range(200):
+        eng.at(float(i), lambda rid, y: cluster._send(a, b.id, pb.request(pb.MessageType.PING), deliver, rid), i)
+    eng.run_until(500.0)
+    assert len(got) == 200
+    delays = sorted(round(d, 6) for d in got)
+    assert set(delays) == {0.05, 0.25}  # one latency, or one retransmission timeout more
+    assert cluster.retransmits == delays.count(0.25) > 0
+    assert cluster.mean_size("KadPING") == len(pb.frame(pb.request(pb.MessageType.PING)))
+
+
+def test_crashed_destination_drops_in_flight_and_new_messages():
+    cluster, (a, b, got) = _pair(loss=0.0)
+    deliver = cluster._deliver_gossip
+    cluster._send(a, b.id, Gossip(), deliver, None)
+    cluster.crash(b)
+    cluster._send(a, b.id, Gossip(), deliver, None)
+    cluster.engine.run_until(1.0)
+    assert cluster.dropped["crash"] == 2
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("10min", 600), ("1h", 3600), ("250ms", 0.25),
+                                           ("90", 90), ("1.5h", 5400)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["", "ten", "5 weeks", "-3s", "0s", "1hh"])
+def test_parse_duration_refuses_nonsense(bad):
+    with pytest.raises(UserError, match="duration"):
+        parse_duration(bad)
+
+
+def test_parse_churn_loss_latency():
+    assert parse_churn("10%/10min") == pytest.approx((0.1, 600.0))
+    assert parse_churn("0.05/30s") == pytest.approx((0.05, 30.0))
+    assert parse_churn("0")[0] == 0.0
+    assert parse_fraction("1%", "loss") == pytest.approx(0.01)
+    assert parse_fraction("0.2", "loss") == pytest.approx(0.2)
+    assert parse_latency("20-120ms") == pytest.approx((0.02, 0.12))
+    assert parse_latency("50ms") == pytest.approx((0.05, 0.05))
+    assert parse_latency("0.01-0.02s") == pytest.approx((0.01, 0.02))
+    for bad, call in [("10%", parse_churn), ("150%/1h", parse_churn), ("2", lambda t: parse_fraction(t, "loss")),
+                      ("120-20ms", parse_latency), ("fast", parse_latency), ("20-120", parse_latency)]:
+        if bad == "20-120":
+            assert parse_latency(bad) == pytest.approx((0.02, 0.12))  # default unit: ms
+            continue
+        with pytest.raises(UserError):
+            call(bad)
