@@ -50,7 +50,22 @@ def test_peer_id_text_round_trip_and_signatures(seed):
     assert not parsed.verify(b"claim!", sig)
 
 
-@pytest.mark.parametrize("text", ["", "hello", "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N", "12D3KooW"])
+@pytest.mark.parametrize("text", ["", "hello", "12D3KooW", "1" * 60])
 def test_bad_peer_id_strings(text):
     with pytest.raises(ValueError):
         PeerId.from_string(text)
+
+
+def test_rsa_and_secp256k1_peer_ids_parse_but_cannot_sign_claims():
+    from libp2p.crypto.rsa import create_new_key_pair as rsa_pair
+    from libp2p.crypto.secp256k1 import create_new_key_pair as secp_pair
+    from libp2p.peer.id import ID
+
+    for make, prefix in ((rsa_pair, "Qm"), (secp_pair, "16Uiu2")):
+        text = ID.from_pubkey(make().public_key).to_base58()
+        peer = PeerId.from_string(text)
+        assert str(peer) == text and text.startswith(prefix)
+        assert not peer.is_ed25519 and not peer.verify(b"x", b"y" * 64)
+        with pytest.raises(ValueError):
+            peer.public_key
+    assert Identity.generate().peer_id.is_ed25519

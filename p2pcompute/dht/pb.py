@@ -330,7 +330,7 @@ def peer_addrs(peer: KadPeer) -> list[str]:
 
 
 def peer_id_of(peer: KadPeer) -> PeerId | None:
-    """Our ``PeerId`` for a kad peer entry, or ``None`` (not an ed25519 peer ID)."""
+    """Our ``PeerId`` for a kad peer entry, or ``None`` (not a valid peer ID multihash)."""
     try:
         return PeerId(peer.id)
     except ValueError:

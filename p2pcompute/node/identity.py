@@ -35,7 +35,14 @@ _MH_PREFIX = bytes([0x00, 0x24])
 
 @dataclass(frozen=True, order=True)
 class PeerId:
-    """A libp2p peer ID of an ed25519 key. Ordered by its bytes."""
+    """A libp2p peer ID. Ordered by its bytes.
+
+    Our peers use ed25519 keys (``12D3KooW...``): the ID holds the public key,
+    so ``verify`` checks their signatures from the ID alone. Other libp2p
+    peers (a kubo with an RSA key, ``Qm...``; secp256k1, ``16Uiu2...``) have
+    IDs too, and we may exchange blocks or DHT messages with them, but they
+    cannot sign our claims: ``verify`` is False for them.
+    """
 
     raw: bytes  # the multihash bytes
 
@@ -43,8 +50,16 @@ class PeerId:
         return hash(self.raw)
 
     def __post_init__(self) -> None:
-        if len(self.raw) != 38 or not self.raw.startswith(_MH_PREFIX + _PUB_PREFIX):
-            raise ValueError("not an ed25519 libp2p peer ID")
+        raw = self.raw
+        if len(raw) >= 3 and raw[0] == 0x00 and raw[1] == len(raw) - 2 and raw[1] <= 42:
+            return  # identity multihash of a small protobuf public key
+        if len(raw) == 34 and raw[:2] == b"\x12\x20":
+            return  # sha2-256 multihash of a larger key (RSA)
+        raise ValueError("not a libp2p peer ID multihash")
+
+    @property
+    def is_ed25519(self) -> bool:
+        return len(self.raw) == 38 and self.raw.startswith(_MH_PREFIX + _PUB_PREFIX)
 
     @classmethod
     def from_public_key(cls, public_key: bytes) -> PeerId:
@@ -58,14 +73,19 @@ class PeerId:
             raw = base58.b58decode(text.strip())
             return cls(raw)
         except ValueError as exc:
-            raise ValueError(f"{text!r} is not an ed25519 peer ID (12D3KooW...)") from exc
+            raise ValueError(f"{text!r} is not a libp2p peer ID (12D3KooW... or Qm...)") from exc
 
     @property
     def public_key(self) -> bytes:
+        """The ed25519 public key inside the ID (ValueError for other key types)."""
+        if not self.is_ed25519:
+            raise ValueError(f"{self} is not an ed25519 peer ID")
         return self.raw[len(_MH_PREFIX) + len(_PUB_PREFIX) :]
 
     def verify(self, data: bytes, signature: bytes) -> bool:
-        """True when ``signature`` over ``data`` was made by this peer's key."""
+        """True when ``signature`` over ``data`` was made by this peer's (ed25519) key."""
+        if not self.is_ed25519:
+            return False
         try:
             nacl.signing.VerifyKey(self.public_key).verify(data, signature)
             return True

@@ -139,7 +139,7 @@ def _peer_of(conn_or_stream: Any) -> PeerId | None:
     try:
         return PeerId(conn_or_stream.muxed_conn.peer_id.to_bytes())
     except (AttributeError, ValueError):
-        return None  # not an ed25519 peer: we do not speak to it
+        return None  # not a libp2p peer ID we can read
 
 
 class Libp2pTransport(Transport):
