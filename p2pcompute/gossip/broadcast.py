@@ -40,24 +40,29 @@ class BroadcastQueue:
         """How many times the item under ``key`` was sent, or None when not queued."""
         return self._sent.get(key)
 
-    def push(self, key: Hashable, item: Any, size: int, keep_count: bool = False) -> None:
+    def push(self, key: Hashable, item: Any, size: int, refine: int | None = None) -> None:
         """Queue ``item`` (about ``size`` bytes on the wire), replacing any item under ``key``.
 
-        A replacement starts afresh, unless ``keep_count``: then an item still
-        queued keeps its transmit count and place (a refinement of news already
-        on its way, such as one more confirmation of a suspicion).
+        A replacement starts afresh (never sent), unless ``refine`` is given:
+        then an item still queued keeps its transmit count and place, and a new
+        one starts as if already sent ``refine`` times (a refinement of news
+        already on its way, such as one more confirmation of a suspicion).
         """
         t = self._sent.get(key)
-        if keep_count and t is not None:
+        if refine is not None and t is not None:
             self._bytes[t] += size - self._buckets[t][key][1]
             self._buckets[t][key] = (item, size)
             return
         self.discard(key)
         if len(self._sent) >= self._max_items:
             self._evict_most_sent()
-        self._buckets[0][key] = (item, size)
-        self._bytes[0] += size
-        self._sent[key] = 0
+        t = 0 if refine is None else refine
+        while t >= len(self._buckets):
+            self._buckets.append({})
+            self._bytes.append(0)
+        self._buckets[t][key] = (item, size)
+        self._bytes[t] += size
+        self._sent[key] = t
 
     def discard(self, key: Hashable) -> None:
         t = self._sent.pop(key, None)

@@ -39,9 +39,11 @@ class DisseminationMixin:
     def _self_update(self) -> Update:
         return Update(self.self_id, ALIVE, self.incarnation, (), self.address)
 
-    def _queue_update(self, update: Update, keep_count: bool = False) -> None:
+    def _queue_update(self, update: Update, refinement: bool = False) -> None:
+        """Queue news. A refinement rides the original's remaining transmits, or only probe traffic."""
         size = 56 + 40 * len(update.origins) + len(update.address)
-        self._updates.push(update.peer.raw, update, size, keep_count)
+        refine = self.config.gossip_fresh if refinement else None
+        self._updates.push(update.peer.raw, update, size, refine)
 
     def _piggyback(self) -> tuple[tuple, tuple]:
         cfg = self.config

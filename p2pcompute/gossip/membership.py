@@ -333,7 +333,7 @@ class Membership(ProbingMixin, DisseminationMixin):
                 self._suspicion_deadline(member, now, False, out)
                 cap = self.config.suspicion_confirmations + 1
                 if spread and min(len(new.origins), cap) > min(len(old.origins), cap):
-                    self._queue_update(new, keep_count=True)  # ride the suspicion's own wave
+                    self._queue_update(new, refinement=True)  # no gossip round of its own
             return
         if new.state != old.state:
             member.since = now
