@@ -291,9 +291,9 @@ class Membership(ProbingMixin, DisseminationMixin):
     # --- merging news ---------------------------------------------------------------------
 
     def _merge(self, updates: tuple, records: tuple, now: float, out: list, spread: bool = True) -> None:
-        get = self.table.get
+        get = self.table._by_raw.get
         for update in updates:
-            known = get(update.peer)
+            known = get(update.peer.raw)
             if known is not None:  # fast path: most piggybacked news is old news
                 old = known.update
                 if old is update or update.incarnation < old.incarnation or (

@@ -94,8 +94,9 @@ class Table:
 
     def __init__(self, rng: random.Random) -> None:
         self.members: dict[PeerId, Member] = {}
+        self._by_raw: dict[bytes, Member] = {}  # same, keyed by ID bytes: C-speed hashing on the hot path
         self.live: list[PeerId] = []
-        self._live_index: dict[PeerId, int] = {}
+        self._live_index: dict[bytes, int] = {}
         self._order: list[PeerId] = []
         self._cursor = 0
         self._rng = rng
@@ -104,15 +105,17 @@ class Table:
         return len(self.members)
 
     def get(self, peer: PeerId) -> Member | None:
-        return self.members.get(peer)
+        return self._by_raw.get(peer.raw)
 
     def add(self, member: Member) -> None:
         self.members[member.peer] = member
+        self._by_raw[member.peer.raw] = member
         if member.live:
             self._enter_live(member.peer)
 
     def remove(self, peer: PeerId) -> None:
         if self.members.pop(peer, None) is not None:
+            del self._by_raw[peer.raw]
             self._leave_live(peer)
 
     def set_update(self, member: Member, update: Update) -> None:
@@ -143,7 +146,7 @@ class Table:
             while self._cursor < len(self._order):
                 peer = self._order[self._cursor]
                 self._cursor += 1
-                if peer in self._live_index:
+                if peer.raw in self._live_index:
                     return peer
             self._order = list(self.live)
             self._rng.shuffle(self._order)
@@ -151,9 +154,9 @@ class Table:
         return None
 
     def _enter_live(self, peer: PeerId) -> None:
-        if peer in self._live_index:
+        if peer.raw in self._live_index:
             return
-        self._live_index[peer] = len(self.live)
+        self._live_index[peer.raw] = len(self.live)
         self.live.append(peer)
         # Place it at a random spot in what is left of this probe round.
         order = self._order
@@ -165,11 +168,11 @@ class Table:
             order[spot] = peer
 
     def _leave_live(self, peer: PeerId) -> None:
-        i = self._live_index.pop(peer, None)
+        i = self._live_index.pop(peer.raw, None)
         if i is None:
             return
         last = self.live.pop()
         if last != peer:
             self.live[i] = last
-            self._live_index[last] = i
+            self._live_index[last.raw] = i
 
