@@ -183,11 +183,12 @@ class DhtService:
         return await self._probe(peer, trio.current_time() + self.config.query_timeout)
 
     async def find_peer(self, peer: PeerId) -> dict[str, Any]:
-        """Look ``peer`` up; its addresses if the network knows them."""
+        """Look ``peer`` up: a lookup for its key that stops when it answers; its addresses."""
         if peer == self.peer_id:
             return self._peer_answer(peer, True, 0, 0)
         lookup = await self._find_node(peer.raw, stop_at=peer)
-        found = peer in lookup.responded() or bool(self._addrs_of(peer))
+        # found: it answered us (so it is alive where we dialled it), or it is connected
+        found = peer in lookup.responded() or peer in self.node.transport.connected_peers()
         return self._peer_answer(peer, found, lookup.hops, lookup.queries)
 
     async def find_providers(self, key: bytes, want: int = 20) -> list[dict[str, Any]]:
