@@ -29,6 +29,9 @@ the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
   ``stop`` predicate holds) the queries still out are cancelled.
 * ``AddressBook`` remembers binary multiaddrs of peers named in answers
   (bounded LRU), for answering others and for dialling.
+* Peers with non-ed25519 IDs (kubo's RSA ``Qm...``) are named by
+  ``peer_of_raw`` and served through ``serve_any_key_type``: Kademlia needs
+  only an ID's bytes.
 """
 
 from __future__ import annotations
@@ -319,6 +322,38 @@ def peer_of_raw(raw: bytes) -> Any:
 
         return ForeignPeer(raw)
     return None
+
+
+def serve_any_key_type(transport: Any, protocol: str, serve: Callable[[Any, Any], Awaitable[None]]) -> None:
+    """On a libp2p transport, serve ``protocol`` to peers of any key type, not only ed25519 ones.
+
+    The transport resets streams from peers whose ID it cannot name (RSA
+    keys, as kubo repos often have); Kademlia needs only the ID's bytes, so
+    the handler is installed on the host itself (as the bitswap service
+    does), naming such peers by ``peer_of_raw``. Elsewhere (memnet) the
+    transport's own ``on_stream`` handler stays in place.
+    """
+    host = getattr(transport, "_host", None)
+    if host is None:
+        return
+    from ..node.libp2p_transport import _StreamAdapter
+
+    async def handler(raw_stream: Any) -> None:
+        stream = _StreamAdapter(raw_stream)
+        try:
+            peer = peer_of_raw(raw_stream.muxed_conn.peer_id.to_bytes())
+        except Exception:
+            peer = None
+        if peer is None:
+            await stream.reset()
+            return
+        try:
+            await serve(peer, stream)
+        except Exception:  # never into libp2p's nursery
+            log.exception("kad stream from %s failed", peer.short)
+            await stream.reset()
+
+    host.set_stream_handler(protocol, handler)
 
 
 def closer_of(reply: pb.KadMessage) -> list[tuple[PeerId, tuple[bytes, ...]]]:

@@ -50,7 +50,7 @@ from ..node.identity import PeerId
 from . import pb
 from .driver import (
     DEFAULT_PROTOCOL, AddressBook, KadClient, KadResponder, Limits, addrs_to_binary, addrs_to_text, closer_of, content_key,
-    dialable, peer_of_raw,
+    dialable, serve_any_key_type,
     providers_of, run_lookup,
 )
 from .keys import key_of
@@ -132,7 +132,7 @@ class DhtService:
         self.republisher = Republisher(rng=self._rng, interval=cfg.republish_interval)
         self.server = KadServer(self.table, self.providers, self.records, k=cfg.k, addrs_of=self._addrs_of)
         self.responder = KadResponder(self.server, cfg.limits, self._on_request)
-        self._serve_foreign_peers()
+        serve_any_key_type(self.node.transport, self.config.protocol, self._on_stream)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for peer in self.node.transport.connected_peers():
@@ -453,36 +453,6 @@ class DhtService:
         addrs = self._own_addrs() if peer == self.peer_id else self._addrs_of(peer)
         return {"peer_id": str(peer), "found": found, "addresses": addrs_to_text(addrs), "hops": hops,
                 "queries": queries, "connected": peer in self.node.transport.connected_peers()}
-
-    def _serve_foreign_peers(self) -> None:
-        """On a libp2p host, serve kad to peers of any key type, not only ed25519 ones.
-
-        The transport resets streams from peers whose ID it cannot name (RSA
-        keys, as kubo repos often have); Kademlia needs only the ID's bytes,
-        so on a libp2p transport the handler is installed on the host itself,
-        as the bitswap service does. Elsewhere (memnet) nothing changes.
-        """
-        host = getattr(self.node.transport, "_host", None)
-        if host is None:
-            return
-        from ..node.libp2p_transport import _StreamAdapter
-
-        async def handler(raw_stream: Any) -> None:
-            stream = _StreamAdapter(raw_stream)
-            try:
-                peer = peer_of_raw(raw_stream.muxed_conn.peer_id.to_bytes())
-            except Exception:
-                peer = None
-            if peer is None:
-                await stream.reset()
-                return
-            try:
-                await self._on_stream(peer, stream)
-            except Exception:  # never into libp2p's nursery
-                log.exception("kad stream from %s failed", peer.short)
-                await stream.reset()
-
-        host.set_stream_handler(self.config.protocol, handler)
 
     async def _on_stream(self, peer: PeerId, stream: Any) -> None:
         if self.responder is None:
