@@ -14,7 +14,13 @@ Endpoints (more arrive with later issues):
     GET  /metrics        Prometheus text format
 Services (``node/service.py``) add their own routes, e.g. ``/v1/dht/...``.
 Routes are ``handler(body, query) -> (status, content type, payload)``;
-raise ``HttpError`` (or a ``UserError``: 400) to refuse.
+raise ``HttpError`` (or a ``UserError``: 400) to refuse. A route path may end
+in a parameter, ``/data/{handle}``: it matches one more path segment (exact
+paths win), passed in ``query`` under that name. A handler marked with
+``public_route`` is served without the bearer token (it authorises the
+request itself, e.g. a signed link), is called as ``handler(body, query,
+headers)`` with the request headers (lower-case names) and may return a
+fourth element, extra response headers.
 """
 
 from __future__ import annotations
@@ -83,14 +89,22 @@ class ControlApi:
             return
         if scope["type"] != "http":
             return
+        extra: list = []
         try:
-            self._authorize(scope)
-            handler = self.routes.get((scope["method"], scope["path"]))
-            if handler is None:
-                paths = {p for _, p in self.routes}
-                raise HttpError(405 if scope["path"] in paths else 404, f"no {scope['method']} {scope['path']}")
+            try:
+                handler, query = self._route(scope["method"], scope["path"], _query(scope))
+            except HttpError:
+                self._authorize(scope)  # no route: say so to token holders only
+                raise
+            public = getattr(handler, "public", False)
+            if not public:
+                self._authorize(scope)
             body = await _read_body(receive)
-            status, content_type, payload = await handler(body, _query(scope))
+            if public:
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+                status, content_type, payload, *extra = await handler(body, query, headers)
+            else:
+                status, content_type, payload = await handler(body, query)
         except HttpError as exc:
             status, content_type, payload = exc.status, "application/json", _json({"error": str(exc)})
         except UserError as exc:
@@ -100,9 +114,25 @@ class ControlApi:
         except Exception as exc:
             log.exception("control API %s %s failed", scope["method"], scope["path"])
             status, content_type, payload = 500, "application/json", _json({"error": f"internal: {exc}"})
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]})
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (extra[0] if extra else ())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+    def _route(self, method: str, path: str, query: dict) -> tuple[Any, dict]:
+        """The handler for ``method path`` (exact paths first, then ``/prefix/{name}``) and its query."""
+        handler = self.routes.get((method, path))
+        if handler is not None:
+            return handler, query
+        head, _, segment = path.rpartition("/")
+        methods = {m for m, p in self.routes if p == path}
+        if segment:
+            for (m, p), route in self.routes.items():
+                if p.startswith(head + "/{") and p.endswith("}") and "/" not in p[len(head) + 1:]:
+                    if m == method:
+                        return route, query | {p[len(head) + 2:-1]: segment}  # ASGI paths arrive decoded
+                    methods.add(m)
+        raise HttpError(405 if methods else 404, f"no {method} {path}")
 
     def _authorize(self, scope: dict) -> None:
         headers = dict(scope.get("headers") or [])
@@ -132,6 +162,12 @@ class ControlApi:
 
     async def metrics(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(self.node)
+
+
+def public_route(handler: Any) -> Any:
+    """Mark a route as served without the bearer token (see the module doc)."""
+    getattr(handler, "__func__", handler).public = True
+    return handler
 
 
 def _query(scope: dict) -> dict[str, str]:
