@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "p2pcompute.cli.devnet",
     "p2pcompute.cli.ops_cmd",
     "p2pcompute.cli.storage_cmd",
+    "p2pcompute.cli.data_cmd",
     "p2pcompute.cli.dht_cmd",
     "p2pcompute.cli.simulate_cmd",
 ]

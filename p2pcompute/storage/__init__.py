@@ -12,6 +12,8 @@ Package map:
     bitswap_pb.py  the bitswap wire message (1.0.0/1.1.0/1.2.0), hand-written protobuf codec
     bitswap.py     bitswap decisions as pure state machines: Engine (serving), Session (fetching a DAG)
     bitswap_service.py  BitswapService: bitswap 1.2.0 driven over a node's Transport
-
-Providers, external sources and the data registry are still to come (issue 4).
+    dataref.py     DataRef: URI (ipfs, http(s), gateway, kubo-rpc, file), headers, credentials name, range, expect
+    sources.py     fetch a DataRef into the blockstore, verified: http(s), trustless gateway CAR, kubo RPC, files, ipfs
+    registry.py    data registry logic: signed records with self-certifying handles, HMAC-signed links with ranges
+    registry_service.py  RegistryService: /data/register, /data/{handle}, /data/sign, /data/link; records in the DHT
 """

@@ -438,3 +438,40 @@ async def test_kubo_block_that_does_not_match_its_cid_is_refused(tmp_path):
     with pytest.raises(UserError, match="no kubo RPC API answers"):
         async with KuboRpc(base) as kubo:
             await kubo.block_get(root)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------
+
+
+def test_cli_fetch_prints_the_cid_and_refuses_a_mismatch(tmp_path, capsys):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from p2pcompute.cli.main import main
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(DATA)))
+            self.end_headers()
+            self.wfile.write(DATA)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/d"
+        sha = hashlib.sha256(DATA).hexdigest()
+        assert main(["fetch", url, "--data-dir", str(tmp_path), "--expect", f"sha256:{sha}", "--header", "X-A: 1"]) == 0
+        cid = capsys.readouterr().out.strip()
+        assert cid == str(import_bytes(DATA).cid)
+        store = Blockstore.for_data_dir(tmp_path)
+        assert Cid.parse(cid) in store.pins
+        assert main(["fetch", url, "--data-dir", str(tmp_path), "--expect", "sha256:" + "1" * 64]) == 1
+        assert "expected 1111" in capsys.readouterr().err
+        assert main(["fetch", f"ipfs://{import_bytes(b'nowhere').cid}", "--data-dir", str(tmp_path)]) == 1
+        assert "no daemon" in capsys.readouterr().err
+    finally:
+        server.shutdown()
