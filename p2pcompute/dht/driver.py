@@ -29,9 +29,8 @@ the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
   ``stop`` predicate holds) the queries still out are cancelled.
 * ``AddressBook`` remembers binary multiaddrs of peers named in answers
   (bounded LRU), for answering others and for dialling.
-* Peers with non-ed25519 IDs (kubo's RSA ``Qm...``) are named by
-  ``peer_of_raw`` and served through ``serve_any_key_type``: Kademlia needs
-  only an ID's bytes.
+* Peers of every libp2p key type take part (kubo's RSA ``Qm...`` too):
+  Kademlia needs only an ID's bytes.
 """
 
 from __future__ import annotations
@@ -306,56 +305,6 @@ async def _one_query(query: QueryFn, cmd: Query, send: trio.MemorySendChannel) -
     await send.send((cmd.peer, reply))
 
 
-def peer_of_raw(raw: bytes) -> Any:
-    """A ``PeerId``, or a ``ForeignPeer`` for a sha2-256 peer ID (RSA keys, as the embedded kubo's), or None.
-
-    Kademlia needs nothing of a peer but its multihash bytes (``.raw``), so
-    foreign peers can sit in tables and lookups; only our own protocols
-    require ed25519 keys.
-    """
-    try:
-        return PeerId(raw)
-    except ValueError:
-        pass
-    if len(raw) == 34 and raw[:2] == b"\x12\x20":
-        from ..storage.bitswap_service import ForeignPeer  # the one class for such peers
-
-        return ForeignPeer(raw)
-    return None
-
-
-def serve_any_key_type(transport: Any, protocol: str, serve: Callable[[Any, Any], Awaitable[None]]) -> None:
-    """On a libp2p transport, serve ``protocol`` to peers of any key type, not only ed25519 ones.
-
-    The transport resets streams from peers whose ID it cannot name (RSA
-    keys, as kubo repos often have); Kademlia needs only the ID's bytes, so
-    the handler is installed on the host itself (as the bitswap service
-    does), naming such peers by ``peer_of_raw``. Elsewhere (memnet) the
-    transport's own ``on_stream`` handler stays in place.
-    """
-    host = getattr(transport, "_host", None)
-    if host is None:
-        return
-    from ..node.libp2p_transport import _StreamAdapter
-
-    async def handler(raw_stream: Any) -> None:
-        stream = _StreamAdapter(raw_stream)
-        try:
-            peer = peer_of_raw(raw_stream.muxed_conn.peer_id.to_bytes())
-        except Exception:
-            peer = None
-        if peer is None:
-            await stream.reset()
-            return
-        try:
-            await serve(peer, stream)
-        except Exception:  # never into libp2p's nursery
-            log.exception("kad stream from %s failed", peer.short)
-            await stream.reset()
-
-    host.set_stream_handler(protocol, handler)
-
-
 def closer_of(reply: pb.KadMessage) -> list[tuple[PeerId, tuple[bytes, ...]]]:
     """The peers an answer names, with their addresses (unreadable peer IDs are skipped)."""
     return _entries(reply.closer_peers)
@@ -368,7 +317,7 @@ def providers_of(reply: pb.KadMessage) -> list[tuple[PeerId, tuple[bytes, ...]]]
 def _entries(entries: tuple[pb.KadPeer, ...]) -> list[tuple[PeerId, tuple[bytes, ...]]]:
     out = []
     for entry in entries:
-        peer = peer_of_raw(entry.id)
+        peer = pb.peer_id_of(entry)
         if peer is not None:
             out.append((peer, entry.addrs))
     return out

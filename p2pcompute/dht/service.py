@@ -50,7 +50,7 @@ from ..node.identity import PeerId
 from . import pb
 from .driver import (
     DEFAULT_PROTOCOL, AddressBook, KadClient, KadResponder, Limits, addrs_to_binary, addrs_to_text, closer_of, content_key,
-    dialable, serve_any_key_type,
+    dialable,
     providers_of, run_lookup,
 )
 from .keys import key_of
@@ -132,7 +132,6 @@ class DhtService:
         self.republisher = Republisher(rng=self._rng, interval=cfg.republish_interval)
         self.server = KadServer(self.table, self.providers, self.records, k=cfg.k, addrs_of=self._addrs_of)
         self.responder = KadResponder(self.server, cfg.limits, self._on_request)
-        serve_any_key_type(self.node.transport, self.config.protocol, self._on_stream)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for peer in self.node.transport.connected_peers():
@@ -442,7 +441,9 @@ class DhtService:
         if known:
             return known
         held = getattr(self.node, "records", {}).get(peer)
-        return addrs_to_binary(held[0].addrs) if held else ()
+        if held:
+            return addrs_to_binary(held[0].addrs)
+        return addrs_to_binary(self.node.transport.addresses_of(peer))  # e.g. a kubo that dialled us
 
     def _own_addrs(self) -> tuple[bytes, ...]:
         from ..node.node import advertised

@@ -72,13 +72,14 @@ class DataDirLock:
 
 def default_services(config: Config) -> list:
     """The protocols a daemon runs, in start order (a service may use those before it)."""
+    from ..dht.service import DhtConfig, DhtService
     from ..gossip.service import MembershipService
     from ..ops.service import ComputeService
     from ..storage.bitswap_service import BitswapService
     from ..storage.service import StorageService
 
-    return [MembershipService(), StorageService(max_bytes=config.storage_max or None), BitswapService(),
-            ComputeService(cpus=max(1, int(config.cpus)))]
+    return [MembershipService(), DhtService(DhtConfig()), StorageService(max_bytes=config.storage_max or None),
+            BitswapService(), ComputeService(cpus=max(1, int(config.cpus)))]
 
 
 def parse_bootstrap(addrs: list[str]) -> list[tuple]:

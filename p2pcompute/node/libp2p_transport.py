@@ -184,6 +184,16 @@ class Libp2pTransport(Transport):
                 known.append(a)
         del known[:-16]  # bounded: keep the newest 16
 
+    def addresses_of(self, peer: PeerId) -> list[str]:
+        """Addresses we were given, then those libp2p learned (identify: the peer's listen addresses)."""
+        known = list(self._addrs.get(peer, []))
+        if self._host is not None:
+            try:
+                known += [str(a) for a in self._host.get_peerstore().addrs(self._libp2p_id(peer))]
+            except Exception:  # the peerstore raises for a peer it does not know
+                pass
+        return list(dict.fromkeys(a for a in known if "/p2p/" not in a))
+
     def listen_addresses(self) -> list[str]:
         if self._host is None:
             return []

@@ -195,6 +195,10 @@ class Transport(ABC):
     def add_addresses(self, peer: PeerId, addrs: list[str]) -> None:
         """Learn where ``peer`` listens (used to dial it later). Default: nothing to keep."""
 
+    def addresses_of(self, peer: PeerId) -> list[str]:
+        """Where ``peer`` listens, as far as this transport knows (given or learned)."""
+        return []
+
     def listen_addresses(self) -> list[str]:
         return []
 

@@ -35,14 +35,8 @@ fetch); this driver moves bytes and time, with ``trio.current_time()`` as
   the transfer) and raises when the session fails. The block store's
   ``session()`` lock holds off GC of the half-fetched DAG.
 
-**Foreign peers.** The Transport names peers by ``PeerId``, which is
-ed25519 only, but many IPFS peers (kubo repos made with RSA keys, such as the
-embedded kubo of the tests) are not. On a libp2p transport the bitswap
-stream handlers are therefore installed on the host directly
-(``_install_foreign_handlers``), naming any other peer by a ``ForeignPeer``
-(its raw multihash); outbound streams to it go through
-``transport.open_stream`` like any other. The transport sends no connection
-events for such peers, so the sessions notice their loss by stall timeouts.
+Peers of every libp2p key type take part (kubo repos often have RSA keys,
+``Qm...``): bitswap needs nothing of a peer but its ID.
 """
 
 from __future__ import annotations
@@ -65,7 +59,7 @@ from ..node.identity import PeerId
 from . import bitswap_pb as pb
 from .bitswap import Batch, Engine, EngineConfig, Failed, Finished, Need, SendWants, Session, SessionConfig, Store
 from .blockstore import Blockstore
-from .cid import Cid, b58decode, b58encode, parse_cid
+from .cid import Cid, parse_cid
 
 if TYPE_CHECKING:
     from ..node.node import Node
@@ -93,44 +87,11 @@ class _BigReader(FrameReader):
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class ForeignPeer:
-    """A libp2p peer whose key is not ed25519 (e.g. RSA ``Qm...`` IDs): named by its multihash."""
-
-    raw: bytes
-
-    @property
-    def text(self) -> str:
-        return b58encode(self.raw)
-
-    def __str__(self) -> str:
-        return self.text
-
-    @property
-    def short(self) -> str:
-        return "…" + self.text[-8:]
-
-
-def parse_peer(text: str) -> PeerId | ForeignPeer:
-    """A peer ID in text: ed25519 (``12D3KooW...``) or any other sha2-256 one (``Qm...``)."""
+def parse_peer(text: str) -> PeerId:
     try:
         return PeerId.from_string(text)
-    except ValueError:
-        pass
-    try:
-        raw = b58decode(text.strip())
-    except WireError:
-        raw = b""
-    if len(raw) != 34 or raw[:2] != b"\x12\x20":
-        raise UserError(f"{text!r} is not a libp2p peer ID (12D3KooW... or Qm...)")
-    return ForeignPeer(raw)
-
-
-def peer_of_raw(raw: bytes) -> PeerId | ForeignPeer:
-    try:
-        return PeerId(raw)
-    except ValueError:
-        return ForeignPeer(raw)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,33 +159,11 @@ class BitswapService:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._install_foreign_handlers()
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
-
-    def _install_foreign_handlers(self) -> None:
-        """On a libp2p host, serve bitswap to peers of any key type (see the module docstring)."""
-        host = getattr(self._transport, "_host", None)
-        if host is None:
-            return
-        from ..node.libp2p_transport import _StreamAdapter
-
-        async def handler(raw_stream: Any) -> None:
-            try:
-                peer = peer_of_raw(raw_stream.muxed_conn.peer_id.to_bytes())
-            except Exception:
-                await _StreamAdapter(raw_stream).reset()
-                return
-            try:
-                await self._inbound(peer, _StreamAdapter(raw_stream))
-            except Exception:  # never into libp2p's nursery
-                log.exception("bitswap stream from %s failed", peer.short)
-
-        for protocol in INBOUND_PROTOCOLS:
-            host.set_stream_handler(protocol, handler)
 
     def status(self) -> dict[str, Any]:
         return dict(self.stats) | {"peers_served": len(self.engine.ledgers),
@@ -291,7 +230,7 @@ class BitswapService:
             return [p for p in self._transport.connected_peers() if p != self._transport.local_id]
         out = []
         for p in providers:
-            if isinstance(p, (PeerId, ForeignPeer)):
+            if isinstance(p, PeerId):
                 out.append(p)
             elif "/p2p/" in p:
                 out.append(await self.connect(p))
@@ -299,20 +238,9 @@ class BitswapService:
                 out.append(parse_peer(p))
         return list(dict.fromkeys(out))
 
-    async def connect(self, address: str) -> PeerId | ForeignPeer:
-        """Dial a multiaddr ending in /p2p/ID; unlike ``transport.connect`` any libp2p key type will do."""
-        transport_part, _, peer_text = address.rpartition("/p2p/")
-        peer = parse_peer(peer_text)
-        if isinstance(peer, PeerId):
-            return await self._transport.connect(address)
-        self._transport.add_addresses(peer, [transport_part])
-        stream = await self._transport.open_stream(peer, PROTOCOL)  # dials; the stream is our sender's
-        sender = self._senders.get(peer) or self._new_sender(peer)
-        if sender.stream is None:
-            sender.stream = stream
-        else:
-            await stream.close()
-        return peer
+    async def connect(self, address: str) -> PeerId:
+        """Dial a multiaddr ending in /p2p/ID (any libp2p key type)."""
+        return await self._transport.connect(address)
 
     async def _timer(self, run: _Run) -> None:
         with run.timer_scope:

@@ -1,8 +1,7 @@
 """Kademlia interop with a real kubo (v0.22, embedded, loopback only) on its LAN DHT, both directions.
 
-kubo's repo has an RSA key (a ``Qm...`` peer ID): our side names it by a
-``ForeignPeer`` and serves it through the handler the DHT service installs
-on the libp2p host.
+kubo's repo has an RSA key (a ``Qm...`` peer ID): our transport names it by
+its ``PeerId`` like any other peer.
 """
 
 import random
@@ -16,7 +15,7 @@ from p2pcompute.node.identity import Identity
 from p2pcompute.node.libp2p_transport import Libp2pTransport
 from p2pcompute.node.messages import Resources
 from p2pcompute.node.node import Node
-from p2pcompute.storage.bitswap_service import parse_peer
+from p2pcompute.node.identity import PeerId
 
 LAN = DhtConfig(protocol=LAN_PROTOCOL, k=20, alpha=3, query_timeout=5.0, lookup_timeout=20.0)
 
@@ -48,7 +47,7 @@ async def wait_for(cond, timeout=15.0):
 
 
 async def test_kubo_and_our_peers_answer_each_other_on_the_lan_dht(kubo):
-    kubo_peer = parse_peer(kubo.peer_id)
+    kubo_peer = PeerId.from_string(kubo.peer_id)
     async with trio.open_nursery() as nursery:
         a, da = make_node(0)
         await nursery.start(a.run)
