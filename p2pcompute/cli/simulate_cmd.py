@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import time
 
 from ..errors import UserError
 from .output import add_json_flag, console, print_json
@@ -142,6 +143,18 @@ def cmd_churn(args: argparse.Namespace) -> int:
 
 def _run_with_progress(run) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not console.is_terminal:  # a log file: one line per 2% of virtual time
+        started, last = time.perf_counter(), [-1]
+
+        def log_line(now: float, end: float) -> None:
+            pct = int(100 * now / end)
+            if pct // 2 != last[0]:
+                last[0] = pct // 2
+                console.print(f"virtual {now:.0f}/{end:.0f} s ({pct}%), wall {time.perf_counter() - started:.0f} s",
+                              highlight=False)
+
+        return run.run(log_line)
 
     columns = (TextColumn("virtual {task.completed:>7.0f}/{task.total:.0f} s"), BarColumn(),
                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())

@@ -30,7 +30,10 @@ Kademlia requests are one-way messages carrying a request id; the answer
 comes back with the same id (a libp2p stream per request, flattened). A
 request proves its sender alive to the receiver's routing table, and an
 answer proves the responder to the asker's, exactly as ``RoutingTable``
-documents; peers named in answers enter only lookups. Query timeouts are the
+documents; peers named in answers enter only lookups. A new peer bootstraps
+with a lookup of its own ID through its seeds and then (``refresh_on_join``)
+refreshes each bucket once, as go-libp2p-kad-dht does when it starts; later
+refreshes come from the table's own schedule. Query timeouts are the
 lookups' own deadlines; failed queries are reported with ``on_failure``
 (which pings, then evicts). With ``evict_dead_from_dht`` a peer also drops
 from its routing table whoever its own membership declared dead or left:
@@ -51,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..dht import pb
-from ..dht.keys import key_of, peer_key
+from ..dht.keys import key_of, peer_key, random_preimage_with_cpl
 from ..dht.lookup import Lookup, ProviderLookup
 from ..dht.providers import ProviderStore, Republisher
 from ..dht.records import RecordStore
@@ -74,6 +77,7 @@ GET_PROVIDERS = pb.MessageType.GET_PROVIDERS
 _PING = pb.request(pb.MessageType.PING)
 _KAD = pb.KadMessage
 _FIRST_SAMPLES = 64
+_ED25519_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])  # refresh keys shaped like peer IDs
 
 
 def _name(key: Any) -> str:
@@ -91,6 +95,7 @@ class ClusterConfig:
     lookup_timeout: float = 30.0
     refresh_interval: float = 600.0  # bucket refresh and self lookup (libp2p: 10 min)
     max_refresh_cpl: int = 15  # deepest bucket refreshed by its own lookup (libp2p: 15)
+    refresh_on_join: bool = True  # after the bootstrap lookup, refresh every bucket once (as libp2p does)
     ping_timeout: float = 2.0  # routing table's ping-to-evict
     provider_republish: float = 1800.0
     evict_dead_from_dht: bool = True
@@ -468,7 +473,19 @@ class Cluster:
                 self._send(peer, target, msg, self._deliver_kad_request, 0)
         elif run.purpose == "bootstrap":
             peer.bootstrapped = now
+            if self.config.refresh_on_join:
+                self._refresh_all(peer)
         self.on_lookup_done(now, peer, run)
+
+    def _refresh_all(self, peer: SimPeer) -> None:
+        """One lookup per bucket up to the deepest filled one, for a random key in it (libp2p's refresh on start)."""
+        table = peer.table
+        deepest = min(max((i for i in table.bucket_indices() if table.bucket(i)), default=-1), table.max_refresh_cpl)
+        base = peer_key(peer.id)
+        for cpl in range(deepest + 1):
+            key = random_preimage_with_cpl(base, cpl, self.rng, max_tries=1 << 18, prefix=_ED25519_PREFIX)
+            if key is not None:
+                self.start_lookup(peer, key_of(key), key, "refresh")
 
     def _ping(self, peer: SimPeer, cmd: PingPeer) -> None:
         self._next_rid += 1
