@@ -27,18 +27,18 @@ class BroadcastQueue:
     def __init__(self, max_items: int = 8192) -> None:
         self._buckets: list[dict[Hashable, tuple[Any, int]]] = [{}]  # by transmits: key -> (item, size)
         self._bytes: list[int] = [0]  # total size per bucket
-        self._sent: dict[Hashable, int] = {}  # key -> transmits so far (its bucket)
+        self.counts: dict[Hashable, int] = {}  # key -> transmits so far (its bucket); read-only outside
         self._max_items = max_items
 
     def __len__(self) -> int:
-        return len(self._sent)
+        return len(self.counts)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._sent
+        return key in self.counts
 
     def transmits(self, key: Hashable) -> int | None:
         """How many times the item under ``key`` was sent, or None when not queued."""
-        return self._sent.get(key)
+        return self.counts.get(key)
 
     def push(self, key: Hashable, item: Any, size: int, refine: int | None = None) -> None:
         """Queue ``item`` (about ``size`` bytes on the wire), replacing any item under ``key``.
@@ -48,13 +48,13 @@ class BroadcastQueue:
         one starts as if already sent ``refine`` times (a refinement of news
         already on its way, such as one more confirmation of a suspicion).
         """
-        t = self._sent.get(key)
+        t = self.counts.get(key)
         if refine is not None and t is not None:
             self._bytes[t] += size - self._buckets[t][key][1]
             self._buckets[t][key] = (item, size)
             return
         self.discard(key)
-        if len(self._sent) >= self._max_items:
+        if len(self.counts) >= self._max_items:
             self._evict_most_sent()
         t = 0 if refine is None else refine
         while t >= len(self._buckets):
@@ -62,18 +62,18 @@ class BroadcastQueue:
             self._bytes.append(0)
         self._buckets[t][key] = (item, size)
         self._bytes[t] += size
-        self._sent[key] = t
+        self.counts[key] = t
 
     def discard(self, key: Hashable) -> None:
-        t = self._sent.pop(key, None)
+        t = self.counts.pop(key, None)
         if t is not None:
             self._bytes[t] -= self._buckets[t].pop(key)[1]
 
     def has_fresh(self, below: int) -> bool:
         """True when some item was sent fewer than ``below`` times."""
         buckets = self._buckets
-        if below >= len(buckets) or not self._sent:
-            return bool(self._sent)
+        if below >= len(buckets) or not self.counts:
+            return bool(self.counts)
         return any(buckets[t] for t in range(below))
 
     def take(self, budget: int, limit: int, max_items: int) -> tuple[list[Any], int]:
@@ -84,7 +84,7 @@ class BroadcastQueue:
         the queue. Each taken item counts one transmit. Buckets that fit
         whole move up in one dict operation, which is the common case.
         """
-        if not self._sent:
+        if not self.counts:
             return [], 0
         items: list[Any] = []
         used = 0
@@ -120,11 +120,11 @@ class BroadcastQueue:
         bucket = self._buckets[t]
         if t + 1 >= limit:
             for key in bucket:
-                del self._sent[key]
+                del self.counts[key]
         else:
             self._next_bucket(t).update(bucket)
             self._bytes[t + 1] += self._bytes[t]
-            self._sent.update(dict.fromkeys(bucket, t + 1))
+            self.counts.update(dict.fromkeys(bucket, t + 1))
         bucket.clear()
         self._bytes[t] = 0
 
@@ -134,11 +134,11 @@ class BroadcastQueue:
             entry = bucket.pop(key)
             self._bytes[t] -= entry[1]
             if t + 1 >= limit:
-                del self._sent[key]
+                del self.counts[key]
             else:
                 self._next_bucket(t)[key] = entry
                 self._bytes[t + 1] += entry[1]
-                self._sent[key] = t + 1
+                self.counts[key] = t + 1
 
     def _evict_most_sent(self) -> None:
         for t in range(len(self._buckets) - 1, -1, -1):

@@ -46,6 +46,8 @@ class DisseminationMixin:
         self._updates.push(update.peer.raw, update, size, refine)
 
     def _piggyback(self) -> tuple[tuple, tuple]:
+        if not (self._updates.counts or self._records.counts):
+            return (), ()  # the usual case in a quiet network: nothing to carry
         cfg = self.config
         limit = self._limit()
         updates, used = self._updates.take(cfg.max_piggyback_bytes, limit, cfg.max_piggyback_items)
@@ -56,6 +58,8 @@ class DisseminationMixin:
 
     def _has_news(self) -> bool:
         """Is anything queued that dedicated gossip rounds should still carry?"""
+        if not (self._updates.counts or self._records.counts):
+            return False
         fresh = self.config.gossip_fresh or self._limit()
         return self._updates.has_fresh(fresh) or self._records.has_fresh(fresh)
 

@@ -128,7 +128,7 @@ class MembershipConfig:
     gossip_fanout: int = 4
     gossip_fresh: int = 4  # dedicated rounds carry items sent fewer times; the rest ride on probes (0: all)
     push_pull_interval: float = 15.0  # scaled up with log2(N/32) beyond 32 members
-    join_retry: float = 2.0  # push-pull the seeds this often until one answers
+    join_retry: float = 1.0  # push-pull the seeds this often until they answer (a lost join costs this much)
     max_piggyback_bytes: int = 4000
     max_piggyback_items: int = 64
     dead_retention: float = 600.0  # keep dead/left entries so stale news cannot resurrect them
