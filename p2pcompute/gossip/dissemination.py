@@ -94,7 +94,7 @@ class DisseminationMixin:
         else:
             target = self._push_pull_target(dead)
         if target is not None:
-            out.append(ev.Send(target, PushPull(self._snapshot(), self._versions(), join=self._joining)))
+            out.append(ev.Send(target, self._push_pull(PushPull, join=self._joining)))
         self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
 
     def _join_target(self) -> PeerId:
@@ -132,16 +132,23 @@ class DisseminationMixin:
         theirs = dict(msg.versions)
         missing = self._records_newer_than(theirs)
         if isinstance(msg, PushPull):
-            out.append(ev.Send(peer, PushPullReply(self._snapshot(), missing, self._versions())))
+            out.append(ev.Send(peer, self._push_pull(PushPullReply, capabilities=missing)))
         elif missing:
             out.append(ev.Send(peer, Gossip(capabilities=missing[:MAX_PIGGYBACK])))
 
-    def _snapshot(self) -> tuple[Update, ...]:
-        return (self._self_update(), *(m.update for m in self.table.members.values()))
+    def _push_pull(self, kind: type, **extra) -> PushPull | PushPullReply:
+        """Our table (ourselves first) and capability versions, at most ``max_push_pull_entries``.
 
-    def _versions(self) -> tuple[tuple[PeerId, int], ...]:
+        A bigger table is sampled at random, so successive exchanges cover it all.
+        """
+        members = list(self.table.members.values())
+        cap = self.config.max_push_pull_entries - 1
+        if len(members) > cap:
+            members = self._rng.sample(members, cap)
+        snapshot = (self._self_update(), *(m.update for m in members))
         own = ((self.self_id, self.record.version),) if self.record is not None else ()
-        return own + tuple((m.peer, m.record.version) for m in self.table.members.values() if m.record)
+        versions = own + tuple((m.peer, m.record.version) for m in members if m.record)
+        return kind(members=snapshot, versions=versions, **extra)
 
     def _records_newer_than(self, theirs: dict[PeerId, int]) -> tuple[bytes, ...]:
         found, total = [], 0

@@ -202,7 +202,7 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._join_replies = []
         self._queue_update(self._self_update())
         for seed in self._seeds:
-            out.append(ev.Send(seed, PushPull(self._snapshot(), self._versions(), join=True)))
+            out.append(ev.Send(seed, self._push_pull(PushPull, join=True)))
         self._set_timer(TimerKind.PROBE, now + self._rng.uniform(0, cfg.probe_interval), out)
         self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
 

@@ -489,3 +489,13 @@ def test_a_restarted_peer_overturns_its_old_death_on_rejoin():
     cmds = seed.handle(ev.Received(ME, ack.msg), 50.4)
     assert changes(cmds) == [(ME, DEAD, ALIVE)]
     assert seed.member(ME).address == "mem/new"
+
+
+def test_push_pull_of_a_big_table_is_a_bounded_random_sample():
+    m = machine(others=10, config=MembershipConfig(max_push_pull_entries=5))
+    seen = set()
+    for i in range(20):
+        (push,) = sends(m.handle(ev.Received(IDS[1], PushPull((), ())), 1.0 + i), PushPullReply)
+        assert len(push.msg.members) == 5 and push.msg.members[0].peer == ME
+        seen |= {u.peer for u in push.msg.members[1:]}
+    assert seen == set(IDS[1:11])
