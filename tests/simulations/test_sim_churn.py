@@ -22,7 +22,7 @@ def _without_timing(report: dict) -> dict:
 
 def test_two_hundred_peers_under_churn_and_loss():
     """200 peers, 1% loss, 20-120 ms, 10% replaced every 40 s (fifteen times the issue's rate)."""
-    scenario = Scenario(peers=200, duration=30.0, churn_period=40.0, seed=11, settle=15.0,
+    scenario = Scenario(peers=200, duration=25.0, churn_period=40.0, seed=11, settle=10.0,
                         lookups_per_s=4.0, provider_lookups_per_s=2.0)
     run = ChurnRun(scenario)
     report = run.run()
@@ -33,17 +33,17 @@ def test_two_hundred_peers_under_churn_and_loss():
     assert report["false_death_observations"] == 0
     # every crash is detected by every live peer, quickly
     det = report["detection_s"]
-    assert det["count"] >= 12 and det["undetected"] == 0
+    assert det["count"] >= 8 and det["undetected"] == 0
     assert det["median"] <= 6.0 and det["p99"] <= 12.0
     # joins and capability changes reach 99% of the peers fast
-    assert report["dissemination"]["updates"] >= 40 and report["dissemination"]["unreached"] == 0
+    assert report["dissemination"]["updates"] >= 25 and report["dissemination"]["unreached"] == 0
     assert report["dissemination_99_s"] <= 1.5
     # lookups find the true k closest live peers (or the target peer); providers are found
-    assert report["lookups"]["count"] >= 100
-    # tables here are 30 s old (bootstrap, one refresh, traffic): a few lookups miss the 20th closest
+    assert report["lookups"]["count"] >= 90
+    # tables here are 25 s old (bootstrap, one refresh, traffic): a few lookups miss the 20th closest
     assert report["lookup_success"] >= 0.97
     assert report["lookup_hops_median"] <= 4
-    assert report["provider_lookups"]["count"] >= 50
+    assert report["provider_lookups"]["count"] >= 45
     assert report["provider_lookup_success"] >= 0.99
     # every peer ends up seeing (almost) every live peer
     t, live, mean_seen, low, high = run.series()["members_seen"][-1]
@@ -52,7 +52,7 @@ def test_two_hundred_peers_under_churn_and_loss():
 
 
 def _small(seed: int) -> tuple[dict, ChurnRun]:
-    scenario = Scenario(peers=30, duration=20.0, churn_period=20.0, seed=seed, settle=10.0,
+    scenario = Scenario(peers=24, duration=20.0, churn_period=20.0, seed=seed, settle=8.0,
                         lookups_per_s=2.0, provider_lookups_per_s=1.0, provider_keys=8)
     run = ChurnRun(scenario)
     return run.run(), run
@@ -65,7 +65,7 @@ def test_a_seed_replays_exactly_and_another_seed_differs(tmp_path):
     assert _without_timing(first) == _without_timing(again)
     assert run.series() == run_again.series()
     assert _without_timing(first) != _without_timing(other)
-    assert first["detection_s"]["count"] >= 3 and first["false_positive_deaths"] == 0
+    assert first["detection_s"]["count"] >= 1 and first["false_positive_deaths"] == 0
     # the report and its plots
     files = write_report(tmp_path / "out", first, run.series())
     assert {f.name for f in files} == {"report.json", *PLOTS}
