@@ -170,12 +170,48 @@ def cmd_add(args: argparse.Namespace) -> int:
                 if args.pin:
                     store.pin(result.cid)
             pinned = args.pin
+    announced = pinned and _tell_daemon(args, result.cid)
     if args.json:
         print_json({"cid": str(result.cid), "size": result.size, "blocks": result.blocks,
-                    "path": str(args.path), "pinned": pinned, "stored": not args.only_hash})
+                    "path": str(args.path), "pinned": pinned, "stored": not args.only_hash,
+                    "announced": announced})
     else:
         print(result.cid)
     return 0
+
+
+def _tell_daemon(args: argparse.Namespace, root) -> bool:
+    """If a daemon runs on this data dir, have it pin ``root`` and announce it in the DHT."""
+    from ..errors import P2PComputeError
+    from ..node.client import ControlClient
+    from ..node.config import default_data_dir
+
+    try:
+        client = ControlClient(args.data_dir or default_data_dir(), timeout=60)
+        return bool(client._call("POST", "/v1/pin", {"cid": str(root)}).get("announced"))
+    except P2PComputeError:
+        return False  # no daemon: the blocks are here, pinned; a daemon announces them when it starts
+
+
+def _ensure_local(args: argparse.Namespace, store, root) -> None:
+    """Bring ``root``'s DAG here through the daemon (DHT providers + bitswap) if blocks are missing."""
+    from ..errors import StorageError
+    from ..node.client import ControlClient
+    from ..node.config import default_data_dir
+
+    try:
+        for _ in store.walk(root):
+            pass
+        return
+    except StorageError:
+        pass
+    try:
+        client = ControlClient(args.data_dir or default_data_dir(), timeout=600)
+    except UserError:
+        raise UserError(f"{root} is not (wholly) in the local blockstore and no daemon runs to fetch it: "
+                        "start one with `p2pcompute join`") from None
+    with err_console.status(f"fetching {root} from the network…"):
+        client._call("POST", "/v1/fetch", {"cid": str(root)})
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
@@ -183,6 +219,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
     store = _store(args)
     root = _cid(args.cid)
+    _ensure_local(args, store, root)
     kind = exporter.stat(store.get, root).kind
     if kind not in ("file", "raw"):
         raise UserError(f"{root} is a {kind}, not a file: use `p2pcompute get {root} -o PATH`")
@@ -202,6 +239,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     root = _cid(args.cid)
     if args.output.exists() or args.output.is_symlink():
         raise UserError(f"{args.output} already exists: choose a new path")
+    _ensure_local(args, store, root)
     info = exporter.stat(store.get, root)
     total = info.size if info.kind in ("file", "raw") else None
     with _progress(total, f"getting {root}", not args.json) as advance:

@@ -76,10 +76,11 @@ def default_services(config: Config) -> list:
     from ..gossip.service import MembershipService
     from ..ops.service import ComputeService
     from ..storage.bitswap_service import BitswapService
+    from ..storage.registry_service import RegistryService
     from ..storage.service import StorageService
 
     return [MembershipService(), DhtService(DhtConfig()), StorageService(max_bytes=config.storage_max or None),
-            BitswapService(), ComputeService(cpus=max(1, int(config.cpus)))]
+            BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus)))]
 
 
 def parse_bootstrap(addrs: list[str]) -> list[tuple]:

@@ -208,18 +208,37 @@ class Blockstore:
         """Pin ``root`` recursively; return the number of blocks it covers. The whole DAG must be here."""
         root = parse_cid(root)
         count = sum(1 for _ in self.walk(root))
-        if root not in self._pins:
-            self._pins.add(root)
-            self._save_pins()
+        with self._pin_lock():  # read-modify-write: a daemon and a local `add` may both pin
+            self._pins = self._load_pins()
+            if root not in self._pins:
+                self._pins.add(root)
+                self._save_pins()
         return count
 
     def unpin(self, root: Cid | str) -> bool:
         root = parse_cid(root)
-        if root not in self._pins:
-            return False
-        self._pins.discard(root)
-        self._save_pins()
+        with self._pin_lock():
+            self._pins = self._load_pins()
+            if root not in self._pins:
+                return False
+            self._pins.discard(root)
+            self._save_pins()
         return True
+
+    @contextlib.contextmanager
+    def _pin_lock(self) -> Iterator[None]:
+        """Serialises pin-set updates across processes (apart from the GC lock, which
+        importers hold shared while they pin)."""
+        with open(self.root / ".pins.lock", "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def reload_pins(self) -> None:
+        """Re-read the pin set from disk (another process of the same user may have pinned)."""
+        self._pins = self._load_pins()
 
     @property
     def pins(self) -> frozenset[Cid]:

@@ -143,3 +143,18 @@ def test_racing_writers_of_the_same_blocks_count_them_once(tmp_path):
         t.join()
     assert store.total_bytes == 50_000 == Blockstore(tmp_path / "blocks").total_bytes
     assert not list((tmp_path / "blocks" / ".tmp").iterdir())
+
+
+def test_two_blockstore_objects_on_one_dir_keep_each_others_pins(tmp_path):
+    """A daemon and a local `add` each hold a Blockstore of the same data dir."""
+    from p2pcompute.storage.blockstore import Blockstore
+    from p2pcompute.storage.importer import import_bytes
+
+    daemon, local = Blockstore(tmp_path / "blocks"), Blockstore(tmp_path / "blocks")
+    a = import_bytes(b"pinned by the local add", local.put).cid
+    b = import_bytes(b"pinned by the daemon", daemon.put).cid
+    local.pin(a)
+    daemon.pin(b)  # must not drop a, which this object had not seen
+    assert Blockstore(tmp_path / "blocks").pins == {a, b}
+    daemon.unpin(b)
+    assert Blockstore(tmp_path / "blocks").pins == {a}
