@@ -12,7 +12,7 @@ import re
 
 from ..errors import UserError
 from .daemon import add_data_dir
-from .output import add_json_flag, console, print_json
+from .output import add_json_flag, console, err_console, print_json
 
 FETCH_HELP = """\
 Fetch the data URI names, verify it, import it into the data dir's block store
@@ -191,9 +191,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
         body["range"] = args.range
     client = _client(args)
     answer = client._call("POST", "/data/sign", json=body)
-    url = client.url.rstrip("/") + answer["path"]
+    url = answer.get("url") or client.url.rstrip("/") + answer["path"]
     if args.json:
         print_json(answer | {"url": url})
     else:
         print(url)
+        if not answer.get("url"):
+            err_console.print("note: this link works on this machine only; set links_listen "
+                              "(e.g. P2PCOMPUTE_LINKS_LISTEN=0.0.0.0:8480) to serve links to others")
     return 0

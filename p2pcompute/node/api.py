@@ -67,9 +67,11 @@ class HttpError(Exception):
 class ControlApi:
     """A small ASGI application over a Node."""
 
-    def __init__(self, node: Node, token: str) -> None:
+    def __init__(self, node: Node, token: str, *, public_only: bool = False) -> None:
+        """``public_only``: serve nothing but the ``public_route`` handlers (the links listener)."""
         self.node = node
         self._token = token.encode()
+        self.public_only = public_only
         self.routes = {
             ("GET", "/v1/status"): self.status,
             ("GET", "/v1/peers"): self.peers,
@@ -80,6 +82,8 @@ class ControlApi:
         for service in node.services.values():
             for key, route in service.api_routes().items():
                 self.routes[key] = route
+        if public_only:
+            self.routes = {key: route for key, route in self.routes.items() if getattr(route, "public", False)}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -94,7 +98,8 @@ class ControlApi:
             try:
                 handler, query = self._route(scope["method"], scope["path"], _query(scope))
             except HttpError:
-                self._authorize(scope)  # no route: say so to token holders only
+                if not self.public_only:
+                    self._authorize(scope)  # no route: say so to token holders only
                 raise
             public = getattr(handler, "public", False)
             if not public:

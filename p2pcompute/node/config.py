@@ -96,6 +96,7 @@ class Config:
     dial_timeout: float = 5.0
     max_message: int = 1 << 20
     storage_max: int = 0  # bytes; 0: no limit
+    links_listen: str = ""  # host:port serving signed data links to others; "": only on the control API
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     HELP = {
@@ -113,6 +114,7 @@ class Config:
         "dial_timeout": "seconds to wait for a connection",
         "max_message": "largest message accepted, in bytes",
         "storage_max": "most bytes the blockstore may hold (e.g. 100GiB); 0: no limit",
+        "links_listen": "host:port where others fetch signed data links (e.g. 0.0.0.0:8480); empty: loopback API only",
     }
 
     @classmethod
@@ -175,6 +177,8 @@ class Config:
             raise ConfigError(f"log_level {self.log_level!r}: use debug, info, warning or error")
         if not self.listen:
             raise ConfigError("listen is empty: give at least one multiaddr")
+        if self.links_listen and not re.fullmatch(r"[^:\s]+:[0-9]{1,5}", self.links_listen):
+            raise ConfigError(f"links_listen {self.links_listen!r}: write host:port, e.g. 0.0.0.0:8480")
 
     def describe(self) -> dict[str, Any]:
         """Values and their sources, for ``config show``."""
@@ -200,6 +204,7 @@ DEFAULT_FILE_TEXT = """\
 # labels = { zone = "home" }
 # log_level = "info"
 # storage_max = "100GiB"  # the blockstore's limit; 0: none
+# links_listen = "0.0.0.0:8480"  # serve signed data links (`data sign`) to others
 """
 
 

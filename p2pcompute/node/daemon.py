@@ -83,6 +83,14 @@ def default_services(config: Config) -> list:
             BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus)))]
 
 
+def advertised_host() -> str:
+    """This machine's address as others would dial it, for URLs we hand out."""
+    from .node import advertised
+
+    hosts = [a.split("/")[2] for a in advertised(["/ip4/0.0.0.0/tcp/1"])]
+    return next((h for h in hosts if h != "127.0.0.1"), "127.0.0.1")
+
+
 def parse_bootstrap(addrs: list[str]) -> list[tuple]:
     out = []
     for a in addrs:
@@ -121,6 +129,11 @@ async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None 
                 url = await nursery.start(serve_api, ControlApi(node, token), config.api_host, config.api_port)
                 api_path.write_text(url + "\n")
                 status = node.status() | {"api": url}
+                if config.links_listen:
+                    host, port = config.links_listen.rsplit(":", 1)
+                    links = await nursery.start(serve_api, ControlApi(node, token, public_only=True), host, int(port))
+                    node.public_url = links.replace("0.0.0.0", advertised_host())
+                    status["links"] = node.public_url
                 log.info("peer %s ready, API at %s", node.peer_id, url)
                 if on_ready:
                     on_ready(status)

@@ -92,6 +92,7 @@ class Node:
         self._wake = trio.Event()
         self._dirty = False
         self.started_at: float | None = None
+        self.public_url: str | None = None  # where others reach our public routes (signed links), if served
         self._nursery: trio.Nursery | None = None
         self._claim_cache: tuple[tuple[str, ...], bytes] | None = None
         transport.on_request(Ping, self._on_ping)

@@ -221,8 +221,10 @@ class RegistryService:
             raise HttpError(404, f"{cid} is not in this peer's block store: fetch it first")
         token, expires = self.sign(cid, ttl, None if rng is None else ByteRange.parse(rng), handle)
         self.counts["links_signed"] += 1
-        return json_response({"token": token, "path": "/data/link?token=" + quote(token), "expires": expires,
-                              "cid": str(cid)})
+        path = "/data/link?token=" + quote(token)
+        public = getattr(self.node, "public_url", None)
+        return json_response({"token": token, "path": path, "url": (public + path) if public else None,
+                              "expires": expires, "cid": str(cid)})
 
     @public_route
     async def _api_link(self, body: bytes, query: dict, headers: dict) -> tuple:

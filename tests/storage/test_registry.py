@@ -247,3 +247,37 @@ async def test_a_handle_resolves_on_another_peer_through_the_dht(tmp_path):
         assert source == "dht" and record.record == signed.record
         assert (await nodes[2][2].resolve(signed.handle))[1] == "local"  # cached, verified
         nursery.cancel_scope.cancel()
+
+
+def test_links_listener_serves_signed_links_and_nothing_else(tmp_path):
+    """With links_listen set, others fetch a signed link there; every other route is absent."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from p2pcompute.node.client import ControlClient
+
+    data_dir = tmp_path / "peer"
+    env = dict(__import__("os").environ, P2PCOMPUTE_LINKS_LISTEN="127.0.0.1:0")
+    proc = subprocess.Popen([sys.executable, "-m", "p2pcompute", "join", "--data-dir", str(data_dir), "--listen",
+                             "/ip4/127.0.0.1/tcp/0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, text=True)
+    try:
+        status = json.loads("".join(iter(proc.stdout.readline, "}\n")) + "}")
+        links = status["links"]
+        (tmp_path / "f.txt").write_bytes(b"0123456789" * 100)
+        added = subprocess.run([sys.executable, "-m", "p2pcompute", "add", str(tmp_path / "f.txt"), "--json",
+                                "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60)
+        cid = json.loads(added.stdout)["cid"]
+        answer = ControlClient(data_dir)._call("POST", "/data/sign", json={"cid": cid, "ttl": 60})
+        assert answer["url"].startswith(links)
+        got = httpx.get(answer["url"], headers={"Range": "bytes=10-19"})
+        assert got.status_code == 206 and got.content == b"0123456789"
+        assert httpx.get(links + "/v1/status").status_code == 404  # the control API is not there
+        assert httpx.get(links + "/data/link?token=forged").status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
