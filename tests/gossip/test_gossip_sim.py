@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
+
 from p2pcompute.gossip.messages import ALIVE, LEFT
 from p2pcompute.gossip import events as ev
 from gossip_sim import Sim
@@ -57,3 +59,38 @@ def test_simulation_replays_exactly_for_a_seed():
 
     assert fingerprint(5) == fingerprint(5)
     assert fingerprint(5) != fingerprint(6)
+
+
+@pytest.mark.slow
+def test_churn_at_five_hundred_peers():
+    """10% of peers replaced per 10 minutes, 1% loss, 20–120 ms (the issue's scenario, smaller)."""
+    n, warm, span = 500, 100.0, 240.0
+    rate = 0.1 * n / 600.0
+    sim = Sim(n + 60, SEED, loss=0.01, latency=(0.02, 0.12))
+    sim.start(spread=5.0, count=n)
+    sim.run_until(warm)
+    sent_before = sim.sent
+    t, spare, joins = warm, iter(sim.ids[n:]), []
+    while (t := t + sim.rng.expovariate(rate)) < warm + span - 20.0:
+        sim.crash(sim.rng.choice([p for p in sim.ids[1:n] if p not in sim.crashed]), t)
+        joiner = next(spare)
+        sim.join_later(joiner, t)
+        joins.append((joiner, t))
+    sim.run_until(warm + span)
+    fig = sim.figures(warm + span)
+    times = sorted(fig.detections.values())
+    rate_msgs = (sim.sent - sent_before) / n / span
+    first_seen: dict = {}
+    for when, _, change in sim.changes:
+        if change.old is None and change.new == ALIVE:
+            first_seen.setdefault(change.peer, []).append(when)
+    need = int(0.99 * (len(sim.live()) - 1))
+    spread = sorted(sorted(first_seen[p])[need - 1] - t0 for p, t0 in joins)
+    print(
+        f"\n{n} peers, {len(times)} crashes + joins: detection median {statistics.median(times):.2f} s, "
+        f"max {times[-1]:.2f} s; joins reach 99% in median {statistics.median(spread):.2f} s, "
+        f"max {spread[-1]:.2f} s; {rate_msgs:.2f} msgs/peer/s"
+    )
+    assert not fig.undetected and not fig.false_deaths
+    assert statistics.median(times) <= 6.0 and times[-1] <= 12.0
+    assert rate_msgs <= 6.0
