@@ -27,8 +27,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def make_data(mib: int, seed: int = 5) -> bytes:
-    return random.Random(seed).randbytes(mib * 1024 * 1024)
+def make_chunks(mib: int, seed: int = 5):
+    """The benchmark's data, 1 MiB at a time (never all of it in memory)."""
+    rng = random.Random(seed)
+    for _ in range(mib):
+        yield rng.randbytes(1 << 20)
+
+
+class _ChunkReader:
+    def __init__(self, chunks) -> None:
+        self._chunks, self._buf = chunks, b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            piece = next(self._chunks, b"")
+            if not piece:
+                break
+            self._buf += piece
+        out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
+        return out
 
 
 def make_peer(blocks_dir: Path):
@@ -51,11 +68,11 @@ def make_peer(blocks_dir: Path):
 
 
 def serve(mib: int, blocks_dir: str) -> None:
-    from p2pcompute.storage.importer import import_bytes
+    from p2pcompute.storage.importer import import_stream
 
     async def main() -> None:
         node, _, store = make_peer(Path(blocks_dir))
-        root = import_bytes(make_data(mib), store.put).cid
+        root = import_stream(_ChunkReader(make_chunks(mib)), store.put).cid
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             print(f"{node.transport.listen_addresses()[0]}/p2p/{node.peer_id} {root}", flush=True)
@@ -133,7 +150,9 @@ async def bench(mib: int, skip_kubo: bool) -> None:
         kubo = KuboNode(workdir / "kubo")
         try:
             data_file = workdir / "data.bin"
-            data_file.write_bytes(make_data(mib))
+            with open(data_file, "wb") as fh:
+                for chunk in make_chunks(mib):
+                    fh.write(chunk)
             kubo_root = kubo.add(data_file)
             assert kubo_root == root, (kubo_root, root)  # same bytes, same CID
             from_kubo = await timed_fetch(workdir, root, [kubo.multiaddr], "kubo -> our peer")
