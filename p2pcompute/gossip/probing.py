@@ -6,7 +6,10 @@ One probe at a time. ``_start_probe`` pings the next member (round-robin)
 and arms the PROBE timer for the direct timeout; at that timer
 ``_go_indirect`` sends ``PingReq`` to alive relays and re-arms it for the end
 of the period; at the end ``_probe_failed`` suspects the target unless an
-ack came (from the target, or forwarded by a relay). Health (Lifeguard LHM)
+ack came (from the target, or forwarded by a relay). A failed probe of a
+member already suspected is a confirmation: it goes straight to the earlier
+suspecters too, whose timers started first (Lifeguard's shrinking timeout
+pays off only if they hear of it). Health (Lifeguard LHM)
 moves here: −1 per successful probe, + the number of missed nacks (or +1
 without relays) per failed one. Timeout and period are scaled by health+1.
 
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from ..node.identity import PeerId
 from . import events as ev
 from .events import TimerKind
-from .messages import ALIVE, MAX_PIGGYBACK, SUSPECT, Ack, Nack, Ping, PingReq, Update
+from .messages import ALIVE, MAX_PIGGYBACK, SUSPECT, Ack, Gossip, Nack, Ping, PingReq, Update
 
 
 @dataclass(slots=True)
@@ -98,7 +101,15 @@ class ProbingMixin:
         member = self.table.get(probe.target)
         if member is None or not member.live:
             return
+        earlier = member.update.origins if member.state == SUSPECT else ()
         self._apply(Update(member.peer, SUSPECT, member.incarnation, (self.self_id,)), now, out)
+        # We confirm others' suspicion: tell the earliest suspecters directly, so
+        # their timers (which started first) shrink now rather than when
+        # piggybacks happen to reach them.
+        confirmed = Gossip(updates=(member.update,))
+        for origin in earlier[: self.config.suspicion_confirmations]:
+            if origin != self.self_id:
+                out.append(ev.Send(origin, confirmed))
 
     def _on_ack(self, peer: PeerId, seq: int, now: float, out: list) -> None:
         probe = self._probe

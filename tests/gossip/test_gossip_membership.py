@@ -499,3 +499,17 @@ def test_push_pull_of_a_big_table_is_a_bounded_random_sample():
         assert len(push.msg.members) == 5 and push.msg.members[0].peer == ME
         seen |= {u.peer for u in push.msg.members[1:]}
     assert seen == set(IDS[1:11])
+
+
+def test_a_confirmation_goes_straight_to_the_earlier_suspecters():
+    m = machine(others=1)
+    x = IDS[1]
+    m.handle(ev.Received(IDS[6], Gossip(updates=(Update(x, SUSPECT, 0, (IDS[6],)),))), 0.5)
+    now, ping, target = start_probe(m)
+    assert target == x
+    fire(m, TimerKind.PROBE)  # no relays to ask: only x is known
+    _, cmds = fire(m, TimerKind.PROBE)
+    direct = [s for s in sends(cmds, Gossip) if s.peer == IDS[6]]
+    assert len(direct) == 1
+    assert direct[0].msg.updates == (Update(x, SUSPECT, 0, tuple(sorted((ME, IDS[6])))),)
+    assert m.member(x).suspicion.deadline == pytest.approx(0.5 + m.suspicion_timeout(1))
