@@ -1,8 +1,8 @@
 """``fetch URI`` and ``data register|show|sign``: bring data in from any source; the data registry.
 
 ``fetch`` works on the data dir's block store directly (no daemon needed),
-except for ``ipfs://`` CIDs the store lacks, which it asks the daemon's
-bitswap to fetch. ``data ...`` talks to the daemon's registry service.
+except for ``ipfs://`` CIDs the store lacks, which the daemon fetches from
+the network (DHT providers, bitswap). ``data ...`` talks to its registry service.
 """
 
 from __future__ import annotations
@@ -123,9 +123,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                         credentials=args.credentials, range=args.range, expect=args.expect)
     store = Blockstore.for_data_dir(data_dir)
 
-    async def network(cid) -> None:  # only for ipfs:// data the store lacks: the daemon's bitswap
+    async def network(cid) -> None:  # only for ipfs:// data the store lacks: the daemon fetches it (DHT + bitswap)
         client = _client(args)
-        await trio.to_thread.run_sync(lambda: client._call("POST", "/v1/bitswap/fetch", json={"cid": str(cid)}))
+        await trio.to_thread.run_sync(lambda: client._call("POST", "/v1/fetch", json={"cid": str(cid)}))
 
     limits = Limits(max_bytes=args.max_size, timeout=args.timeout)
     with _progress(ref.range.length if ref.range else None, f"fetching {ref.kind}", not args.json) as advance:

@@ -21,4 +21,6 @@ Files:
     cloud.py           cloud detection as a graph and numpy; job documents for both forms
     cloud_detect.wat   cloud detection as a WebAssembly program (WAT source)
     jobfile.py         job.yaml schema for local runs: checks, Task building, ``run_local``
+    service.py         the daemon's compute service: ``POST /v1/compute`` on its executor, data by CID
+    remote.py          the client half: ``tensor.compute(client)``, large tensors as CIDs
 """
