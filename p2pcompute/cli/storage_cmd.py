@@ -23,9 +23,10 @@ PROGRESS_MIN = 16 * 1024 * 1024  # show a progress bar from this many bytes on
 
 STORE_NOTE = """\
 Works on the block store of the data dir (<data dir>/blocks) directly: no daemon
-needs to run, and a running daemon shares the store safely. Blocks only
-present on other peers cannot be fetched by this command yet (the daemon's
-block exchange will do that).
+needs to run, and a running daemon shares the store safely. When blocks are
+missing and a daemon runs on the data dir, it fetches them first: providers
+from the DHT, blocks over bitswap, each one verified. `add` with a daemon
+running also has it pin and announce the new root.
 """
 
 ADD_HELP = """\
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(a)
     a.set_defaults(func=cmd_add)
 
-    c = sub.add_parser("cat", help="write a file's bytes (from the local block store) to stdout",
+    c = sub.add_parser("cat", help="write a file's bytes to stdout (fetched from peers if missing here)",
                        description="Write the bytes of the UnixFS file CID to stdout, verified block by "
                        "block.\n\n" + STORE_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("cid", metavar="CID")
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_dir(c)
     c.set_defaults(func=cmd_cat)
 
-    g = sub.add_parser("get", help="write a file or directory (from the local block store) to a path",
+    g = sub.add_parser("get", help="write a file or directory to a path (fetched from peers if missing here)",
                        description="Write the UnixFS file or directory CID to PATH, verified block by "
                        "block.\n\n" + STORE_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("cid", metavar="CID")
