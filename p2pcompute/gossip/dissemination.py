@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 News waits in two ``BroadcastQueue``s (membership updates first, then
 capability records) and is drawn into every outgoing message, each item
-about λ·log10(N+1) times. The GOSSIP timer is armed only while some item has
-been sent fewer than ``gossip_fresh`` times: then every ``gossip_interval``
-a ``Gossip`` goes to ``gossip_fanout`` random members; older items ride only
-on probe traffic, which costs no extra messages.
+about λ·log10(N+1) times. The GOSSIP timer is armed only while some
+membership update has been sent fewer than ``gossip_fresh`` times: then
+every ``gossip_interval`` a ``Gossip`` goes to ``gossip_fanout`` random
+members; older items ride only on probe traffic, which costs no extra
+messages. Capability records alone start no rounds (``gossip_capabilities``):
+they change often and are advisory, so they ride probes, push-pull and the
+rounds that membership news starts.
 
 Push-pull anti-entropy exchanges whole tables (and capability versions, then
 the missing records) with a random member — or a recently dead one, so a
@@ -61,7 +64,11 @@ class DisseminationMixin:
         if not (self._updates.counts or self._records.counts):
             return False
         fresh = self.config.gossip_fresh or self._limit()
-        return self._updates.has_fresh(fresh) or self._records.has_fresh(fresh)
+        if self._updates.has_fresh(fresh):
+            return True
+        # capability records (load, free slots) change often and are advisory: they ride
+        # probe traffic, push-pull and rounds that membership news starts anyway
+        return self.config.gossip_capabilities and self._records.has_fresh(fresh)
 
     def _limit(self) -> int:
         """The retransmit limit for the current N (memoised: N changes rarely)."""

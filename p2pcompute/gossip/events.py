@@ -127,6 +127,7 @@ class MembershipConfig:
     gossip_interval: float = 0.1
     gossip_fanout: int = 4
     gossip_fresh: int = 4  # dedicated rounds carry items sent fewer times; the rest ride on probes (0: all)
+    gossip_capabilities: bool = False  # capability records alone start no dedicated rounds (they ride probes)
     push_pull_interval: float = 15.0  # scaled up with log2(N/32) beyond 32 members
     max_push_pull_entries: int = 4096  # members per push-pull (sampled beyond): ~0.5 MB on the wire
     join_retry: float = 1.0  # push-pull the seeds this often until they answer (a lost join costs this much)
