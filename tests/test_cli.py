@@ -121,3 +121,13 @@ def test_config_show_reports_sources(tmp_path):
     rows = json.loads(res.stdout)
     assert rows["cpus"]["value"] == 3.0 and rows["cpus"]["source"].endswith("config.toml")
     assert rows["log_level"] == {"value": "warning", "source": "env"}
+
+
+def test_demo_runs_a_network_moves_data_and_computes():
+    res = run("demo", "--json", timeout=240)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert len(report["peers"]) == 4
+    assert all(row["state"] == "alive" for row in report["membership"]["peer0_view"])
+    assert report["data"]["intact"] and report["data"]["providers_found"] >= 1
+    assert report["compute"]["identical"]

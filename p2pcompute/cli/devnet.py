@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
@@ -25,9 +26,13 @@ Talk to one of them with e.g. `p2pcompute peers --data-dir DIR/peer3`.
 
 DEMO_HELP = """\
 Start a small local network (a devnet of --peers real daemons on loopback),
-wait until every peer has found every other, show the peer table and measure
-round trips between peers over libp2p (TCP + Noise + yamux), then stop it.
-Needs no external daemon and nothing but this package.
+wait until every peer has found every other, then show it working:
+  1. membership: peer 0's view of the others (state, capabilities) and round trips;
+  2. data: a random file added on one peer is fetched by another through the DHT
+     and bitswap, and checked byte for byte;
+  3. compute: an operator graph runs on a peer's sandboxed executor (its inputs
+     sent as CIDs) and matches the same graph run here.
+Then it stops them. Needs no external daemon and nothing but this package.
 """
 
 
@@ -42,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     m = sub.add_parser("demo", help="run a local network end to end and show what it does",
                        description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    m.add_argument("--peers", type=int, default=4, metavar="N", help="number of peers (default 4)")
+    m.add_argument("--peers", type=int, default=4, metavar="N", help="number of peers (default 4, at least 3)")
     add_json_flag(m)
     m.set_defaults(func=cmd_demo)
 
@@ -74,6 +79,15 @@ def _start(net: Devnet, json_mode: bool) -> None:
             err_console.print("[yellow]warning:[/] not every peer connected to every other within 30 s")
 
 
+@contextlib.contextmanager
+def _step(args: argparse.Namespace, text: str):
+    if args.json:
+        yield
+    else:
+        with console.status(text):
+            yield
+
+
 def cmd_devnet(args: argparse.Namespace) -> int:
     root = args.dir or Path(tempfile.mkdtemp(prefix="p2pcompute-devnet-"))
     net = Devnet(root, args.peers, log_level=args.log_level)
@@ -100,34 +114,40 @@ def cmd_devnet(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..node import demo
+
     root = Path(tempfile.mkdtemp(prefix="p2pcompute-demo-"))
-    net = Devnet(root, max(2, args.peers), log_level="warning")
-    report: dict = {}
+    net = Devnet(root, max(3, args.peers), log_level="warning")
     try:
         _start(net, args.json)
-        first = ControlClient(net.peers[0].data_dir)
-        peers = first.peers()
-        pings = []
-        for row in peers:
-            if row["connected"]:
-                rtts = [first.ping(row["peer_id"])["rtt_ms"] for _ in range(5)]
-                pings.append({"peer_id": row["peer_id"], "rtt_ms": sorted(rtts)[len(rtts) // 2]})
-        report = {"peers": [p.status for p in net.peers], "peer0_table": peers, "pings_from_peer0": pings}
+        with _step(args, "1/3 membership: peer 0's view, pings…"):
+            members = demo.membership_step(net)
+        with _step(args, "2/3 data: add a file on one peer, fetch it from another…"):
+            data = demo.data_step(net)
+        with _step(args, "3/3 compute: run a graph on a peer's sandboxed executor…"):
+            compute = demo.compute_step(net)
         if args.json:
-            print_json(report)
+            print_json({"peers": [p.status for p in net.peers], "membership": members, "data": data,
+                        "compute": compute})
             return 0
         console.print(_peer_table(net))
-        table = Table("peer (as seen by peer 0)", "state", "cpus", "labels", "median RTT (5 pings)")
-        rtt = {p["peer_id"]: p["rtt_ms"] for p in pings}
-        for row in peers:
-            table.add_row(row["peer_id"], "connected" if row["connected"] else "known",
-                          "-" if row["cpus"] is None else f"{row['cpus']:g}",
+        table = Table("peer (as seen by peer 0)", "state", "cpus", "arch", "labels", "median RTT (5 pings)")
+        for row in members["peer0_view"]:
+            rtt = members["median_rtt_ms"].get(row["peer_id"])
+            table.add_row(row["peer_id"], row.get("state", "known"),
+                          "-" if row["cpus"] is None else f"{row['cpus']:g}", row.get("arch", ""),
                           ", ".join(f"{k}={v}" for k, v in row["labels"].items()),
-                          f"{rtt[row['peer_id']]:.2f} ms" if row["peer_id"] in rtt else "-")
+                          "-" if rtt is None else f"{rtt:.2f} ms")
         console.print(table)
-        console.print(f"{net.n} daemons formed a network over libp2p on loopback; "
-                      f"peer 0 knows {len(peers)} peers, connected to {len(pings)}.")
-        return 0
+        console.print(f"data: {data['bytes'] >> 20} MiB added on peer {data['added_on']} as {data['cid']}; peer "
+                      f"{data['fetched_by']} found {data['providers_found']} provider(s) in the DHT and fetched "
+                      f"{data['blocks']} blocks over bitswap in {data['seconds']:.2f} s; "
+                      f"bytes intact: {data['intact']}", highlight=False)
+        console.print(f"compute: {compute['graph']} on peer {compute['peer']} = {compute['remote']:.6f} in "
+                      f"{compute['seconds']:.2f} s; identical to the local result: {compute['identical']}",
+                      highlight=False)
+        console.print(f"{net.n} daemons on loopback did all of this over libp2p; all stopped now.")
+        return 0 if data["intact"] and compute["identical"] else 1
     except BaseException:
         for p in net.peers:
             err_console.print(f"[red]peer {p.index} log ({p.log_path}):[/]\n{p.log_tail()}")

@@ -16,4 +16,5 @@ Files:
     metrics.py           Prometheus metrics read from the node's counters
     daemon.py            running a daemon: lock, logging, signals, API files
     devnet.py            N real daemons as OS processes on loopback
+    demo.py              the steps of ``p2pcompute demo`` (membership, data, compute) on a devnet
 """
