@@ -17,6 +17,7 @@ even when its bootstrap peers are gone.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -46,17 +47,23 @@ MAX_RECORDS = 4096
 MIN_TICK = 0.05
 
 
+@functools.lru_cache(maxsize=1)
+def _local_ipv4() -> tuple[str, ...]:
+    """This host's IPv4 addresses, looked up once per process."""
+    hosts = {"127.0.0.1"}
+    try:
+        hosts.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return tuple(sorted(hosts))
+
+
 def advertised(addrs: list[str]) -> list[str]:
     """Listen addresses as others can dial them (0.0.0.0 becomes real addresses)."""
     out: list[str] = []
     for a in addrs:
         if "/ip4/0.0.0.0/" in a:
-            hosts = {"127.0.0.1"}
-            try:
-                hosts.update(socket.gethostbyname_ex(socket.gethostname())[2])
-            except OSError:
-                pass
-            out.extend(a.replace("/ip4/0.0.0.0/", f"/ip4/{h}/") for h in sorted(hosts))
+            out.extend(a.replace("/ip4/0.0.0.0/", f"/ip4/{h}/") for h in _local_ipv4())
         else:
             out.append(a)
     return list(dict.fromkeys(out))
@@ -94,7 +101,7 @@ class Node:
         self.started_at: float | None = None
         self.public_url: str | None = None  # where others reach our public routes (signed links), if served
         self._nursery: trio.Nursery | None = None
-        self._claim_cache: tuple[tuple[str, ...], bytes] | None = None
+        self._claim_cache: tuple[tuple[str, ...], PeerRecord, bytes] | None = None
         transport.on_request(Ping, self._on_ping)
         transport.on_request(Hello, self._on_hello)
         transport.on_request(GetPeers, self._on_get_peers)
@@ -142,9 +149,8 @@ class Node:
         addrs = tuple(advertised(self.transport.listen_addresses()))
         if self._claim_cache is None or self._claim_cache[0] != addrs:
             record = PeerRecord(self.peer_id, int(self._wall() * 1000), addrs, self.resources, f"p2pcompute/{__version__}")
-            self._claim_cache = (addrs, wire.sign_claim(self.identity, record))
-        claim = self._claim_cache[1]
-        return wire.open_claim(claim, PeerRecord)[1], claim
+            self._claim_cache = (addrs, record, wire.sign_claim(self.identity, record))
+        return self._claim_cache[1], self._claim_cache[2]
 
     async def ping(self, peer: PeerId, timeout: float | None = None) -> float:
         """Round-trip time to ``peer`` in seconds."""

@@ -45,8 +45,12 @@ class ComputeService:
             raise UserError("the compute service needs the storage service attached first")
 
     @property
+    def storage(self) -> Any:
+        return self.node.services["storage"]
+
+    @property
     def blockstore(self) -> Any:
-        return self.node.services["storage"].blockstore
+        return self.storage.blockstore
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cpus = self._cpus or max(1, int(self.node.resources.cpus))
@@ -90,35 +94,34 @@ class ComputeService:
             if not isinstance(ref["data"], bytes) or len(ref["data"]) > INLINE_LIMIT + 1024:
                 raise HttpError(400, f"input {name!r}: inline data must be tensor bytes of at most {INLINE_LIMIT}")
             return InputFile(data=ref["data"])
-        path = scratch / f"{_safe(name)}.tensor"
-        await trio.to_thread.run_sync(self._export, str(ref.get("cid", "")), path)
-        return InputFile(path=str(path))
-
-    def _export(self, cid_text: str, path: Path) -> None:
         from ..storage.cid import Cid
-        from ..storage.exporter import iter_file
 
+        cid_text = str(ref.get("cid", ""))
+        path = scratch / f"{_safe(name)}.tensor"
         try:
             cid = Cid.parse(cid_text)
-            self.blockstore.pin(cid)  # inputs of live jobs are pinned
-            with open(path, "wb") as fh:
-                for chunk in iter_file(self.blockstore.get, cid):
-                    fh.write(chunk)
+            await self.storage.pin(cid)  # inputs of live jobs are pinned (and announced)
+            await trio.to_thread.run_sync(self._export, cid, path)
         except P2PComputeError as exc:
             raise UserError(f"input {cid_text}: {exc}") from None
+        return InputFile(path=str(path))
+
+    def _export(self, cid: Any, path: Path) -> None:
+        from ..storage.exporter import iter_file
+
+        with open(path, "wb") as fh:
+            for chunk in iter_file(self.blockstore.get, cid):
+                fh.write(chunk)
 
     async def _output(self, info: dict, out_dir: Path) -> dict:
         if "data" in info:
             return {"data": info["data"]}
 
-        def store() -> str:
-            from ..storage.importer import import_path
+        from ..storage.importer import import_path
 
-            result = import_path(out_dir / info["file"], self.blockstore.put)
-            self.blockstore.pin(result.cid)
-            return str(result.cid)
-
-        return {"cid": await trio.to_thread.run_sync(store), "bytes": info["bytes"]}
+        result = await trio.to_thread.run_sync(import_path, out_dir / info["file"], self.blockstore.put)
+        await self.storage.pin(result.cid)  # results of jobs are pinned (and announced)
+        return {"cid": str(result.cid), "bytes": info["bytes"]}
 
 
 def _parse(body: bytes) -> dict:

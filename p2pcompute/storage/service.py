@@ -124,9 +124,18 @@ class StorageService:
             raise HttpError(413, f"over {MAX_ADD_BYTES} bytes: use `p2pcompute add FILE` for large files")
         options = {"cid_version": int(query.get("cid-version", "0")),
                    "raw_leaves": query.get("raw-leaves", "0") in ("1", "true")}
-        result = await trio.to_thread.run_sync(lambda: import_bytes(body, self.blockstore.put, **options))
-        if query.get("pin", "1") in ("1", "true"):
-            await self.pin(result.cid)
+        pin = query.get("pin", "1") in ("1", "true")
+
+        def add() -> Any:
+            with self.blockstore.session():  # holds off GC until the new root is pinned
+                result = import_bytes(body, self.blockstore.put, **options)
+                if pin:
+                    self.blockstore.pin(result.cid)
+                return result
+
+        result = await trio.to_thread.run_sync(add)
+        if pin:
+            await self._announce(result.cid)
         return json_response({"cid": str(result.cid), "size": result.size})
 
     async def _fetch(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
