@@ -159,6 +159,7 @@ class Libp2pTransport(Transport):
         self._dial_timeout = dial_timeout
         self._max_connections = max_connections
         self._host: Any = None
+        self._listening: list[str] = []
         self._out: dict[PeerId, _StreamAdapter] = {}
         self._locks: dict[PeerId, trio.Lock] = {}
         self._addrs: dict[PeerId, list[str]] = {}
@@ -195,9 +196,9 @@ class Libp2pTransport(Transport):
         return list(dict.fromkeys(a for a in known if "/p2p/" not in a))
 
     def listen_addresses(self) -> list[str]:
-        if self._host is None:
-            return []
-        return [str(a) for a in self._host.get_addrs()]
+        # fixed once listening; read from the cache, because asking libp2p
+        # while it closes its listeners raises EBADF (a shutdown race)
+        return list(self._listening)
 
     async def connect(self, address: str) -> PeerId:
         peer, transport_part = split_p2p_addr(address)
@@ -254,6 +255,7 @@ class Libp2pTransport(Transport):
                 # libp2p's auto-connector dials every peerstore peer up to
                 # (low + high watermark) / 2 connections; peering.py decides that.
                 await self._host.get_network().auto_connector.stop()
+                self._listening = [str(a) for a in self._host.get_addrs()]
                 task_status.started()
                 try:
                     await trio.sleep_forever()
@@ -269,6 +271,7 @@ class Libp2pTransport(Transport):
             ) from None
         finally:
             self._host = None
+            self._listening = []
 
     async def _close_host(self) -> None:
         host = self._host
