@@ -14,7 +14,6 @@ restarts.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -33,33 +32,38 @@ _PRIV_PREFIX = bytes([0x08, 0x01, 0x12, 0x40])
 _MH_PREFIX = bytes([0x00, 0x24])
 
 
-@dataclass(frozen=True, order=True)
-class PeerId:
-    """A libp2p peer ID. Ordered by its bytes.
+class PeerId(bytes):
+    """A libp2p peer ID: the multihash bytes themselves. Ordered by its bytes.
 
     Our peers use ed25519 keys (``12D3KooW...``): the ID holds the public key,
     so ``verify`` checks their signatures from the ID alone. Other libp2p
     peers (a kubo with an RSA key, ``Qm...``; secp256k1, ``16Uiu2...``) have
     IDs too, and we may exchange blocks or DHT messages with them, but they
     cannot sign our claims: ``verify`` is False for them.
+
+    A ``bytes`` subclass so that hashing and comparison run in C: peer IDs
+    are the keys of every table, and simulations do tens of millions of
+    lookups. ``raw`` gives the plain ``bytes``.
     """
 
-    raw: bytes  # the multihash bytes
-
-    def __hash__(self) -> int:  # cheaper than the generated tuple hash; hot in simulations
-        return hash(self.raw)
-
-    def __post_init__(self) -> None:
-        raw = self.raw
+    def __new__(cls, raw: bytes) -> PeerId:
         if len(raw) >= 3 and raw[0] == 0x00 and raw[1] == len(raw) - 2 and raw[1] <= 42:
-            return  # identity multihash of a small protobuf public key
+            return super().__new__(cls, raw)  # identity multihash of a small protobuf public key
         if len(raw) == 34 and raw[:2] == b"\x12\x20":
-            return  # sha2-256 multihash of a larger key (RSA)
+            return super().__new__(cls, raw)  # sha2-256 multihash of a larger key (RSA)
         raise ValueError("not a libp2p peer ID multihash")
 
     @property
+    def raw(self) -> bytes:
+        """The multihash bytes, as plain ``bytes``."""
+        return bytes(self)
+
+    def __reduce__(self) -> tuple:
+        return (PeerId, (bytes(self),))
+
+    @property
     def is_ed25519(self) -> bool:
-        return len(self.raw) == 38 and self.raw.startswith(_MH_PREFIX + _PUB_PREFIX)
+        return len(self) == 38 and self.startswith(_MH_PREFIX + _PUB_PREFIX)
 
     @classmethod
     def from_public_key(cls, public_key: bytes) -> PeerId:
@@ -80,7 +84,7 @@ class PeerId:
         """The ed25519 public key inside the ID (ValueError for other key types)."""
         if not self.is_ed25519:
             raise ValueError(f"{self} is not an ed25519 peer ID")
-        return self.raw[len(_MH_PREFIX) + len(_PUB_PREFIX) :]
+        return bytes(self[len(_MH_PREFIX) + len(_PUB_PREFIX) :])
 
     def verify(self, data: bytes, signature: bytes) -> bool:
         """True when ``signature`` over ``data`` was made by this peer's (ed25519) key."""
@@ -94,7 +98,7 @@ class PeerId:
 
     @cached_property
     def text(self) -> str:
-        return base58.b58encode(self.raw).decode("ascii")
+        return base58.b58encode(bytes(self)).decode("ascii")
 
     def __str__(self) -> str:
         return self.text
