@@ -24,7 +24,7 @@ import hashlib
 import heapq
 import random
 from collections.abc import Iterable
-from functools import lru_cache
+from itertools import islice
 from typing import Protocol
 
 KEY_BITS = 256
@@ -46,17 +46,25 @@ def key_of(data: bytes) -> Key:
     return int.from_bytes(hashlib.sha256(data).digest(), "big")
 
 
-@lru_cache(maxsize=1 << 16)
-def _raw_key(raw: bytes) -> Key:
-    return key_of(raw)
+_PEER_KEYS: dict[HasRaw, Key] = {}
+MAX_PEER_KEYS = 1 << 16
 
 
 def peer_key(peer: HasRaw) -> Key:
     """The Kademlia key of a peer: SHA-256 of its peer ID multihash bytes.
 
-    Memoised (bounded LRU): tables and lookups ask for it often.
+    Memoised by the peer itself (a ``PeerId`` hashes in C): tables and
+    lookups ask for it millions of times in a simulation. Bounded: past
+    ``MAX_PEER_KEYS`` the older half is forgotten.
     """
-    return _raw_key(peer.raw)
+    key = _PEER_KEYS.get(peer)
+    if key is None:
+        key = key_of(peer.raw)
+        if len(_PEER_KEYS) >= MAX_PEER_KEYS:
+            for old in list(islice(_PEER_KEYS, MAX_PEER_KEYS // 2)):
+                del _PEER_KEYS[old]
+        _PEER_KEYS[peer] = key
+    return key
 
 
 def key_bytes(key: Key) -> bytes:

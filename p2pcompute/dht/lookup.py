@@ -75,7 +75,7 @@ class Query:
     deadline: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     peer: PeerId
     distance: int
@@ -84,12 +84,17 @@ class _Candidate:
     deadline: float = math.inf
 
 
-def _distance(cand: _Candidate) -> int:
-    return cand.distance
+_NEW, _WAITING, _SUCCEEDED, _FAILED, _CLAIMED = State.NEW, State.WAITING, State.SUCCEEDED, State.FAILED, State.CLAIMED
 
 
 class _Path:
-    """One candidate list, closest first."""
+    """One candidate list, closest first.
+
+    Bookkeeping kept alongside, so no method rescans the list for it:
+    ``distances`` (parallel to ``order``, for bisection), ``waiting`` (the
+    candidates with a query out) and ``unusable`` (how many are failed or
+    claimed).
+    """
 
     def __init__(self, index: int, target: Key, k: int, alpha: int, max_candidates: int) -> None:
         self.index = index
@@ -98,7 +103,10 @@ class _Path:
         self.alpha = alpha
         self.max_candidates = max_candidates
         self.order: list[_Candidate] = []  # by distance
+        self.distances: list[int] = []  # order[i].distance
         self.cands: dict[PeerId, _Candidate] = {}
+        self.waiting: dict[PeerId, _Candidate] = {}
+        self.unusable = 0
         self.in_flight = 0
         self.no_progress = 0
         self.done = False
@@ -106,10 +114,14 @@ class _Path:
     def add(self, peer: PeerId, hop: int) -> bool:
         cand = self.cands.get(peer)
         if cand is not None:
-            cand.hop = min(cand.hop, hop)
+            if hop < cand.hop:
+                cand.hop = hop
             return False
-        cand = self.cands[peer] = _Candidate(peer, peer_key(peer) ^ self.target, hop)
-        bisect.insort(self.order, cand, key=_distance)
+        distance = peer_key(peer) ^ self.target
+        cand = self.cands[peer] = _Candidate(peer, distance, hop)
+        i = bisect.bisect_right(self.distances, distance)
+        self.distances.insert(i, distance)
+        self.order.insert(i, cand)
         if len(self.order) > self.max_candidates:
             self._trim()
         return True
@@ -119,59 +131,62 @@ class _Path:
             if len(self.order) <= self.max_candidates:
                 return
             cand = self.order[i]
-            if cand.state is State.NEW:
+            if cand.state is _NEW:
                 del self.order[i]
+                del self.distances[i]
                 del self.cands[cand.peer]
 
     def best_distance(self) -> int | None:
         for cand in self.order:
-            if cand.state is not State.FAILED and cand.state is not State.CLAIMED:
+            if cand.state is not _FAILED and cand.state is not _CLAIMED:
                 return cand.distance
         return None
 
     def has_k_usable(self) -> bool:
-        count = 0
-        for cand in self.order:
-            if cand.state is not State.FAILED and cand.state is not State.CLAIMED:
-                count += 1
-                if count >= self.k:
-                    return True
-        return False
+        return len(self.order) - self.unusable >= self.k
+
+    def settle(self, cand: _Candidate, state: State) -> None:
+        """A waiting ``cand`` got its answer (``SUCCEEDED``) or did not (``FAILED``)."""
+        del self.waiting[cand.peer]
+        self.in_flight -= 1
+        cand.state = state
+        if state is _FAILED:
+            self.unusable += 1
 
     def expire(self, now: float) -> int:
-        expired = 0
-        if self.in_flight:
-            for cand in self.cands.values():
-                if cand.state is State.WAITING and cand.deadline <= now:
-                    cand.state = State.FAILED
-                    self.in_flight -= 1
-                    expired += 1
-        return expired
+        expired = [cand for cand in self.waiting.values() if cand.deadline <= now]
+        for cand in expired:
+            self.settle(cand, _FAILED)
+        return len(expired)
 
     def step(self, now: float, timeout: float, claims: dict[PeerId, int], budget: int) -> list[Query]:
         """Queries to send now (at most ``budget``); sets ``done``."""
-        cap = self.k if self.no_progress >= self.alpha else self.alpha
+        k, index = self.k, self.index
+        cap = k if self.no_progress >= self.alpha else self.alpha
         out: list[Query] = []
         seen = 0
         all_succeeded = True
         for cand in self.order:
-            if seen >= self.k:
+            if seen >= k:
                 break
-            peer = cand.peer
-            if cand.state is State.NEW and claims.get(peer, self.index) != self.index:
-                cand.state = State.CLAIMED
-            if cand.state in (State.FAILED, State.CLAIMED):
+            state = cand.state
+            if state is _NEW and claims.get(cand.peer, index) != index:
+                cand.state = state = _CLAIMED
+                self.unusable += 1
+            if state is _FAILED or state is _CLAIMED:
                 continue
             seen += 1
-            if cand.state is State.SUCCEEDED:
+            if state is _SUCCEEDED:
                 continue
             all_succeeded = False
-            if cand.state is State.NEW and self.in_flight < cap and len(out) < budget:
-                claims[peer] = self.index
-                cand.state = State.WAITING
+            if state is _NEW and self.in_flight < cap and len(out) < budget:
+                peer = cand.peer
+                claims[peer] = index
+                cand.state = _WAITING
                 cand.deadline = now + timeout
+                self.waiting[peer] = cand
                 self.in_flight += 1
-                out.append(Query(peer, self.index, cand.deadline))
+                out.append(Query(peer, index, cand.deadline))
         # All of the first k usable candidates answered (or there are none left).
         self.done = all_succeeded
         return out
@@ -246,17 +261,26 @@ class Lookup:
         path, cand = self._find(peer)
         if cand is None or self.finished:
             return
-        if cand.state is State.WAITING:
-            path.in_flight -= 1
-        elif cand.state is not State.FAILED:  # late answers after a timeout still count
+        if cand.state is _WAITING:
+            path.settle(cand, _SUCCEEDED)
+        elif cand.state is _FAILED:  # late answers after a timeout still count
+            cand.state = _SUCCEEDED
+            path.unusable -= 1
+        else:
             return
-        cand.state = State.SUCCEEDED
         before = path.best_distance()
-        named = [p for p in closer_peers if p != self.local and p != peer]
+        local = self.local
+        named = [p for p in closer_peers if p != local and p != peer]
         if len(named) > self.max_closer:  # keep the closest of an oversized answer
             named = heapq.nsmallest(self.max_closer, named, key=lambda p: peer_key(p) ^ self.target)
+        hop = cand.hop + 1
+        add, known = path.add, path.cands
         for other in named:
-            path.add(other, cand.hop + 1)
+            seen = known.get(other)
+            if seen is None:
+                add(other, hop)
+            elif hop < seen.hop:
+                seen.hop = hop
         after = path.best_distance()
         improved = after is not None and (before is None or after < before)
         path.no_progress = 0 if improved or not path.has_k_usable() else path.no_progress + 1
@@ -265,19 +289,20 @@ class Lookup:
     def on_failure(self, peer: PeerId, now: float) -> None:
         """The query to ``peer`` failed (error, disconnect, timeout seen by the driver)."""
         path, cand = self._find(peer)
-        if cand is None or cand.state is not State.WAITING:
+        if cand is None or cand.state is not _WAITING:
             return
-        cand.state = State.FAILED
-        path.in_flight -= 1
+        path.settle(cand, _FAILED)
         path.done = False
         self.failures += 1
 
     def next_deadline(self) -> float:
         """The earliest time ``next`` must run even if nothing arrives."""
-        times = [self.deadline]
+        earliest = self.deadline
         for path in self._paths:
-            times.extend(c.deadline for c in path.cands.values() if c.state is State.WAITING)
-        return min(times)
+            for cand in path.waiting.values():
+                if cand.deadline < earliest:
+                    earliest = cand.deadline
+        return earliest
 
     # --- results ----------------------------------------------------------------
 

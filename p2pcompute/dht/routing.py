@@ -51,7 +51,6 @@ bucket, at most one ping out per bucket.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -100,6 +99,12 @@ class _Bucket:
     entries: OrderedDict[PeerId, Entry] = field(default_factory=OrderedDict)  # LRU first
     replacements: OrderedDict[PeerId, float] = field(default_factory=OrderedDict)  # newest last
     ping: tuple[PeerId, float] | None = None  # (peer, deadline)
+    _pairs: list[tuple[Key, PeerId]] | None = None  # (key, peer) of the entries, rebuilt after a change
+
+    def pairs(self) -> list[tuple[Key, PeerId]]:
+        if self._pairs is None:
+            self._pairs = [(e.key, e.peer) for e in self.entries.values()]
+        return self._pairs
 
 
 class RoutingTable:
@@ -133,7 +138,6 @@ class RoutingTable:
         self._rng = rng
         self._buckets: dict[int, _Bucket] = {}
         self._where: dict[PeerId, int] = {}  # peer -> bucket index, for entries only
-        self._flat: list[tuple[Key, PeerId]] | None = None  # all entries, rebuilt after changes
         self._refresh_due: dict[int, float] = {}
         self._preimages: dict[int, list[bytes]] = {}  # cpl -> refresh keys found so far
         self._self_due = now + refresh_interval * rng.uniform(0.5, 1.0)
@@ -173,12 +177,55 @@ class RoutingTable:
         return sorted(i for i, b in self._buckets.items() if b.entries or b.replacements)
 
     def closest(self, target: Key, n: int, exclude: Iterable[PeerId] = ()) -> list[PeerId]:
-        """The ``n`` entries closest to ``target``, closest first."""
-        skip = tuple(exclude)
-        if self._flat is None:
-            self._flat = [(e.key, e.peer) for b in self._buckets.values() for e in b.entries.values()]
-        best = heapq.nsmallest(n + len(skip), self._flat, key=lambda kp: kp[0] ^ target)
-        return [peer for _key, peer in best if not skip or peer not in skip][:n]
+        """The ``n`` entries closest to ``target``, closest first (not those in ``exclude``).
+
+        A bucket walk instead of a scan of the whole table. With ``c`` the
+        common prefix length of our key and ``target`` (bits numbered from
+        the most significant, from 0), a peer of bucket ``i`` is at distance
+        ``d`` with:
+
+        * ``i == c``: ``d < 2 ** (255 - c)`` (it agrees with the target on bit ``c`` too);
+        * ``i > c``: ``2 ** (255 - c) <= d < 2 ** (256 - c)`` (first difference at bit ``c``);
+        * ``i < c``: ``2 ** (255 - i) <= d < 2 ** (256 - i)`` (first difference at bit ``i``).
+
+        So the groups "bucket c", "every bucket above c", "bucket c-1", ...,
+        "bucket 0" are ordered by distance with no overlap; whole groups are
+        taken until ``n`` peers outside ``exclude`` are in hand, and only
+        those are sorted. (Distinct keys have distinct distances, so the
+        result is the unique one a full sort would give.)
+        """
+        if n <= 0:
+            return []
+        buckets = self._buckets
+        skip = set(exclude)
+        skipped: dict[int, int] = {}  # bucket index -> excluded entries in it
+        for peer in skip:
+            index = self._where.get(peer)
+            if index is not None:
+                skipped[index] = skipped.get(index, 0) + 1
+        c = common_prefix_len(self.local_key, target)
+        found: list[tuple[int, PeerId]] = []
+        usable = 0
+        here = buckets.get(c)
+        if here is not None:
+            found = [(key ^ target, peer) for key, peer in here.pairs()]
+            usable = len(found) - skipped.get(c, 0)
+        if usable < n:
+            for index, bucket in buckets.items():
+                if index > c:
+                    found += [(key ^ target, peer) for key, peer in bucket.pairs()]
+                    usable += len(bucket.entries) - skipped.get(index, 0)
+        if usable < n:
+            for index in sorted((i for i in buckets if i < c), reverse=True):
+                bucket = buckets[index]
+                found += [(key ^ target, peer) for key, peer in bucket.pairs()]
+                usable += len(bucket.entries) - skipped.get(index, 0)
+                if usable >= n:
+                    break
+        found.sort()
+        if skip:
+            return [peer for _d, peer in found if peer not in skip][:n]
+        return [peer for _d, peer in found[:n]]
 
     def pending_pings(self) -> list[PeerId]:
         return [b.ping[0] for b in self._buckets.values() if b.ping is not None]
@@ -187,18 +234,20 @@ class RoutingTable:
 
     def on_seen(self, peer: PeerId, now: float) -> list[PingPeer]:
         """``peer`` is alive and speaks the DHT. Returns a ping command if a full bucket needs room."""
-        if peer == self.local:
-            return []
-        index = self.bucket_index(peer)
-        bucket = self._buckets.setdefault(index, _Bucket())
-        entry = bucket.entries.get(peer)
-        if entry is not None:
+        index = self._where.get(peer)
+        if index is not None:  # an entry already: refresh it
+            bucket = self._buckets[index]
+            entry = bucket.entries[peer]
             entry.last_seen = now
             entry.failures = 0
             bucket.entries.move_to_end(peer)
             if bucket.ping is not None and bucket.ping[0] == peer:
                 bucket.ping = None
             return []
+        if peer == self.local:
+            return []
+        index = self.bucket_index(peer)
+        bucket = self._buckets.setdefault(index, _Bucket())
         if len(bucket.entries) < self.k:
             self._insert(bucket, index, peer, now)
             return []
@@ -287,15 +336,15 @@ class RoutingTable:
 
     def _insert(self, bucket: _Bucket, index: int, peer: PeerId, now: float) -> None:
         bucket.entries[peer] = Entry(peer, peer_key(peer), now, now)
-        self._flat = None
+        bucket._pairs = None
         bucket.replacements.pop(peer, None)
         self._where[peer] = index
 
     def _evict(self, index: int, peer: PeerId, now: float) -> None:
         bucket = self._buckets[index]
         del bucket.entries[peer]
+        bucket._pairs = None
         del self._where[peer]
-        self._flat = None
         if bucket.replacements:
             newest, seen = bucket.replacements.popitem(last=True)
             self._insert(bucket, index, newest, now)

@@ -8,8 +8,11 @@ Theory of operation
 resets the stream). It reads and updates the routing table, the provider
 store and the record store it was given, and asks ``addrs_of(peer)`` (the
 driver's address book) for the binary multiaddrs to put next to each peer it
-names. It does not feed the routing table: the driver calls
-``table.on_seen(sender, now)`` for a sender that proved it speaks the DHT.
+names. A driver whose address book never changes (the simulation) may pass
+``kad_peer_of(peer)`` instead, returning the whole ``pb.KadPeer`` (built once
+per peer rather than once per answer). It does not feed the routing table:
+the driver calls ``table.on_seen(sender, now)`` for a sender that proved it
+speaks the DHT.
 
 The answers follow go-libp2p-kad-dht: FIND_NODE names the ``k`` peers of our
 table closest to ``SHA-256(key)`` (never the asker); GET_PROVIDERS adds the
@@ -41,12 +44,17 @@ class KadServer:
         *,
         k: int = 20,
         addrs_of: Callable[[PeerId], tuple[bytes, ...]] = lambda peer: (),
+        kad_peer_of: Callable[[PeerId], pb.KadPeer] | None = None,
     ) -> None:
         self.table = table
         self.providers = providers
         self.records = records
         self.k = k
         self.addrs_of = addrs_of
+        self.kad_peer_of = kad_peer_of if kad_peer_of is not None else self._kad_peer
+
+    def _kad_peer(self, peer: PeerId) -> pb.KadPeer:
+        return pb.kad_peer(peer, self.addrs_of(peer))
 
     def handle(self, sender: PeerId, msg: pb.KadMessage, now: float) -> pb.KadMessage | None:
         if len(msg.key) > MAX_KEY:
@@ -64,7 +72,9 @@ class KadServer:
             return pb.KadMessage(kind, msg.key, closer_peers=closer)
         if kind is pb.MessageType.GET_PROVIDERS:
             held = self.providers.get(msg.key, now, limit=self.k)
-            providers = tuple(pb.kad_peer(r.provider, r.addrs or self.addrs_of(r.provider)) for r in held)
+            providers = tuple(
+                pb.kad_peer(r.provider, r.addrs) if r.addrs else self.kad_peer_of(r.provider) for r in held
+            )
             return pb.KadMessage(kind, msg.key, closer_peers=closer, provider_peers=providers)
         # GET_VALUE
         record = self.records.get(msg.key, now)
@@ -73,7 +83,7 @@ class KadServer:
 
     def _closer(self, sender: PeerId, key: bytes) -> tuple[pb.KadPeer, ...]:
         peers = self.table.closest(key_of(key), self.k, exclude=(sender,))
-        return tuple(pb.kad_peer(p, self.addrs_of(p)) for p in peers)
+        return tuple(map(self.kad_peer_of, peers))
 
     def _add_provider(self, sender: PeerId, msg: pb.KadMessage, now: float) -> None:
         if not msg.key:

@@ -45,6 +45,7 @@ Observers (``churn.py``) hook in through ``on_member_changed``,
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import random
@@ -64,7 +65,7 @@ from ..errors import WireError
 from ..gossip import events as ev
 from ..gossip.capability import make_record, open_record
 from ..gossip.membership import Membership
-from ..gossip.messages import DEAD
+from ..gossip.messages import ALIVE, DEAD, Update
 from ..node import wire
 from ..node.identity import Identity, PeerId
 from .des import Engine
@@ -147,8 +148,20 @@ class LookupRun:
         self.rid = 0
 
 
+def ev_update(peer: SimPeer) -> Update:
+    """``peer`` alive at incarnation 0: what everyone holds about it in a converged network."""
+    return Update(peer.id, ALIVE, 0, (), peer.membership.address)
+
+
 def _noop(*args: Any) -> None:
     return None
+
+
+class _KadBook(dict):
+    """PeerId -> its ``pb.KadPeer`` (ID and addresses), built once per peer; unknown peers get no addresses."""
+
+    def __missing__(self, pid: PeerId) -> pb.KadPeer:
+        return pb.kad_peer(pid, ())
 
 
 class Cluster:
@@ -174,6 +187,7 @@ class Cluster:
         self.verify = functools.lru_cache(maxsize=8192)(open_record)  # one check per record, not per peer
         self._pids: dict[bytes, PeerId] = {}
         self._addr_book: dict[PeerId, tuple[bytes, ...]] = {}
+        self._kad_book = _KadBook()
         self._next_rid = 0
         self._lookup_ids = 0
         # counters
@@ -215,10 +229,12 @@ class Cluster:
             max_refresh_cpl=cfg.max_refresh_cpl,
         )
         peer.providers = ProviderStore()
-        peer.server = KadServer(peer.table, peer.providers, RecordStore(), k=cfg.k, addrs_of=self._addrs_of)
+        peer.server = KadServer(peer.table, peer.providers, RecordStore(), k=cfg.k, addrs_of=self._addrs_of,
+                                kad_peer_of=self._kad_book.__getitem__)
         peer.republisher = Republisher(rng=random.Random(rng.getrandbits(64)), interval=cfg.provider_republish)
         self._pids[peer.id.raw] = peer.id
         self._addr_book[peer.id] = peer.addrs
+        self._kad_book[peer.id] = pb.kad_peer(peer.id, peer.addrs)
         self.peers.append(peer)
         return peer
 
@@ -238,6 +254,53 @@ class Cluster:
             peer.bootstrapped = now
         self._arm_kad(peer, peer.table.next_deadline())
 
+    def start_converged(self, peers: list[SimPeer]) -> None:
+        """Start ``peers`` now as a network that has long converged: no join wave.
+
+        Every membership table holds every other peer alive (incarnation 0)
+        with its first capability record, nothing queued for gossip; every
+        routing table holds, for each bucket, up to k peers drawn at random
+        from those that belong there (the sorted key space gives each
+        bucket's candidates as one contiguous range). What a network reaches
+        after its join wave has settled, built in O(N·(N + k·log N)) instead
+        of simulated; the protocols then run as usual from here.
+        """
+        now = self.engine.now
+        claims = []
+        for peer in peers:
+            peer.version = 1
+            claim = make_record(peer.identity, 1, **self._capability_values())
+            claims.append((peer, claim, self.verify(claim)))
+        known = [(ev_update(peer), record, claim) for peer, claim, record in claims]
+        for peer, claim, _record in claims:
+            peer.started = peer.bootstrapped = now
+            self.live[peer.id] = peer
+            peer.membership.preload(known, now)
+            self._membership(peer, ev.Join(()))
+            self._membership(peer, ev.SetCapability(claim))
+        self._fill_routing_tables(peers, now)
+        for peer in peers:
+            self._arm_kad(peer, peer.table.next_deadline())
+
+    def _fill_routing_tables(self, peers: list[SimPeer], now: float) -> None:
+        ring = sorted((peer_key(p.id), p.id) for p in peers)
+        keys = [key for key, _ in ring]
+        k, rng, left = self.config.k, self.rng, bisect.bisect_left
+        for peer in peers:
+            own = peer_key(peer.id)
+            for cpl in range(256):
+                shift = 255 - cpl  # bucket cpl: the first cpl bits as ours, then bit ``shift`` differs
+                width = 1 << shift
+                same = (own >> shift) << shift
+                other = same ^ width
+                i, j = left(keys, other), left(keys, other + width)
+                if j > i:
+                    chosen = ring[i:j] if j - i <= k else rng.sample(ring[i:j], k)
+                    for _key, pid in chosen:
+                        peer.table.on_seen(pid, now)
+                if left(keys, same + width) - left(keys, same) <= 1:
+                    break  # nobody else shares our first cpl + 1 bits: deeper buckets are empty
+
     def crash(self, peer: SimPeer) -> None:
         """Silent crash: the peer stops at once; others find out only by its silence."""
         if not peer.alive:
@@ -251,12 +314,13 @@ class Cluster:
     def publish_capability(self, peer: SimPeer, **fields: Any) -> int:
         """Sign and publish the next version of ``peer``'s capability record; returns it."""
         peer.version += 1
-        values = {"cpus": 4.0, "memory": 8 << 30, "arch": "x86_64", "free_slots": 4,
-                  "load": round(self.rng.random(), 2)}
-        values.update(fields)
-        claim = make_record(peer.identity, peer.version, **values)
+        claim = make_record(peer.identity, peer.version, **{**self._capability_values(), **fields})
         self._membership(peer, ev.SetCapability(claim))
         return peer.version
+
+    def _capability_values(self) -> dict[str, Any]:
+        return {"cpus": 4.0, "memory": 8 << 30, "arch": "x86_64", "free_slots": 4,
+                "load": round(self.rng.random(), 2)}
 
     def provide(self, peer: SimPeer, key: bytes) -> None:
         """``peer`` starts providing ``key`` (announced now and every ``provider_republish``)."""
@@ -276,6 +340,16 @@ class Cluster:
             return None
         self._pids[raw] = pid
         return pid
+
+    def _pids_of(self, kad_peers: tuple[pb.KadPeer, ...]) -> list[PeerId]:
+        """The peer IDs of a reply's peer list (invalid ones left out)."""
+        known = self._pids.get
+        out = []
+        for c in kad_peers:
+            p = known(c.id) or self.pid(c.id)
+            if p is not None:
+                out.append(p)
+        return out
 
     def _addrs_of(self, pid: PeerId) -> tuple[bytes, ...]:
         """The address book a real peer fills from identify; here every started peer's address."""
@@ -417,11 +491,9 @@ class Cluster:
         run = dst.pending.pop(rid, None)
         if run is None or run.lookup.finished:
             return
-        pid = self.pid
-        closer = [p for p in (pid(c.id) for c in msg.closer_peers) if p is not None]
+        closer = self._pids_of(msg.closer_peers)
         if run.request.type is GET_PROVIDERS:
-            providers = [p for p in (pid(c.id) for c in msg.provider_peers) if p is not None]
-            run.lookup.on_response(src, closer, now, providers)
+            run.lookup.on_response(src, closer, now, self._pids_of(msg.provider_peers))
         else:
             run.lookup.on_response(src, closer, now)
         self._step(dst, run)

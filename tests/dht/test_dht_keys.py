@@ -6,6 +6,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pcompute.dht import keys as kmod
 from p2pcompute.dht.keys import (
     KEY_BITS,
     MAX_KEY,
@@ -30,6 +31,17 @@ def test_peer_key_is_sha256_of_the_multihash_bytes():
     assert key_bytes(peer_key(peer)) == hashlib.sha256(peer.raw).digest()
     # not the hash of the base58 text
     assert peer_key(peer) != key_of(peer.text.encode())
+
+
+def test_peer_key_memo_is_bounded_and_right(monkeypatch):
+    monkeypatch.setattr(kmod, "MAX_PEER_KEYS", 8)
+    monkeypatch.setattr(kmod, "_PEER_KEYS", {})
+    rng = random.Random(4)
+    peers = [PeerId.from_public_key(rng.randbytes(32)) for _ in range(30)]
+    for _ in range(2):
+        for p in peers:
+            assert peer_key(p) == key_of(p.raw)
+            assert len(kmod._PEER_KEYS) <= 8
 
 
 def test_key_matches_py_libp2p_distance():

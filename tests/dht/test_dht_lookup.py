@@ -3,6 +3,8 @@
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kad_harness import build, measure, random_peer, run_lookup
 from p2pcompute.dht.keys import peer_key
@@ -257,3 +259,49 @@ def test_query_commands_carry_their_path():
     queries = lookup.next(0.0)
     assert sorted(q.path for q in queries) == [0, 1, 2]
     assert all(isinstance(q, Query) for q in queries)
+
+
+# --- bookkeeping under random events ---------------------------------------------------------
+
+
+def check_paths(lookup):
+    """What each path keeps alongside its list equals what a rescan of the list gives."""
+    for path in lookup._paths:
+        assert [c.distance for c in path.order] == sorted(c.distance for c in path.order) == path.distances
+        assert all(c.distance == peer_key(c.peer) ^ lookup.target for c in path.order)
+        assert set(path.cands) == {c.peer for c in path.order} and len(path.order) <= path.max_candidates
+        assert set(path.waiting) == {c.peer for c in path.order if c.state is State.WAITING}
+        assert path.in_flight == len(path.waiting)
+        assert path.unusable == sum(c.state in (State.FAILED, State.CLAIMED) for c in path.order)
+        usable = [c for c in path.order if c.state not in (State.FAILED, State.CLAIMED)]
+        assert path.has_k_usable() == (len(usable) >= path.k)
+        assert path.best_distance() == (usable[0].distance if usable else None)
+    waiting = [c.deadline for p in lookup._paths for c in p.order if c.state is State.WAITING]
+    assert lookup.next_deadline() == min(waiting + [lookup.deadline])
+
+
+events = st.lists(
+    st.tuples(st.sampled_from(["next", "answer", "answer", "fail", "stray"]), st.integers(0, 59),
+              st.lists(st.integers(0, 59), max_size=10), st.floats(0, 3)),
+    max_size=50,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3),
+       st.sampled_from([None, 6, 12]), events)
+def test_bookkeeping_matches_a_rescan(seed, k, alpha, paths, max_candidates, script):
+    rng = random.Random(seed)
+    lookup = Lookup(rng.getrandbits(256), rng.sample(PEERS, rng.randint(0, 12)), now=0.0, k=k, alpha=alpha,
+                    paths=paths, query_timeout=2.0, local=PEERS[rng.randrange(60)], max_candidates=max_candidates)
+    now, asked = 0.0, []
+    for op, i, named, dt in script:
+        now += dt
+        if op == "next":
+            asked += [q.peer for q in lookup.next(now)]
+        elif op == "fail" and asked:
+            lookup.on_failure(asked[i % len(asked)], now)
+        else:  # an answer from a queried peer (perhaps after its deadline), or from a stranger
+            peer = asked[i % len(asked)] if asked and op == "answer" else PEERS[i]
+            lookup.on_response(peer, [PEERS[j] for j in named], now)
+        check_paths(lookup)

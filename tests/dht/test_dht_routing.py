@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pcompute.dht.keys import common_prefix_len, key_of, peer_key
+from p2pcompute.dht.keys import common_prefix_len, key_of, peer_key, random_key_with_cpl
 from p2pcompute.dht.routing import LookupSelf, PingPeer, RefreshBucket, RoutingTable
 from p2pcompute.node.identity import PeerId
 
@@ -121,6 +121,40 @@ def test_closest_matches_brute_force():
         expect = sorted(table.peers(), key=lambda p: peer_key(p) ^ target)
         assert table.closest(target, 7) == expect[:7]
         assert table.closest(target, 7, exclude=[expect[0]]) == expect[1:8]
+
+
+@st.composite
+def table_and_query(draw):
+    """A table of random peers (small k, so buckets overflow) and a target near us, a peer or anywhere."""
+    seed = draw(st.integers(0, 2**32))
+    peers = make_peers(draw(st.integers(0, 120)), seed=seed)
+    local = PeerId.from_public_key(random.Random(seed + 1).randbytes(32))
+    table = new_table(local, k=draw(st.integers(1, 8)))
+    for p in peers:
+        table.on_seen(p, 0.0)
+    kind = draw(st.sampled_from(["any", "cpl", "peer", "local"]))
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    if kind == "any":
+        target = rng.getrandbits(256)
+    elif kind == "cpl":
+        target = random_key_with_cpl(table.local_key, draw(st.integers(0, 20)), rng)
+    elif kind == "peer" and peers:
+        target = peer_key(draw(st.sampled_from(peers)))
+    else:
+        target = table.local_key
+    exclude = draw(st.lists(st.sampled_from(peers), max_size=5)) if peers else []
+    if draw(st.booleans()):
+        exclude.append(make_peers(1, seed=seed + 2)[0])  # not in the table
+    return table, target, draw(st.integers(0, 30)), exclude
+
+
+@settings(max_examples=300, deadline=None)
+@given(table_and_query())
+def test_closest_bucket_walk_equals_full_sort(case):
+    table, target, n, exclude = case
+    reference = sorted((p for p in table.peers() if p not in exclude), key=lambda p: peer_key(p) ^ target)[:n]
+    assert table.closest(target, n, exclude=exclude) == reference
+    assert table.closest(target, n) == sorted(table.peers(), key=lambda p: peer_key(p) ^ target)[:n]
 
 
 def test_full_far_bucket_does_not_block_nearer_peers():

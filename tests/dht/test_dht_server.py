@@ -146,3 +146,24 @@ def test_server_rules(net):
     # GET_VALUE for something not held: no record, closer peers
     reply = server.handle(a, pb.request(pb.MessageType.GET_VALUE, forged.key), 0.0)
     assert reply.record is None and len(reply.closer_peers) == K
+
+
+def test_kad_peer_of_gives_the_same_answers_as_addrs_of(net):
+    """A driver may hand over whole KadPeers (built once); the answers are the same."""
+    a, c = net.peers[0], net.peers[5]
+    base = net.servers[c]
+    built = {p: pb.kad_peer(p, (net.addr[p],)) for p in net.peers}
+    asked = []
+
+    def kad_peer_of(peer):
+        asked.append(peer)
+        return built[peer]
+
+    fast = KadServer(base.table, base.providers, base.records, k=K, kad_peer_of=kad_peer_of)
+    base.providers.add(b"mh-kp", net.peers[7], 0.0, ())  # no addresses of its own: taken from the book
+    for kind, key in [(pb.MessageType.FIND_NODE, b"some key"), (pb.MessageType.GET_PROVIDERS, b"mh-kp")]:
+        expect = base.handle(a, pb.request(kind, key), 0.0)
+        got = fast.handle(a, pb.request(kind, key), 0.0)
+        assert got == expect and len(got.closer_peers) == K
+        assert all(p.addrs == (net.addr[pb.peer_id_of(p)],) for p in got.closer_peers + got.provider_peers)
+    assert net.peers[7] in asked and set(asked) <= set(net.peers)
