@@ -121,27 +121,41 @@ class Node:
     # --- lifecycle --------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.transport.run)
-            self.started_at = self._wall()
-            now = trio.current_time()
-            for peer, addrs in self._bootstrap:
-                self.peering.add(peer, addrs, now, bootstrap=True)
-            for peer, addrs in self._load_peers():
-                self.peering.add(peer, addrs, now)
-            nursery.start_soon(self._peering_loop)
-            for service in self.services.values():
-                await nursery.start(service.run)
-            if self.data_dir is not None:
-                nursery.start_soon(self._persist_loop)
-            task_status.started()
+        # The transport outlives the services: a cancellation from outside
+        # reaches the services first (their shutdown says goodbye, the
+        # membership leave goes out), and only then is the transport closed.
+        transport_scope = trio.CancelScope(shield=True)
+
+        async def run_transport(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with transport_scope:
+                await self.transport.run(task_status=task_status)
+
+        async with trio.open_nursery() as outer:
+            await outer.start(run_transport)
             try:
-                await trio.sleep_forever()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await self._start(nursery)
+                    task_status.started()
+                    await trio.sleep_forever()
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                     await self._say_goodbye()
                     self._save_peers()
+                transport_scope.cancel()
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self.started_at = self._wall()
+        now = trio.current_time()
+        for peer, addrs in self._bootstrap:
+            self.peering.add(peer, addrs, now, bootstrap=True)
+        for peer, addrs in self._load_peers():
+            self.peering.add(peer, addrs, now)
+        nursery.start_soon(self._peering_loop)
+        for service in self.services.values():
+            await nursery.start(service.run)
+        if self.data_dir is not None:
+            nursery.start_soon(self._persist_loop)
 
     # --- what other layers ask ----------------------------------------------------
 
