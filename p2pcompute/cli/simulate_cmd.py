@@ -105,6 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--lookups-per-s", type=float, default=1.0, help="measured FIND_NODE lookups per second")
     c.add_argument("--capability-updates-per-s", type=float, default=1.0,
                    help="new capability records published per second, network-wide (default 1)")
+    c.add_argument("--join-wave", action="store_true",
+                   help="start with every peer joining one by one (costs O(N^2) merges) instead of a network "
+                   "that has already converged")
     add_json_flag(c)
     c.set_defaults(func=cmd_churn)
 
@@ -122,7 +125,7 @@ def cmd_churn(args: argparse.Namespace) -> int:
     scenario = Scenario(peers=args.peers, duration=parse_duration(args.duration), churn_fraction=fraction,
                         churn_period=period, loss=parse_fraction(args.loss, "loss"),
                         latency=parse_latency(args.latency), seed=seed, lookups_per_s=args.lookups_per_s,
-                        capability_updates_per_s=args.capability_updates_per_s)
+                        capability_updates_per_s=args.capability_updates_per_s, join_wave=args.join_wave)
     if not args.json:
         console.print(f"seed {seed}: {scenario.peers} peers, {scenario.duration:g} s measured after "
                       f"{scenario.warmup:g} s warm-up, churn {fraction:.0%}/{period:g} s, loss {scenario.loss:g}, "

@@ -10,9 +10,15 @@ from the least-sent upwards, so fresh news goes first and nothing starves,
 and moves each taken item one bucket up, dropping it once it has been sent
 ``limit`` times (about λ·log N, decided by the caller). A draw costs time in
 proportion to the items taken, never to the queue's length: no sorting, no
-scan; a bucket taken whole (the usual case: a message has room for all the
-news) moves up with one dict update. The queue holds at most ``max_items``; beyond that the most-sent item
+scan. The queue holds at most ``max_items``; beyond that the most-sent item
 is dropped.
+
+Transmit counts are kept as an offset from the queue's *age*: an item's count
+is ``age - base[key]``. The usual draw takes everything queued (a message
+has room for all the news): then every item moves up one bucket at once,
+which is one ``age`` increment and one empty bucket inserted at the front,
+with no per-item work beyond listing the items; the bucket that reaches
+``limit`` is dropped whole.
 """
 
 from __future__ import annotations
@@ -27,18 +33,21 @@ class BroadcastQueue:
     def __init__(self, max_items: int = 8192) -> None:
         self._buckets: list[dict[Hashable, tuple[Any, int]]] = [{}]  # by transmits: key -> (item, size)
         self._bytes: list[int] = [0]  # total size per bucket
-        self.counts: dict[Hashable, int] = {}  # key -> transmits so far (its bucket); read-only outside
+        self._total = 0  # bytes queued
+        self._age = 0  # draws that took everything so far
+        self.queued: dict[Hashable, int] = {}  # key -> base (transmits = age - base); read-only outside
         self._max_items = max_items
 
     def __len__(self) -> int:
-        return len(self.counts)
+        return len(self.queued)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self.counts
+        return key in self.queued
 
     def transmits(self, key: Hashable) -> int | None:
         """How many times the item under ``key`` was sent, or None when not queued."""
-        return self.counts.get(key)
+        base = self.queued.get(key)
+        return None if base is None else self._age - base
 
     def push(self, key: Hashable, item: Any, size: int, refine: int | None = None) -> None:
         """Queue ``item`` (about ``size`` bytes on the wire), replacing any item under ``key``.
@@ -48,13 +57,15 @@ class BroadcastQueue:
         one starts as if already sent ``refine`` times (a refinement of news
         already on its way, such as one more confirmation of a suspicion).
         """
-        t = self.counts.get(key)
+        t = self.transmits(key)
         if refine is not None and t is not None:
-            self._bytes[t] += size - self._buckets[t][key][1]
+            delta = size - self._buckets[t][key][1]
+            self._bytes[t] += delta
+            self._total += delta
             self._buckets[t][key] = (item, size)
             return
         self.discard(key)
-        if len(self.counts) >= self._max_items:
+        if len(self.queued) >= self._max_items:
             self._evict_most_sent()
         t = 0 if refine is None else refine
         while t >= len(self._buckets):
@@ -62,18 +73,22 @@ class BroadcastQueue:
             self._bytes.append(0)
         self._buckets[t][key] = (item, size)
         self._bytes[t] += size
-        self.counts[key] = t
+        self._total += size
+        self.queued[key] = self._age - t
 
     def discard(self, key: Hashable) -> None:
-        t = self.counts.pop(key, None)
-        if t is not None:
-            self._bytes[t] -= self._buckets[t].pop(key)[1]
+        base = self.queued.pop(key, None)
+        if base is not None:
+            t = self._age - base
+            size = self._buckets[t].pop(key)[1]
+            self._bytes[t] -= size
+            self._total -= size
 
     def has_fresh(self, below: int) -> bool:
         """True when some item was sent fewer than ``below`` times."""
         buckets = self._buckets
-        if below >= len(buckets) or not self.counts:
-            return bool(self.counts)
+        if below >= len(buckets) or not self.queued:
+            return bool(self.queued)
         return any(buckets[t] for t in range(below))
 
     def take(self, budget: int, limit: int, max_items: int) -> tuple[list[Any], int]:
@@ -81,11 +96,12 @@ class BroadcastQueue:
 
         Returns the items and their total size. The first item is always
         taken, even when larger than ``budget``, so a big item cannot block
-        the queue. Each taken item counts one transmit. Buckets that fit
-        whole move up in one dict operation, which is the common case.
+        the queue. Each taken item counts one transmit.
         """
-        if not self.counts:
+        if not self.queued:
             return [], 0
+        if self._total <= budget and len(self.queued) <= max_items:
+            return self._take_all(limit)
         items: list[Any] = []
         used = 0
         whole: list[int] = []
@@ -107,38 +123,46 @@ class BroadcastQueue:
             self._move_keys(t, partial, limit)  # the highest bucket touched: move it first
             break
         for t in reversed(whole):
-            self._move_bucket(t, limit)
+            self._move_keys(t, list(self._buckets[t]), limit)
         return items, used
 
-    def _next_bucket(self, t: int) -> dict:
-        if t + 1 == len(self._buckets):
-            self._buckets.append({})
+    def _take_all(self, limit: int) -> tuple[list[Any], int]:
+        buckets = self._buckets
+        items = [entry[0] for bucket in buckets for entry in bucket.values()]
+        used = self._total
+        buckets.insert(0, {})  # everything moves up one bucket: sent once more
+        self._bytes.insert(0, 0)
+        self._age += 1
+        while len(buckets) > limit:  # sent ``limit`` times (or more, if the limit shrank): done
+            done = buckets.pop()
+            self._total -= self._bytes.pop()
+            for key in done:
+                del self.queued[key]
+        if not buckets:
+            buckets.append({})
             self._bytes.append(0)
-        return self._buckets[t + 1]
-
-    def _move_bucket(self, t: int, limit: int) -> None:
-        bucket = self._buckets[t]
-        if t + 1 >= limit:
-            for key in bucket:
-                del self.counts[key]
-        else:
-            self._next_bucket(t).update(bucket)
-            self._bytes[t + 1] += self._bytes[t]
-            self.counts.update(dict.fromkeys(bucket, t + 1))
-        bucket.clear()
-        self._bytes[t] = 0
+        return items, used
 
     def _move_keys(self, t: int, keys: list[Hashable], limit: int) -> None:
         bucket = self._buckets[t]
+        queued = self.queued
+        if t + 1 >= limit:
+            for key in keys:
+                del queued[key]
+                size = bucket.pop(key)[1]
+                self._bytes[t] -= size
+                self._total -= size
+            return
+        if t + 1 == len(self._buckets):
+            self._buckets.append({})
+            self._bytes.append(0)
+        up = self._buckets[t + 1]
         for key in keys:
             entry = bucket.pop(key)
+            up[key] = entry
             self._bytes[t] -= entry[1]
-            if t + 1 >= limit:
-                del self.counts[key]
-            else:
-                self._next_bucket(t)[key] = entry
-                self._bytes[t + 1] += entry[1]
-                self.counts[key] = t + 1
+            self._bytes[t + 1] += entry[1]
+            queued[key] -= 1
 
     def _evict_most_sent(self) -> None:
         for t in range(len(self._buckets) - 1, -1, -1):

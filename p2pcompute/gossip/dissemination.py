@@ -49,7 +49,7 @@ class DisseminationMixin:
         self._updates.push(update.peer.raw, update, size, refine)
 
     def _piggyback(self) -> tuple[tuple, tuple]:
-        if not (self._updates.counts or self._records.counts):
+        if not (self._updates.queued or self._records.queued):
             return (), ()  # the usual case in a quiet network: nothing to carry
         cfg = self.config
         limit = self._limit()
@@ -61,7 +61,7 @@ class DisseminationMixin:
 
     def _has_news(self) -> bool:
         """Is anything queued that dedicated gossip rounds should still carry?"""
-        if not (self._updates.counts or self._records.counts):
+        if not (self._updates.queued or self._records.queued):
             return False
         fresh = self.config.gossip_fresh or self._limit()
         if self._updates.has_fresh(fresh):
@@ -148,21 +148,29 @@ class DisseminationMixin:
 
         A bigger table is sampled at random, so successive exchanges cover it all.
         """
-        members = list(self.table.members.values())
+        table = self.table
         cap = self.config.max_push_pull_entries - 1
-        if len(members) > cap:
-            members = self._rng.sample(members, cap)
-        snapshot = (self._self_update(), *(m.update for m in members))
         own = ((self.self_id, self.record.version),) if self.record is not None else ()
-        versions = own + tuple((m.peer, m.record.version) for m in members if m.record)
-        return kind(members=snapshot, versions=versions, **extra)
+        if len(table.updates) > cap:
+            peers = self._rng.sample(list(table.updates), cap)
+            facts = tuple(table.updates[p] for p in peers)
+            versions = own + tuple((p, table.versions[p]) for p in peers if p in table.versions)
+        else:  # the usual case: copies at C speed
+            facts = tuple(table.updates.values())
+            versions = own + tuple(table.versions.items())
+        return kind(members=(self._self_update(), *facts), versions=versions, **extra)
 
     def _records_newer_than(self, theirs: dict[PeerId, int]) -> tuple[bytes, ...]:
+        """Our records that ``theirs`` (peer -> version) lacks or holds older, in peer-ID order."""
         found, total = [], 0
-        candidates = [(self.self_id, self.record, self._claim)] if self.record is not None else []
-        candidates += [(m.peer, m.record, m.claim) for m in self.table.members.values() if m.record]
-        for peer, record, claim in candidates:
-            if record.version > theirs.get(peer, -1) and total + len(claim) <= _PUSH_PULL_RECORD_BYTES:
+        if self.record is not None and self.record.version > theirs.get(self.self_id, -1):
+            found.append(self._claim)
+            total += len(self._claim)
+        members = self.table.members
+        differ = sorted(self.table.versions.items() - theirs.items())  # set difference in C; sorted: replayable
+        for peer, version in differ:
+            claim = members[peer].claim
+            if version > theirs.get(peer, -1) and total + len(claim) <= _PUSH_PULL_RECORD_BYTES:
                 found.append(claim)
                 total += len(claim)
         return tuple(found)

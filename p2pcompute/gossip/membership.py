@@ -156,6 +156,22 @@ class Membership(ProbingMixin, DisseminationMixin):
             self._set_timer(TimerKind.GOSSIP, now + self.config.gossip_interval, out)
         return out
 
+    def preload(self, known: list[tuple[Update, CapabilityRecord | None, bytes]], now: float) -> None:
+        """Start from a converged view: ``known`` members, as if long since learned (before ``Join``).
+
+        For simulations that begin in steady state instead of replaying a join
+        wave: nothing is queued for dissemination and no command results, the
+        same state a peer reaches once the news of every member has been
+        gossiped out. Records are taken as already verified.
+        """
+        if self.joined:
+            raise ValueError("preload comes before Join")
+        for update, record, claim in known:
+            if update.peer == self.self_id or update.peer in self.table.members:
+                continue
+            member = Member(update.peer, update, now, now, update.address, record, claim)
+            self.table.add(member)
+
     # --- queries (for ``p2pcompute peers`` and the layers above) --------------------
 
     @property
@@ -291,15 +307,19 @@ class Membership(ProbingMixin, DisseminationMixin):
     # --- merging news ---------------------------------------------------------------------
 
     def _merge(self, updates: tuple, records: tuple, now: float, out: list, spread: bool = True) -> None:
-        get = self.table._by_raw.get
+        get = self.table.members.get
         for update in updates:
-            known = get(update.peer.raw)
+            known = get(update.peer)
             if known is not None:  # fast path: most piggybacked news is old news
                 old = known.update
-                if old is update or update.incarnation < old.incarnation or (
-                    update.incarnation == old.incarnation and update.state < old.state
-                ):
+                if old is update or update.incarnation < old.incarnation:
                     continue
+                if update.incarnation == old.incarnation and (
+                    update.state < old.state
+                    or (update.state == old.state and update.address <= old.address
+                        and (update.state != SUSPECT or update.origins == old.origins))
+                ):
+                    continue  # older, or what ``join`` would fold into the fact we hold
             self._apply(update, now, out, spread)
         seen = self._seen_claims
         for claim in records:
@@ -396,7 +416,7 @@ class Membership(ProbingMixin, DisseminationMixin):
             return
         if record.version <= member.version:
             return
-        member.record, member.claim = record, claim
+        self.table.set_record(member, record, claim)
         out.append(ev.CapabilityChanged(peer, record))
         if spread:
             self._records.push(peer.raw, claim, len(claim) + 8)

@@ -94,9 +94,11 @@ class Table:
 
     def __init__(self, rng: random.Random) -> None:
         self.members: dict[PeerId, Member] = {}
-        self._by_raw: dict[bytes, Member] = {}  # same, keyed by ID bytes: C-speed hashing on the hot path
+        # kept in step with ``members`` so that push-pull snapshots are C-speed copies:
+        self.updates: dict[PeerId, Update] = {}  # each member's fact, in ``members`` order
+        self.versions: dict[PeerId, int] = {}  # capability record versions of members that have one
         self.live: list[PeerId] = []
-        self._live_index: dict[bytes, int] = {}
+        self._live_index: dict[PeerId, int] = {}
         self._order: list[PeerId] = []
         self._cursor = 0
         self._rng = rng
@@ -105,29 +107,37 @@ class Table:
         return len(self.members)
 
     def get(self, peer: PeerId) -> Member | None:
-        return self._by_raw.get(peer.raw)
+        return self.members.get(peer)
 
     def add(self, member: Member) -> None:
         self.members[member.peer] = member
-        self._by_raw[member.peer.raw] = member
+        self.updates[member.peer] = member.update
+        if member.record is not None:
+            self.versions[member.peer] = member.record.version
         if member.live:
             self._enter_live(member.peer)
 
     def remove(self, peer: PeerId) -> None:
         if self.members.pop(peer, None) is not None:
-            del self._by_raw[peer.raw]
+            del self.updates[peer]
+            self.versions.pop(peer, None)
             self._leave_live(peer)
 
     def set_update(self, member: Member, update: Update) -> None:
         """Replace a member's fact, keeping the live list in step."""
         was_live = member.live
         member.update = update
+        self.updates[member.peer] = update
         if update.address:
             member.address = update.address
         if member.live and not was_live:
             self._enter_live(member.peer)
         elif was_live and not member.live:
             self._leave_live(member.peer)
+
+    def set_record(self, member: Member, record: CapabilityRecord, claim: bytes) -> None:
+        member.record, member.claim = record, claim
+        self.versions[member.peer] = record.version
 
     def sample(self, k: int, exclude: tuple[PeerId, ...] = ()) -> list[PeerId]:
         """Up to ``k`` distinct random live members, none in ``exclude``."""
@@ -146,7 +156,7 @@ class Table:
             while self._cursor < len(self._order):
                 peer = self._order[self._cursor]
                 self._cursor += 1
-                if peer.raw in self._live_index:
+                if peer in self._live_index:
                     return peer
             self._order = list(self.live)
             self._rng.shuffle(self._order)
@@ -154,9 +164,9 @@ class Table:
         return None
 
     def _enter_live(self, peer: PeerId) -> None:
-        if peer.raw in self._live_index:
+        if peer in self._live_index:
             return
-        self._live_index[peer.raw] = len(self.live)
+        self._live_index[peer] = len(self.live)
         self.live.append(peer)
         # Place it at a random spot in what is left of this probe round.
         order = self._order
@@ -168,11 +178,11 @@ class Table:
             order[spot] = peer
 
     def _leave_live(self, peer: PeerId) -> None:
-        i = self._live_index.pop(peer.raw, None)
+        i = self._live_index.pop(peer, None)
         if i is None:
             return
         last = self.live.pop()
         if last != peer:
             self.live[i] = last
-            self._live_index[last.raw] = i
+            self._live_index[last] = i
 

@@ -43,7 +43,7 @@ class PeerId(bytes):
 
     A ``bytes`` subclass so that hashing and comparison run in C: peer IDs
     are the keys of every table, and simulations do tens of millions of
-    lookups. ``raw`` gives the plain ``bytes``.
+    lookups. ``bytes(peer_id)`` gives plain ``bytes``.
     """
 
     def __new__(cls, raw: bytes) -> PeerId:
@@ -55,8 +55,8 @@ class PeerId(bytes):
 
     @property
     def raw(self) -> bytes:
-        """The multihash bytes, as plain ``bytes``."""
-        return bytes(self)
+        """The multihash bytes: the ID itself (a ``PeerId`` is ``bytes``), no copy."""
+        return self
 
     def __reduce__(self) -> tuple:
         return (PeerId, (bytes(self),))

@@ -2,11 +2,15 @@
 
 Theory of operation
 -------------------
-Warm-up. Peer 0 starts a network; the others join one by one over
-``join_spread`` seconds, each through ``seeds_per_join`` random peers already
-up (membership push-pull, DHT self lookup). After ``settle`` more seconds the
-measured period of ``duration`` seconds begins; counters of messages are
-taken over that period only.
+Warm-up. By default the network starts converged (``Cluster.start_converged``:
+every peer knows every other alive, routing tables full), as it would be long
+after its join wave; with ``join_wave`` peer 0 starts a network instead and
+the others join one by one over ``join_spread`` seconds, each through
+``seeds_per_join`` random peers already up (membership push-pull, DHT self
+lookup), which costs O(N²) merges and dominates short runs. After ``settle``
+more seconds the measured period of ``duration`` seconds begins; counters of
+messages are taken over that period only. Joins during the measured period
+(churn) are always real joins.
 
 Churn. ``churn_fraction`` of the peers are replaced every ``churn_period``,
 one at a time at evenly spaced instants: a random live peer crashes silently
@@ -67,7 +71,8 @@ class Scenario:
     loss: float = 0.01
     latency: tuple[float, float] = (0.02, 0.12)
     seed: int = 7
-    join_spread: float | None = None  # default: peers / 50 seconds, at least 5
+    join_wave: bool = False  # replay every join at the start; default: start converged
+    join_spread: float | None = None  # join wave: default peers / 50 seconds, at least 5
     settle: float = 30.0
     seeds_per_join: int = 3
     lookups_per_s: float = 1.0
@@ -91,6 +96,8 @@ class Scenario:
 
     @property
     def spread(self) -> float:
+        if not self.join_wave:
+            return 0.0
         return self.join_spread if self.join_spread is not None else max(5.0, self.peers / 50.0)
 
     @property
@@ -277,10 +284,13 @@ class ChurnRun:
     def _schedule(self) -> None:
         s, at = self.s, self.engine.at
         n = s.peers
-        first = self.cluster.new_peer()
-        at(0.0, self._start, first, None)
-        for i in range(1, n):
-            at(s.spread * i / n, self._start, self.cluster.new_peer(), None)
+        if s.join_wave:
+            first = self.cluster.new_peer()
+            at(0.0, self._start, first, None)
+            for i in range(1, n):
+                at(s.spread * i / n, self._start, self.cluster.new_peer(), None)
+        else:
+            at(0.0, self._start_converged, [self.cluster.new_peer() for _ in range(n)], None)
         at(s.spread + 5.0, self._initial_keys, None, None)
         end = s.warmup + s.duration
         at(s.warmup, self._measure_start, None, None)
@@ -308,6 +318,9 @@ class ChurnRun:
         live = list(self.cluster.live.values())
         seeds = tuple(self.rng.sample(live, min(self.s.seeds_per_join, len(live))))
         self.cluster.start_peer(peer, seeds)
+
+    def _start_converged(self, peers: list[SimPeer], _: Any) -> None:
+        self.cluster.start_converged(peers)
 
     def _measure_start(self, _: Any, __: Any) -> None:
         self.sent_at_start = Counter(self.cluster.sent)

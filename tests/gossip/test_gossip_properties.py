@@ -130,3 +130,39 @@ def test_broadcast_queue_is_bounded_and_evicts_the_most_sent():
     assert len(q) == 3 and "a" not in q
     q.push("b", "b2", 10)  # replaces, no eviction
     assert len(q) == 3 and q.transmits("b") == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.one_of(st.tuples(st.just("push"), st.integers(0, 12), st.integers(1, 300)),
+                       st.tuples(st.just("refine"), st.integers(0, 12), st.integers(0, 3)),
+                       st.tuples(st.just("take"), st.integers(1, 6), st.integers(50, 1500))),
+             min_size=1, max_size=60),
+    st.integers(1, 5),
+)
+def test_broadcast_queue_counts_transmits_with_pushes_between_draws(ops, limit):
+    """Whatever the interleaving, each queued version is sent until ``limit`` or until replaced."""
+    q = BroadcastQueue(max_items=1000)
+    sent: dict = {}  # (key, version) -> transmits
+    version: dict = {}
+    for op, a, b in ops:
+        if op == "push":
+            version[a] = version.get(a, 0) + 1
+            q.push(a, (a, version[a]), b)
+        elif op == "refine" and a in q:
+            t = q.transmits(a)
+            q.push(a, (a, version[a]), 10, refine=b)  # same item, new size: keeps its count
+            assert q.transmits(a) == t
+        elif op == "take":
+            before = {k: q.transmits(k) for k in version if k in q}
+            items, used = q.take(b, limit, a)
+            assert len(items) <= a and (used <= b or len(items) == 1)
+            for item in items:
+                sent[item] = sent.get(item, 0) + 1
+                assert q.transmits(item[0]) in (None, before[item[0]] + 1)
+            assert all(q.transmits(k) == n for k, n in before.items() if k not in {i[0] for i in items})
+    while len(q):
+        for item in q.take(10_000, limit, 1000)[0]:
+            sent[item] = sent.get(item, 0) + 1
+    assert all(n <= limit for n in sent.values())
+    assert all(sent.get((k, v)) == limit for k, v in version.items())  # the latest version: always all
