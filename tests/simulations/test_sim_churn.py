@@ -54,7 +54,7 @@ def test_two_hundred_peers_under_churn_and_loss():
 
 def _small(seed: int) -> tuple[dict, ChurnRun]:
     scenario = Scenario(peers=24, duration=20.0, churn_period=20.0, seed=seed, settle=8.0,
-                        lookups_per_s=2.0, provider_lookups_per_s=1.0, provider_keys=8)
+                        lookups_per_s=2.0, provider_lookups_per_s=1.0, provider_keys=8, join_wave=True)
     run = ChurnRun(scenario)
     return run.run(), run
 

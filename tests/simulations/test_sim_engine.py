@@ -113,3 +113,32 @@ def test_parse_churn_loss_latency():
             continue
         with pytest.raises(UserError):
             call(bad)
+
+
+def test_a_converged_start_fills_every_table_as_a_settled_network_would():
+    from p2pcompute.dht.keys import common_prefix_len, peer_key
+    from p2pcompute.gossip.messages import ALIVE
+
+    cluster = Cluster(3, config=ClusterConfig(k=8))
+    peers = [cluster.new_peer() for _ in range(60)]
+    cluster.start_converged(peers)
+    for peer in peers:
+        m = peer.membership
+        assert m.joined and len(m.table.members) == 59 and len(m.alive_members()) == 59
+        assert all(x.state == ALIVE and x.record is not None and x.record.version == 1
+                   for x in m.table.members.values())
+        # each bucket holds min(k, everyone who belongs there), and only those
+        own = peer_key(peer.id)
+        belongs: dict[int, set] = {}
+        for other in peers:
+            if other is not peer:
+                belongs.setdefault(common_prefix_len(own, peer_key(other.id)), set()).add(other.id)
+        for index, members in belongs.items():
+            held = set(peer.table.bucket(index))
+            assert held <= members and len(held) == min(8, len(members))
+        assert set(peer.table.bucket_indices()) == set(belongs)
+    # and the protocols run from there: a crash is detected by everyone
+    victim = peers[7]
+    cluster.crash(victim)
+    cluster.engine.run_until(30.0)
+    assert all(p.membership.state_of(victim.id) not in (None, ALIVE) for p in peers if p is not victim)
