@@ -324,17 +324,17 @@ class DhtService:
 
     # --- routing table feed ---------------------------------------------------------------
 
-    def _seen(self, peer: PeerId, now: float) -> None:
+    def _seen(self, peer: PeerId, now: float, evict_check: bool = True) -> None:
         table = self.table
         was = len(table)
-        self._execute(table.on_seen(peer, now))
+        self._execute(table.on_seen(peer, now, evict_check))
         if len(table) > was and len(table) < table.k + 1:
             if was == 0 or now - self._last_bootstrap >= self.config.bootstrap_interval:
                 self._last_bootstrap = now
                 self._execute([LookupSelf()])
 
     def _on_request(self, peer: PeerId, msg: pb.KadMessage) -> None:
-        self._seen(peer, trio.current_time())
+        self._seen(peer, trio.current_time(), msg.type is not pb.MessageType.PING)
 
     def _on_peer_event(self, peer: PeerId, connected: bool) -> None:
         if not connected:

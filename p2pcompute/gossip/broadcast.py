@@ -89,7 +89,7 @@ class BroadcastQueue:
         buckets = self._buckets
         if below >= len(buckets) or not self.queued:
             return bool(self.queued)
-        return any(buckets[t] for t in range(below))
+        return any(buckets[:below])
 
     def take(self, budget: int, limit: int, max_items: int) -> tuple[list[Any], int]:
         """Draw items for one message: at most ``max_items``, about ``budget`` bytes.
@@ -128,7 +128,7 @@ class BroadcastQueue:
 
     def _take_all(self, limit: int) -> tuple[list[Any], int]:
         buckets = self._buckets
-        items = [entry[0] for bucket in buckets for entry in bucket.values()]
+        items = [entry[0] for bucket in buckets if bucket for entry in bucket.values()]
         used = self._total
         buckets.insert(0, {})  # everything moves up one bucket: sent once more
         self._bytes.insert(0, 0)

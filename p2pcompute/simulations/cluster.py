@@ -470,7 +470,7 @@ class Cluster:
             return
         src, msg, rid = payload
         now = self.engine.now
-        for cmd in dst.table.on_seen(src, now):
+        for cmd in dst.table.on_seen(src, now, msg.type is not pb.MessageType.PING):
             self._ping(dst, cmd)
         try:
             reply = dst.server.handle(src, msg, now)

@@ -192,6 +192,18 @@ def test_stale_lru_is_pinged_and_evicted_when_silent():
     check_invariants(table)
 
 
+def test_a_peer_that_only_pinged_us_starts_no_ping_of_ours():
+    """An eviction check must not set off another one at every peer it reaches."""
+    table = new_table(LOCAL, k=2, fresh_for=10.0, ping_timeout=3.0)
+    a, b, c = peers_in_bucket(table, 0, 3)
+    table.on_seen(a, 0.0)
+    table.on_seen(b, 1.0)
+    assert table.on_seen(c, 20.0, evict_check=False) == []  # a is stale, but c merely pinged us
+    assert table.replacements(0) == [c] and table.pending_pings() == []
+    assert table.on_seen(c, 21.0) == [PingPeer(a, 24.0)]  # a real request from c does check
+    check_invariants(table)
+
+
 def test_lru_that_answers_the_ping_stays():
     table = new_table(LOCAL, k=2, fresh_for=10.0)
     a, b, c = peers_in_bucket(table, 0, 3)
