@@ -119,7 +119,8 @@ class MembershipConfig:
     probe_timeout: float = 0.25  # direct ping; ≥ one slow round trip
     indirect_probes: int = 3
     nack_fraction: float = 0.4  # a relay nacks after this share of the prober's indirect window
-    suspicion_alpha: float = 1.5  # min suspicion = α · max(1, log10 N) · probe_interval
+    suspicion_alpha: float = 1.2  # min suspicion = α · max(1, log10 N) · probe_interval, at least:
+    suspicion_floor: float = 2.0  # seconds: a small network's peers may stall longer than α·interval
     suspicion_beta: float = 4.0  # max suspicion = β · min
     suspicion_confirmations: int = 3  # K: independent suspicions that shrink the timeout to min
     max_health: int = 8  # local health multiplier ranges over 1..max_health
@@ -146,7 +147,7 @@ class MembershipConfig:
         return max(math.ceil(lam), round(lam * math.log10(n + 1)))
 
     def suspicion_bounds(self, n: int) -> tuple[float, float]:
-        low = self.suspicion_alpha * max(1.0, math.log10(max(n, 1))) * self.probe_interval
+        low = max(self.suspicion_floor, self.suspicion_alpha * max(1.0, math.log10(max(n, 1))) * self.probe_interval)
         return low, low * self.suspicion_beta
 
     def push_pull_period(self, n: int) -> float:

@@ -513,3 +513,11 @@ def test_a_confirmation_goes_straight_to_the_earlier_suspecters():
     assert len(direct) == 1
     assert direct[0].msg.updates == (Update(x, SUSPECT, 0, tuple(sorted((ME, IDS[6])))),)
     assert m.member(x).suspicion.deadline == pytest.approx(0.5 + m.suspicion_timeout(1))
+
+
+def test_suspicion_bounds_grow_with_log_n_above_a_floor():
+    cfg = MembershipConfig()
+    assert cfg.suspicion_bounds(10) == (cfg.suspicion_floor, cfg.suspicion_floor * cfg.suspicion_beta)
+    low, high = cfg.suspicion_bounds(1000)
+    assert low == pytest.approx(cfg.suspicion_alpha * 3 * cfg.probe_interval) and low > cfg.suspicion_floor
+    assert high == pytest.approx(cfg.suspicion_beta * low)
