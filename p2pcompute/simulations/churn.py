@@ -35,9 +35,11 @@ Metrics (``ChurnMetrics``, fed by the cluster's observer hooks):
   traffic and push-pull and are reported apart
   (``capability_dissemination_99_s``);
 * lookup success: the lookup got answers from all of the k closest peers
-  that were live and bootstrapped when it started and are still live (for a
-  peer target: from the target itself); provider lookups: a live provider
-  was among those found.
+  that were live and bootstrapped when it started and are still live, or
+  that answered it (a newcomer that answered, or a peer that answered and
+  then crashed, is a right answer and may push another peer out of the k
+  closest); for a peer target: from the target itself; provider lookups: a
+  live provider was among those found.
 """
 
 from __future__ import annotations
@@ -415,7 +417,7 @@ class ChurnRun:
                     return  # it crashed meanwhile: nothing to find
                 ok = run.info in answered
             else:
-                truth = self._truth(peer, lookup.target, run.started)
+                truth = self._truth(peer, lookup.target, run.started, answered)
                 ok = all(p.id in answered for p in truth)
             self.lookups.append((ok, lookup.hops, seconds, lookup.queries))
             if not ok and len(self.metrics.lookup_failures) < 20:
@@ -431,8 +433,13 @@ class ChurnRun:
     def lookups(self) -> list:
         return self.metrics.lookups
 
-    def _truth(self, origin: SimPeer, target: int, started: float) -> list[SimPeer]:
-        eligible = (p for p in self.cluster.live.values() if p.bootstrapped <= started and p is not origin)
+    def _truth(self, origin: SimPeer, target: int, started: float, answered: set = frozenset()) -> list[SimPeer]:
+        """The k closest peers a lookup should have found: those live now and bootstrapped when it
+        started, and any that answered it (a newcomer found by the lookup is a right answer, not a
+        miss; so is a peer that answered and crashed before the lookup ended)."""
+        live = self.cluster.live
+        eligible = [p for p in live.values() if p.bootstrapped <= started and p is not origin]
+        eligible += [p for p in self.cluster.peers_by_id(answered) if p.id not in live or p.bootstrapped > started]
         return heapq.nsmallest(self.s.config.k, eligible, key=lambda p: peer_key(p.id) ^ target)
 
     # --- running --------------------------------------------------------------------------

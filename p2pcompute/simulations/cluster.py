@@ -301,6 +301,10 @@ class Cluster:
                 if left(keys, same + width) - left(keys, same) <= 1:
                     break  # nobody else shares our first cpl + 1 bits: deeper buckets are empty
 
+    def peers_by_id(self, ids: set) -> list[SimPeer]:
+        """The peers (live or not) with these IDs, in start order."""
+        return [p for p in self.peers if p.id in ids]
+
     def crash(self, peer: SimPeer) -> None:
         """Silent crash: the peer stops at once; others find out only by its silence."""
         if not peer.alive:

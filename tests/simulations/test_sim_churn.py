@@ -40,9 +40,7 @@ def test_two_hundred_peers_under_churn_and_loss():
     assert report["dissemination_99_s"] <= 1.5
     # lookups find the true k closest live peers (or the target peer); providers are found
     assert report["lookups"]["count"] >= 90
-    # tables here are 25 s old (bootstrap, one refresh, traffic) and a peer joins every 2 s (15x the
-    # issue's churn): a lookup started just after a join can miss the newcomer among the 20 closest
-    assert report["lookup_success"] >= 0.93
+    assert report["lookup_success"] >= 0.999
     assert report["lookup_hops_median"] <= 4
     assert report["provider_lookups"]["count"] >= 45
     assert report["provider_lookup_success"] >= 0.99
