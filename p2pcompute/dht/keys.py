@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+from array import array
 from collections.abc import Iterable
 from itertools import islice
 from typing import Protocol
@@ -32,6 +33,10 @@ KEY_BYTES = KEY_BITS // 8
 MAX_KEY = (1 << KEY_BITS) - 1
 
 Key = int  # a 256-bit Kademlia key
+
+PREFIX_BITS = 16  # key prefixes with a pre-image table entry (refresh keys)
+MAX_PREIMAGE_TABLES = 4
+ED25519_ID_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])  # an ed25519 peer ID's first bytes
 
 
 class HasRaw(Protocol):
@@ -103,14 +108,76 @@ def random_key_with_cpl(base: Key, cpl: int, rng: random.Random) -> Key:
 def random_preimage_with_cpl(
     base: Key, cpl: int, rng: random.Random, max_tries: int = 1 << 20, prefix: bytes = b""
 ) -> bytes | None:
-    """``prefix`` + 32 random bytes whose key shares exactly ``cpl`` leading bits with ``base``.
+    """``prefix`` + 32 bytes whose key shares exactly ``cpl`` leading bits with ``base``.
 
     FIND_NODE carries the *bytes* whose hash is the target, so refreshing
-    bucket ``cpl`` needs such a pre-image; finding one takes about
-    ``2 ** (cpl + 1)`` hashes, hence the bound. ``None`` if none was found.
+    bucket ``cpl`` needs such a pre-image. For ``cpl < 16`` whether a key
+    qualifies depends on its first 16 bits only: ``rng`` picks a 16-bit
+    prefix that qualifies, uniformly, and the pre-image comes from that
+    prefix's entry in a ``PreimageTable`` (as libp2p's refresh does with its
+    shipped table). Deeper buckets take a brute-force search of at most
+    ``max_tries`` hashes (about ``2 ** (cpl + 1)`` expected); ``None`` if
+    that found nothing.
     """
+    if 0 <= cpl < PREFIX_BITS:
+        top = base >> (KEY_BITS - PREFIX_BITS)
+        free = PREFIX_BITS - cpl - 1  # bits after the one that must differ
+        wanted = ((top >> free) ^ 1) << free | rng.getrandbits(free)
+        return preimage_table(prefix).preimage(wanted)
     for _ in range(max_tries):
         candidate = prefix + rng.getrandbits(KEY_BITS).to_bytes(KEY_BYTES, "big")
         if common_prefix_len(base, key_of(candidate)) == cpl:
             return candidate
     return None
+
+
+class PreimageTable:
+    """For each 16-bit key prefix, the smallest counter whose pre-image has a key with that prefix.
+
+    The pre-image of counter ``i`` is ``prefix + i.to_bytes(32)``. Entries are
+    found lazily, by hashing counters 0, 1, 2, ... in order until the asked
+    prefix has one, noting every prefix met on the way. An entry is the
+    *smallest* counter with its prefix, so what ``preimage`` returns does
+    not depend on what was asked before: two seeded runs in one process
+    replay identically. The table is bounded (2 ** 16 entries), and so is
+    the scan: all prefixes are covered after a fixed number of counters
+    (767,695 for the ed25519 peer-ID prefix: about a second, once per
+    process, spread over the first few hundred refreshes).
+    """
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.first = array("q", [-1]) * (1 << PREFIX_BITS)
+        self.scanned = 0  # counters hashed so far
+        self.missing = 1 << PREFIX_BITS
+
+    def counter(self, wanted: int) -> int:
+        """The smallest counter whose pre-image's key starts with the 16 bits ``wanted``."""
+        first = self.first
+        if first[wanted] < 0:
+            sha, prefix, i = hashlib.sha256, self.prefix, self.scanned
+            while first[wanted] < 0:
+                digest = sha(prefix + i.to_bytes(KEY_BYTES, "big")).digest()
+                got = digest[0] << 8 | digest[1]  # the first PREFIX_BITS bits of the key
+                if first[got] < 0:
+                    first[got] = i
+                    self.missing -= 1
+                i += 1
+            self.scanned = i
+        return first[wanted]
+
+    def preimage(self, wanted: int) -> bytes:
+        return self.prefix + self.counter(wanted).to_bytes(KEY_BYTES, "big")
+
+
+_TABLES: dict[bytes, PreimageTable] = {}
+
+
+def preimage_table(prefix: bytes) -> PreimageTable:
+    """The process-wide table for pre-images starting with ``prefix`` (a few prefixes kept)."""
+    table = _TABLES.get(prefix)
+    if table is None:
+        if len(_TABLES) >= MAX_PREIMAGE_TABLES:
+            del _TABLES[next(iter(_TABLES))]
+        table = _TABLES[prefix] = PreimageTable(prefix)
+    return table

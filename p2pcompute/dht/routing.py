@@ -62,11 +62,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..node.identity import PeerId
-from .keys import KEY_BITS, Key, common_prefix_len, key_of, peer_key
+from .keys import ED25519_ID_PREFIX, KEY_BITS, Key, common_prefix_len, peer_key, random_preimage_with_cpl
 
 MAX_REFRESH_CPL = 15  # as libp2p: deeper buckets are reached by the self lookup
-_POOL = 4  # refresh keys kept per bucket
-_ED25519_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])  # refresh keys look like peer IDs
 
 
 @dataclass
@@ -144,7 +142,6 @@ class RoutingTable:
         self._buckets: dict[int, _Bucket] = {}
         self._where: dict[PeerId, int] = {}  # peer -> bucket index, for entries only
         self._refresh_due: dict[int, float] = {}
-        self._preimages: dict[int, list[bytes]] = {}  # cpl -> refresh keys found so far
         self._self_due = now + refresh_interval * rng.uniform(0.5, 1.0)
         self._start = now
 
@@ -375,25 +372,9 @@ class RoutingTable:
         return due
 
     def _refresh_key(self, cpl: int) -> bytes | None:
-        """A random peer-ID-shaped key whose hash falls in bucket ``cpl``.
-
-        Finding one costs ~``2 ** (cpl + 1)`` hashes, so each search also keeps
-        what it finds for shallower buckets, up to ``_POOL`` keys per bucket,
-        and later refreshes pick from that pool (libp2p likewise draws refresh
-        targets from a fixed precomputed table).
-        """
-        pool = self._preimages.setdefault(cpl, [])
-        if len(pool) < _POOL:
-            tries = 1 << min(cpl + 4, 22)
-            for _ in range(tries):
-                candidate = _ED25519_PREFIX + self._rng.randbytes(32)
-                found = common_prefix_len(self.local_key, key_of(candidate))
-                other = self._preimages.setdefault(found, []) if found <= self.max_refresh_cpl else None
-                if other is not None and len(other) < _POOL:
-                    other.append(candidate)
-                if found == cpl:
-                    break
-        return self._rng.choice(pool) if pool else None
+        """A random peer-ID-shaped key whose hash falls in bucket ``cpl`` (``keys.random_preimage_with_cpl``)."""
+        tries = 1 << min(cpl + 4, 22)  # only buckets past 15 need a search (max_refresh_cpl allowing)
+        return random_preimage_with_cpl(self.local_key, cpl, self._rng, max_tries=tries, prefix=ED25519_ID_PREFIX)
 
     def _jittered(self) -> float:
         return self.refresh_interval * self._rng.uniform(0.9, 1.1)

@@ -181,6 +181,7 @@ class Cluster:
         self.engine = Engine(seed, quantum=quantum)
         self.rng = self.engine.rng
         self.net = MemNetwork(self.rng.getrandbits(64), latency=latency, loss=loss, quantum=quantum)
+        self.kad_rng = random.Random(f"{seed}/kademlia")  # refresh keys: apart, so they shift nothing else
         self.link_rng = self.net.rng
         self.live: dict[PeerId, SimPeer] = {}
         self.peers: list[SimPeer] = []  # every peer ever started, in order
@@ -559,7 +560,7 @@ class Cluster:
         deepest = min(max((i for i in table.bucket_indices() if table.bucket(i)), default=-1), table.max_refresh_cpl)
         base = peer_key(peer.id)
         for cpl in range(deepest + 1):
-            key = random_preimage_with_cpl(base, cpl, self.rng, max_tries=1 << 18, prefix=_ED25519_PREFIX)
+            key = random_preimage_with_cpl(base, cpl, self.kad_rng, max_tries=1 << 18, prefix=_ED25519_PREFIX)
             if key is not None:
                 self.start_lookup(peer, key_of(key), key, "refresh")
 

@@ -116,3 +116,23 @@ def test_random_preimage_with_cpl():
         data = random_preimage_with_cpl(base, cpl, rng)
         assert data is not None and common_prefix_len(base, key_of(data)) == cpl
     assert random_preimage_with_cpl(base, 200, rng, max_tries=10) is None
+
+
+def test_preimage_table_entries_are_the_first_counters_whatever_the_history(monkeypatch):
+    """Refresh keys depend on the rng only: a warm table answers as a fresh one would."""
+    prefix = b"\x01\x02"
+    base = random.Random(8).getrandbits(KEY_BITS)
+    monkeypatch.setattr(kmod, "_TABLES", {})
+    cold = [random_preimage_with_cpl(base, cpl, random.Random(cpl), prefix=prefix) for cpl in range(16)]
+    table = kmod.preimage_table(prefix)
+    for cpl, data in enumerate(cold):
+        assert data.startswith(prefix) and len(data) == len(prefix) + 32
+        assert common_prefix_len(base, key_of(data)) == cpl
+    for wanted in random.Random(9).sample(range(1 << 16), 50):  # warm it up with other prefixes
+        table.counter(wanted)
+    warm = [random_preimage_with_cpl(base, cpl, random.Random(cpl), prefix=prefix) for cpl in range(16)]
+    assert warm == cold
+    for data in cold[:3]:  # no smaller counter has the same 16-bit key prefix
+        wanted = key_of(data) >> (KEY_BITS - 16)
+        found = int.from_bytes(data[len(prefix):], "big")
+        assert all(key_of(prefix + i.to_bytes(32, "big")) >> (KEY_BITS - 16) != wanted for i in range(found))

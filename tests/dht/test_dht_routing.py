@@ -278,15 +278,17 @@ def test_refresh_commands_and_due_times():
     assert 0 in {c.cpl for c in cmds if isinstance(c, RefreshBucket)}
 
 
-def test_refresh_keys_for_deep_buckets_are_found_and_pooled():
-    table = new_table(LOCAL, max_refresh_cpl=12)
-    first = table._refresh_key(12)
-    assert first is not None and common_prefix_len(table.local_key, key_of(first)) == 12
-    # the search filled the pools of shallower buckets on the way
-    assert all(len(table._preimages.get(c, [])) == 4 for c in range(6))
-    again = {table._refresh_key(3) for _ in range(20)}
-    assert len(again) <= 4
-    assert all(common_prefix_len(table.local_key, key_of(k)) == 3 for k in again)
+def test_refresh_keys_fall_in_their_bucket_vary_and_replay():
+    table = new_table(LOCAL, max_refresh_cpl=17)
+    for cpl in range(18):
+        key = table._refresh_key(cpl)
+        assert key is not None and common_prefix_len(table.local_key, key_of(key)) == cpl
+        assert PeerId(key).is_ed25519  # shaped like a peer ID
+    assert len({table._refresh_key(0) for _ in range(20)}) == 20
+    assert len({table._refresh_key(9) for _ in range(20)}) > 10
+    one, two, other = new_table(LOCAL), new_table(LOCAL), new_table(LOCAL, rng=random.Random(6))
+    assert [one._refresh_key(c) for c in range(18)] == [two._refresh_key(c) for c in range(18)]  # same seed
+    assert [other._refresh_key(c) for c in range(4)] != [two._refresh_key(c) for c in range(4)]
 
 
 def test_peers_most_recent_first():
