@@ -105,6 +105,12 @@ def test_bad_join_input_is_a_clear_error(tmp_path, args, message):
     assert message in res.stderr and "Traceback" not in res.stderr
 
 
+def test_an_address_this_host_cannot_listen_on_is_a_clear_error(tmp_path):
+    res = run("join", "--data-dir", str(tmp_path), "--listen", "/ip4/192.0.2.1/tcp/4001", timeout=30)
+    assert res.returncode == 1
+    assert "cannot listen on /ip4/192.0.2.1/tcp/4001" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_help_explains_every_command():
     res = run("--help")
     for command in ("join", "status", "peers", "devnet", "demo", "config"):

@@ -45,3 +45,33 @@ def test_twenty_nodes_form_a_network_through_one_bootstrap_peer_despite_loss():
 
 def test_a_seed_replays_exactly():
     assert run_virtual(seed=5, n=10, loss=0.05) == run_virtual(seed=5, n=10, loss=0.05)
+
+
+async def _node_cancelled_after(delay: float) -> tuple[bool, bool]:
+    net = MemNetwork(1)
+    transport = net.add_peer(Identity.from_seed(b"\x01" * 32))
+    node = Node(transport, resources=Resources(1.0, 1 << 30, {}))
+    returned = False
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        with trio.move_on_after(60):  # a hang would end here, with returned still False
+            with trio.CancelScope() as scope:
+                if delay <= 0:
+                    scope.cancel()
+                else:
+                    nursery.start_soon(_cancel_later, scope, delay)
+                await node.run()
+            returned = True
+        nursery.cancel_scope.cancel()
+    return returned, transport.running
+
+
+async def _cancel_later(scope: trio.CancelScope, delay: float) -> None:
+    await trio.sleep(delay)
+    scope.cancel()
+
+
+def test_a_node_cancelled_while_starting_or_running_stops_with_its_transport():
+    for delay in (0.0, 5.0):  # cancelled before the transport is up; and once running
+        returned, running = trio.run(_node_cancelled_after, delay, clock=trio.testing.MockClock(autojump_threshold=0))
+        assert returned and not running

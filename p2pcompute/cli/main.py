@@ -63,6 +63,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:  # trio nurseries wrap what their tasks raised
+        error = _user_error_in(group)
+        if error is None:
+            raise
+        print_error(str(error), json_mode=getattr(args, "json", False))
+        return 1
+
+
+def _user_error_in(group: BaseExceptionGroup) -> P2PComputeError | None:
+    """The error to show when a group holds only our errors and cancellations; else None."""
+    ours, rest = group.split(P2PComputeError)
+    if ours is None:
+        return None
+    if rest is not None:
+        _, other = rest.split((KeyboardInterrupt, SystemExit))
+        if other is not None:
+            return None  # a bug alongside: let its traceback through
+    error: BaseException = ours
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

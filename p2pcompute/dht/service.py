@@ -369,9 +369,15 @@ class DhtService:
         return True
 
     async def _ping(self, cmd: PingPeer) -> None:
-        ok = await self._probe(cmd.peer, cmd.deadline)
-        if not ok:
-            self._execute(self.table.on_ping_result(cmd.peer, False, trio.current_time()))
+        """The routing table's eviction check: a kad PING (kubo answers it too), which the
+        receiver knows not to answer with an eviction check of its own (see ``routing.py``)."""
+        try:
+            await self.client.request(cmd.peer, pb.request(pb.MessageType.PING), cmd.deadline)
+            ok = True
+        except (TransportError, WireError) as exc:
+            log.debug("kad ping of %s failed: %s", cmd.peer.short, exc)
+            ok = False
+        self._execute(self.table.on_ping_result(cmd.peer, ok, trio.current_time()))
 
     def _learn(self, entries: list[tuple[PeerId, tuple[bytes, ...]]]) -> list[PeerId]:
         """Remember where named peers listen; returns the peers (ourselves excluded)."""

@@ -256,6 +256,11 @@ class Libp2pTransport(Transport):
                 # (low + high watermark) / 2 connections; peering.py decides that.
                 await self._host.get_network().auto_connector.stop()
                 self._listening = [str(a) for a in self._host.get_addrs()]
+                if not self._listening:  # py-libp2p logs a failed bind and carries on
+                    raise UserError(
+                        f"cannot listen on {', '.join(map(str, self._listen))}: no such local address "
+                        "or port unavailable; pick another with --listen (/ip4/0.0.0.0/tcp/0 picks a free port)"
+                    )
                 task_status.started()
                 try:
                     await trio.sleep_forever()

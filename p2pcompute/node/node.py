@@ -121,27 +121,32 @@ class Node:
     # --- lifecycle --------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        # The transport outlives the services: a cancellation from outside
-        # reaches the services first (their shutdown says goodbye, the
-        # membership leave goes out), and only then is the transport closed.
-        transport_scope = trio.CancelScope(shield=True)
+        # The transport outlives the services: once it is up, a cancellation
+        # from outside reaches the services first (their shutdown says
+        # goodbye, the membership leave goes out), and only then is the
+        # transport closed. While it starts it is cancellable like anything.
+        transport_scope = trio.CancelScope()
 
         async def run_transport(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with transport_scope:
                 await self.transport.run(task_status=task_status)
 
         async with trio.open_nursery() as outer:
-            await outer.start(run_transport)
             try:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    await self._start(nursery)
-                    task_status.started()
-                    await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-                    await self._say_goodbye()
+                await outer.start(run_transport)
+                transport_scope.shield = True  # from now on only we stop it
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        await self._start(nursery)
+                        task_status.started()
+                        await trio.sleep_forever()
+                finally:
+                    self._nursery = None  # handlers during shutdown spawn nothing
+                    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                        await self._say_goodbye()
                     self._save_peers()
+            finally:
                 transport_scope.cancel()
 
     async def _start(self, nursery: trio.Nursery) -> None:

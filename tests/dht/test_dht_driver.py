@@ -209,3 +209,16 @@ async def test_control_api_routes():
             status = (await http.get("/v1/status")).json()
             assert status["dht"]["providing"] == 1 and status["dht"]["routing_table"] >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_the_eviction_check_is_a_kad_ping_that_a_live_peer_answers():
+    from p2pcompute.dht.routing import PingPeer
+
+    async with trio.open_nursery() as nursery:
+        (a, da), (b, db) = await start_chain(nursery, 2)
+        assert b.peer_id in da.table
+        before = db.table.pending_pings()
+        await da._ping(PingPeer(b.peer_id, trio.current_time() + 3.0))
+        assert da.client.sent["PING"] == 1 and b.peer_id in da.table  # answered: it stays
+        assert db.table.pending_pings() == before  # and the pinged peer starts no check of its own
+        nursery.cancel_scope.cancel()
