@@ -167,6 +167,8 @@ class Membership(ProbingMixin, DisseminationMixin):
         if self.joined:
             raise ValueError("preload comes before Join")
         for update, record, claim in known:
+            if len(self.table) >= self.config.max_members:
+                break
             if update.peer == self.self_id or update.peer in self.table.members:
                 continue
             member = Member(update.peer, update, now, now, update.address, record, claim)

@@ -259,7 +259,8 @@ class Cluster:
         """Start ``peers`` now as a network that has long converged: no join wave.
 
         Every membership table holds every other peer alive (incarnation 0)
-        with its first capability record, nothing queued for gossip; every
+        with its first capability record, and only the peer's own join news
+        and record queued for gossip, as on any start; every
         routing table holds, for each bucket, up to k peers drawn at random
         from those that belong there (the sorted key space gives each
         bucket's candidates as one contiguous range). What a network reaches
