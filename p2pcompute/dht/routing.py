@@ -249,7 +249,9 @@ class RoutingTable:
         if peer == self.local:
             return []
         index = self.bucket_index(peer)
-        bucket = self._buckets.setdefault(index, _Bucket())
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = _Bucket()
         if len(bucket.entries) < self.k:
             self._insert(bucket, index, peer, now)
             return []

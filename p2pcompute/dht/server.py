@@ -33,6 +33,10 @@ from .records import RecordStore
 from .routing import RoutingTable
 
 MAX_KEY = 1024  # bytes in a request's key field
+FIND_NODE, GET_PROVIDERS, ADD_PROVIDER, PUT_VALUE, PING = (
+    pb.MessageType.FIND_NODE, pb.MessageType.GET_PROVIDERS, pb.MessageType.ADD_PROVIDER, pb.MessageType.PUT_VALUE,
+    pb.MessageType.PING,
+)
 
 
 class KadServer:
@@ -60,17 +64,17 @@ class KadServer:
         if len(msg.key) > MAX_KEY:
             raise WireError(f"kad key of {len(msg.key)} bytes is over the {MAX_KEY}-byte limit")
         kind = msg.type
-        if kind is pb.MessageType.PING:
-            return pb.KadMessage(pb.MessageType.PING)
-        if kind is pb.MessageType.ADD_PROVIDER:
+        if kind is FIND_NODE:
+            return pb.KadMessage(kind, msg.key, closer_peers=self._closer(sender, msg.key))
+        if kind is PING:
+            return pb.KadMessage(PING)
+        if kind is ADD_PROVIDER:
             self._add_provider(sender, msg, now)
             return None
-        if kind is pb.MessageType.PUT_VALUE:
+        if kind is PUT_VALUE:
             return self._put_value(msg, now)
         closer = self._closer(sender, msg.key)
-        if kind is pb.MessageType.FIND_NODE:
-            return pb.KadMessage(kind, msg.key, closer_peers=closer)
-        if kind is pb.MessageType.GET_PROVIDERS:
+        if kind is GET_PROVIDERS:
             held = self.providers.get(msg.key, now, limit=self.k)
             providers = tuple(
                 pb.kad_peer(r.provider, r.addrs) if r.addrs else self.kad_peer_of(r.provider) for r in held

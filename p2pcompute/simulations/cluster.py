@@ -78,6 +78,7 @@ GET_PROVIDERS = pb.MessageType.GET_PROVIDERS
 _PING = pb.request(pb.MessageType.PING)
 _KAD = pb.KadMessage
 _FIRST_SAMPLES = 64
+_PEER_ID_TYPE = frozenset({PeerId})
 _ED25519_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])  # refresh keys shaped like peer IDs
 
 
@@ -349,6 +350,9 @@ class Cluster:
 
     def _pids_of(self, kad_peers: tuple[pb.KadPeer, ...]) -> list[PeerId]:
         """The peer IDs of a reply's peer list (invalid ones left out)."""
+        ids = [c.id for c in kad_peers]
+        if set(map(type, ids)) <= _PEER_ID_TYPE:  # built by our KadServers: the IDs themselves
+            return ids
         known = self._pids.get
         out = []
         for c in kad_peers:
