@@ -121,7 +121,7 @@ class MembershipConfig:
     nack_fraction: float = 0.4  # a relay nacks after this share of the prober's indirect window
     suspicion_alpha: float = 1.2  # min suspicion = α · max(1, log10 N) · probe_interval, at least:
     suspicion_floor: float = 2.0  # seconds: a small network's peers may stall longer than α·interval
-    suspicion_beta: float = 4.0  # max suspicion = β · min
+    suspicion_beta: float = 2.5  # max suspicion = β · min (β = 4 left 1000-peer detection at ~7.3 s median)
     suspicion_confirmations: int = 3  # K: independent suspicions that shrink the timeout to min
     max_health: int = 8  # local health multiplier ranges over 1..max_health
     retransmit_mult: float = 4.0  # λ: each update is sent about λ·log10(N+1) times
