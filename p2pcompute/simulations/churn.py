@@ -144,7 +144,8 @@ class ChurnMetrics:
         self._crashes: dict[PeerId, _Crash] = {}
         self.false_declarations: set[tuple[PeerId, int, PeerId]] = set()
         self.false_observations: list[tuple[float, PeerId, PeerId]] = []
-        self.false_suspicions = 0
+        self.false_suspicions = 0  # observations: a live peer turning suspect in someone's table
+        self.false_suspicion_events: set[tuple[PeerId, int]] = set()  # distinct (peer, incarnation)
         self.spread_times: list[float] = []
         self.spread_unreached = 0
         self.spread_kinds: Counter = Counter()
@@ -207,6 +208,8 @@ class ChurnMetrics:
                 self.false_observations.append((now, observer.id, subject))
             elif new == SUSPECT:
                 self.false_suspicions += 1
+                member = observer.membership.member(subject)
+                self.false_suspicion_events.add((subject, member.incarnation if member is not None else -1))
         if new == ALIVE and (old is None or old >= DEAD):
             spread = self._joins.get(subject)
             if spread is not None and observer.started <= spread.t0:
@@ -503,6 +506,7 @@ class ChurnRun:
             "latency_s": list(s.latency),
             "false_death_observations": len(m.false_observations),
             "false_suspicions": m.false_suspicions,
+            "false_suspicion_events": len(m.false_suspicion_events),
             "dissemination": {"updates": len(m.spread_times), "unreached": m.spread_unreached,
                               "median_s": r(quantile(m.spread_times, 0.5)), "by_kind": dict(m.spread_kinds)},
             "lookups": {"count": len(oks), "hops_p99": r(quantile(hops, 0.99)),
