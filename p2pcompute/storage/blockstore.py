@@ -189,7 +189,11 @@ class Blockstore:
     # --- DAGs, pins and GC -----------------------------------------------------------
 
     def walk(self, root: Cid) -> Iterator[Cid]:
-        """Every CID of the DAG under ``root`` (depth-first, each once); raises if a block is missing."""
+        """Every CID of the DAG under ``root`` (depth-first, each once); raises if a block is missing.
+
+        Unlike ``car.iter_dag`` it reads only dag-pb nodes: a raw leaf is checked with ``has``,
+        so pinning or collecting a 1 GiB file does not read its 1 GiB of leaves.
+        """
         seen: set[bytes] = set()
         stack = [root]
         while stack:
