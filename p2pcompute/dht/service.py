@@ -75,6 +75,7 @@ class DhtConfig:
     query_timeout: float = 5.0
     lookup_timeout: float = 30.0
     refresh_interval: float = 600.0
+    eviction_check_after: float = 120.0  # a full bucket pings its least recently seen peer if silent this long
     republish_interval: float = REPUBLISH_INTERVAL
     provider_ttl: float = PROVIDER_TTL
     bootstrap_interval: float = 10.0
@@ -128,7 +129,8 @@ class DhtService:
         cfg = self.config
         now = trio.current_time()
         self.table = RoutingTable(self.peer_id, now=now, rng=self._rng, k=cfg.k,
-                                  ping_timeout=cfg.query_timeout, refresh_interval=cfg.refresh_interval)
+                                  ping_timeout=cfg.query_timeout, refresh_interval=cfg.refresh_interval,
+                                  fresh_for=cfg.eviction_check_after)
         self.republisher = Republisher(rng=self._rng, interval=cfg.republish_interval)
         self.server = KadServer(self.table, self.providers, self.records, k=cfg.k, addrs_of=self._addrs_of)
         self.responder = KadResponder(self.server, cfg.limits, self._on_request)

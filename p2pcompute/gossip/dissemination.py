@@ -148,31 +148,30 @@ class DisseminationMixin:
 
         A bigger table is sampled at random, so successive exchanges cover it all.
         """
-        table = self.table
+        members = self.table.members
         cap = self.config.max_push_pull_entries - 1
         own = ((self.self_id, self.record.version),) if self.record is not None else ()
-        if len(table.updates) > cap:
-            peers = self._rng.sample(list(table.updates), cap)
-            facts = tuple(table.updates[p] for p in peers)
-            versions = own + tuple((p, table.versions[p]) for p in peers if p in table.versions)
-        else:  # the usual case: copies at C speed
-            facts = tuple(table.updates.values())
-            versions = own + tuple(table.versions.items())
+        chosen = members.values()
+        if len(members) > cap:
+            chosen = [members[p] for p in self._rng.sample(list(members), cap)]
+        facts = tuple([m.update for m in chosen])
+        versions = own + tuple([(m.peer, m.record.version) for m in chosen if m.record is not None])
         return kind(members=(self._self_update(), *facts), versions=versions, **extra)
 
     def _records_newer_than(self, theirs: dict[PeerId, int]) -> tuple[bytes, ...]:
-        """Our records that ``theirs`` (peer -> version) lacks or holds older, in peer-ID order."""
+        """Our records that ``theirs`` (peer -> version) lacks or holds older, in table order."""
         found, total = [], 0
         if self.record is not None and self.record.version > theirs.get(self.self_id, -1):
             found.append(self._claim)
             total += len(self._claim)
-        members = self.table.members
-        differ = sorted(self.table.versions.items() - theirs.items())  # set difference in C; sorted: replayable
-        for peer, version in differ:
-            claim = members[peer].claim
-            if version > theirs.get(peer, -1) and total + len(claim) <= _PUSH_PULL_RECORD_BYTES:
-                found.append(claim)
-                total += len(claim)
+        known = theirs.get
+        for peer, member in self.table.members.items():
+            record = member.record
+            if record is not None and record.version > known(peer, -1):
+                claim = member.claim
+                if total + len(claim) <= _PUSH_PULL_RECORD_BYTES:
+                    found.append(claim)
+                    total += len(claim)
         return tuple(found)
 
     def _reap(self, now: float) -> list[PeerId]:

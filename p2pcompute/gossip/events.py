@@ -123,6 +123,7 @@ class MembershipConfig:
     suspicion_floor: float = 2.0  # seconds: a small network's peers may stall longer than α·interval
     suspicion_beta: float = 2.5  # max suspicion = β · min (β = 4 left 1000-peer detection at ~7.3 s median)
     suspicion_confirmations: int = 3  # K: independent suspicions that shrink the timeout to min
+    confirm_probers: float = 6.0  # peers (expected, network-wide) that probe a suspect next on hearing of it; 0: off
     max_health: int = 8  # local health multiplier ranges over 1..max_health
     retransmit_mult: float = 4.0  # λ: each update is sent about λ·log10(N+1) times
     gossip_interval: float = 0.1

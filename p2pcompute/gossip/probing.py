@@ -64,9 +64,23 @@ class ProbingMixin:
             self._probe_failed(probe, now, out)
             self._start_probe(now, out)
 
+    def _maybe_confirm(self, suspect: PeerId) -> None:
+        """Heard of a new suspicion: with probability confirm_probers / N, probe the suspect next."""
+        share = self.config.confirm_probers / max(1, self.size - 1)
+        if share > 0 and len(self._probe_next) < 4 and self._rng.random() < share:
+            self._probe_next.append(suspect)
+            self.stats["confirm_probes"] += 1
+
+    def _next_target(self) -> PeerId | None:
+        while self._probe_next:
+            member = self.table.get(self._probe_next.pop(0))
+            if member is not None and member.state == SUSPECT:
+                return member.peer
+        return self.table.next_probe()
+
     def _start_probe(self, now: float, out: list) -> None:
         cfg, scale = self.config, self.health + 1
-        target = self.table.next_probe()
+        target = self._next_target()
         if target is None:
             self._probe = None
             self._set_timer(TimerKind.PROBE, now + cfg.probe_interval * scale, out)

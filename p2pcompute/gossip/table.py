@@ -71,6 +71,7 @@ class Member:
     record: CapabilityRecord | None = None
     claim: bytes = b""
     suspicion: Suspicion | None = None
+    slot: int = -1  # its index in ``Table.live``, -1 when not live (kept by the table)
 
     @property
     def state(self) -> int:
@@ -89,16 +90,21 @@ class Member:
         return -1 if self.record is None else self.record.version
 
 
+_INDEXES = tuple(range(1 << 17))  # shared int objects: an index of live costs no int of its own
+
+
+def _index(i: int) -> int:
+    return _INDEXES[i] if i < len(_INDEXES) else i
+
+
 class Table:
     """Members by peer ID, plus the live list for sampling and the probe order."""
 
     def __init__(self, rng: random.Random) -> None:
+        # One entry per member and nothing else kept per member beyond ``live`` and its index:
+        # a simulation holds N² of these (10,000 peers: 10⁸), so every per-member byte counts.
         self.members: dict[PeerId, Member] = {}
-        # kept in step with ``members`` so that push-pull snapshots are C-speed copies:
-        self.updates: dict[PeerId, Update] = {}  # each member's fact, in ``members`` order
-        self.versions: dict[PeerId, int] = {}  # capability record versions of members that have one
-        self.live: list[PeerId] = []
-        self._live_index: dict[PeerId, int] = {}
+        self.live: list[PeerId] = []  # members[p].slot is p's index here
         self._order: list[PeerId] = []
         self._cursor = 0
         self._rng = rng
@@ -111,33 +117,27 @@ class Table:
 
     def add(self, member: Member) -> None:
         self.members[member.peer] = member
-        self.updates[member.peer] = member.update
-        if member.record is not None:
-            self.versions[member.peer] = member.record.version
         if member.live:
-            self._enter_live(member.peer)
+            self._enter_live(member)
 
     def remove(self, peer: PeerId) -> None:
-        if self.members.pop(peer, None) is not None:
-            del self.updates[peer]
-            self.versions.pop(peer, None)
-            self._leave_live(peer)
+        member = self.members.pop(peer, None)
+        if member is not None:
+            self._leave_live(member)
 
     def set_update(self, member: Member, update: Update) -> None:
         """Replace a member's fact, keeping the live list in step."""
         was_live = member.live
         member.update = update
-        self.updates[member.peer] = update
         if update.address:
             member.address = update.address
         if member.live and not was_live:
-            self._enter_live(member.peer)
+            self._enter_live(member)
         elif was_live and not member.live:
-            self._leave_live(member.peer)
+            self._leave_live(member)
 
     def set_record(self, member: Member, record: CapabilityRecord, claim: bytes) -> None:
         member.record, member.claim = record, claim
-        self.versions[member.peer] = record.version
 
     def sample(self, k: int, exclude: tuple[PeerId, ...] = ()) -> list[PeerId]:
         """Up to ``k`` distinct random live members, none in ``exclude``."""
@@ -152,21 +152,24 @@ class Table:
 
     def next_probe(self) -> PeerId | None:
         """The next live member in randomized round-robin order, or None."""
+        members = self.members
         for _ in range(2):
             while self._cursor < len(self._order):
                 peer = self._order[self._cursor]
                 self._cursor += 1
-                if peer in self._live_index:
+                member = members.get(peer)
+                if member is not None and member.slot >= 0:
                     return peer
             self._order = list(self.live)
             self._rng.shuffle(self._order)
             self._cursor = 0
         return None
 
-    def _enter_live(self, peer: PeerId) -> None:
-        if peer in self._live_index:
+    def _enter_live(self, member: Member) -> None:
+        if member.slot >= 0:
             return
-        self._live_index[peer] = len(self.live)
+        peer = member.peer
+        member.slot = _index(len(self.live))
         self.live.append(peer)
         # Place it at a random spot in what is left of this probe round.
         order = self._order
@@ -177,12 +180,13 @@ class Table:
             order.append(order[spot])
             order[spot] = peer
 
-    def _leave_live(self, peer: PeerId) -> None:
-        i = self._live_index.pop(peer, None)
-        if i is None:
+    def _leave_live(self, member: Member) -> None:
+        i = member.slot
+        if i < 0:
             return
+        member.slot = -1
         last = self.live.pop()
-        if last != peer:
+        if last != member.peer:
             self.live[i] = last
-            self._live_index[last] = i
+            self.members[last].slot = i
 

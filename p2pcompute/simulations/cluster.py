@@ -99,6 +99,7 @@ class ClusterConfig:
     max_refresh_cpl: int = 15  # deepest bucket refreshed by its own lookup (libp2p: 15)
     refresh_on_join: bool = True  # after the bootstrap lookup, refresh every bucket once (as libp2p does)
     ping_timeout: float = 2.0  # routing table's ping-to-evict
+    eviction_check_after: float = 120.0  # as DhtConfig: ping a full bucket's oldest entry if silent this long
     provider_republish: float = 1800.0
     evict_dead_from_dht: bool = True
     max_lookups: int = 32  # concurrent lookups per peer; more are refused
@@ -228,7 +229,7 @@ class Cluster:
         peer.table = RoutingTable(
             peer.id, now=now, rng=random.Random(rng.getrandbits(64)), k=cfg.k,
             refresh_interval=cfg.refresh_interval, ping_timeout=cfg.ping_timeout,
-            max_refresh_cpl=cfg.max_refresh_cpl,
+            max_refresh_cpl=cfg.max_refresh_cpl, fresh_for=cfg.eviction_check_after,
         )
         peer.providers = ProviderStore()
         peer.server = KadServer(peer.table, peer.providers, RecordStore(), k=cfg.k, addrs_of=self._addrs_of,

@@ -521,3 +521,45 @@ def test_suspicion_bounds_grow_with_log_n_above_a_floor():
     low, high = cfg.suspicion_bounds(1000)
     assert low == pytest.approx(cfg.suspicion_alpha * 3 * cfg.probe_interval) and low > cfg.suspicion_floor
     assert high == pytest.approx(cfg.suspicion_beta * low)
+
+
+def test_hearing_of_a_suspicion_makes_a_confirmation_prober_probe_the_suspect_next():
+    # confirm_probers ≥ N - 1: this peer is always one of the probers
+    m = machine(others=7, config=MembershipConfig(confirm_probers=100.0))
+    x = IDS[5]
+    now, ping, first = start_probe(m)  # a round is under way
+    m.handle(ev.Received(first, Ack(ping.seq)), now + 0.01)
+    if first == x:
+        now, ping, first = start_probe(m)
+        m.handle(ev.Received(first, Ack(ping.seq)), now + 0.01)
+    m.handle(ev.Received(IDS[1], Gossip(updates=(Update(x, SUSPECT, 0, (IDS[9],)),))), now + 0.1)
+    _, ping, target = start_probe(m)
+    assert target == x  # moved ahead of the round
+    assert Update(x, SUSPECT, 0, (IDS[9],)) in ping.updates  # and told, so it can refute
+    assert m.stats["confirm_probes"] == 1
+
+
+def test_confirmation_probes_are_a_share_of_the_network_and_skip_refuted_suspects():
+    x = IDS[5]
+    suspicion = Gossip(updates=(Update(x, SUSPECT, 0, (IDS[9],)),))
+    off = machine(others=7, config=MembershipConfig(confirm_probers=0.0))
+    off.handle(ev.Received(IDS[1], suspicion), 0.1)
+    assert off.stats["confirm_probes"] == 0 and off._probe_next == []
+    # with 2 probers among 7 others, about 2/7 of peers volunteer
+    volunteers = 0
+    for seed in range(400):
+        m = machine(others=7, config=MembershipConfig(confirm_probers=2.0), seed=seed)
+        m.handle(ev.Received(IDS[1], suspicion), 0.1)
+        volunteers += m.stats["confirm_probes"]
+    assert 400 * 2 / 7 * 0.75 < volunteers < 400 * 2 / 7 * 1.25
+    # a suspect that refutes before our turn is not probed out of order
+    m = machine(others=7, config=MembershipConfig(confirm_probers=100.0))
+    m.handle(ev.Received(IDS[1], suspicion), 0.1)
+    m.handle(ev.Received(x, Gossip(updates=(Update(x, ALIVE, 1, (), "mem/5"),))), 0.2)
+    assert m.state_of(x) == ALIVE
+    targets = []
+    for _ in range(7):
+        now, ping, target = start_probe(m)
+        m.handle(ev.Received(target, Ack(ping.seq)), now + 0.01)
+        targets.append(target)
+    assert sorted(targets) == sorted(IDS[1:8])  # the plain round, x once

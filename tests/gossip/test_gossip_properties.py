@@ -166,3 +166,29 @@ def test_broadcast_queue_counts_transmits_with_pushes_between_draws(ops, limit):
             sent[item] = sent.get(item, 0) + 1
     assert all(n <= limit for n in sent.values())
     assert all(sent.get((k, v)) == limit for k, v in version.items())  # the latest version: always all
+
+
+@given(st.lists(st.tuples(st.sampled_from(["set", "remove", "probe"]), updates(peers=IDS[1:8])), max_size=60),
+       st.randoms(use_true_random=False))
+@settings(max_examples=200, deadline=None)
+def test_table_live_list_and_slots_stay_in_step(ops, rnd):
+    from p2pcompute.gossip.table import Member, Table
+
+    table = Table(rnd)
+    for op, update in ops:
+        member = table.get(update.peer)
+        if op == "set":
+            if member is None:
+                table.add(Member(update.peer, update, 0.0, 0.0))
+            else:
+                table.set_update(member, update)
+        elif op == "remove":
+            table.remove(update.peer)
+        else:
+            probed = table.next_probe()
+            assert probed is None or table.get(probed).live
+        live = {p for p, m in table.members.items() if m.live}
+        assert set(table.live) == live and len(table.live) == len(live)
+        for i, peer in enumerate(table.live):
+            assert table.members[peer].slot == i
+        assert all(m.slot == -1 for m in table.members.values() if not m.live)
