@@ -204,6 +204,20 @@ def test_a_peer_that_only_pinged_us_starts_no_ping_of_ours():
     check_invariants(table)
 
 
+def test_a_full_bucket_checks_at_most_one_stale_entry_per_fresh_for():
+    """Each new sighting must not ping the next stale entry: one check per bucket per ``fresh_for``."""
+    table = new_table(LOCAL, k=3, fresh_for=10.0, ping_timeout=1.0)
+    a, b, c, d, e = peers_in_bucket(table, 0, 5)
+    for p in (a, b, c):
+        table.on_seen(p, 0.0)
+    assert table.on_seen(d, 20.0) == [PingPeer(a, 21.0)]
+    table.on_ping_result(a, True, 20.5)  # a answers; b is now the stale LRU
+    assert table.on_seen(e, 21.0) == []  # checked 1 s ago: no second ping
+    assert table.on_seen(d, 29.0) == []
+    assert table.on_seen(e, 30.0) == [PingPeer(b, 31.0)]  # fresh_for after the last check
+    check_invariants(table)
+
+
 def test_lru_that_answers_the_ping_stays():
     table = new_table(LOCAL, k=2, fresh_for=10.0)
     a, b, c = peers_in_bucket(table, 0, 3)
