@@ -23,7 +23,7 @@ with no per-item work beyond listing the items; the bucket that reaches
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 
@@ -37,6 +37,7 @@ class BroadcastQueue:
         self._age = 0  # draws that took everything so far
         self.queued: dict[Hashable, int] = {}  # key -> base (transmits = age - base); read-only outside
         self._max_items = max_items
+        self._all: tuple | None = None  # every item, least-sent first, while no push or partial draw changed them
 
     def __len__(self) -> int:
         return len(self.queued)
@@ -57,6 +58,7 @@ class BroadcastQueue:
         one starts as if already sent ``refine`` times (a refinement of news
         already on its way, such as one more confirmation of a suspicion).
         """
+        self._all = None
         t = self.transmits(key)
         if refine is not None and t is not None:
             delta = size - self._buckets[t][key][1]
@@ -79,6 +81,7 @@ class BroadcastQueue:
     def discard(self, key: Hashable) -> None:
         base = self.queued.pop(key, None)
         if base is not None:
+            self._all = None
             t = self._age - base
             size = self._buckets[t].pop(key)[1]
             self._bytes[t] -= size
@@ -91,7 +94,7 @@ class BroadcastQueue:
             return bool(self.queued)
         return any(buckets[:below])
 
-    def take(self, budget: int, limit: int, max_items: int) -> tuple[list[Any], int]:
+    def take(self, budget: int, limit: int, max_items: int) -> tuple[Sequence[Any], int]:
         """Draw items for one message: at most ``max_items``, about ``budget`` bytes.
 
         Returns the items and their total size. The first item is always
@@ -126,24 +129,31 @@ class BroadcastQueue:
             self._move_keys(t, list(self._buckets[t]), limit)
         return items, used
 
-    def _take_all(self, limit: int) -> tuple[list[Any], int]:
+    def _take_all(self, limit: int) -> tuple[tuple[Any, ...], int]:
         buckets = self._buckets
-        items = [entry[0] for bucket in buckets if bucket for entry in bucket.values()]
+        items = self._all
+        if items is None:
+            items = tuple([entry[0] for bucket in buckets if bucket for entry in bucket.values()])
         used = self._total
         buckets.insert(0, {})  # everything moves up one bucket: sent once more
         self._bytes.insert(0, 0)
         self._age += 1
+        finished = 0
         while len(buckets) > limit:  # sent ``limit`` times (or more, if the limit shrank): done
             done = buckets.pop()
             self._total -= self._bytes.pop()
+            finished += len(done)
             for key in done:
                 del self.queued[key]
+        # the order is unchanged by a draw of everything; finished items were the most sent, last
+        self._all = items[: len(items) - finished] if finished else items
         if not buckets:
             buckets.append({})
             self._bytes.append(0)
         return items, used
 
     def _move_keys(self, t: int, keys: list[Hashable], limit: int) -> None:
+        self._all = None
         bucket = self._buckets[t]
         queued = self.queued
         if t + 1 >= limit:

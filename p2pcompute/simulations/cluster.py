@@ -377,10 +377,13 @@ class Cluster:
             if kind is ev.Send:
                 self._send(peer, cmd.peer, cmd.msg, self._deliver_gossip, None)
             elif kind is ev.SetTimer:
-                k = cmd.kind
-                if peer.timers[k] != cmd.at:
-                    peer.timers[k] = cmd.at
-                    self.engine.at(cmd.at, self._fire, peer, k)
+                k, at = cmd.kind, cmd.at
+                now = self.engine.now
+                if at < now:  # already due (a confirmation shortened a suspicion): fire now.
+                    at = now  # ``_fire`` matches the entry by its time, so record the time it runs at
+                if peer.timers[k] != at:
+                    peer.timers[k] = at
+                    self.engine.at(at, self._fire, peer, k)
             elif kind is ev.MemberChanged:
                 if cmd.new >= DEAD and self.config.evict_dead_from_dht:
                     peer.table.remove(cmd.peer, self.engine.now)
@@ -576,6 +579,8 @@ class Cluster:
         self._arm_kad(peer, cmd.deadline)
 
     def _arm_kad(self, peer: SimPeer, when: float) -> None:
+        if when < self.engine.now:
+            when = self.engine.now  # as for membership timers: ``_kad_fire`` matches by time
         if when < peer.kad_at:
             peer.kad_at = when
             self.engine.at(when, self._kad_fire, peer, None)

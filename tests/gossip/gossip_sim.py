@@ -133,8 +133,9 @@ class Sim:
             if kind is ev.Send:
                 self._send(peer, cmd)
             elif kind is ev.SetTimer:
-                self.timers[peer][cmd.kind] = cmd.at
-                heapq.heappush(self._heap, (cmd.at, next(self._seq), _TIMER, peer, cmd.kind))
+                at = max(cmd.at, self.now)  # a deadline already past fires now, never back in time
+                self.timers[peer][cmd.kind] = at
+                heapq.heappush(self._heap, (at, next(self._seq), _TIMER, peer, cmd.kind))
             elif kind is ev.MemberChanged:
                 self.changes.append((self.now, peer, cmd))
 

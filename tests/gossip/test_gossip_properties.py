@@ -161,6 +161,8 @@ def test_broadcast_queue_counts_transmits_with_pushes_between_draws(ops, limit):
                 sent[item] = sent.get(item, 0) + 1
                 assert q.transmits(item[0]) in (None, before[item[0]] + 1)
             assert all(q.transmits(k) == n for k, n in before.items() if k not in {i[0] for i in items})
+            if q._all is not None:  # the remembered list of everything is what the buckets hold
+                assert list(q._all) == [e[0] for bucket in q._buckets for e in bucket.values()]
     while len(q):
         for item in q.take(10_000, limit, 1000)[0]:
             sent[item] = sent.get(item, 0) + 1

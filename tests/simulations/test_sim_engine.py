@@ -142,3 +142,33 @@ def test_a_converged_start_fills_every_table_as_a_settled_network_would():
     cluster.crash(victim)
     cluster.engine.run_until(30.0)
     assert all(p.membership.state_of(victim.id) not in (None, ALIVE) for p in peers if p is not victim)
+
+
+def test_a_timer_already_due_fires_at_once_in_the_cluster_driver():
+    """A confirmation can pull a suspicion deadline into the past: the driver must fire it now.
+
+    (It used to be scheduled at ``now`` but recorded at the past time, so the
+    entry looked stale and the suspicion never expired at that peer.)
+    """
+    from p2pcompute.gossip import events as ev
+    from p2pcompute.gossip.messages import DEAD, SUSPECT, Gossip, Update
+    from p2pcompute.simulations.cluster import Cluster
+
+    cluster = Cluster(3)
+    peers = [cluster.new_peer() for _ in range(6)]
+    cluster.start_converged(peers)
+    cluster.engine.run_until(5.0)
+    observer, victim, *others = peers
+    cluster.crash(victim)
+    # a suspicion that started 1 s ago, then (at 5 s) enough confirmations to shrink it below 1 s
+    lone = Update(victim.id, SUSPECT, 0, (others[0].id,))
+    cluster._commands(observer, observer.membership.handle(ev.Received(others[0].id, Gossip((lone,))), 4.0))
+    cluster.engine.run_until(4.0 + 0.5)
+    assert observer.membership.state_of(victim.id) == SUSPECT
+    low = observer.membership.suspicion_timeout(99)
+    cluster.engine.run_until(4.0 + low + 0.2)  # past the shortest timeout, not past the lone one
+    confirmed = Update(victim.id, SUSPECT, 0, tuple(sorted(p.id for p in others)))
+    assert 4.0 + low < cluster.now < 4.0 + observer.membership.suspicion_timeout(0)
+    cluster._commands(observer, observer.membership.handle(ev.Received(others[1].id, Gossip((confirmed,))), cluster.now))
+    cluster.engine.run_until(cluster.now + 0.01)
+    assert observer.membership.state_of(victim.id) == DEAD
