@@ -55,6 +55,9 @@ class CapabilityRecord:
         texts = (self.arch, *self.opsets, *self.labels.keys(), *self.labels.values())
         if any(len(t) > MAX_TEXT for t in texts):
             raise ValueError(f"a text field is longer than {MAX_TEXT} characters")
+        # (peer, version) as push-pull lists it: built once per record, not once per exchange
+        # (a simulation of N peers shares each record among N tables). Not a field: not on the wire.
+        object.__setattr__(self, "pair", (self.peer_id, self.version))
 
 
 def make_record(identity: Identity, version: int, **fields) -> bytes:

@@ -155,7 +155,7 @@ class DisseminationMixin:
         if len(members) > cap:
             chosen = [members[p] for p in self._rng.sample(list(members), cap)]
         facts = tuple([m.update for m in chosen])
-        versions = own + tuple([(m.peer, m.record.version) for m in chosen if m.record is not None])
+        versions = own + tuple([m.record.pair for m in chosen if m.record is not None])
         return kind(members=(self._self_update(), *facts), versions=versions, **extra)
 
     def _records_newer_than(self, theirs: dict[PeerId, int]) -> tuple[bytes, ...]:
