@@ -21,6 +21,10 @@ Writes DIR/report.json and DIR/{members_seen,detection,lookup_hops}.png.
 The same --seed replays the same run exactly (except wall time).
 """
 
+# the issue's wall-time targets, per virtual hour: 1000 peers, an hour in 5 minutes;
+# 10,000 peers, 10 virtual minutes in 30 minutes
+WALL_PER_VIRTUAL_HOUR = {1000: 300.0, 10_000: 10_800.0}
+
 # (report key, label, target text, check) for the summary table
 TARGETS = [
     ("detection_s.median", "detection median (s)", "≤ 6", lambda v: v is not None and v <= 6.0),
@@ -190,4 +194,10 @@ def _print_summary(report: dict) -> None:
         else:
             mark = "[green]ok[/]" if check(value) else "[red]missed[/]"
         table.add_row(label, "—" if value is None else f"{value:g}", target, mark)
+    virtual, wall = report.get("virtual_seconds") or 0, report.get("wall_seconds")
+    if virtual and wall is not None:
+        per_hour = wall * 3600.0 / virtual
+        goal = WALL_PER_VIRTUAL_HOUR.get(report["peers"])
+        mark = "" if goal is None else ("[green]ok[/]" if per_hour <= goal else "[red]missed[/]")
+        table.add_row("wall s per virtual hour", f"{per_hour:.0f}", "" if goal is None else f"≤ {goal:g}", mark)
     console.print(table)
