@@ -90,11 +90,14 @@ class Member:
         return -1 if self.record is None else self.record.version
 
 
-_INDEXES = tuple(range(1 << 17))  # shared int objects: an index of live costs no int of its own
+_INDEXES: list[int] = []  # shared int objects, grown on demand: an index into live costs no int of its own
 
 
 def _index(i: int) -> int:
-    return _INDEXES[i] if i < len(_INDEXES) else i
+    pool = _INDEXES
+    if i >= len(pool):
+        pool.extend(range(len(pool), max(2 * len(pool), i + 1, 256)))
+    return pool[i]
 
 
 class Table:
