@@ -71,12 +71,14 @@ def _api_url(data_dir: Path) -> str:
 def _start(net: Devnet, json_mode: bool) -> None:
     if json_mode:
         net.start()
+        if not net.wait_connected():
+            err_console.print("warning: not every peer connected to and saw every other alive within 30 s")
         return
     with console.status(f"starting {net.n} peers…") as status:
         net.start(progress=lambda i: status.update(f"peer {i + 1}/{net.n} serving…"))
         status.update("waiting until every peer sees every other…")
         if not net.wait_connected():
-            err_console.print("[yellow]warning:[/] not every peer connected to every other within 30 s")
+            err_console.print("[yellow]warning:[/] not every peer connected to and saw every other alive within 30 s")
 
 
 @contextlib.contextmanager

@@ -98,19 +98,26 @@ class Devnet:
             progress(peer.index)
 
     def wait_connected(self, timeout: float = 30.0) -> bool:
-        """Wait until every peer is connected to every other; False on timeout."""
+        """Wait until every peer is connected to every other and holds every other alive; False on timeout.
+
+        Connections come first and membership news a moment later: a view
+        taken between the two shows peers as merely "connected".
+        """
         deadline = time.monotonic() + timeout
         want = min(self.n - 1, 32)
         while time.monotonic() < deadline:
-            counts = []
+            ready = True
             for peer in self.peers:
                 client = ControlClient(peer.data_dir, timeout=5)
                 try:
                     peer.status = client.status()
-                    counts.append(peer.status["connected_peers"])
+                    if peer.status["connected_peers"] < want:
+                        ready = False
+                    elif sum(row["state"] == "alive" for row in client.peers()) < self.n - 1:
+                        ready = False
                 finally:
                     client.close()
-            if all(c >= want for c in counts):
+            if ready:
                 return True
             time.sleep(0.2)
         return False
