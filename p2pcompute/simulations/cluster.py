@@ -23,7 +23,9 @@ bytes are estimated as count × mean sampled size per type.
 Timers cost one heap entry each and are cancelled lazily: a peer keeps the
 current deadline of each of its membership timer kinds (at most five) and
 one DHT deadline (the earliest of its table's ``next_deadline``, its
-lookups' and its republisher's); an entry that no longer matches is skipped.
+lookups' and its republisher's). An entry fires the timer if its deadline is
+due by then (a deadline set in the past runs at once; the engine never goes
+back in time); it is skipped if the deadline moved later or already fired.
 Nothing is per suspect or per query.
 
 Kademlia requests are one-way messages carrying a request id; the answer
@@ -377,13 +379,10 @@ class Cluster:
             if kind is ev.Send:
                 self._send(peer, cmd.peer, cmd.msg, self._deliver_gossip, None)
             elif kind is ev.SetTimer:
-                k, at = cmd.kind, cmd.at
-                now = self.engine.now
-                if at < now:  # already due (a confirmation shortened a suspicion): fire now.
-                    at = now  # ``_fire`` matches the entry by its time, so record the time it runs at
-                if peer.timers[k] != at:
-                    peer.timers[k] = at
-                    self.engine.at(at, self._fire, peer, k)
+                k = cmd.kind
+                if peer.timers[k] != cmd.at:
+                    peer.timers[k] = cmd.at
+                    self.engine.at(cmd.at, self._fire, peer, k)  # a time already past runs now
             elif kind is ev.MemberChanged:
                 if cmd.new >= DEAD and self.config.evict_dead_from_dht:
                     peer.table.remove(cmd.peer, self.engine.now)
@@ -392,8 +391,8 @@ class Cluster:
                 self.on_capability_changed(self.engine.now, peer, cmd)
 
     def _fire(self, peer: SimPeer, kind: int) -> None:
-        if not peer.alive or peer.timers[kind] != self.engine.now:
-            return
+        if not peer.alive or peer.timers[kind] > self.engine.now:
+            return  # superseded by a later deadline, or already fired (inf)
         peer.timers[kind] = _INF
         self._commands(peer, peer.membership.handle(_TIMER_EVENTS[kind], self.engine.now))
 
@@ -579,15 +578,13 @@ class Cluster:
         self._arm_kad(peer, cmd.deadline)
 
     def _arm_kad(self, peer: SimPeer, when: float) -> None:
-        if when < self.engine.now:
-            when = self.engine.now  # as for membership timers: ``_kad_fire`` matches by time
         if when < peer.kad_at:
             peer.kad_at = when
             self.engine.at(when, self._kad_fire, peer, None)
 
     def _kad_fire(self, peer: SimPeer, _: Any) -> None:
         now = self.engine.now
-        if not peer.alive or peer.kad_at != now:
+        if not peer.alive or peer.kad_at > now:
             return
         peer.kad_at = _INF
         for cmd in peer.table.tick(now):
