@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
+from ..errors import P2PComputeError, UserError
 from ..node.config import Config
 from .output import add_json_flag, console, err_console, print_json
 
@@ -94,8 +96,35 @@ def cmd_join(args: argparse.Namespace) -> int:
     def notice(level: str, text: str) -> None:
         err_console.print(f"[yellow]{level}:[/] {text}", highlight=False)
 
-    trio.run(lambda: run_daemon(config, on_ready=ready, on_notice=notice))
+    try:
+        trio.run(lambda: run_daemon(config, on_ready=ready, on_notice=notice))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # trio's groups too: whatever stopped the daemon becomes one line
+        logging.getLogger("p2pcompute.daemon").debug("the daemon failed", exc_info=exc)
+        raise UserError(failure_line(exc)) from None
     return 0
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for whatever stopped the daemon, looking inside trio's exception groups."""
+    leaves = [e for e in _leaves(exc) if not isinstance(e, (KeyboardInterrupt, SystemExit))]
+    ours = [e for e in leaves if isinstance(e, P2PComputeError)]
+    if ours:
+        return str(ours[0])
+    first = leaves[0] if leaves else exc
+    if isinstance(first, OSError) and first.strerror:
+        where = f" ({first.filename})" if first.filename else ""
+        return f"the daemon stopped: {first.strerror}{where}"
+    text = str(first).splitlines()[0] if str(first) else ""
+    return (f"the daemon stopped on an unexpected error: {type(first).__name__}{': ' + text if text else ''} "
+            "(run with --log-level debug for the details)")
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

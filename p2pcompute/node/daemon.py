@@ -2,16 +2,19 @@
 
 ``run_daemon(config)`` is what ``p2pcompute join`` calls. It holds an
 exclusive lock on ``<data dir>/daemon.lock`` (two daemons on one data dir
-would fight over its files), writes ``api`` and ``api_token``, runs the node
-and the control API in one nursery, and on SIGINT/SIGTERM cancels them,
-says goodbye to peers, closes libp2p and removes ``api``.
+would fight over its files), writes ``api`` and a fresh ``api_token``, runs
+the node and the control API in one nursery, and on SIGINT/SIGTERM cancels
+them, says goodbye to peers, closes libp2p and removes ``api`` and
+``api_token``. A second signal during that exits at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +23,9 @@ from typing import Any
 import trio
 
 from ..errors import UserError
-from .api import API_FILE, ControlApi, load_or_create_token, serve_api
+from .api import API_FILE, TOKEN_FILE, ControlApi, create_token, serve_api
 from .config import Config, write_default_file
-from .identity import Identity
+from .identity import KEY_FILE, Identity
 from .libp2p_transport import Libp2pTransport, quiet_libp2p_logging, split_p2p_addr
 from .messages import Resources
 from .node import Node
@@ -99,52 +102,105 @@ def parse_bootstrap(addrs: list[str]) -> list[tuple]:
     return out
 
 
-def prepare_data_dir(data_dir: Path) -> None:
+def prepare_data_dir(data_dir: Path) -> bool:
+    """Make the data dir (mode 0700) or tighten an existing one to 0700; True when it was made now."""
+    created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = data_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        try:
+            os.chmod(data_dir, 0o700)
+        except OSError as exc:
+            raise UserError(f"data dir {data_dir} is open to other users (mode {mode:o}) and cannot be "
+                            f"tightened: {exc.strerror or exc}; run `chmod 700 {data_dir}`") from None
+        log.warning("data dir %s was open to other users (mode %o): set it to 700", data_dir, mode)
     write_default_file(data_dir)
+    return created
 
 
 async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None = None,
                      on_notice: Callable[[str, str], None] | None = None) -> None:
-    """Run a peer until SIGINT/SIGTERM. ``on_ready(status)`` once it serves."""
+    """Run a peer until SIGINT/SIGTERM. ``on_ready(status)`` once it serves.
+
+    A first signal starts a clean shutdown; a second one during it exits at
+    once, saying so. A daemon that fails before it serves leaves no new
+    identity behind (nor the data dir, when this run made it).
+    """
     data_dir = config.data_dir
-    prepare_data_dir(data_dir)
+    made_dir = prepare_data_dir(data_dir)
+    ready: list[bool] = []  # [True] once it serves
     with DataDirLock(data_dir):
-        identity = Identity.load_or_create(data_dir)
-        bootstrap = parse_bootstrap(config.bootstrap)
-        transport = Libp2pTransport(
-            identity, config.listen, dial_timeout=config.dial_timeout,
-            max_connections=config.max_connections, max_message=config.max_message,
-            default_timeout=config.request_timeout,
-        )
-        resources = Resources(config.cpus, config.memory, dict(config.labels))
-        node = Node(transport, resources=resources, data_dir=data_dir, bootstrap=bootstrap,
-                    target_peers=config.target_peers, on_notice=on_notice, services=default_services(config))
-        token = load_or_create_token(data_dir)
-        api_path = data_dir / API_FILE
+        new_identity = not (data_dir / KEY_FILE).exists()
+        api_path, token_path = data_dir / API_FILE, data_dir / TOKEN_FILE
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_signals, nursery.cancel_scope)
-                await nursery.start(node.run)
-                url = await nursery.start(serve_api, ControlApi(node, token), config.api_host, config.api_port)
-                api_path.write_text(url + "\n")
-                status = node.status() | {"api": url}
-                if config.links_listen:
-                    host, port = config.links_listen.rsplit(":", 1)
-                    links = await nursery.start(serve_api, ControlApi(node, token, public_only=True), host, int(port))
-                    node.public_url = links.replace("0.0.0.0", advertised_host())
-                    status["links"] = node.public_url
-                log.info("peer %s ready, API at %s", node.peer_id, url)
-                if on_ready:
-                    on_ready(status)
+            async with trio.open_nursery() as outer:
+                shutdown = trio.CancelScope()
+                outer.start_soon(_watch_signals, shutdown, (api_path, token_path))
+                with shutdown:
+                    await _serve(config, ready, on_ready, on_notice)
+                outer.cancel_scope.cancel()
         finally:
             api_path.unlink(missing_ok=True)
-            log.info("daemon stopped")
+            token_path.unlink(missing_ok=True)
+            if ready:
+                log.info("daemon stopped")
+            else:
+                _forget_failed_start(data_dir, made_dir, new_identity)
 
 
-async def _cancel_on_signals(scope: trio.CancelScope) -> None:
+async def _serve(config: Config, ready: list[bool], on_ready: Callable[[dict], None] | None,
+                 on_notice: Callable[[str, str], None] | None) -> None:
+    """The node and its APIs until cancelled; appends True to ``ready`` once they serve."""
+    data_dir = config.data_dir
+    identity = Identity.load_or_create(data_dir)
+    bootstrap = parse_bootstrap(config.bootstrap)
+    transport = Libp2pTransport(
+        identity, config.listen, dial_timeout=config.dial_timeout,
+        max_connections=config.max_connections, max_message=config.max_message,
+        default_timeout=config.request_timeout,
+    )
+    resources = Resources(config.cpus, config.memory, dict(config.labels))
+    node = Node(transport, resources=resources, data_dir=data_dir, bootstrap=bootstrap,
+                target_peers=config.target_peers, on_notice=on_notice, services=default_services(config))
+    token = create_token(data_dir)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        url = await nursery.start(serve_api, ControlApi(node, token, config=config), config.api_host,
+                                  config.api_port)
+        (data_dir / API_FILE).write_text(url + "\n")
+        status = node.status() | {"api": url}
+        if config.links_listen:
+            host, port = config.links_listen.rsplit(":", 1)
+            links = await nursery.start(serve_api, ControlApi(node, token, public_only=True), host, int(port))
+            node.public_url = links.replace("0.0.0.0", advertised_host())
+            status["links"] = node.public_url
+        log.info("peer %s ready, API at %s", node.peer_id, url)
+        ready.append(True)
+        if on_ready:
+            on_ready(status)
+
+
+def _forget_failed_start(data_dir: Path, made_dir: bool, new_identity: bool) -> None:
+    """A join that never served leaves nothing new: the dir it made, or the identity it made."""
+    if made_dir:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    elif new_identity:
+        (data_dir / KEY_FILE).unlink(missing_ok=True)
+
+
+async def _watch_signals(shutdown: trio.CancelScope, files: tuple[Path, ...],
+                         exit: Callable[[int], Any] = os._exit) -> None:
+    """First SIGINT/SIGTERM: cancel ``shutdown`` (a clean stop). Second: remove ``files``, ``exit`` now."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
-            scope.cancel()
-            return
+            name = signal.Signals(signum).name
+            if not shutdown.cancel_called:
+                log.info("received %s, shutting down (send it again to exit at once)", name)
+                shutdown.cancel()
+                continue
+            log.warning("received %s again: exiting now, without saying goodbye to peers", name)
+            for path in files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            logging.shutdown()
+            exit(128 + signum)

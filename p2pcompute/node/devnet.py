@@ -125,6 +125,12 @@ class Devnet:
     def dead(self) -> list[DevPeer]:
         return [p for p in self.peers if p.process.poll() is not None]
 
+    def kill(self) -> None:
+        """SIGKILL every peer still running (a second Ctrl-C while stopping)."""
+        for p in self.peers:
+            if p.process.poll() is None:
+                p.process.kill()
+
     def stop(self, grace: float = 8.0) -> None:
         for p in self.peers:
             if p.process.poll() is None:
