@@ -42,6 +42,7 @@ def setup_logging(level: str) -> None:
     )
     quiet_libp2p_logging(logging.DEBUG if level.lower() == "debug" else logging.CRITICAL)
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
+    logging.getLogger("p2pcompute.api.http").setLevel(logging.WARNING)  # its "CTRL + C to quit" misleads
 
 
 class DataDirLock:
