@@ -27,9 +27,12 @@ examples:
 """
 
 
+DATA_DIR_HELP = "the peer's data dir (default: $P2PCOMPUTE_HOME or ~/.p2pcompute)"
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, metavar="DIR",
-                        help="the peer's data dir (default: $P2PCOMPUTE_HOME or ~/.p2pcompute)")
+    """``--data-dir`` after the command; also accepted before it (main parser), hence SUPPRESS."""
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS, help=DATA_DIR_HELP)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,6 +109,23 @@ def cmd_join(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_in_force(data_dir: Path) -> tuple[dict | None, bool]:
+    """The running daemon's settings (its flags and environment included), or (None, False)."""
+    from ..errors import DaemonNotRunning
+    from ..node.client import ControlClient
+
+    try:
+        client = ControlClient(data_dir, timeout=10)
+    except DaemonNotRunning:
+        return None, False
+    try:
+        return client.config(), True
+    except DaemonNotRunning:
+        return None, False
+    finally:
+        client.close()
+
+
 def failure_line(exc: BaseException) -> str:
     """One line for whatever stopped the daemon, looking inside trio's exception groups."""
     leaves = [e for e in _leaves(exc) if not isinstance(e, (KeyboardInterrupt, SystemExit))]
@@ -129,12 +149,18 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     config = Config.load(args.data_dir)
-    rows = config.describe()
+    rows, running = _config_in_force(config.data_dir)
+    if rows is None:
+        rows = config.describe()
     if args.json:
         print_json(rows)
         return 0
     from rich.table import Table
 
+    if running:
+        console.print(f"settings of the daemon running for {config.data_dir} (flags included):")
+    else:
+        console.print(f"no daemon runs for {config.data_dir}; settings `p2pcompute join` would start with:")
     table = Table("setting", "value", "source", "meaning")
     for name, row in rows.items():
         table.add_row(name, str(row["value"]), row["source"], Config.HELP.get(name, "where the peer keeps its files"))

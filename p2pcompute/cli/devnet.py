@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ..node.client import ControlClient
 from ..node.devnet import Devnet
-from .output import add_json_flag, console, err_console, print_json
+from .output import add_json_flag, console, err_console, peer_labels, print_json
 
 DEVNET_HELP = """\
 Start N real peers on this machine, each a separate OS process with its own
@@ -54,11 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _peer_table(net: Devnet) -> Table:
+    ids = peer_labels([(p.status or {}).get("peer_id", "?") for p in net.peers])
     table = Table("#", "peer ID", "address", "API", "data dir")
+    table.columns[1].no_wrap, table.columns[1].min_width = True, max(map(len, ids.values()), default=1)
     for p in net.peers:
         s = p.status or {}
         addr = next((a for a in s.get("addresses", []) if "/127.0.0.1/" in a), "-")
-        table.add_row(str(p.index), s.get("peer_id", "?"), addr.split("/p2p/")[0], _api_url(p.data_dir), str(p.data_dir))
+        table.add_row(str(p.index), ids[s.get("peer_id", "?")], addr.split("/p2p/")[0], _api_url(p.data_dir), str(p.data_dir))
     return table
 
 
@@ -172,10 +174,12 @@ def _run_demo(net: Devnet, args: argparse.Namespace) -> int:
                         "compute": compute})
             return 0
         console.print(_peer_table(net))
+        ids = peer_labels([row["peer_id"] for row in members["peer0_view"]])
         table = Table("peer (as seen by peer 0)", "state", "cpus", "arch", "labels", "median RTT (5 pings)")
+        table.columns[0].no_wrap, table.columns[0].min_width = True, max(map(len, ids.values()), default=1)
         for row in members["peer0_view"]:
             rtt = members["median_rtt_ms"].get(row["peer_id"])
-            table.add_row(row["peer_id"], row.get("state", "known"),
+            table.add_row(ids[row["peer_id"]], row.get("state", "known"),
                           "-" if row["cpus"] is None else f"{row['cpus']:g}", row.get("arch", ""),
                           ", ".join(f"{k}={v}" for k, v in row["labels"].items()),
                           "-" if rtt is None else f"{rtt:.2f} ms")

@@ -16,13 +16,14 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..errors import UserError
+from ..errors import DaemonNotRunning, UserError
 from .api import API_FILE, TOKEN_FILE, ControlApi, create_token, serve_api
 from .config import Config, write_default_file
 from .identity import KEY_FILE, Identity
@@ -72,6 +73,81 @@ class DataDirLock:
 
     def __exit__(self, *exc: Any) -> None:
         self._fh.close()
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The pid of the daemon holding ``data_dir``'s lock, or None when none runs (0: pid not written yet)."""
+    try:
+        fh = open(data_dir / LOCK_FILE)
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else 0
+        return None  # nobody holds it; closing releases our shared lock
+
+
+def _process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def stop_daemon(data_dir: Path, *, timeout: float = 30.0, force: bool = False) -> int:
+    """Stop the daemon of ``data_dir`` (SIGTERM) and wait until it has exited; its pid.
+
+    ``force``: when it is still running after ``timeout``, a second SIGTERM
+    (the daemon exits at once), then SIGKILL.
+    """
+    pid = running_pid(data_dir)
+    if pid is None:
+        raise DaemonNotRunning(f"no daemon is running for data dir {data_dir}")
+    if pid == 0:
+        raise UserError(f"the daemon of {data_dir} is still starting; try again in a moment")
+
+    def send(signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise UserError(f"the daemon of {data_dir} (pid {pid}) belongs to another user; "
+                            "run `p2pcompute stop` as that user") from None
+
+    def exited(within: float) -> bool:
+        deadline = time.monotonic() + within
+        while _process_alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    send(signal.SIGTERM)
+    if exited(timeout):
+        return pid
+    if not force:
+        raise UserError(f"the daemon of {data_dir} (pid {pid}) did not stop within {timeout:g} s; "
+                        "`p2pcompute stop --force` ends it at once")
+    send(signal.SIGTERM)  # a second signal: it exits without its clean shutdown
+    if not exited(10.0):
+        send(signal.SIGKILL)
+        if not exited(10.0):
+            raise UserError(f"the daemon of {data_dir} (pid {pid}) does not exit, even on SIGKILL")
+    return pid
 
 
 def default_services(config: Config) -> list:
