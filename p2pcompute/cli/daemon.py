@@ -101,9 +101,11 @@ def cmd_join(args: argparse.Namespace) -> int:
 
     try:
         trio.run(lambda: run_daemon(config, on_ready=ready, on_notice=notice))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # trio's groups too: whatever stopped the daemon becomes one line
+    except SystemExit:
+        raise
+    except BaseException as exc:  # trio's groups too: whatever stopped the daemon becomes one line
+        if all(isinstance(e, (KeyboardInterrupt, trio.Cancelled)) for e in _leaves(exc)):
+            return 130  # Ctrl-C before the daemon's own signal handling was in place
         logging.getLogger("p2pcompute.daemon").debug("the daemon failed", exc_info=exc)
         raise UserError(failure_line(exc)) from None
     return 0
