@@ -149,3 +149,16 @@ def test_a_connecting_peer_adds_at_most_one_info_line(tmp_path):
     lines = open(f"{a_dir}.log").read().splitlines()
     joined = [line for line in lines if b_id[-8:] in line and " INFO " in line and "-> left" not in line]
     assert len(joined) <= 1, joined
+
+
+def test_failure_line_finds_the_cause_inside_trio_groups():
+    from p2pcompute.cli.daemon import failure_line
+    from p2pcompute.errors import UserError
+
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [UserError("port 4001 is taken")])])
+    assert failure_line(nested) == "port 4001 is taken"
+    bug = ExceptionGroup("outer", [KeyError("x")])
+    line = failure_line(bug)
+    assert "unexpected error: KeyError" in line and "--log-level debug" in line and "\n" not in line
+    oserror = ExceptionGroup("outer", [OSError(28, "No space left on device", "/d/peers.json")])
+    assert failure_line(oserror) == "the daemon stopped: No space left on device (/d/peers.json)"
