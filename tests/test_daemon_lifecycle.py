@@ -133,3 +133,24 @@ def test_a_second_sigterm_exits_at_once_and_says_so(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM
     assert "exiting now" in err
     assert not api.exists()
+
+
+def test_peers_of_a_killed_devnet_stop_by_themselves(tmp_path):
+    proc = subprocess.Popen(CLI + ["devnet", "--peers", "2", "--json", "--dir", str(tmp_path), "--log-level", "info"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        text = ""
+        while not text.endswith("]\n"):
+            line = proc.stdout.readline()
+            assert line, "devnet ended its output before the JSON"
+            text += line
+        pids = [int((tmp_path / f"peer{i}" / "daemon.lock").read_text()) for i in range(2)]
+        proc.kill()  # no chance to stop its peers
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: not any(alive(pid) for pid in pids), 60, "the orphaned peers to stop")
+    for i in range(2):  # a clean stop, not a kill: the api files are gone
+        assert not (tmp_path / f"peer{i}" / "api").exists()
+        assert "parent process" in (tmp_path / f"peer{i}" / "daemon.log").read_text()

@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", metavar="KEY=VALUE", dest="labels",
                    help="a label for task placement, e.g. zone=eu; repeatable")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity (default info)")
+    p.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)  # devnet's peers
     add_json_flag(p)
     p.set_defaults(func=cmd_join)
 
@@ -100,7 +101,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]{level}:[/] {text}", highlight=False)
 
     try:
-        trio.run(lambda: run_daemon(config, on_ready=ready, on_notice=notice))
+        trio.run(lambda: run_daemon(config, on_ready=ready, on_notice=notice, parent=args.exit_with_parent))
     except SystemExit:
         raise
     except BaseException as exc:  # trio's groups too: whatever stopped the daemon becomes one line
@@ -114,7 +115,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 def _config_in_force(data_dir: Path) -> tuple[dict | None, bool]:
     """The running daemon's settings (its flags and environment included), or (None, False)."""
     from ..errors import DaemonNotRunning
-    from ..node.client import ControlClient
+    from ..node.client import ApiError, ControlClient
 
     try:
         client = ControlClient(data_dir, timeout=10)
@@ -122,7 +123,7 @@ def _config_in_force(data_dir: Path) -> tuple[dict | None, bool]:
         return None, False
     try:
         return client.config(), True
-    except DaemonNotRunning:
+    except (DaemonNotRunning, ApiError):  # gone meanwhile, or a daemon too old to say
         return None, False
     finally:
         client.close()

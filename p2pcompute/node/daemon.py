@@ -196,12 +196,14 @@ def prepare_data_dir(data_dir: Path) -> bool:
 
 
 async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None = None,
-                     on_notice: Callable[[str, str], None] | None = None) -> None:
+                     on_notice: Callable[[str, str], None] | None = None, parent: int | None = None) -> None:
     """Run a peer until SIGINT/SIGTERM. ``on_ready(status)`` once it serves.
 
     A first signal starts a clean shutdown; a second one during it exits at
     once, saying so. A daemon that fails before it serves leaves no new
-    identity behind (nor the data dir, when this run made it).
+    identity behind (nor the data dir, when this run made it). ``parent``: a
+    pid whose exit stops the daemon as a signal would (devnet's peers do not
+    outlive a devnet that was killed).
     """
     data_dir = config.data_dir
     made_dir = prepare_data_dir(data_dir)
@@ -213,6 +215,8 @@ async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None 
             async with trio.open_nursery() as outer:
                 shutdown = trio.CancelScope()
                 outer.start_soon(_watch_signals, shutdown, (api_path, token_path))
+                if parent is not None:
+                    outer.start_soon(_watch_parent, shutdown, parent)
                 with shutdown:
                     await _serve(config, ready, on_ready, on_notice)
                 outer.cancel_scope.cancel()
@@ -263,6 +267,14 @@ def _forget_failed_start(data_dir: Path, made_dir: bool, new_identity: bool) -> 
         shutil.rmtree(data_dir, ignore_errors=True)
     elif new_identity:
         (data_dir / KEY_FILE).unlink(missing_ok=True)
+
+
+async def _watch_parent(shutdown: trio.CancelScope, parent: int) -> None:
+    """Cancel ``shutdown`` once ``parent`` is no longer our parent (it exited, even by SIGKILL)."""
+    while os.getppid() == parent:
+        await trio.sleep(1.0)
+    log.info("parent process %d is gone, shutting down", parent)
+    shutdown.cancel()
 
 
 async def _watch_signals(shutdown: trio.CancelScope, files: tuple[Path, ...],
