@@ -103,7 +103,7 @@ STUCK_SHUTDOWN = textwrap.dedent("""
     async def main():
         async with trio.open_nursery() as outer:
             shutdown = trio.CancelScope()
-            outer.start_soon(_watch_signals, shutdown, files)
+            await outer.start(_watch_signals, shutdown, files)
             with shutdown:
                 print("ready", flush=True)
                 await trio.sleep_forever()

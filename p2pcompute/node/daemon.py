@@ -214,7 +214,7 @@ async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None 
         try:
             async with trio.open_nursery() as outer:
                 shutdown = trio.CancelScope()
-                outer.start_soon(_watch_signals, shutdown, (api_path, token_path))
+                await outer.start(_watch_signals, shutdown, (api_path, token_path))
                 if parent is not None:
                     outer.start_soon(_watch_parent, shutdown, parent)
                 with shutdown:
@@ -278,9 +278,14 @@ async def _watch_parent(shutdown: trio.CancelScope, parent: int) -> None:
 
 
 async def _watch_signals(shutdown: trio.CancelScope, files: tuple[Path, ...],
-                         exit: Callable[[int], Any] = os._exit) -> None:
-    """First SIGINT/SIGTERM: cancel ``shutdown`` (a clean stop). Second: remove ``files``, ``exit`` now."""
+                         exit: Callable[[int], Any] = os._exit, *,
+                         task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """First SIGINT/SIGTERM: cancel ``shutdown`` (a clean stop). Second: remove ``files``, ``exit`` now.
+
+    Start it with ``nursery.start``: it is started once the signals are caught.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if not shutdown.cancel_called:
