@@ -99,3 +99,13 @@ def test_shell_completion_scripts(tmp_path, shell, marker):
 def test_ops_list_keeps_brackets_and_colons_from_markup():
     out = run("ops", "list", env=dict(os.environ, COLUMNS="300")).stdout
     assert "[min, max]" in out and "x[start:end:step]" in out
+
+
+def test_shortened_peer_ids_stay_unique():
+    from p2pcompute.cli.output import peer_labels
+
+    a = "12D3KooWAbcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNxQQQQQQ"
+    b = "12D3KooWAbcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNyQQQQQQ"  # same last 6 characters
+    labels = peer_labels([a, b, a], width=80)
+    assert labels[a] != labels[b] and labels[a].startswith("12D3Koo…") and labels[a].endswith("xQQQQQQ")
+    assert peer_labels([a, b], width=200) == {a: a, b: b}  # wide screens show them whole

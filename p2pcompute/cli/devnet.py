@@ -12,7 +12,6 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..node.client import ControlClient
 from ..node.devnet import Devnet
 from .output import add_json_flag, console, err_console, peer_labels, print_json
 
