@@ -47,9 +47,9 @@ def test_config_precedence_file_env_flag(tmp_path):
 
 
 def test_env_lists_and_home(tmp_path):
-    cfg = Config.load(None, env={"P2PCOMPUTE_HOME": str(tmp_path), "P2PCOMPUTE_BOOTSTRAP": "/a, /b",
+    cfg = Config.load(None, env={"P2PCOMPUTE_HOME": str(tmp_path), "P2PCOMPUTE_BOOTSTRAP": "/ip4/10.0.0.1/tcp/1, /dns4/b.example/tcp/2",
                                  "P2PCOMPUTE_LABELS": "x=1,y=2"})
-    assert cfg.data_dir == tmp_path and cfg.bootstrap == ["/a", "/b"] and cfg.labels == {"x": "1", "y": "2"}
+    assert cfg.data_dir == tmp_path and cfg.bootstrap == ["/ip4/10.0.0.1/tcp/1", "/dns4/b.example/tcp/2"] and cfg.labels == {"x": "1", "y": "2"}
 
 
 @pytest.mark.parametrize("text, message", [

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
+from ..errors import P2PComputeError, UserError
 from ..node.config import Config
 from .output import add_json_flag, console, err_console, print_json
 
@@ -25,9 +27,12 @@ examples:
 """
 
 
+DATA_DIR_HELP = "the peer's data dir (default: $P2PCOMPUTE_HOME or ~/.p2pcompute)"
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, metavar="DIR",
-                        help="the peer's data dir (default: $P2PCOMPUTE_HOME or ~/.p2pcompute)")
+    """``--data-dir`` after the command; also accepted before it (main parser), hence SUPPRESS."""
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS, help=DATA_DIR_HELP)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", metavar="KEY=VALUE", dest="labels",
                    help="a label for task placement, e.g. zone=eu; repeatable")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity (default info)")
+    p.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)  # devnet's peers
     add_json_flag(p)
     p.set_defaults(func=cmd_join)
 
@@ -94,18 +100,70 @@ def cmd_join(args: argparse.Namespace) -> int:
     def notice(level: str, text: str) -> None:
         err_console.print(f"[yellow]{level}:[/] {text}", highlight=False)
 
-    trio.run(lambda: run_daemon(config, on_ready=ready, on_notice=notice))
+    try:
+        trio.run(lambda: run_daemon(config, on_ready=ready, on_notice=notice, parent=args.exit_with_parent))
+    except SystemExit:
+        raise
+    except BaseException as exc:  # trio's groups too: whatever stopped the daemon becomes one line
+        if all(isinstance(e, (KeyboardInterrupt, trio.Cancelled)) for e in _leaves(exc)):
+            return 130  # Ctrl-C before the daemon's own signal handling was in place
+        logging.getLogger("p2pcompute.daemon").debug("the daemon failed", exc_info=exc)
+        raise UserError(failure_line(exc)) from None
     return 0
+
+
+def _config_in_force(data_dir: Path) -> tuple[dict | None, bool]:
+    """The running daemon's settings (its flags and environment included), or (None, False)."""
+    from ..errors import DaemonNotRunning
+    from ..node.client import ApiError, ControlClient
+
+    try:
+        client = ControlClient(data_dir, timeout=10)
+    except DaemonNotRunning:
+        return None, False
+    try:
+        return client.config(), True
+    except (DaemonNotRunning, ApiError):  # gone meanwhile, or a daemon too old to say
+        return None, False
+    finally:
+        client.close()
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for whatever stopped the daemon, looking inside trio's exception groups."""
+    leaves = [e for e in _leaves(exc) if not isinstance(e, (KeyboardInterrupt, SystemExit))]
+    ours = [e for e in leaves if isinstance(e, P2PComputeError)]
+    if ours:
+        return str(ours[0])
+    first = leaves[0] if leaves else exc
+    if isinstance(first, OSError) and first.strerror:
+        where = f" ({first.filename})" if first.filename else ""
+        return f"the daemon stopped: {first.strerror}{where}"
+    text = str(first).splitlines()[0] if str(first) else ""
+    return (f"the daemon stopped on an unexpected error: {type(first).__name__}{': ' + text if text else ''} "
+            "(run with --log-level debug for the details)")
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     config = Config.load(args.data_dir)
-    rows = config.describe()
+    rows, running = _config_in_force(config.data_dir)
+    if rows is None:
+        rows = config.describe()
     if args.json:
         print_json(rows)
         return 0
     from rich.table import Table
 
+    if running:
+        console.print(f"settings of the daemon running for {config.data_dir} (flags included):")
+    else:
+        console.print(f"no daemon runs for {config.data_dir}; settings `p2pcompute join` would start with:")
     table = Table("setting", "value", "source", "meaning")
     for name, row in rows.items():
         table.add_row(name, str(row["value"]), row["source"], Config.HELP.get(name, "where the peer keeps its files"))

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
 
 from rich.table import Table
 
-from ..node.client import ControlClient
 from ..node.devnet import Devnet
-from .output import add_json_flag, console, err_console, print_json
+from .output import add_json_flag, console, err_console, peer_labels, print_json
 
 DEVNET_HELP = """\
 Start N real peers on this machine, each a separate OS process with its own
@@ -53,11 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _peer_table(net: Devnet) -> Table:
+    ids = peer_labels([(p.status or {}).get("peer_id", "?") for p in net.peers])
     table = Table("#", "peer ID", "address", "API", "data dir")
+    table.columns[1].no_wrap, table.columns[1].min_width = True, max(map(len, ids.values()), default=1)
     for p in net.peers:
         s = p.status or {}
         addr = next((a for a in s.get("addresses", []) if "/127.0.0.1/" in a), "-")
-        table.add_row(str(p.index), s.get("peer_id", "?"), addr.split("/p2p/")[0], _api_url(p.data_dir), str(p.data_dir))
+        table.add_row(str(p.index), ids[s.get("peer_id", "?")], addr.split("/p2p/")[0], _api_url(p.data_dir), str(p.data_dir))
     return table
 
 
@@ -90,9 +92,43 @@ def _step(args: argparse.Namespace, text: str):
             yield
 
 
+@contextlib.contextmanager
+def _stopped_by_signals(net: Devnet):
+    """SIGTERM and SIGHUP stop the devnet as Ctrl-C does (KeyboardInterrupt); its peers stop with it.
+
+    While the peers are being stopped, a second signal kills those still running.
+    """
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, lambda signum, frame: net.kill())
+        try:
+            net.stop()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def cmd_devnet(args: argparse.Namespace) -> int:
     root = args.dir or Path(tempfile.mkdtemp(prefix="p2pcompute-devnet-"))
     net = Devnet(root, args.peers, log_level=args.log_level)
+    try:
+        with _stopped_by_signals(net):
+            return _run_devnet(net, args, root)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_devnet(net: Devnet, args: argparse.Namespace, root: Path) -> int:
     try:
         _start(net, args.json)
         if args.json:
@@ -107,19 +143,23 @@ def cmd_devnet(args: argparse.Namespace) -> int:
                 err_console.print(f"[red]peer {p.index} exited (code {p.process.returncode}):[/]\n{p.log_tail()}")
                 net.peers.remove(p)
     except KeyboardInterrupt:
-        console.print("stopping…")
-    finally:
-        net.stop()
-        if args.dir is None:
-            shutil.rmtree(root, ignore_errors=True)
+        err_console.print("stopping…")  # stderr: stdout holds only the table or the JSON
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..node import demo
-
     root = Path(tempfile.mkdtemp(prefix="p2pcompute-demo-"))
     net = Devnet(root, max(3, args.peers), log_level="warning")
+    try:
+        with _stopped_by_signals(net):
+            return _run_demo(net, args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_demo(net: Devnet, args: argparse.Namespace) -> int:
+    from ..node import demo
+
     try:
         _start(net, args.json)
         with _step(args, "1/3 membership: peer 0's view, pings…"):
@@ -133,10 +173,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         "compute": compute})
             return 0
         console.print(_peer_table(net))
+        ids = peer_labels([row["peer_id"] for row in members["peer0_view"]])
         table = Table("peer (as seen by peer 0)", "state", "cpus", "arch", "labels", "median RTT (5 pings)")
+        table.columns[0].no_wrap, table.columns[0].min_width = True, max(map(len, ids.values()), default=1)
         for row in members["peer0_view"]:
             rtt = members["median_rtt_ms"].get(row["peer_id"])
-            table.add_row(row["peer_id"], row.get("state", "known"),
+            table.add_row(ids[row["peer_id"]], row.get("state", "known"),
                           "-" if row["cpus"] is None else f"{row['cpus']:g}", row.get("arch", ""),
                           ", ".join(f"{k}={v}" for k, v in row["labels"].items()),
                           "-" if rtt is None else f"{rtt:.2f} ms")
@@ -150,10 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       highlight=False)
         console.print(f"{net.n} daemons on loopback did all of this over libp2p; all stopped now.")
         return 0 if data["intact"] and compute["identical"] else 1
-    except BaseException:
+    except Exception:
         for p in net.peers:
             err_console.print(f"[red]peer {p.index} log ({p.log_path}):[/]\n{p.log_tail()}")
         raise
-    finally:
-        net.stop()
-        shutil.rmtree(root, ignore_errors=True)

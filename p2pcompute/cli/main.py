@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from .. import __version__
 from ..errors import P2PComputeError
+from .daemon import DATA_DIR_HELP
 from .output import print_error
 
 # Each module has register(subparsers) adding its commands; order = order in --help.
@@ -20,6 +22,7 @@ COMMAND_MODULES = [
     "p2pcompute.cli.data_cmd",
     "p2pcompute.cli.dht_cmd",
     "p2pcompute.cli.simulate_cmd",
+    "p2pcompute.cli.completion_cmd",
 ]
 
 DESCRIPTION = """\
@@ -44,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"p2pcompute {__version__}")
+    # global options: before the command here, or after it (each command adds them with SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help=DATA_DIR_HELP)
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

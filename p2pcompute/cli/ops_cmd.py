@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run on this machine, without a network (required for now)")
     r.add_argument("--cpus", type=int, default=1, help="worker processes to start (default 1)")
     r.add_argument("--out", metavar="DIR", help="write the outputs to DIR instead of the job's outputs.dir")
-    r.add_argument("--data-dir", type=Path, metavar="DIR",
+    r.add_argument("--data-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                    help="where `program: ipfs://CID` is read from: this data dir's blockstore "
                         "(default: $P2PCOMPUTE_HOME or ~/.p2pcompute; put it there with `p2pcompute add`)")
     add_json_flag(r)
@@ -138,10 +138,12 @@ def cmd_ops_list(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
+    from rich.markup import escape
+
     table = Table("operator", "category", "signature", "semantics",
-                  title=f"opset {OPSET_VERSION} (this peer supports {list(SUPPORTED_OPSETS)})")
-    for op in ops:
-        table.add_row(op.name, op.category, op.signature(), op.doc)
+                  title=escape(f"opset {OPSET_VERSION} (this peer supports {list(SUPPORTED_OPSETS)})"))
+    for op in ops:  # escaped: docs say [min, max], which rich would take for markup
+        table.add_row(escape(op.name), op.category, escape(op.signature()), escape(op.doc))
     console.print(table)
     return 0
 

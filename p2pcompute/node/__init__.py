@@ -14,7 +14,7 @@ Files:
     api.py               the control API (HTTP + JSON on 127.0.0.1, token-authenticated)
     client.py            the control API's client, found through the data dir
     metrics.py           Prometheus metrics read from the node's counters
-    daemon.py            running a daemon: lock, logging, signals, API files
+    daemon.py            running a daemon: lock, logging, signals, API files; stopping one (``stop``)
     devnet.py            N real daemons as OS processes on loopback
     demo.py              the steps of ``p2pcompute demo`` (membership, data, compute) on a devnet
 """

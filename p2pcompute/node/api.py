@@ -11,6 +11,7 @@ Endpoints (more arrive with later issues):
     GET  /v1/peers       the peer table
     POST /v1/ping        {"peer": ID} -> {"rtt_ms": float}
     POST /v1/connect     {"address": multiaddr} -> {"peer_id": ID}
+    GET  /v1/config      the settings in force and where each came from
     GET  /metrics        Prometheus text format
 Services (``node/service.py``) add their own routes, e.g. ``/v1/dht/...``.
 Routes are ``handler(body, query) -> (status, content type, payload)``;
@@ -47,12 +48,17 @@ TOKEN_FILE = "api_token"
 MAX_BODY = 64 << 20  # loopback and token only; routes bound what they accept
 
 
-def load_or_create_token(data_dir: Path) -> str:
+def create_token(data_dir: Path) -> str:
+    """A fresh token for this run of the daemon, in ``api_token`` (mode 0600; removed on exit).
+
+    A token left by an earlier run is replaced, never reused: it may have
+    been readable by others (kubo and ssh refuse such files; a token has
+    nothing to keep, so we make a new one).
+    """
     path = data_dir / TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
+    path.unlink(missing_ok=True)
     token = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     return token
@@ -67,9 +73,11 @@ class HttpError(Exception):
 class ControlApi:
     """A small ASGI application over a Node."""
 
-    def __init__(self, node: Node, token: str, *, public_only: bool = False) -> None:
-        """``public_only``: serve nothing but the ``public_route`` handlers (the links listener)."""
+    def __init__(self, node: Node, token: str, *, public_only: bool = False, config: Any = None) -> None:
+        """``public_only``: serve nothing but the ``public_route`` handlers (the links listener).
+        ``config``: the daemon's ``Config``, shown by ``GET /v1/config``."""
         self.node = node
+        self.config = config
         self._token = token.encode()
         self.public_only = public_only
         self.routes = {
@@ -77,6 +85,7 @@ class ControlApi:
             ("GET", "/v1/peers"): self.peers,
             ("POST", "/v1/ping"): self.ping,
             ("POST", "/v1/connect"): self.connect,
+            ("GET", "/v1/config"): self.config_in_force,
             ("GET", "/metrics"): self.metrics,
         }
         for service in node.services.values():
@@ -165,6 +174,11 @@ class ControlApi:
         peer = await self.node.transport.connect(address)
         return 200, "application/json", _json({"peer_id": str(peer)})
 
+    async def config_in_force(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
+        if self.config is None:
+            raise HttpError(404, "this daemon does not report its configuration")
+        return 200, "application/json", _json(self.config.describe())
+
     async def metrics(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(self.node)
 
@@ -200,6 +214,8 @@ def _parse(body: bytes) -> dict:
         data = json.loads(body or b"{}")
     except ValueError:
         raise HttpError(400, "body is not JSON") from None
+    except RecursionError:
+        raise HttpError(400, "body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise HttpError(400, "body must be a JSON object")
     return data
@@ -242,6 +258,9 @@ async def serve_api(app: ControlApi, host: str, port: int, *, task_status: Any =
 
     try:
         await serve(app, config, task_status=_Status(), mode="asgi")
-    except OSError as exc:
+    except* OSError as group:  # hypercorn binds inside its own nurseries
+        exc = group.exceptions[0]
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
         raise UserError(f"control API cannot listen on {host}:{port}: {exc.strerror or exc}; "
                         "set another api_port (0 picks a free one)") from None

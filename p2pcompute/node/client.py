@@ -15,6 +15,12 @@ class ApiError(P2PComputeError):
     """The daemon answered with an error."""
 
 
+def _action(path: str) -> str:
+    """What a route does, in the command's words: ``/v1/dht/find-peer`` -> ``dht find-peer``."""
+    words = path.split("?")[0].removeprefix("/v1/").strip("/").replace("/", " ")
+    return words or "the request"
+
+
 class ControlClient:
     def __init__(self, data_dir: Path, timeout: float = 30.0) -> None:
         self.data_dir = Path(data_dir)
@@ -42,13 +48,13 @@ class ControlClient:
                 "it may have crashed (its api file is stale): start it again with `p2pcompute join`"
             ) from None
         except httpx.TimeoutException:
-            raise ApiError(f"the daemon at {self.url} did not answer {method} {path} in time") from None
+            raise ApiError(f"{_action(path)}: the daemon of {self.data_dir} did not answer in time") from None
         if resp.status_code != 200:
             try:
                 message = resp.json()["error"]
-            except (ValueError, KeyError):
-                message = resp.text
-            raise ApiError(f"{method} {path}: {message}")
+            except (ValueError, KeyError, TypeError):
+                message = resp.text.strip()[:200] or f"the daemon answered {resp.status_code}"
+            raise ApiError(f"{_action(path)} failed: {message}")
         return resp
 
     def _call(self, method: str, path: str, json: Any = None, params: dict | None = None) -> Any:
@@ -66,6 +72,9 @@ class ControlClient:
 
     def connect(self, address: str) -> dict:
         return self._call("POST", "/v1/connect", {"address": address})
+
+    def config(self) -> dict:
+        return self._call("GET", "/v1/config")
 
     def metrics(self) -> str:
         return self._call("GET", "/metrics")

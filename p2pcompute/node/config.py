@@ -11,6 +11,7 @@ show`` can say why a setting is what it is.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -69,6 +70,17 @@ def parse_labels(items: list[str] | str | dict) -> dict[str, str]:
             raise ConfigError(f"label {item!r} must look like key=value")
         labels[key.strip()] = value.strip()
     return labels
+
+
+def _check_multiaddr(text: str) -> None:
+    import multiaddr
+
+    try:
+        multiaddr.Multiaddr(text)
+    except Exception as exc:  # the library raises several kinds
+        reason = re.search(r"': (.*?)(?: \(string:|$)", str(exc))
+        raise ConfigError(f"{text!r} is not a valid multiaddr ({reason.group(1) if reason else exc}); "
+                          "write e.g. /ip4/0.0.0.0/tcp/4040") from None
 
 
 def _split_list(value: str | list) -> list[str]:
@@ -143,42 +155,87 @@ class Config:
         cfg._check()
         return cfg
 
+    # name -> (lowest, highest) accepted; numbers outside are refused with the setting's name and source
+    RANGES = {
+        "api_port": (0, 65535),
+        "cpus": (0.01, 1 << 20),
+        "memory": (1, 1 << 60),
+        "max_connections": (1, 1 << 20),
+        "target_peers": (1, 1 << 16),
+        "request_timeout": (0.01, 86400),
+        "dial_timeout": (0.01, 3600),
+        "max_message": (1024, 1 << 30),
+        "storage_max": (0, 1 << 60),
+    }
+
     def _apply(self, values: dict[str, Any], source: str) -> None:
-        known = {f.name: f for f in fields(self)} 
+        known = {f.name: f for f in fields(self)}
         for name, value in values.items():
+            where = f"environment variable {ENV_PREFIX}{name.upper()}" if source == "env" else source
             if name not in self.HELP:
-                raise ConfigError(f"unknown setting {name!r} in {source}; known: {', '.join(self.HELP)}")
+                raise ConfigError(f"unknown setting {name!r} in {where}; known: {', '.join(self.HELP)}")
             try:
-                setattr(self, name, self._convert(name, value, known[name].type))
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"bad value {value!r} for {name} in {source}: {exc}") from None
+                converted = self._convert(name, value, known[name].type)
+            except ConfigError as exc:
+                raise ConfigError(f"bad value {value!r} for {name} in {where}: {exc}") from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ConfigError(f"bad value {value!r} for {name} in {where}: {exc}") from None
+            low, high = self.RANGES.get(name, (None, None))
+            if low is not None and not low <= converted <= high:
+                what = "not a port number (0-65535)" if name == "api_port" else f"out of range [{low:,}, {high:,}]"
+                raise ConfigError(f"bad value {value!r} for {name} in {where}: {what}")
+            setattr(self, name, converted)
             self.sources[name] = source
 
     @staticmethod
     def _convert(name: str, value: Any, type_name: str) -> Any:
+        """``value`` (from TOML, an env var or a flag) as the setting's type; ConfigError says why not."""
+        if isinstance(value, bool):
+            raise ConfigError("true/false is not meaningful here")
         if name in ("memory", "storage_max"):
+            if not isinstance(value, (int, str)):
+                raise ConfigError("write a size such as 4GiB or a number of bytes")
             return parse_size(value)
         if name == "labels":
+            if not isinstance(value, (list, str, dict)):
+                raise ConfigError("write key=value labels, e.g. { zone = \"eu\" }")
             return parse_labels(value)
         if type_name == "list[str]":
-            return _split_list(value)
+            if not isinstance(value, (list, str)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError("write a list of multiaddrs, e.g. [\"/ip4/0.0.0.0/tcp/4040\"]")
+            items = _split_list(value)
+            for item in items:
+                _check_multiaddr(item)
+            return items
         if type_name == "int":
+            if isinstance(value, float) or not isinstance(value, (int, str)):
+                raise ConfigError("write a whole number")
             return int(value)
         if type_name == "float":
-            return float(value)
-        return str(value)
+            if not isinstance(value, (int, float, str)):
+                raise ConfigError("write a number")
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError("write a finite number")
+            return number
+        if not isinstance(value, str):
+            raise ConfigError("write a string (in quotes)")
+        return value
 
     def _check(self) -> None:
-        if self.cpus <= 0:
-            raise ConfigError("cpus must be positive")
-        if not 0 <= self.api_port <= 65535:
-            raise ConfigError(f"api_port {self.api_port} is not a port number")
+        def where(name: str) -> str:
+            source = self.sources.get(name, "default")
+            return f"environment variable {ENV_PREFIX}{name.upper()}" if source == "env" else source
+
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"log_level {self.log_level!r}: use debug, info, warning or error")
+            raise ConfigError(f"log_level {self.log_level!r} in {where('log_level')}: use debug, info, warning or error")
         if not self.listen:
-            raise ConfigError("listen is empty: give at least one multiaddr")
+            raise ConfigError(f"listen is empty in {where('listen')}: give at least one multiaddr")
         if self.links_listen and not re.fullmatch(r"[^:\s]+:[0-9]{1,5}", self.links_listen):
-            raise ConfigError(f"links_listen {self.links_listen!r}: write host:port, e.g. 0.0.0.0:8480")
+            raise ConfigError(f"links_listen {self.links_listen!r} in {where('links_listen')}: "
+                              "write host:port, e.g. 0.0.0.0:8480")
+        if self.links_listen and not 0 <= int(self.links_listen.rsplit(":", 1)[1]) <= 65535:
+            raise ConfigError(f"links_listen {self.links_listen!r} in {where('links_listen')}: not a port number")
 
     def describe(self) -> dict[str, Any]:
         """Values and their sources, for ``config show``."""

@@ -4,8 +4,9 @@ Peer 0 starts a network; the others bootstrap to it. Each has its own data
 dir under the devnet dir, its log in ``<dir>/peerI/daemon.log``, a free TCP
 port on 127.0.0.1 and a free control API port. ``Devnet`` starts them, waits
 until they serve and see each other, and stops them (SIGTERM, then SIGKILL
-after a grace period). One OS process per peer because ~20–30 busy peers
-saturate one process's core (DESIGN.md).
+after a grace period). Each peer also stops by itself when the devnet
+process is gone (``--exit-with-parent``), even if it was SIGKILLed. One OS
+process per peer because ~20–30 busy peers saturate one process's core.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Devnet:
         (data_dir / API_FILE).unlink(missing_ok=True)  # a stale one from an earlier run
         cmd = [sys.executable, "-m", "p2pcompute", "join", "--data-dir", str(data_dir),
                "--listen", "/ip4/127.0.0.1/tcp/0", "--api-port", "0", "--log-level", self.log_level,
-               "--label", f"devnet={index}", *self.extra_args]
+               "--label", f"devnet={index}", "--exit-with-parent", str(os.getpid()), *self.extra_args]
         if bootstrap:
             cmd += ["--bootstrap", bootstrap]
         log = open(data_dir / "daemon.log", "ab")
@@ -124,6 +125,12 @@ class Devnet:
 
     def dead(self) -> list[DevPeer]:
         return [p for p in self.peers if p.process.poll() is not None]
+
+    def kill(self) -> None:
+        """SIGKILL every peer still running (a second Ctrl-C while stopping)."""
+        for p in self.peers:
+            if p.process.poll() is None:
+                p.process.kill()
 
     def stop(self, grace: float = 8.0) -> None:
         for p in self.peers:

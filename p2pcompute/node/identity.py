@@ -112,6 +112,21 @@ class PeerId(bytes):
         return "…" + self.text[-8:]
 
 
+def check_private_file(path: Path) -> None:
+    """Refuse a secret file other users can read or write (as ssh does with keys): ConfigError saying how to fix it.
+
+    A key others could read may already be copied; fixing its mode silently
+    would hide that. The user decides: ``chmod 600`` it, or move it away to
+    make a new one.
+    """
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is open to other users (mode {mode:o}), so its key may be known to them; "
+            f"run `chmod 600 {path}` if it is still secret, or move it away to make a new one"
+        )
+
+
 class Identity:
     """This peer's signing key and peer ID."""
 
@@ -153,12 +168,7 @@ class Identity:
         """Load ``<data_dir>/identity.key``, making it (mode 0600) on first use."""
         path = Path(data_dir) / KEY_FILE
         if path.exists():
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                raise ConfigError(
-                    f"{path} is readable by other users (mode {mode:o}); "
-                    f"run `chmod 600 {path}`"
-                )
+            check_private_file(path)
             try:
                 return cls.from_protobuf(path.read_bytes())
             except ValueError as exc:

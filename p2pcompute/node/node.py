@@ -253,7 +253,7 @@ class Node:
         return Peers(tuple([self.own_record()[1]] + claims[: max(0, limit - 1)]))
 
     async def _on_goodbye(self, peer: PeerId, msg: Goodbye) -> None:
-        log.info("peer %s said goodbye (%s)", peer.short, msg.reason)
+        log.debug("peer %s said goodbye (%s)", peer.short, msg.reason)
         self._apply(self.peering.disconnected(peer, trio.current_time()))
 
     # --- peering driver -----------------------------------------------------------
@@ -261,10 +261,10 @@ class Node:
     def _on_peer_event(self, peer: PeerId, connected: bool) -> None:
         now = trio.current_time()
         if connected:
-            log.info("connected to %s", peer.short)
+            log.debug("connected to %s", peer.short)
             self._apply(self.peering.connected(peer, now))
         else:
-            log.info("lost connection to %s", peer.short)
+            log.debug("lost connection to %s", peer.short)
             self._apply(self.peering.disconnected(peer, now))
         self._dirty = True
 
@@ -310,7 +310,7 @@ class Node:
                 self._accept_claim(reply.record, expect=peer)
             peers = await self.transport.request(peer, GetPeers(limit=64))
         except (TransportError, WireError) as exc:
-            log.info("exchange with %s failed: %s", peer.short, exc)
+            log.debug("exchange with %s failed: %s", peer.short, exc)
             return
         if isinstance(peers, Peers):
             for claim in peers.records[:64]:
@@ -379,6 +379,7 @@ class Node:
             return [(PeerId.from_string(r["peer_id"]), [str(a) for a in r["addrs"]]) for r in rows]
         except FileNotFoundError:
             return []
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable %s: %s", path, exc)
+        except (ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
+            log.warning("ignoring unreadable %s (starting without the peers it listed): %s",
+                        path, str(exc)[:200])
             return []

@@ -249,6 +249,10 @@ class Cid:
             if len(raw) != 34 or raw[:2] != b"\x12\x20":
                 raise BadCid("CIDv0 text must decode to a sha2-256 multihash")
             return cls(0, DAG_PB, raw)
+        if text.startswith("Qm"):
+            raise BadCid(f"a CIDv0 (Qm...) has 46 characters, this one {len(text)}: check for a typo")
+        if text[:1] not in ("b", "B", "z", "f"):
+            raise BadCid("a CID starts with Qm (version 0) or with b, B, z or f (version 1, e.g. bafy...)")
         raw = multibase_decode(text)
         if raw[:1] == b"\x12":
             raise BadCid("a CIDv0 must be written in base58btc (Qm...)")

@@ -286,7 +286,10 @@ def _cid_arg(value: Any) -> Cid:
 
 
 def _load_or_create_key(path: Path) -> bytes:
+    from ..node.identity import check_private_file
+
     try:
+        check_private_file(path)  # refused when others can read it, as identity.key is
         key = path.read_bytes()
         if len(key) == 32:
             return key
