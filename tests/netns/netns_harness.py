@@ -15,7 +15,9 @@ loopback and the other daemons, and nothing else.
 Faults are tc filters on the ingress of v<i> (the frames daemon i sends), so
 the daemons' namespaces stay untouched:
     partition  classic BPF: drop IPv4 to the other side's addresses
-    loss       classic BPF: drop with probability p (``ld rand``)
+    loss       classic BPF: drop with probability p (``ld rand``); the daemon's
+               eth0 sends one frame per skb meanwhile (gso_max_segs 1), so
+               that a drop strikes one frame, not a 64 KiB GSO burst
     delay      mirred redirect into tap d<i>; ``netns_delay.py`` (in the
                harness namespace) writes each frame into tap b<i> on the
                bridge DELAY ms later
@@ -391,6 +393,10 @@ class Net:
         """Daemon i's membership view: peer ID -> state."""
         return {m["peer_id"]: m["state"] for m in self.api(i, "GET", "/v1/members")["members"]}
 
+    def tcp_congestion_control(self, i: int = 0) -> str:
+        """The TCP congestion control daemon i's namespace uses (loss-based ones crawl under random loss)."""
+        return sh("ip", "netns", "exec", self.daemons[i].ns, "cat", "/proc/sys/net/ipv4/tcp_congestion_control").stdout.strip()
+
     def cli(self, i: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """``p2pcompute ARGS --data-dir <daemon i's>`` run inside daemon i's namespace."""
         d = self.daemons[i]
@@ -457,6 +463,8 @@ class Net:
         who = list(range(self.n) if only is None else only)
         for i in who:
             if loss > 0:
+                # one frame per skb, so that loss strikes frames as on a wire, not whole 64 KiB GSO bursts
+                sh("ip", "-n", self.daemons[i].ns, "link", "set", "eth0", "gso_max_segs", "1")
                 sh("tc", "-n", self.hub, "filter", "replace", "dev", f"v{i}", "ingress", "prio", "20",
                    "handle", "1", "bpf", "da", "bytecode", _loss_bytecode(loss))
         if delay_ms > 0:
@@ -474,6 +482,7 @@ class Net:
 
     def clear_impairment(self) -> None:
         for i in range(self.n):
+            sh("ip", "-n", self.daemons[i].ns, "link", "set", "eth0", "gso_max_segs", "65535", check=False)
             for prio in ("20", "30"):
                 sh("tc", "-n", self.hub, "filter", "del", "dev", f"v{i}", "ingress", "prio", prio, check=False)
         self._stop_delay()
