@@ -39,6 +39,7 @@ def test_peers_listening_on_any_address_advertise_and_record_only_routable_addre
     for d in net.daemons:
         advertised = net.api(d.index, "GET", "/v1/status")["addresses"]  # may list loopback: for local users
         assert any(f"/ip4/{d.address}/" in a for a in advertised), advertised
+        assert len(advertised) == len(set(advertised)), f"daemon {d.index} lists an address twice: {advertised}"
     by_id = {d.peer_id: d for d in net.daemons}
 
     def records_arrived():  # each peer's record (with its addresses) comes a moment after membership news
