@@ -5,8 +5,10 @@ Theory of operation
 Nothing here decides anything about Kademlia; it moves bytes and time for
 the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
 
-* ``KadClient.request`` sends one kad request to a peer on a fresh stream
-  of the configured protocol id (``pb.frame``), reads the one reply frame
+* ``KadClient.request`` sends one kad request to a peer on a stream of the
+  first configured protocol id the peer speaks (ours, ``/p2pcompute/kad/1.0.0``,
+  and kubo's LAN DHT, ``/ipfs/lan/kad/1.0.0``; the one a peer last used
+  first, and a refusal is remembered by the transport) (``pb.frame``), reads the one reply frame
   (``FrameReader``, bounded by ``max_message``) and checks its type. The
   whole exchange runs under a deadline; every failure (no route, refused
   protocol, reset, timeout, malformed or mismatched reply) becomes one
@@ -46,6 +48,7 @@ import trio
 from ..errors import ConfigError, RequestTimeout, TransportError, WireError
 from ..node.framing import FrameReader
 from ..node.identity import PeerId
+from ..node.transport import ProtocolNotSupported
 from . import pb
 from .lookup import Lookup, Query
 from .server import KadServer
@@ -121,14 +124,16 @@ class KadClient:
     whose state is then unknown.
     """
 
-    def __init__(self, transport: Any, protocol: str, limits: Limits,
-                 *, max_streams: int = 128, idle_close: float = 30.0) -> None:
+    def __init__(self, transport: Any, protocols: str | tuple[str, ...], limits: Limits,
+                 *, max_streams: int = 128, idle_close: float = 30.0, max_known: int = 4096) -> None:
         self.transport = transport
-        self.protocol = protocol
+        self.protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
         self.limits = limits
         self.max_streams = max_streams
         self.idle_close = idle_close
+        self.max_known = max_known
         self._senders: OrderedDict[PeerId, _Sender] = OrderedDict()
+        self._spoken: OrderedDict[PeerId, str] = OrderedDict()  # the protocol each peer last used (LRU)
         self.sent: Counter = Counter()  # by message type name
         self.failures: Counter = Counter()  # by reason
 
@@ -155,7 +160,7 @@ class KadClient:
         for _attempt in (1, 2):
             fresh = sender.stream is None
             if fresh:
-                sender.stream = await self.transport.open_stream(peer, self.protocol)
+                sender.stream = await self._open(peer)
                 sender.reader = FrameReader(sender.stream, self.limits.max_message)
             try:
                 reply = await self._once(peer, sender, msg)
@@ -181,6 +186,30 @@ class KadClient:
         if reply.type is not msg.type:
             raise WireError(f"{peer.short} answered {msg.type.name} with {reply.type.name}")
         return reply
+
+    def spoken(self, peer: PeerId, protocol: str) -> None:
+        """``peer`` used ``protocol`` (it sent us a request on it): ask it in that one first."""
+        if protocol in self.protocols:
+            self._spoken[peer] = protocol
+            self._spoken.move_to_end(peer)
+            while len(self._spoken) > self.max_known:
+                self._spoken.popitem(last=False)
+
+    def protocol_of(self, peer: PeerId) -> str | None:
+        return self._spoken.get(peer)
+
+    async def _open(self, peer: PeerId) -> Any:
+        """A stream in the first of our protocols the peer speaks (the one it spoke last tried first)."""
+        known = self._spoken.get(peer)
+        order = ([known] if known else []) + [p for p in self.protocols if p != known]
+        for protocol in order:
+            try:
+                stream = await self.transport.open_stream(peer, protocol)
+            except ProtocolNotSupported:
+                continue  # the transport remembers the refusal: trying it again costs nothing
+            self.spoken(peer, protocol)
+            return stream
+        raise ProtocolNotSupported(f"{peer.short} speaks none of {', '.join(self.protocols)}")
 
     async def _sender(self, peer: PeerId) -> _Sender:
         sender = self._senders.get(peer)
@@ -217,7 +246,7 @@ class KadResponder:
     """Serves inbound kad streams through a ``KadServer``; bounded. See the module doc."""
 
     def __init__(self, server: KadServer, limits: Limits,
-                 on_request: Callable[[PeerId, pb.KadMessage], None]) -> None:
+                 on_request: Callable[[PeerId, pb.KadMessage, str], None]) -> None:
         self.server = server
         self.limits = limits
         self._on_request = on_request  # the driver's hook (routing-table feed, counters)
@@ -226,14 +255,14 @@ class KadResponder:
         self.rejected: Counter = Counter()  # by reason
         self.recent: deque[tuple[str, str]] = deque(maxlen=64)  # (peer, message type) of the last requests
 
-    async def serve(self, peer: PeerId, stream: Any) -> None:
+    async def serve(self, peer: PeerId, stream: Any, protocol: str = DEFAULT_PROTOCOL) -> None:
         if self.active >= self.limits.max_inbound_streams:
             self.rejected["busy"] += 1
             await stream.reset()
             return
         self.active += 1
         try:
-            await self._serve(peer, stream)
+            await self._serve(peer, stream, protocol)
         except (WireError, TransportError) as exc:
             reason = getattr(exc, "reason", "transport")
             self.rejected[reason] += 1
@@ -242,7 +271,7 @@ class KadResponder:
         finally:
             self.active -= 1
 
-    async def _serve(self, peer: PeerId, stream: Any) -> None:
+    async def _serve(self, peer: PeerId, stream: Any, protocol: str) -> None:
         reader = FrameReader(stream, self.limits.max_message)
         for _ in range(self.limits.max_requests_per_stream):
             with trio.move_on_after(self.limits.idle_timeout) as idle:
@@ -253,7 +282,7 @@ class KadResponder:
             reply = self.server.handle(peer, msg, trio.current_time())
             self.served[msg.type.name] += 1
             self.recent.append((str(peer), msg.type.name))
-            self._on_request(peer, msg)
+            self._on_request(peer, msg, protocol)
             if reply is not None:
                 with trio.fail_after(self.limits.write_timeout):
                     await stream.write(pb.frame(reply))

@@ -45,3 +45,16 @@ def test_dht_help_explains_keys(capsys):
             assert exc.code == 0
         out = capsys.readouterr().out
         assert "SHA-256" in out and "multihash" in out
+
+
+def test_dht_protocols_setting(tmp_path):
+    import pytest
+
+    from p2pcompute.errors import ConfigError
+    from p2pcompute.node.config import Config
+
+    assert Config.load(tmp_path, env={}).dht_protocols == ["/p2pcompute/kad/1.0.0", "/ipfs/lan/kad/1.0.0"]
+    cfg = Config.load(tmp_path, env={"P2PCOMPUTE_DHT_PROTOCOLS": "/p2pcompute/kad/1.0.0"})
+    assert cfg.dht_protocols == ["/p2pcompute/kad/1.0.0"]
+    with pytest.raises(ConfigError, match="dht_protocols"):
+        Config.load(tmp_path, env={"P2PCOMPUTE_DHT_PROTOCOLS": "/ipfs/kad/1.0.0"})  # the public DHT: not ours to join
