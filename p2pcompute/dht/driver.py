@@ -90,7 +90,7 @@ class AddressBook:
         if not addrs:
             return False
         old = self._addrs.get(peer, ())
-        merged = tuple(dict.fromkeys([*addrs, *old]))[: self.max_addrs]
+        merged = pb.kept_addrs((*addrs, *old), self.max_addrs)  # sizes bounded: answers come from peers
         self._addrs[peer] = merged
         self._addrs.move_to_end(peer)
         while len(self._addrs) > self.max_peers:

@@ -82,6 +82,7 @@ class DhtConfig:
     eviction_check_after: float = 120.0  # a full bucket pings its least recently seen peer if silent this long
     republish_interval: float = REPUBLISH_INTERVAL
     provider_ttl: float = PROVIDER_TTL
+    provider_max_bytes: int = 64 << 20  # memory budget of the provider records we hold for others
     bootstrap_interval: float = 10.0
     max_lookups: int = 16
     max_background: int = 32
@@ -106,7 +107,7 @@ class DhtService:
         self._wall = wall_clock
         self.node: Any = None
         self.table: RoutingTable | None = None
-        self.providers = ProviderStore(ttl=self.config.provider_ttl)
+        self.providers = ProviderStore(ttl=self.config.provider_ttl, max_bytes=self.config.provider_max_bytes)
         self.records = RecordStore()
         self.book = AddressBook()
         self.republisher: Republisher | None = None
@@ -163,6 +164,8 @@ class DhtService:
             "buckets": {str(i): len(table.bucket(i)) for i in table.bucket_indices()} if table else {},
             "providers_stored": len(self.providers),
             "provider_keys": len(self.providers.keys()),
+            "provider_bytes": self.providers.bytes,
+            "providers_refused": self.providers.refused,
             "records_stored": len(self.records),
             "providing": len(self.republisher) if self.republisher else 0,
             "lookups": self.counts["lookups"],
@@ -400,7 +403,7 @@ class DhtService:
                 continue
             out.append(peer)
             if addrs and self.book.add(peer, addrs):
-                text = dialable(pb.peer_addrs(pb.KadPeer(peer.raw, tuple(addrs))))
+                text = dialable(pb.peer_addrs(pb.KadPeer(peer.raw, self.book.get(peer))))  # kept: bounded
                 if text:
                     self.node.transport.add_addresses(peer, text)
         return out
