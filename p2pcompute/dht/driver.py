@@ -18,8 +18,11 @@ the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
   round trips, and keeps a slow or lying peer from blocking other queries.
 * ``KadResponder.serve`` answers one inbound stream: a loop of frames, each
   decoded and given to ``KadServer.handle``, the reply written back. Bounds:
-  concurrent inbound streams (beyond it new streams are reset), requests per
-  stream, an idle timeout between requests and a write timeout. A frame
+  concurrent inbound streams, in all and per peer (beyond them new streams
+  are reset), requests per stream, requests per second per peer (a token
+  bucket, ``ratelimit.py``: a request waits for its token up to
+  ``max_wait``, past that the stream is reset and the flood logged once),
+  an idle timeout between requests and a write timeout. A frame
   that does not decode, or a request the server refuses, is logged with the
   peer and the stream is reset: the peer may open another, and nothing else
   is affected.
@@ -51,6 +54,7 @@ from ..node.identity import PeerId
 from ..node.transport import ProtocolNotSupported
 from . import pb
 from .lookup import Lookup, Query
+from .ratelimit import PeerRateLimiter
 from .server import KadServer
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,10 @@ class Limits:
     max_requests_per_stream: int = 256
     idle_timeout: float = 60.0  # between requests on an inbound stream (go-libp2p-kad-dht: 1 min)
     write_timeout: float = 10.0
+    max_streams_per_peer: int = 8  # inbound streams one peer may hold open (go-libp2p-kad-dht uses one)
+    request_rate: float = 50.0  # inbound requests per second per peer (token bucket) ...
+    request_burst: float = 200.0  # ... with this burst (a routing-table refresh fits)
+    max_wait: float = 1.0  # a request that would wait longer for its token is dropped (stream reset)
 
 
 class AddressBook:
@@ -242,6 +250,10 @@ async def _drop(sender: _Sender, reset: bool = True) -> None:
             await (stream.reset() if reset else stream.close())
 
 
+class _RateLimited(Exception):
+    """A peer's request came while its token bucket was empty for longer than ``max_wait``."""
+
+
 class KadResponder:
     """Serves inbound kad streams through a ``KadServer``; bounded. See the module doc."""
 
@@ -251,18 +263,26 @@ class KadResponder:
         self.limits = limits
         self._on_request = on_request  # the driver's hook (routing-table feed, counters)
         self.active = 0
+        self.per_peer: Counter = Counter()  # open inbound streams by peer (zero entries removed)
+        self.limiter = PeerRateLimiter(limits.request_rate, limits.request_burst, max_wait=limits.max_wait)
+        self._warned: OrderedDict[PeerId, None] = OrderedDict()  # peers whose flood was logged (bounded)
         self.served: Counter = Counter()  # by message type name
         self.rejected: Counter = Counter()  # by reason
         self.recent: deque[tuple[str, str]] = deque(maxlen=64)  # (peer, message type) of the last requests
 
     async def serve(self, peer: PeerId, stream: Any, protocol: str = DEFAULT_PROTOCOL) -> None:
-        if self.active >= self.limits.max_inbound_streams:
+        if self.active >= self.limits.max_inbound_streams or self.per_peer[peer] >= self.limits.max_streams_per_peer:
             self.rejected["busy"] += 1
             await stream.reset()
             return
         self.active += 1
+        self.per_peer[peer] += 1
         try:
             await self._serve(peer, stream, protocol)
+        except _RateLimited:
+            self.rejected["rate_limited"] += 1
+            self._warn_once(peer)
+            await stream.reset()
         except (WireError, TransportError) as exc:
             reason = getattr(exc, "reason", "transport")
             self.rejected[reason] += 1
@@ -270,6 +290,18 @@ class KadResponder:
             await stream.reset()
         finally:
             self.active -= 1
+            self.per_peer[peer] -= 1
+            if self.per_peer[peer] <= 0:
+                del self.per_peer[peer]
+
+    def _warn_once(self, peer: PeerId) -> None:
+        if peer in self._warned:
+            return
+        self._warned[peer] = None
+        while len(self._warned) > 1024:
+            self._warned.popitem(last=False)
+        log.warning("%s sends kad requests faster than %g/s: dropping its excess streams",
+                    peer.short, self.limits.request_rate)
 
     async def _serve(self, peer: PeerId, stream: Any, protocol: str) -> None:
         reader = FrameReader(stream, self.limits.max_message)
@@ -278,6 +310,11 @@ class KadResponder:
                 data = await reader.read_frame()
             if idle.cancelled_caught or data is None:
                 break
+            wait = self.limiter.reserve(peer, trio.current_time())
+            if wait is None:
+                raise _RateLimited()
+            if wait > 0:
+                await trio.sleep(wait)
             msg = pb.decode(data, max_size=self.limits.max_message)
             reply = self.server.handle(peer, msg, trio.current_time())
             self.served[msg.type.name] += 1
