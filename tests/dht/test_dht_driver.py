@@ -6,6 +6,7 @@ import random
 from dataclasses import replace
 
 import httpx
+import pytest
 import trio
 
 from p2pcompute.errors import WireError
@@ -19,6 +20,7 @@ from p2pcompute.node.identity import Identity
 from p2pcompute.node.libp2p_transport import Libp2pTransport
 from p2pcompute.node.messages import Resources
 from p2pcompute.node.node import Node
+from p2pcompute.node.transport import ProtocolNotSupported
 
 CONFIG = DhtConfig(k=4, alpha=2, query_timeout=3.0, lookup_timeout=20.0, bootstrap_interval=0.5)
 
@@ -206,6 +208,9 @@ async def test_a_peer_that_speaks_only_the_lan_protocol_is_asked_in_it():
         assert db.client.protocol_of(c.peer_id) == DEFAULT_PROTOCOL
         # b refused by a once for ours; not asked again on this connection
         assert DEFAULT_PROTOCOL in b.transport._unsupported.get(a.peer_id, set())
+        with trio.fail_after(0.5):  # answered from memory, without asking a again
+            with pytest.raises(ProtocolNotSupported):
+                await b.transport.open_stream(a.peer_id, DEFAULT_PROTOCOL)
         # c asks b for a (b answers c in ours, naming a), then a: found only if b could ask a in LAN
         await db.provide(content_key("lan data"))
         assert [p["peer_id"] for p in await da.find_providers(content_key("lan data"))] == [str(b.peer_id)]
