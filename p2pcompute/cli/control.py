@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_peers)
 
     g = sub.add_parser("ping", help="measure the round trip from the local daemon to a peer",
-                       description="Send pings from the local daemon to PEER_ID and print the round-trip times.")
-    g.add_argument("peer", metavar="PEER_ID", help="the peer to ping (12D3KooW...)")
+                       description="Send pings from the local daemon to PEER_ID and print the round-trip times. "
+                                   "A peer the daemon is not connected to is looked up in the DHT first.")
+    g.add_argument("peer", metavar="PEER_ID", help="the peer to ping (12D3KooW...), connected or not")
     g.add_argument("-n", "--count", type=int, default=3, help="how many pings (default 3)")
     add_data_dir(g)
     add_json_flag(g)

@@ -5,8 +5,10 @@ Theory of operation
 Nothing here decides anything about Kademlia; it moves bytes and time for
 the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
 
-* ``KadClient.request`` sends one kad request to a peer on a fresh stream
-  of the configured protocol id (``pb.frame``), reads the one reply frame
+* ``KadClient.request`` sends one kad request to a peer on a stream of the
+  first configured protocol id the peer speaks (ours, ``/p2pcompute/kad/1.0.0``,
+  and kubo's LAN DHT, ``/ipfs/lan/kad/1.0.0``; the one a peer last used
+  first, and a refusal is remembered by the transport) (``pb.frame``), reads the one reply frame
   (``FrameReader``, bounded by ``max_message``) and checks its type. The
   whole exchange runs under a deadline; every failure (no route, refused
   protocol, reset, timeout, malformed or mismatched reply) becomes one
@@ -16,8 +18,11 @@ the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
   round trips, and keeps a slow or lying peer from blocking other queries.
 * ``KadResponder.serve`` answers one inbound stream: a loop of frames, each
   decoded and given to ``KadServer.handle``, the reply written back. Bounds:
-  concurrent inbound streams (beyond it new streams are reset), requests per
-  stream, an idle timeout between requests and a write timeout. A frame
+  concurrent inbound streams, in all and per peer (beyond them new streams
+  are reset), requests per stream, requests per second per peer (a token
+  bucket, ``ratelimit.py``: a request waits for its token up to
+  ``max_wait``, past that the stream is reset and the flood logged once),
+  an idle timeout between requests and a write timeout. A frame
   that does not decode, or a request the server refuses, is logged with the
   peer and the stream is reset: the peer may open another, and nothing else
   is affected.
@@ -46,8 +51,10 @@ import trio
 from ..errors import ConfigError, RequestTimeout, TransportError, WireError
 from ..node.framing import FrameReader
 from ..node.identity import PeerId
+from ..node.transport import ProtocolNotSupported
 from . import pb
 from .lookup import Lookup, Query
+from .ratelimit import PeerRateLimiter
 from .server import KadServer
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,10 @@ class Limits:
     max_requests_per_stream: int = 256
     idle_timeout: float = 60.0  # between requests on an inbound stream (go-libp2p-kad-dht: 1 min)
     write_timeout: float = 10.0
+    max_streams_per_peer: int = 8  # inbound streams one peer may hold open (go-libp2p-kad-dht uses one)
+    request_rate: float = 50.0  # inbound requests per second per peer (token bucket) ...
+    request_burst: float = 200.0  # ... with this burst (a routing-table refresh fits)
+    max_wait: float = 1.0  # a request that would wait longer for its token is dropped (stream reset)
 
 
 class AddressBook:
@@ -87,7 +98,7 @@ class AddressBook:
         if not addrs:
             return False
         old = self._addrs.get(peer, ())
-        merged = tuple(dict.fromkeys([*addrs, *old]))[: self.max_addrs]
+        merged = pb.kept_addrs((*addrs, *old), self.max_addrs)  # sizes bounded: answers come from peers
         self._addrs[peer] = merged
         self._addrs.move_to_end(peer)
         while len(self._addrs) > self.max_peers:
@@ -121,14 +132,16 @@ class KadClient:
     whose state is then unknown.
     """
 
-    def __init__(self, transport: Any, protocol: str, limits: Limits,
-                 *, max_streams: int = 128, idle_close: float = 30.0) -> None:
+    def __init__(self, transport: Any, protocols: str | tuple[str, ...], limits: Limits,
+                 *, max_streams: int = 128, idle_close: float = 30.0, max_known: int = 4096) -> None:
         self.transport = transport
-        self.protocol = protocol
+        self.protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
         self.limits = limits
         self.max_streams = max_streams
         self.idle_close = idle_close
+        self.max_known = max_known
         self._senders: OrderedDict[PeerId, _Sender] = OrderedDict()
+        self._spoken: OrderedDict[PeerId, str] = OrderedDict()  # the protocol each peer last used (LRU)
         self.sent: Counter = Counter()  # by message type name
         self.failures: Counter = Counter()  # by reason
 
@@ -155,7 +168,7 @@ class KadClient:
         for _attempt in (1, 2):
             fresh = sender.stream is None
             if fresh:
-                sender.stream = await self.transport.open_stream(peer, self.protocol)
+                sender.stream = await self._open(peer)
                 sender.reader = FrameReader(sender.stream, self.limits.max_message)
             try:
                 reply = await self._once(peer, sender, msg)
@@ -181,6 +194,30 @@ class KadClient:
         if reply.type is not msg.type:
             raise WireError(f"{peer.short} answered {msg.type.name} with {reply.type.name}")
         return reply
+
+    def spoken(self, peer: PeerId, protocol: str) -> None:
+        """``peer`` used ``protocol`` (it sent us a request on it): ask it in that one first."""
+        if protocol in self.protocols:
+            self._spoken[peer] = protocol
+            self._spoken.move_to_end(peer)
+            while len(self._spoken) > self.max_known:
+                self._spoken.popitem(last=False)
+
+    def protocol_of(self, peer: PeerId) -> str | None:
+        return self._spoken.get(peer)
+
+    async def _open(self, peer: PeerId) -> Any:
+        """A stream in the first of our protocols the peer speaks (the one it spoke last tried first)."""
+        known = self._spoken.get(peer)
+        order = ([known] if known else []) + [p for p in self.protocols if p != known]
+        for protocol in order:
+            try:
+                stream = await self.transport.open_stream(peer, protocol)
+            except ProtocolNotSupported:
+                continue  # the transport remembers the refusal: trying it again costs nothing
+            self.spoken(peer, protocol)
+            return stream
+        raise ProtocolNotSupported(f"{peer.short} speaks none of {', '.join(self.protocols)}")
 
     async def _sender(self, peer: PeerId) -> _Sender:
         sender = self._senders.get(peer)
@@ -213,27 +250,39 @@ async def _drop(sender: _Sender, reset: bool = True) -> None:
             await (stream.reset() if reset else stream.close())
 
 
+class _RateLimited(Exception):
+    """A peer's request came while its token bucket was empty for longer than ``max_wait``."""
+
+
 class KadResponder:
     """Serves inbound kad streams through a ``KadServer``; bounded. See the module doc."""
 
     def __init__(self, server: KadServer, limits: Limits,
-                 on_request: Callable[[PeerId, pb.KadMessage], None]) -> None:
+                 on_request: Callable[[PeerId, pb.KadMessage, str], None]) -> None:
         self.server = server
         self.limits = limits
         self._on_request = on_request  # the driver's hook (routing-table feed, counters)
         self.active = 0
+        self.per_peer: Counter = Counter()  # open inbound streams by peer (zero entries removed)
+        self.limiter = PeerRateLimiter(limits.request_rate, limits.request_burst, max_wait=limits.max_wait)
+        self._warned: OrderedDict[PeerId, None] = OrderedDict()  # peers whose flood was logged (bounded)
         self.served: Counter = Counter()  # by message type name
         self.rejected: Counter = Counter()  # by reason
         self.recent: deque[tuple[str, str]] = deque(maxlen=64)  # (peer, message type) of the last requests
 
-    async def serve(self, peer: PeerId, stream: Any) -> None:
-        if self.active >= self.limits.max_inbound_streams:
+    async def serve(self, peer: PeerId, stream: Any, protocol: str = DEFAULT_PROTOCOL) -> None:
+        if self.active >= self.limits.max_inbound_streams or self.per_peer[peer] >= self.limits.max_streams_per_peer:
             self.rejected["busy"] += 1
             await stream.reset()
             return
         self.active += 1
+        self.per_peer[peer] += 1
         try:
-            await self._serve(peer, stream)
+            await self._serve(peer, stream, protocol)
+        except _RateLimited:
+            self.rejected["rate_limited"] += 1
+            self._warn_once(peer)
+            await stream.reset()
         except (WireError, TransportError) as exc:
             reason = getattr(exc, "reason", "transport")
             self.rejected[reason] += 1
@@ -241,19 +290,36 @@ class KadResponder:
             await stream.reset()
         finally:
             self.active -= 1
+            self.per_peer[peer] -= 1
+            if self.per_peer[peer] <= 0:
+                del self.per_peer[peer]
 
-    async def _serve(self, peer: PeerId, stream: Any) -> None:
+    def _warn_once(self, peer: PeerId) -> None:
+        if peer in self._warned:
+            return
+        self._warned[peer] = None
+        while len(self._warned) > 1024:
+            self._warned.popitem(last=False)
+        log.warning("%s sends kad requests faster than %g/s: dropping its excess streams",
+                    peer.short, self.limits.request_rate)
+
+    async def _serve(self, peer: PeerId, stream: Any, protocol: str) -> None:
         reader = FrameReader(stream, self.limits.max_message)
         for _ in range(self.limits.max_requests_per_stream):
             with trio.move_on_after(self.limits.idle_timeout) as idle:
                 data = await reader.read_frame()
             if idle.cancelled_caught or data is None:
                 break
+            wait = self.limiter.reserve(peer, trio.current_time())
+            if wait is None:
+                raise _RateLimited()
+            if wait > 0:
+                await trio.sleep(wait)
             msg = pb.decode(data, max_size=self.limits.max_message)
             reply = self.server.handle(peer, msg, trio.current_time())
             self.served[msg.type.name] += 1
             self.recent.append((str(peer), msg.type.name))
-            self._on_request(peer, msg)
+            self._on_request(peer, msg, protocol)
             if reply is not None:
                 with trio.fail_after(self.limits.write_timeout):
                     await stream.write(pb.frame(reply))

@@ -45,6 +45,18 @@ from ..node.identity import PeerId
 MAX_MESSAGE = 4 << 20  # go-libp2p's network.MessageSizeMax
 MAX_PEERS = 1024  # per closerPeers / providerPeers list
 MAX_ADDRS = 128  # per peer
+MAX_ADDR_BYTES = 256  # a binary multiaddr longer than this is not kept (real ones are under 100 bytes)
+
+
+def kept_addrs(addrs: tuple[bytes, ...] | list[bytes], limit: int) -> tuple[bytes, ...]:
+    """The first ``limit`` distinct addresses of a peer's list that are worth keeping (non-empty, <= MAX_ADDR_BYTES)."""
+    out: dict[bytes, None] = {}
+    for a in addrs:
+        if 0 < len(a) <= MAX_ADDR_BYTES:
+            out[a] = None
+            if len(out) >= limit:
+                break
+    return tuple(out)
 
 
 class MessageType(enum.IntEnum):

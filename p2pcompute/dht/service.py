@@ -7,9 +7,11 @@ a ``RecordStore``, a ``Republisher`` and, per operation, a ``Lookup``. This
 service only carries out what they ask and feeds them what happens, with
 ``trio.current_time()`` as ``now`` (so it runs in virtual time on memnet):
 
-* ``attach`` registers the kad stream handler for ``config.protocol``
-  (``/p2pcompute/kad/1.0.0``; ``/ipfs/lan/kad/1.0.0`` to meet a kubo on a
-  LAN) and a connection listener. Inbound requests are answered through
+* ``attach`` registers the kad stream handler for each of
+  ``config.protocols`` (by default ours, ``/p2pcompute/kad/1.0.0``, and
+  kubo's LAN DHT, ``/ipfs/lan/kad/1.0.0``: one routing table and one store
+  serve both, so a user's own kubo is a peer like any other, asked in the
+  protocol it speaks) and a connection listener. Inbound requests are answered through
   ``KadServer`` (``driver.KadResponder``, bounded); a peer that sends a
   request has shown it speaks the DHT and goes to ``table.on_seen``.
 * A newly connected peer is only a candidate: it is asked FIND_NODE for our
@@ -33,6 +35,7 @@ Public operations: ``find_peer``, ``find_providers``, ``provide``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -49,7 +52,7 @@ from ..node.api import HttpError, json_response, parse_json_body
 from ..node.identity import PeerId
 from . import pb
 from .driver import (
-    DEFAULT_PROTOCOL, AddressBook, KadClient, KadResponder, Limits, addrs_to_binary, addrs_to_text, closer_of, content_key,
+    DEFAULT_PROTOCOL, LAN_PROTOCOL, AddressBook, KadClient, KadResponder, Limits, addrs_to_binary, addrs_to_text, closer_of, content_key,
     dialable,
     providers_of, run_lookup,
 )
@@ -68,7 +71,8 @@ HOUSEKEEPING = 60.0
 
 @dataclass(frozen=True)
 class DhtConfig:
-    protocol: str = DEFAULT_PROTOCOL
+    # served and asked, in this order; a peer that speaks only one (a kubo: the LAN one) is asked in it
+    protocols: tuple[str, ...] = (DEFAULT_PROTOCOL, LAN_PROTOCOL)
     k: int = 20
     alpha: int = 3
     paths: int = 1  # > 1: S/Kademlia disjoint paths
@@ -78,11 +82,17 @@ class DhtConfig:
     eviction_check_after: float = 120.0  # a full bucket pings its least recently seen peer if silent this long
     republish_interval: float = REPUBLISH_INTERVAL
     provider_ttl: float = PROVIDER_TTL
+    provider_max_bytes: int = 64 << 20  # memory budget of the provider records we hold for others
     bootstrap_interval: float = 10.0
     max_lookups: int = 16
     max_background: int = 32
     quorum: int = 3  # GET_VALUE answers with a record before stopping
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def protocol(self) -> str:
+        """The first (preferred) protocol id."""
+        return self.protocols[0]
 
 
 class DhtService:
@@ -97,7 +107,7 @@ class DhtService:
         self._wall = wall_clock
         self.node: Any = None
         self.table: RoutingTable | None = None
-        self.providers = ProviderStore(ttl=self.config.provider_ttl)
+        self.providers = ProviderStore(ttl=self.config.provider_ttl, max_bytes=self.config.provider_max_bytes)
         self.records = RecordStore()
         self.book = AddressBook()
         self.republisher: Republisher | None = None
@@ -121,8 +131,9 @@ class DhtService:
         self.peer_id: PeerId = node.peer_id
         if self._rng is None:
             self._rng = node.rng
-        self.client = KadClient(node.transport, self.config.protocol, self.config.limits)
-        node.transport.on_stream(self.config.protocol, self._on_stream)
+        self.client = KadClient(node.transport, self.config.protocols, self.config.limits)
+        for protocol in self.config.protocols:
+            node.transport.on_stream(protocol, functools.partial(self._on_stream, protocol))
         node.transport.on_peer_event(self._on_peer_event)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -148,11 +159,13 @@ class DhtService:
         table = self.table
         hops = sorted(self.hops)
         return {
-            "protocol": self.config.protocol,
+            "protocols": list(self.config.protocols),
             "routing_table": len(table) if table else 0,
             "buckets": {str(i): len(table.bucket(i)) for i in table.bucket_indices()} if table else {},
             "providers_stored": len(self.providers),
             "provider_keys": len(self.providers.keys()),
+            "provider_bytes": self.providers.bytes,
+            "providers_refused": self.providers.refused,
             "records_stored": len(self.records),
             "providing": len(self.republisher) if self.republisher else 0,
             "lookups": self.counts["lookups"],
@@ -335,7 +348,8 @@ class DhtService:
                 self._last_bootstrap = now
                 self._execute([LookupSelf()])
 
-    def _on_request(self, peer: PeerId, msg: pb.KadMessage) -> None:
+    def _on_request(self, peer: PeerId, msg: pb.KadMessage, protocol: str) -> None:
+        self.client.spoken(peer, protocol)
         self._seen(peer, trio.current_time(), msg.type is not pb.MessageType.PING)
 
     def _on_peer_event(self, peer: PeerId, connected: bool) -> None:
@@ -389,7 +403,7 @@ class DhtService:
                 continue
             out.append(peer)
             if addrs and self.book.add(peer, addrs):
-                text = dialable(pb.peer_addrs(pb.KadPeer(peer.raw, tuple(addrs))))
+                text = dialable(pb.peer_addrs(pb.KadPeer(peer.raw, self.book.get(peer))))  # kept: bounded
                 if text:
                     self.node.transport.add_addresses(peer, text)
         return out
@@ -463,11 +477,11 @@ class DhtService:
         return {"peer_id": str(peer), "found": found, "addresses": addrs_to_text(addrs), "hops": hops,
                 "queries": queries, "connected": peer in self.node.transport.connected_peers()}
 
-    async def _on_stream(self, peer: PeerId, stream: Any) -> None:
+    async def _on_stream(self, protocol: str, peer: PeerId, stream: Any) -> None:
         if self.responder is None:
             await stream.reset()
             return
-        await self.responder.serve(peer, stream)
+        await self.responder.serve(peer, stream, protocol)
 
     # --- control API ------------------------------------------------------------------------
 

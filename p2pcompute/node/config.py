@@ -22,6 +22,8 @@ from typing import Any
 from ..errors import ConfigError
 
 ENV_PREFIX = "P2PCOMPUTE_"
+# ours, and kubo's LAN DHT (a user's own kubo is then a peer of the DHT); dht/driver.py names them too
+DHT_PROTOCOLS = ("/p2pcompute/kad/1.0.0", "/ipfs/lan/kad/1.0.0")
 CONFIG_FILE = "config.toml"
 
 
@@ -89,6 +91,10 @@ def _split_list(value: str | list) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+# list settings whose items must parse as multiaddrs
+MULTIADDR_LISTS = ("listen", "bootstrap")
+
+
 @dataclass
 class Config:
     """Everything a daemon needs; each field documented for ``config show``."""
@@ -109,6 +115,7 @@ class Config:
     max_message: int = 1 << 20
     storage_max: int = 0  # bytes; 0: no limit
     links_listen: str = ""  # host:port serving signed data links to others; "": only on the control API
+    dht_protocols: list[str] = field(default_factory=lambda: list(DHT_PROTOCOLS))
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     HELP = {
@@ -127,6 +134,7 @@ class Config:
         "max_message": "largest message accepted, in bytes",
         "storage_max": "most bytes the blockstore may hold (e.g. 100GiB); 0: no limit",
         "links_listen": "host:port where others fetch signed data links (e.g. 0.0.0.0:8480); empty: loopback API only",
+        "dht_protocols": "Kademlia protocols served and asked: ours and kubo's LAN DHT (comma-separated in env)",
     }
 
     @classmethod
@@ -202,10 +210,11 @@ class Config:
             return parse_labels(value)
         if type_name == "list[str]":
             if not isinstance(value, (list, str)) or not all(isinstance(v, str) for v in value):
-                raise ConfigError("write a list of multiaddrs, e.g. [\"/ip4/0.0.0.0/tcp/4040\"]")
+                raise ConfigError("write a list of strings, e.g. [\"/ip4/0.0.0.0/tcp/4040\"]")
             items = _split_list(value)
-            for item in items:
-                _check_multiaddr(item)
+            if name in MULTIADDR_LISTS:
+                for item in items:
+                    _check_multiaddr(item)
             return items
         if type_name == "int":
             if isinstance(value, float) or not isinstance(value, (int, str)):
@@ -231,6 +240,10 @@ class Config:
             raise ConfigError(f"log_level {self.log_level!r} in {where('log_level')}: use debug, info, warning or error")
         if not self.listen:
             raise ConfigError(f"listen is empty in {where('listen')}: give at least one multiaddr")
+        unknown = [p for p in self.dht_protocols if p not in DHT_PROTOCOLS]
+        if unknown or not self.dht_protocols:
+            raise ConfigError(f"dht_protocols {self.dht_protocols!r} in {where('dht_protocols')}: "
+                              f"use one or both of {', '.join(DHT_PROTOCOLS)}")
         if self.links_listen and not re.fullmatch(r"[^:\s]+:[0-9]{1,5}", self.links_listen):
             raise ConfigError(f"links_listen {self.links_listen!r} in {where('links_listen')}: "
                               "write host:port, e.g. 0.0.0.0:8480")
@@ -262,6 +275,7 @@ DEFAULT_FILE_TEXT = """\
 # log_level = "info"
 # storage_max = "100GiB"  # the blockstore's limit; 0: none
 # links_listen = "0.0.0.0:8480"  # serve signed data links (`data sign`) to others
+# dht_protocols = ["/p2pcompute/kad/1.0.0", "/ipfs/lan/kad/1.0.0"]  # the second: kubo's LAN DHT
 """
 
 

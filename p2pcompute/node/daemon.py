@@ -159,7 +159,7 @@ def default_services(config: Config) -> list:
     from ..storage.registry_service import RegistryService
     from ..storage.service import StorageService
 
-    return [MembershipService(), DhtService(DhtConfig()), StorageService(max_bytes=config.storage_max or None),
+    return [MembershipService(), DhtService(DhtConfig(protocols=tuple(config.dht_protocols))), StorageService(max_bytes=config.storage_max or None),
             BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus)))]
 
 

@@ -28,6 +28,7 @@ concurrently.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import multiaddr
@@ -36,20 +37,29 @@ import trio
 from ..errors import MessageTooLarge, PeerUnreachable, TransportError, UserError, WireError
 from .framing import FrameReader, encode_varint
 from .identity import Identity, PeerId
-from .transport import Transport
+from .transport import ProtocolNotSupported, Transport
 
 log = logging.getLogger(__name__)
 
 MSG_PROTOCOL = "/p2pcompute/msg/1.0.0"
 CLOSE_DEADLINE = 3.0
+MAX_UNSUPPORTED_PEERS = 1024  # peers whose refused protocols are remembered (LRU)
 
 
 def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
-    """libp2p turns off propagation and logs routine events at ERROR: undo both."""
+    """libp2p turns off propagation and logs routine events at ERROR: undo both.
+
+    libp2p configures its loggers when it is first imported (propagation off,
+    no handler: Python's last-resort handler then prints its ERRORs raw, such
+    as an 8-line block for every peer that does not speak a protocol), so it
+    is imported first and reconfigured after.
+    """
+    import libp2p.network.auto_connector  # noqa: F401  (imports run setup_logging; this one sets INFO)
+
     lib = logging.getLogger("libp2p")
     lib.propagate = True
     lib.setLevel(level)
-    for name in ("multiaddr", "libp2p.transport", "libp2p.network"):
+    for name in ("multiaddr", "libp2p.transport", "libp2p.network", "libp2p.network.auto_connector"):
         logging.getLogger(name).setLevel(level)
 
 
@@ -163,6 +173,8 @@ class Libp2pTransport(Transport):
         self._out: dict[PeerId, _StreamAdapter] = {}
         self._locks: dict[PeerId, trio.Lock] = {}
         self._addrs: dict[PeerId, list[str]] = {}
+        # protocols a connected peer refused (a kubo refuses ours): not asked again until it reconnects
+        self._unsupported: OrderedDict[PeerId, set[str]] = OrderedDict()
 
     # --- Transport API ------------------------------------------------------
 
@@ -209,6 +221,8 @@ class Libp2pTransport(Transport):
         return peer
 
     async def open_stream(self, peer: PeerId, protocol: str) -> _StreamAdapter:
+        if protocol in self._unsupported.get(peer, ()):
+            raise ProtocolNotSupported(f"{peer.short} does not speak {protocol}")
         await self._ensure_connected(peer)
         try:
             with trio.fail_after(self._dial_timeout):
@@ -216,8 +230,20 @@ class Libp2pTransport(Transport):
         except trio.TooSlowError:
             raise PeerUnreachable(f"{peer.short} did not open a {protocol} stream in time") from None
         except Exception as exc:
+            if _refused(exc):
+                self._remember_unsupported(peer, protocol)
+                raise ProtocolNotSupported(f"{peer.short} does not speak {protocol}") from None
             raise PeerUnreachable(f"cannot open {protocol} to {peer.short}: {exc}") from None
         return _StreamAdapter(stream)
+
+    def _remember_unsupported(self, peer: PeerId, protocol: str) -> None:
+        refused = self._unsupported.setdefault(peer, set())
+        self._unsupported.move_to_end(peer)
+        if protocol not in refused and len(refused) < 64:
+            refused.add(protocol)
+            log.debug("%s does not speak %s; not asked again while connected", peer.short, protocol)
+        while len(self._unsupported) > MAX_UNSUPPORTED_PEERS:
+            self._unsupported.popitem(last=False)
 
     # --- implementation ---------------------------------------------------------
 
@@ -363,8 +389,17 @@ class Libp2pTransport(Transport):
 
     def _on_disconnect(self, peer: PeerId) -> None:
         self._out.pop(peer, None)
+        self._unsupported.pop(peer, None)
         self._locks.pop(peer, None)
         self._peer_lost(peer)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Did multistream negotiation fail because the peer answered ``na`` (it lacks the protocol)?"""
+    from libp2p.protocol_muxer.exceptions import MultiselectClientError
+
+    cause = exc.__cause__
+    return isinstance(cause, MultiselectClientError) and str(cause).startswith("protocols not supported")
 
 
 async def _ignore_errors(fn: Any, *args: Any) -> None:

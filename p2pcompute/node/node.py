@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from .. import __version__
-from ..errors import RequestFailed, TransportError, WireError
+from ..errors import PeerUnreachable, RequestFailed, TransportError, WireError
 from . import wire
 from .identity import PeerId
 from .messages import GetPeers, Goodbye, Hello, HelloReply, PeerRecord, Peers, Ping, Pong, Resources
@@ -45,6 +45,7 @@ PEERS_FILE = "peers.json"
 PERSIST_EVERY = 30.0
 MAX_RECORDS = 4096
 MIN_TICK = 0.05
+PING_LOOKUP_TIMEOUT = 15.0  # `ping` of a peer we cannot reach: how long its DHT lookup may take
 
 
 @functools.lru_cache(maxsize=1)
@@ -172,7 +173,20 @@ class Node:
         return self._claim_cache[1], self._claim_cache[2]
 
     async def ping(self, peer: PeerId, timeout: float | None = None) -> float:
-        """Round-trip time to ``peer`` in seconds."""
+        """Round-trip time to ``peer`` in seconds; a peer we cannot reach is looked up in the DHT first."""
+        try:
+            return await self._ping(peer, timeout)
+        except PeerUnreachable:
+            dht = self.services.get("dht")
+            if dht is None:
+                raise
+            with trio.move_on_after(PING_LOOKUP_TIMEOUT):
+                await dht.find_peer(peer)  # teaches the transport where it listens
+            if not self.transport.addresses_of(peer) and peer not in self.transport.connected_peers():
+                raise PeerUnreachable(f"{peer} is not connected and the DHT knows no address for it") from None
+            return await self._ping(peer, timeout)
+
+    async def _ping(self, peer: PeerId, timeout: float | None) -> float:
         nonce = self.rng.getrandbits(63)
         start = trio.current_time()
         reply = await self.transport.request(peer, Ping(nonce), timeout)

@@ -42,6 +42,7 @@ import trio
 from ..errors import (
     MessageTooLarge,
     PeerDisconnected,
+    PeerUnreachable,
     RemoteError,
     RequestTimeout,
     TransportError,
@@ -63,6 +64,13 @@ StreamHandler = Callable[[PeerId, Stream], Awaitable[None]]
 PeerListener = Callable[[PeerId, bool], None]
 
 DEFAULT_TIMEOUT = 10.0
+
+
+class ProtocolNotSupported(PeerUnreachable):
+    """The peer is connected but does not speak the protocol asked for (e.g. a kubo asked ours).
+
+    Normal, not an error: a caller may try another protocol or leave the peer alone.
+    """
 
 
 @dataclass

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import httpx
+import pytest
 import trio
 
 from p2pcompute.errors import WireError
 
 from p2pcompute.dht import pb
-from p2pcompute.dht.driver import LAN_PROTOCOL, content_key
+from p2pcompute.dht.driver import DEFAULT_PROTOCOL, LAN_PROTOCOL, content_key
 from p2pcompute.dht.service import DhtConfig, DhtService
 from p2pcompute.node.api import ControlApi, serve_api
 from p2pcompute.node.framing import FrameReader, encode_varint
@@ -18,6 +20,7 @@ from p2pcompute.node.identity import Identity
 from p2pcompute.node.libp2p_transport import Libp2pTransport
 from p2pcompute.node.messages import Resources
 from p2pcompute.node.node import Node
+from p2pcompute.node.transport import ProtocolNotSupported
 
 CONFIG = DhtConfig(k=4, alpha=2, query_timeout=3.0, lookup_timeout=20.0, bootstrap_interval=0.5)
 
@@ -175,10 +178,10 @@ async def test_malformed_kad_bytes_are_dropped_and_the_service_keeps_serving():
 
 async def test_protocol_id_is_configurable_and_private():
     async with trio.open_nursery() as nursery:
-        lan = DhtConfig(protocol=LAN_PROTOCOL, k=4, query_timeout=1.0)
+        lan = DhtConfig(protocols=(LAN_PROTOCOL,), k=4, query_timeout=1.0)
         a, da = make_node(0, (), lan)
         await nursery.start(a.run)
-        b, db = make_node(1, [boot_of(a)], CONFIG)  # speaks the default id only
+        b, db = make_node(1, [boot_of(a)], replace(CONFIG, protocols=(DEFAULT_PROTOCOL,)))  # ours only
         await nursery.start(b.run)
         c, dc = make_node(2, [boot_of(a)], lan)
         await nursery.start(c.run)
@@ -187,6 +190,31 @@ async def test_protocol_id_is_configurable_and_private():
         await trio.sleep(0.3)
         # b is connected but does not speak /ipfs/lan/kad/1.0.0: never admitted
         assert b.peer_id not in da.table and len(db.table) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_speaks_only_the_lan_protocol_is_asked_in_it():
+    """The default config serves and asks both protocols: a LAN-only peer (as a kubo) joins the table."""
+    async with trio.open_nursery() as nursery:
+        lan_only = replace(CONFIG, protocols=(LAN_PROTOCOL,))
+        a, da = make_node(0, (), lan_only)
+        await nursery.start(a.run)
+        b, db = make_node(1, [boot_of(a)])  # both protocols (the default)
+        await nursery.start(b.run)
+        c, dc = make_node(2, [boot_of(b)], replace(CONFIG, protocols=(DEFAULT_PROTOCOL,)))
+        await nursery.start(c.run)
+        await wait_for(lambda: a.peer_id in db.table and b.peer_id in da.table and c.peer_id in db.table)
+        assert db.client.protocol_of(a.peer_id) == LAN_PROTOCOL
+        assert db.client.protocol_of(c.peer_id) == DEFAULT_PROTOCOL
+        # b refused by a once for ours; not asked again on this connection
+        assert DEFAULT_PROTOCOL in b.transport._unsupported.get(a.peer_id, set())
+        with trio.fail_after(0.5):  # answered from memory, without asking a again
+            with pytest.raises(ProtocolNotSupported):
+                await b.transport.open_stream(a.peer_id, DEFAULT_PROTOCOL)
+        # c asks b for a (b answers c in ours, naming a), then a: found only if b could ask a in LAN
+        await db.provide(content_key("lan data"))
+        assert [p["peer_id"] for p in await da.find_providers(content_key("lan data"))] == [str(b.peer_id)]
+        assert (await dc.find_peer(b.peer_id))["found"]
         nursery.cancel_scope.cancel()
 
 

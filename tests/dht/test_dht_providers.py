@@ -36,9 +36,46 @@ def test_store_is_bounded():
     store.add(b"a", P[0], 10.0)
     store.add(b"b", P[0], 11.0)
     assert sorted(store.keys()) == [b"a", b"b"]  # k, the least recently announced, went
-    store.add(b"a", P[1], 12.0, [b"x"] * 50)
+    store.add(b"a", P[1], 12.0, [bytes([i]) for i in range(50)])
     assert len(store.get(b"a", 13.0)[0].addrs) == 8
     assert len(store.get(b"a", 13.0, limit=1)) == 1
+
+
+def test_addresses_are_bounded_in_size_and_number():
+    store = ProviderStore(ttl=1000.0)
+    huge, fine = b"\x04" * (500 * 1024), b"\x04\x7f\x00\x00\x01\x06\x0f\xa0"
+    assert store.add(b"k", P[0], 0.0, [huge] * 8 + [fine, fine, b""] + [bytes([i]) * 256 for i in range(1, 20)])
+    addrs = store.get(b"k", 1.0)[0].addrs
+    assert addrs[0] == fine and len(addrs) == 8 and max(map(len, addrs)) <= 256
+    assert store.bytes < 4096
+    assert not store.add(b"x" * 1025, P[0], 0.0) and store.refused == 1  # a key over 1024 bytes
+
+
+def test_memory_budget_one_provider_only_displaces_its_own_records():
+    store = ProviderStore(ttl=1000.0, max_bytes=200_000)  # 12,500 bytes per provider
+    honest = [b"honest-%d" % i for i in range(5)]
+    for key in honest:
+        assert store.add(key, P[1], 0.0, [b"\x04\x7f\x00\x00\x01"])
+    for i in range(10_000):  # the flood: big records for ever new keys, from one peer
+        store.add(b"flood-%d" % i, P[0], 1.0 + i, [bytes([j]) * 256 for j in range(8)])
+        assert store.provider_bytes(P[0]) <= store.max_bytes_per_provider
+    assert store.bytes <= store.max_bytes
+    assert all(store.get(key, 5.0) for key in honest)  # the honest records are still there
+    assert store.get(b"flood-9999", 10_001.0)  # the flooder's newest record stays
+    assert not store.get(b"flood-0", 2.0)  # its oldest made room
+
+
+def test_memory_budget_many_providers_evicts_the_least_recently_announced_key():
+    store = ProviderStore(ttl=1e9, max_bytes=100_000, max_bytes_per_provider=100_000)
+    for i in range(1000):
+        store.add(b"key-%d" % i, P[i % 10], float(i), [bytes([1]) * 200])
+        assert store.bytes <= 100_000
+    assert not store.get(b"key-0", 1e3) and store.get(b"key-999", 1e3)
+    # the accounting matches a recount from scratch, and shrinks to nothing as records expire
+    recount = sum(250 + len(k) + sum(r.cost(k) for r in store._keys[k].values()) for k in store.keys())
+    assert recount == store.bytes
+    store.expire(2e9)
+    assert store.bytes == 0 and len(store) == 0 and store.provider_bytes(P[0]) == 0
 
 
 def test_add_provider_only_for_oneself():

@@ -17,7 +17,7 @@ from p2pcompute.node.messages import Resources
 from p2pcompute.node.node import Node
 from p2pcompute.node.identity import PeerId
 
-LAN = DhtConfig(protocol=LAN_PROTOCOL, k=20, alpha=3, query_timeout=5.0, lookup_timeout=20.0)
+LAN = DhtConfig(protocols=(LAN_PROTOCOL,), k=20, alpha=3, query_timeout=5.0, lookup_timeout=20.0)
 
 
 def make_node(i, bootstrap=()):
