@@ -170,14 +170,22 @@ class Executor:
     async def _worker_main(self, wid: int) -> None:
         handle = self._handles[wid]
         signal_number = None
+        watch_end, lifeline = os.pipe()  # the worker dies when ``lifeline`` closes (see sandbox.py)
         try:
+            # its own session: the terminal's Ctrl-C goes to the daemon, which stops its workers
             handle.process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "p2pcompute.ops.worker"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, env=_worker_env())
+                [sys.executable, "-m", "p2pcompute.ops.worker", str(watch_end)], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env=_worker_env(), pass_fds=(watch_end,), start_new_session=True)
         except OSError:
             self._handles.pop(wid, None)
+            os.close(lifeline)
             self._apply(self._state.worker_exited(wid, None, trio.current_time()))
             return
+        except BaseException:
+            os.close(lifeline)
+            raise
+        finally:
+            os.close(watch_end)
         process = handle.process
         try:
             if handle.kill_requested:
@@ -188,6 +196,7 @@ class Executor:
                 if process.returncode is None:
                     process.kill()
                 await process.wait()
+            os.close(lifeline)
             if process.returncode is not None and process.returncode < 0:
                 signal_number = -process.returncode
             self._handles.pop(wid, None)

@@ -12,7 +12,14 @@ Used inside a worker process (see worker.py), in this order:
    their own; this is defence in depth). The outcome is reported to the
    executor, which exposes it as ``Executor.network_isolation``.
 2. ``set_static_limits()``: no core dumps, a bounded number of open files, no
-   new privileges, and death of the worker when its parent dies.
+   new privileges, SIGINT ignored (the executor stops its workers itself; the
+   worker also runs in its own session, away from the terminal's Ctrl-C).
+   ``follow_parent(fd)``: death of the worker when the executor's process
+   dies. The executor holds the write end of a pipe whose read end the
+   worker watches from a thread; the kernel closes it when the executor's
+   process goes, however it goes. (``PR_SET_PDEATHSIG`` is not used: it
+   fires when the parent *thread* exits, and the executor spawns workers
+   from trio's worker threads, which retire after 10 s idle.)
 3. Per task, ``TaskLimits.apply()`` sets soft limits relative to what the warm
    worker already uses: address space (RLIMIT_AS) = current size + the task's
    memory figure; CPU time (RLIMIT_CPU) = CPU used so far + the task's
@@ -32,11 +39,11 @@ import math
 import os
 import resource
 import signal
+import threading
 from dataclasses import dataclass
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
-PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 MAX_OPEN_FILES = 256
 
@@ -82,8 +89,28 @@ def set_static_limits() -> None:
     cap = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(MAX_OPEN_FILES, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (cap, cap))
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def follow_parent(fd: int) -> None:
+    """SIGKILL this process when every write end of the pipe ``fd`` is closed.
+
+    Call it after ``isolate_network`` (it starts a thread). Nothing is ever
+    written to the pipe: a read returns only when the executor's process has
+    closed its end, which the kernel does when that process exits."""
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(fd, 64):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def address_space() -> int:

@@ -8,7 +8,9 @@ big-endian length and a CBOR map.
     executor -> worker   {"id": int, "scratch": str, "task": Task.to_wire()}
     worker -> executor   {"id": int, "result": TaskResult.to_wire(), "recycle": bool}
 
-One task at a time. The worker leaves after replying with ``recycle`` true,
+The executor starts it as ``python -m p2pcompute.ops.worker FD`` where FD is
+the read end of its lifeline pipe (see ``sandbox.follow_parent``), in a new
+session of its own. One task at a time. The worker leaves after replying with ``recycle`` true,
 or when its stdin closes. Start-up order matters: the network namespace is
 entered before numpy starts any thread (``unshare`` requires it for user
 namespaces), then the heavy imports happen once, so each task finds a warm
@@ -73,8 +75,10 @@ def _take_pipes() -> tuple[BinaryIO, BinaryIO]:
     return proto_in, proto_out
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     network = sandbox.isolate_network()
+    if argv:
+        sandbox.follow_parent(int(argv[0]))
     for name in THREAD_ENV:
         os.environ[name] = "1"
     proto_in, proto_out = _take_pipes()
@@ -103,4 +107,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

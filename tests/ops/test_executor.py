@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -105,6 +106,50 @@ async def test_a_worker_killed_from_outside_is_replaced_and_its_task_retried(tmp
 
 async def _append(results: list, awaitable) -> None:
     results.append(await awaitable)
+
+
+TRIO_THREAD_IDLE_LIFE = 10.0  # seconds before trio retires an idle worker thread
+
+
+async def _feed_fifo_later(fifo, data: bytes, delay: float) -> None:
+    """Write ``data`` into ``fifo`` after ``delay`` s, once its reader (a worker) has it open."""
+    await trio.sleep(delay)
+    with trio.fail_after(120):
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+                await trio.sleep(0.1)
+    try:
+        os.write(fd, data)  # small: fits the pipe buffer
+    finally:
+        os.close(fd)
+
+
+async def test_a_task_outlives_a_trio_thread_and_idle_workers_are_not_restarted(tmp_path):
+    """A task runs as long as its own limits allow (here ~15 s, blocked on its input), past
+    the idle life of the trio thread that spawned its worker; the idle worker beside it
+    keeps its process too."""
+    fifo = tmp_path / "x.tensor"
+    os.mkfifo(fifo)
+    graph, _ = t.to_graph((t.input("x", "float32", [8]) * 2.0).reduce_sum())
+    task = Task("graph", inputs={"x": InputFile(path=str(fifo))}, graph=graph.to_cbor(),
+                limits=Limits(wall_seconds=600, cpu_seconds=600))
+    async with open_executor(cpus=2) as executor:
+        await executor.wait_ready()
+        pids = sorted(executor.worker_pids())
+        assert len(pids) == 2
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_feed_fifo_later, fifo, tensor_format.encode(np.full(8, 1.5, np.float32)),
+                               TRIO_THREAD_IDLE_LIFE + 5)
+            result = await executor.run(task)
+        assert result.ok, result.message
+        assert result.outputs["out0"]["value"] == 24.0 and result.attempts == 1
+        assert result.wall_seconds > TRIO_THREAD_IDLE_LIFE
+        assert sorted(executor.worker_pids()) == pids
 
 
 async def test_outputs_move_to_their_dir_and_nothing_else_survives(tmp_path):
