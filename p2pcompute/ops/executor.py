@@ -104,6 +104,10 @@ class Executor:
         return [h.process.pid for h in self._handles.values()
                 if h.process is not None and h.process.returncode is None]
 
+    def status(self) -> dict[str, int]:
+        """Worker slots, live workers by state, and waiting tasks (for status pages and tests)."""
+        return self._state.counts()
+
     async def wait_ready(self) -> None:
         """Wait until ``cpus`` workers have started (they are then warm)."""
         await self._ready.wait()

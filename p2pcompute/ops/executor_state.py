@@ -217,6 +217,12 @@ class ExecutorState:
                  if w.deadline is not None and w.kill_reason is None]
         return min(times) if times else None
 
+    def counts(self) -> dict[str, int]:
+        out = {"slots": self.cpus, "workers": len(self.workers), "queued": len(self.queue)}
+        for state in ("starting", "idle", "busy", "leaving"):
+            out[state] = sum(1 for w in self.workers.values() if w.state == state)
+        return out
+
     def finished(self) -> bool:
         """Closed and every worker gone."""
         return self.closed and not self.workers

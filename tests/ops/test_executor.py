@@ -93,11 +93,14 @@ async def test_a_worker_killed_from_outside_is_replaced_and_its_task_retried(tmp
     async with open_executor(cpus=1) as executor:
         await executor.wait_ready()
         [victim] = executor.worker_pids()
+        os.kill(victim, signal.SIGSTOP)  # it cannot finish the task before it is killed
         task = program_task(tmp_path, LOOP, fuel=300_000_000)
         async with trio.open_nursery() as nursery:
             results: list = []
             nursery.start_soon(lambda: _append(results, executor.run(task)))
-            await trio.sleep(0.2)
+            with trio.fail_after(60):
+                while executor.status()["busy"] == 0:  # the task went to the victim
+                    await trio.sleep(0.01)
             os.kill(victim, signal.SIGKILL)  # as the kernel's OOM killer would
         [result] = results
         assert (result.status, result.resource, result.attempts) == ("resource_exceeded", "fuel", 2)
