@@ -81,6 +81,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     from ..node.daemon import run_daemon, setup_logging
 
     config = load_config(args)
+    config.check_offer()
     setup_logging(config.log_level)
 
     def ready(status: dict) -> None:

@@ -44,6 +44,14 @@ def default_memory() -> int:
         return 1 << 30
 
 
+def machine_memory() -> int:
+    """Physical memory of this machine, in bytes (0 if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
                "tb": 1000**4, "tib": 1024**4}
@@ -249,6 +257,17 @@ class Config:
                               "write host:port, e.g. 0.0.0.0:8480")
         if self.links_listen and not 0 <= int(self.links_listen.rsplit(":", 1)[1]) <= 65535:
             raise ConfigError(f"links_listen {self.links_listen!r} in {where('links_listen')}: not a port number")
+
+    def check_offer(self) -> None:
+        """A daemon cannot offer more CPUs or memory than this machine has."""
+        have = default_cpus()
+        if not self.cpus <= have:
+            raise ConfigError(f"cpus {self.cpus:g} (from {self.sources.get('cpus', 'default')}) is more than "
+                              f"this machine has ({have:g}); offer at most {have:g}")
+        total = machine_memory()
+        if total and not self.memory <= total:
+            raise ConfigError(f"memory {self.memory / 2**30:.1f} GiB (from {self.sources.get('memory', 'default')}) "
+                              f"is more than this machine has ({total / 2**30:.1f} GiB); offer at most that")
 
     def describe(self) -> dict[str, Any]:
         """Values and their sources, for ``config show``."""

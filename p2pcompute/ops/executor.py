@@ -13,8 +13,10 @@ which the worker creates when the task first needs it (a WebAssembly program
 runs with it as working directory; a graph writes large outputs there). When the task
 succeeds its output files are moved to ``output_dir``; in every case the
 scratch dir is then removed, so nothing of a task survives it except its
-outputs. Concurrency is ``cpus`` workers; waiting tasks queue (bounded) in
-the state machine. Cancelling a caller of ``run`` cancels its task (the
+outputs. Concurrency is at most ``cpus`` workers, started on demand: ``warm``
+spare workers (default 1) wait beside the busy ones, more start while tasks
+wait, and spares idle for ``idle_timeout`` seconds leave again; waiting tasks
+queue (bounded) in the state machine. Cancelling a caller of ``run`` cancels its task (the
 worker is killed if it was running it).
 """
 
@@ -73,6 +75,8 @@ class Executor:
         self._wakeup = trio.Event()
         self._ready = trio.Event()
         self._ready_count = 0
+        if min(self._state.warm, cpus) == 0:
+            self._ready.set()
         self.cpus = cpus
         self.network_isolation = "unknown"
 
@@ -109,7 +113,7 @@ class Executor:
         return self._state.counts()
 
     async def wait_ready(self) -> None:
-        """Wait until ``cpus`` workers have started (they are then warm)."""
+        """Wait until the first ``warm`` workers have started (they are then warm)."""
         await self._ready.wait()
 
     # --- commands ---------------------------------------------------------------------
@@ -219,7 +223,7 @@ class Executor:
             if "hello" in message:
                 self.network_isolation = str(message["hello"].get("network", "unknown"))
                 self._ready_count += 1
-                if self._ready_count >= self.cpus:
+                if self._ready_count >= min(self._state.warm, self.cpus):
                     self._ready.set()
                 self._apply(self._state.worker_ready(wid, trio.current_time()))
                 continue
@@ -251,7 +255,10 @@ class Executor:
 @asynccontextmanager
 async def open_executor(cpus: int = 1, scratch_root: Path | None = None,
                         **state_options: Any) -> AsyncIterator[Executor]:
-    """An executor with ``cpus`` warm workers, shut down (workers gone) on exit."""
+    """An executor of ``cpus`` worker slots, shut down (workers gone) on exit.
+
+    ``state_options`` go to ``ExecutorState``: ``warm`` (spare workers kept started),
+    ``idle_timeout``, ``max_queue``, ``max_attempts``, ``recycle_after``..."""
     own_root = scratch_root is None
     root = Path(tempfile.mkdtemp(prefix="p2pcompute-exec-")) if own_root else Path(scratch_root)
     root.mkdir(parents=True, exist_ok=True)

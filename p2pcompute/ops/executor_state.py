@@ -2,8 +2,12 @@
 
 Theory of operation
 -------------------
-The machine owns a bounded FIFO of waiting tasks and a pool of ``cpus``
-worker slots. Each call takes an event and the current time and returns
+The machine owns a bounded FIFO of waiting tasks and a pool of at most
+``cpus`` worker processes (the slots). Workers are started on demand: it
+keeps ``warm`` spare workers (idle or starting) beside the busy ones, and
+grows up to the slot count while tasks wait; a worker idle for
+``idle_timeout`` beyond the warm spares is stopped. An idle executor thus
+holds ``warm`` processes, whatever number of slots it offers. Each call takes an event and the current time and returns
 commands for the driver (executor.py) to carry out; it never blocks, sleeps,
 reads a clock or touches a process.
 
@@ -16,8 +20,9 @@ wall_time``. A worker that exits on SIGXCPU was stopped by its CPU rlimit
 crashed: its task goes back to the front of the queue, at most
 ``max_attempts`` times in all, then it is delivered as failed. A worker that
 asks to be recycled (after a memory error) or has served
-``recycle_after`` tasks is stopped and replaced. Every exit of a worker
-leads to a replacement while the machine is open. Workers that die before
+``recycle_after`` tasks is stopped and replaced. After every event the pool
+is topped up to ``min(cpus, busy + waiting + warm)`` while the machine is
+open. Workers that die before
 becoming ready count as start failures: after ``max_start_failures`` in a
 row the waiting tasks are failed rather than left to hang, and no worker is
 started again until the next task arrives (one more attempt per task).
@@ -98,6 +103,8 @@ class _Task:
 @dataclass
 class ExecutorState:
     cpus: int
+    warm: int = 1
+    idle_timeout: float = 60.0
     max_queue: int = 1000
     max_attempts: int = 2
     recycle_after: int = 500
@@ -113,11 +120,13 @@ class ExecutorState:
     def __post_init__(self) -> None:
         if self.cpus < 1:
             raise ValueError("cpus must be at least 1")
+        if self.warm < 0:
+            raise ValueError("warm must not be negative")
 
     # --- events --------------------------------------------------------------------
 
     def open(self, now: float) -> list[Command]:
-        return [self._spawn(now) for _ in range(self.cpus)]
+        return self._grow(now)
 
     def submit(self, tid: int, wall_seconds: float, cpu_seconds: float, now: float) -> list[Command]:
         if self.closed:
@@ -130,7 +139,6 @@ class ExecutorState:
         out: list[Command] = []
         if self.start_failures >= self.max_start_failures:  # try again, once per new task
             self.start_failures = self.max_start_failures - 1
-            out += [self._spawn(now) for _ in range(self.cpus - len(self.workers))]
         return out + self._dispatch(now)
 
     def cancel(self, tid: int, now: float) -> list[Command]:
@@ -151,7 +159,7 @@ class ExecutorState:
         w = self.workers.get(wid)
         if w is None or w.state != "starting":
             return []
-        w.state, w.deadline = "idle", None
+        w.state, w.deadline = "idle", now + self.idle_timeout
         self.start_failures = 0
         return self._dispatch(now)
 
@@ -168,7 +176,7 @@ class ExecutorState:
             w.state = "leaving"
             out.append(StopWorker(wid))
         else:
-            w.state = "idle"
+            w.state, w.deadline = "idle", now + self.idle_timeout
         return out + self._dispatch(now)
 
     def worker_exited(self, wid: int, signal_number: int | None, now: float) -> list[Command]:
@@ -182,14 +190,15 @@ class ExecutorState:
             out += self._task_lost(w, signal_number)
         if self.start_failures >= self.max_start_failures:
             out += self._fail_waiting("workers fail to start (see the daemon's log)")
-        elif not self.closed and len(self.workers) < self.cpus:
-            out.append(self._spawn(now))
         return out + self._dispatch(now)
 
     def tick(self, now: float) -> list[Command]:
         out: list[Command] = []
         for w in self.workers.values():
             if w.deadline is None or now < w.deadline or w.kill_reason is not None:
+                continue
+            if w.state == "idle":
+                out += self._retire_if_spare(w)
                 continue
             if w.state == "busy":
                 task = self.tasks[w.task] if w.task is not None else None
@@ -236,6 +245,7 @@ class ExecutorState:
         return StartWorker(wid)
 
     def _dispatch(self, now: float) -> list[Command]:
+        """Send waiting tasks to idle workers, then top the pool up."""
         out: list[Command] = []
         idle = [w for w in self.workers.values() if w.state == "idle"]
         while self.queue and idle:
@@ -243,7 +253,27 @@ class ExecutorState:
             task.attempts += 1
             w.state, w.task, w.deadline = "busy", task.tid, now + task.wall_seconds
             out.append(SendTask(w.wid, task.tid))
-        return out
+        return out + self._grow(now)
+
+    def _wanted(self) -> int:
+        busy = sum(1 for w in self.workers.values() if w.state == "busy")
+        return min(self.cpus, busy + len(self.queue) + self.warm)
+
+    def _grow(self, now: float) -> list[Command]:
+        if self.closed or self.start_failures >= self.max_start_failures:
+            return []
+        active = sum(1 for w in self.workers.values() if w.state != "leaving")
+        count = min(self._wanted() - active, self.cpus - len(self.workers))
+        return [self._spawn(now) for _ in range(count)]
+
+    def _retire_if_spare(self, w: _Worker) -> list[Command]:
+        """An idle worker past its idle timeout leaves if the pool has more than it wants."""
+        w.deadline = None
+        active = sum(1 for v in self.workers.values() if v.state != "leaving")
+        if active <= self._wanted():
+            return []  # one of the warm spares: it stays (until it next goes idle)
+        w.state = "leaving"
+        return [StopWorker(w.wid)]
 
     def _task_lost(self, w: _Worker, signal_number: int | None) -> list[Command]:
         task = self.tasks.get(w.task) if w.task is not None else None

@@ -60,7 +60,10 @@ class ComputeService:
             await trio.sleep_forever()
 
     def status(self) -> dict[str, Any]:
-        return {"tasks": dict(self.counts)}
+        out: dict[str, Any] = {"tasks": dict(self.counts)}
+        if self.executor is not None:
+            out["workers"] = self.executor.status()
+        return out
 
     def api_routes(self) -> dict:
         return {("POST", "/v1/compute"): self._compute}

@@ -69,9 +69,7 @@ async def test_infinite_loop_is_killed_at_its_cpu_limit_while_others_carry_on(tm
     async with open_executor(cpus=2) as executor:
         await executor.wait_ready()
         loop = program_task(tmp_path, LOOP, fuel=10**15, cpu_seconds=1, wall_seconds=30)
-        start = trio.current_time()
         results = await run_all(executor, {"loop": loop, "small": small_task(2.0)})
-        assert trio.current_time() - start < 10
         assert (results["loop"].status, results["loop"].resource, results["loop"].limit) == \
             ("resource_exceeded", "cpu_time", 1)
         assert results["small"].ok
@@ -141,7 +139,7 @@ async def test_a_task_outlives_a_trio_thread_and_idle_workers_are_not_restarted(
     graph, _ = t.to_graph((t.input("x", "float32", [8]) * 2.0).reduce_sum())
     task = Task("graph", inputs={"x": InputFile(path=str(fifo))}, graph=graph.to_cbor(),
                 limits=Limits(wall_seconds=600, cpu_seconds=600))
-    async with open_executor(cpus=2) as executor:
+    async with open_executor(cpus=2, warm=2) as executor:
         await executor.wait_ready()
         pids = sorted(executor.worker_pids())
         assert len(pids) == 2
@@ -153,6 +151,31 @@ async def test_a_task_outlives_a_trio_thread_and_idle_workers_are_not_restarted(
         assert result.outputs["out0"]["value"] == 24.0 and result.attempts == 1
         assert result.wall_seconds > TRIO_THREAD_IDLE_LIFE
         assert sorted(executor.worker_pids()) == pids
+
+
+async def test_workers_start_on_demand_and_never_exceed_the_slots(tmp_path):
+    """An executor offering 8 slots keeps one warm worker; three tasks waiting on their
+    inputs grow it to three busy workers and a spare, not to eight."""
+    graph, _ = t.to_graph((t.input("x", "float32", [8]) * 2.0).reduce_sum())
+    fifos = [tmp_path / f"x{i}.tensor" for i in range(3)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    data = tensor_format.encode(np.full(8, 1.5, np.float32))
+    async with open_executor(cpus=8) as executor:
+        await executor.wait_ready()
+        assert executor.status()["workers"] == 1
+        results: list = []
+        async with trio.open_nursery() as nursery:
+            for fifo in fifos:
+                task = Task("graph", inputs={"x": InputFile(path=str(fifo))}, graph=graph.to_cbor())
+                nursery.start_soon(lambda task=task: _append(results, executor.run(task)))
+            with trio.fail_after(120):
+                while executor.status()["busy"] < 3:
+                    await trio.sleep(0.05)
+            assert executor.status()["workers"] <= 4
+            for fifo in fifos:
+                nursery.start_soon(_feed_fifo_later, fifo, data, 0)
+        assert [r.outputs["out0"]["value"] for r in results] == [24.0] * 3
 
 
 async def test_outputs_move_to_their_dir_and_nothing_else_survives(tmp_path):

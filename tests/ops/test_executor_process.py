@@ -17,7 +17,7 @@ import json, sys, trio
 from p2pcompute.ops.executor import open_executor
 
 async def main():
-    async with open_executor(cpus=2) as executor:
+    async with open_executor(cpus=2, warm=2) as executor:
         await executor.wait_ready()
         print(json.dumps(executor.worker_pids()), flush=True)
         await trio.sleep_forever()

@@ -8,7 +8,8 @@ from p2pcompute.ops import executor_state as es
 
 
 def started(cpus: int = 2, **kw) -> es.ExecutorState:
-    state = es.ExecutorState(cpus=cpus, **kw)
+    """All ``cpus`` workers started and ready (as warm spares)."""
+    state = es.ExecutorState(cpus=cpus, warm=kw.pop("warm", cpus), **kw)
     starts = state.open(0.0)
     assert starts == [es.StartWorker(i) for i in range(cpus)]
     for cmd in starts:
@@ -122,3 +123,46 @@ def test_close_rejects_waiting_stops_idle_and_finishes():
     other = next(iter(state.workers))
     state.task_finished(other, False, 4)
     assert state.worker_exited(other, None, 5) == [] and state.finished()
+
+
+def test_workers_start_on_demand_up_to_the_slots_and_one_stays_warm():
+    state = es.ExecutorState(cpus=512, warm=1)
+    assert state.open(0) == [es.StartWorker(0)]  # one warm worker, not one per slot
+    assert state.worker_ready(0, 0.5) == []
+    [send, spare] = state.submit(1, 60, 60, 1)
+    assert send == es.SendTask(0, 1) and spare == es.StartWorker(1)  # a new spare while 0 works
+    out = [c for tid in (2, 3, 4) for c in state.submit(tid, 60, 60, 2)]
+    assert out == [es.StartWorker(2), es.StartWorker(3), es.StartWorker(4)]  # one per waiting task
+    assert state.counts() | {"slots": 0} == {"slots": 0, "workers": 5, "queued": 3, "starting": 4,
+                                             "idle": 0, "busy": 1, "leaving": 0}
+    assert state.worker_ready(1, 3) == [es.SendTask(1, 2)]
+
+
+def test_the_pool_never_exceeds_its_slots():
+    state = es.ExecutorState(cpus=2, warm=1)
+    state.open(0)
+    state.worker_ready(0, 0)
+    out = [c for tid in range(1, 6) for c in state.submit(tid, 60, 60, 1)]
+    assert [type(c) for c in out] == [es.SendTask, es.StartWorker]
+    assert len(state.workers) == 2 and len(state.queue) == 4
+
+
+def test_spare_workers_leave_after_their_idle_timeout_but_the_warm_one_stays():
+    state = es.ExecutorState(cpus=4, warm=1, idle_timeout=30)
+    state.open(0)
+    state.worker_ready(0, 0)
+    sends = [c for tid in (1, 2, 3) for c in state.submit(tid, 60, 60, 1) if isinstance(c, es.SendTask)]
+    for wid in (1, 2, 3):
+        sends += [c for c in state.worker_ready(wid, 2) if isinstance(c, es.SendTask)]
+    assert len(sends) == 3  # three busy, one spare (idle since 2)
+    for send in sends:
+        state.task_finished(send.wid, False, 10)
+    assert state.next_deadline() == 32
+    assert state.tick(31.9) == []
+    assert state.tick(32) == [es.StopWorker(3)]  # four idle, one wanted
+    stops = state.tick(40)
+    assert len(stops) == 2 and all(isinstance(c, es.StopWorker) for c in stops)
+    for stop in [es.StopWorker(3), *stops]:
+        assert state.worker_exited(stop.wid, None, 41) == []  # no replacement: not wanted
+    assert len(state.workers) == 1 and state.next_deadline() is None  # the warm one stays
+    assert state.tick(10_000) == []
