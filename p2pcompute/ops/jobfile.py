@@ -34,9 +34,9 @@ Every mistake raises ``UserError`` naming the key (``inputs.blue.band``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +64,14 @@ class Job:
     task: Task
     output_dir: Path
     graph: Graph | None = None
+    fetched: Path | None = None  # a local copy of an ipfs:// program, removed by ``run_local``
 
 
 def load(path: str | Path, fetch: Callable[[str], Path] | None = None) -> Job:
-    """Parse a job file; ``fetch(cid)`` makes a local copy of an ``ipfs://CID`` program."""
+    """Parse a job file; ``fetch(cid)`` makes a local copy of an ``ipfs://CID`` program.
+
+    The copy belongs to the job: ``run_local`` removes it (and its directory, if that is
+    then empty) when the run ends, however it ends; so does a parse error after the fetch."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_JOB_BYTES:
@@ -105,10 +109,15 @@ def parse(data: Any, base: Path, default_name: str = "job", fetch: Callable[[str
         task = Task("graph", inputs=inputs, outputs=formats, limits=limits, graph=graph.to_cbor())
         return Job(name, task, out_dir, graph)
     program = _program(data["program"], base, fetch)
-    args, env = _args(data.get("args") or []), _env(data.get("env") or {})
-    task = Task("wasm", inputs=inputs, outputs=formats, limits=limits, program=str(program),
-                args=args, env=env)
-    return Job(name, task, out_dir)
+    fetched = program if str(data["program"]).startswith("ipfs://") else None
+    try:
+        args, env = _args(data.get("args") or []), _env(data.get("env") or {})
+        task = Task("wasm", inputs=inputs, outputs=formats, limits=limits, program=str(program),
+                    args=args, env=env)
+    except BaseException:
+        _remove_copy(fetched)
+        raise
+    return Job(name, task, out_dir, fetched=fetched)
 
 
 def _inputs(raw: Any, base: Path) -> dict[str, InputFile]:
@@ -270,7 +279,21 @@ def run_local(job: Job, cpus: int = 1) -> TaskResult:
     """Run the job's task in this machine's executor; outputs land in ``job.output_dir``."""
     from .executor import run_tasks
 
-    if cpus < 1:
-        raise UserError("--cpus must be at least 1")
-    [result] = run_tasks([(job.task, job.output_dir)], cpus=cpus)
-    return result
+    try:
+        if cpus < 1:
+            raise UserError("--cpus must be at least 1")
+        [result] = run_tasks([(job.task, job.output_dir)], cpus=cpus)
+        return result
+    finally:
+        _remove_copy(job.fetched)
+
+
+def _remove_copy(path: Path | None) -> None:
+    """Remove a fetched program and its directory if that is then empty."""
+    if path is None:
+        return
+    try:
+        path.unlink(missing_ok=True)
+        os.rmdir(path.parent)
+    except OSError:
+        pass  # not empty: not only ours
