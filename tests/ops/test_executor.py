@@ -112,9 +112,8 @@ async def _append(results: list, awaitable) -> None:
 TRIO_THREAD_IDLE_LIFE = 10.0  # seconds before trio retires an idle worker thread
 
 
-async def _feed_fifo_later(fifo, data: bytes, delay: float) -> None:
-    """Write ``data`` into ``fifo`` after ``delay`` s, once its reader (a worker) has it open."""
-    await trio.sleep(delay)
+async def _feed_fifo(fifo, data: bytes, hold: float) -> None:
+    """Once a reader (a worker's task) has ``fifo`` open, wait ``hold`` s, then write ``data``."""
     with trio.fail_after(120):
         while True:
             try:
@@ -123,8 +122,9 @@ async def _feed_fifo_later(fifo, data: bytes, delay: float) -> None:
             except OSError as exc:
                 if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
                     raise
-                await trio.sleep(0.1)
+                await trio.sleep(0.05)
     try:
+        await trio.sleep(hold)  # the task waits for its input meanwhile
         os.write(fd, data)  # small: fits the pipe buffer
     finally:
         os.close(fd)
@@ -144,7 +144,7 @@ async def test_a_task_outlives_a_trio_thread_and_idle_workers_are_not_restarted(
         pids = sorted(executor.worker_pids())
         assert len(pids) == 2
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_feed_fifo_later, fifo, tensor_format.encode(np.full(8, 1.5, np.float32)),
+            nursery.start_soon(_feed_fifo, fifo, tensor_format.encode(np.full(8, 1.5, np.float32)),
                                TRIO_THREAD_IDLE_LIFE + 5)
             result = await executor.run(task)
         assert result.ok, result.message
@@ -174,7 +174,7 @@ async def test_workers_start_on_demand_and_never_exceed_the_slots(tmp_path):
                     await trio.sleep(0.05)
             assert executor.status()["workers"] <= 4
             for fifo in fifos:
-                nursery.start_soon(_feed_fifo_later, fifo, data, 0)
+                nursery.start_soon(_feed_fifo, fifo, data, 0)
         assert [r.outputs["out0"]["value"] for r in results] == [24.0] * 3
 
 
