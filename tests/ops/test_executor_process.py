@@ -13,17 +13,27 @@ import time
 import pytest
 
 CHILD = """
-import json, sys, trio
+import json, sys, tempfile, trio
 from p2pcompute.ops.executor import open_executor
+from p2pcompute.ops.tasks import Limits, Task
 
-async def main():
-    async with open_executor(cpus=2, warm=2) as executor:
+LOOP = '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
+
+async def main(busy):
+    async with open_executor(cpus=2, warm=2) as executor, trio.open_nursery() as nursery:
         await executor.wait_ready()
+        if busy:  # one worker runs a task that never ends by itself
+            program = tempfile.mkdtemp() + "/loop.wat"
+            open(program, "w").write(LOOP)
+            task = Task("wasm", program=program, limits=Limits(fuel=10**15, cpu_seconds=600, wall_seconds=600))
+            nursery.start_soon(executor.run, task)
+            while executor.status()["busy"] == 0:
+                await trio.sleep(0.01)
         print(json.dumps(executor.worker_pids()), flush=True)
         await trio.sleep_forever()
 
 try:
-    trio.run(main)
+    trio.run(main, sys.argv[1] == "busy")
 except* KeyboardInterrupt:
     print("stopped", flush=True)
 """
@@ -38,15 +48,19 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_gone(pids: list[int], deadline: float = 60.0) -> list[int]:
+    """The pids still alive after ``deadline`` s (killed then, so that a failure leaves no orphan)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end and any(_alive(p) for p in pids):
         time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
+    left = [p for p in pids if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    return left
 
 
-def _start_child() -> tuple[subprocess.Popen, list[int]]:
+def _start_child(busy: bool = False) -> tuple[subprocess.Popen, list[int]]:
     # a session of its own, as a shell gives a foreground job its own process group
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", CHILD, "busy" if busy else "idle"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
     line = child.stdout.readline()
     if not line:
@@ -57,8 +71,9 @@ def _start_child() -> tuple[subprocess.Popen, list[int]]:
     return child, pids
 
 
-def test_ctrl_c_reaches_only_the_executor_which_stops_its_workers_quietly():
-    child, pids = _start_child()
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-task"])
+def test_ctrl_c_reaches_only_the_executor_which_stops_its_workers_quietly(busy):
+    child, pids = _start_child(busy)
     try:
         os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C in a terminal does to the foreground group
         out, err = child.communicate(timeout=60)
@@ -69,8 +84,9 @@ def test_ctrl_c_reaches_only_the_executor_which_stops_its_workers_quietly():
     assert _wait_gone(pids) == []
 
 
-def test_workers_die_with_the_executors_process():
-    child, pids = _start_child()
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-task"])
+def test_workers_die_with_the_executors_process(busy):
+    child, pids = _start_child(busy)
     child.kill()  # SIGKILL: no clean-up code runs in the executor
     child.wait()
     assert _wait_gone(pids) == []
