@@ -15,9 +15,13 @@ succeeds its output files are moved to ``output_dir``; in every case the
 scratch dir is then removed, so nothing of a task survives it except its
 outputs. Concurrency is at most ``cpus`` workers, started on demand: ``warm``
 spare workers (default 1) wait beside the busy ones, more start while tasks
-wait, and spares idle for ``idle_timeout`` seconds leave again; waiting tasks
-queue (bounded) in the state machine. Cancelling a caller of ``run`` cancels its task (the
-worker is killed if it was running it).
+wait, and spares idle for ``idle_timeout`` seconds leave again; waiting
+tasks queue (bounded) in the state machine. Cancelling a caller of ``run``
+cancels its task (the worker is killed if it was running it).
+
+Each worker runs in a session of its own (the terminal's Ctrl-C is the
+daemon's to handle) and dies with the executor's process through a lifeline
+pipe (``sandbox.follow_parent``), however that process ends.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ big-endian length and a CBOR map.
 
 The executor starts it as ``python -m p2pcompute.ops.worker FD`` where FD is
 the read end of its lifeline pipe (see ``sandbox.follow_parent``), in a new
-session of its own. One task at a time. The worker leaves after replying with ``recycle`` true,
-or when its stdin closes. Start-up order matters: the network namespace is
+session of its own. One task at a time. The worker leaves after replying
+with ``recycle`` true, or when its stdin closes. Start-up order matters: the network namespace is
 entered before numpy starts any thread (``unshare`` requires it for user
 namespaces), then the heavy imports happen once, so each task finds a warm
 process.
