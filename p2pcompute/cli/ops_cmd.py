@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("job", metavar="JOB.yaml", help="the job file (schema below)")
     r.add_argument("--local", action="store_true",
                    help="run on this machine, without a network (required for now)")
-    r.add_argument("--cpus", type=int, default=1, help="worker processes to start (default 1)")
+    r.add_argument("--cpus", type=int, default=1, help="most tasks run at once, each in its own worker process (default 1)")
     r.add_argument("--out", metavar="DIR", help="write the outputs to DIR instead of the job's outputs.dir")
     r.add_argument("--data-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                    help="where `program: ipfs://CID` is read from: this data dir's blockstore "
