@@ -137,6 +137,10 @@ class MembershipConfig:
     max_piggyback_items: int = 64
     dead_retention: float = 600.0  # keep dead/left entries so stale news cannot resurrect them
     max_members: int = 100_000
+    # An update whose incarnation is more than this above the one we hold for its peer (0 for a
+    # peer we do not know, our own for us) is forged: a peer raises its own by one per refutation.
+    # Dropping it keeps one message from pushing anyone's incarnation to the bound.
+    max_incarnation_jump: int = 1 << 20
     max_broadcasts: int = 8192
     max_relays: int = 256
     leave_fanout: int = 8

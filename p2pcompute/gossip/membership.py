@@ -72,6 +72,7 @@ from .messages import (
     ALIVE,
     DEAD,
     LEFT,
+    MAX_INCARNATION,
     PIGGYBACKED,
     STATE_NAMES,
     SUSPECT,
@@ -165,6 +166,27 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._handlers[type(event)](event, now, out)
         if self.joined and not self.left and TimerKind.GOSSIP not in self._timers and self._has_news():
             self._set_timer(TimerKind.GOSSIP, now + self.config.gossip_interval, out)
+        return out
+
+    def rearm(self, now: float) -> list[ev.Command]:
+        """Every timer again, for a driver whose ``handle`` raised (a bug): no timer is lost.
+
+        A handler that raised midway may have set a timer whose command never
+        reached the driver, or deleted one it meant to set again; after this,
+        probing, suspicion expiry, relays and anti-entropy go on.
+        """
+        out: list[ev.Command] = [ev.SetTimer(kind, at) for kind, at in self._timers.items()]
+        if not self.joined or self.left:
+            return out
+        if TimerKind.PROBE not in self._timers:
+            self._probe = None
+            self._set_timer(TimerKind.PROBE, now + self.config.probe_interval, out)
+        if TimerKind.PUSH_PULL not in self._timers:
+            self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
+        if self._suspect_heap:
+            self._arm_heap_timer(TimerKind.SUSPICION, self._suspect_heap[0][0], out)
+        if self._relay_heap:
+            self._arm_heap_timer(TimerKind.RELAY, self._relay_heap[0][0], out)
         return out
 
     def preload(self, known: list[tuple[Update, CapabilityRecord | None, bytes]], now: float) -> None:
@@ -346,10 +368,14 @@ class Membership(ProbingMixin, DisseminationMixin):
         of the table is old news to everybody else.
         """
         peer = update.peer
+        member = None if peer == self.self_id else self.table.get(peer)
+        held = self.incarnation if peer == self.self_id else (0 if member is None else member.incarnation)
+        if update.incarnation > held + self.config.max_incarnation_jump:
+            self.stats["implausible_updates"] += 1  # forged: see MembershipConfig.max_incarnation_jump
+            return
         if peer == self.self_id:
             self._about_self(update)
             return
-        member = self.table.get(peer)
         if member is None:
             self._add_member(update, now, out, spread)
             return
@@ -406,6 +432,9 @@ class Membership(ProbingMixin, DisseminationMixin):
                 return  # our own news coming back
         elif update.incarnation < self.incarnation:
             return  # an old suspicion, already refuted
+        if update.incarnation >= MAX_INCARNATION:
+            self.stats["implausible_updates"] += 1  # no refutation may overflow the wire bound
+            return
         if update.state == SUSPECT:
             self._change_health(1)
         self.stats["refutations"] += 1

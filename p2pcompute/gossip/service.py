@@ -56,6 +56,8 @@ class MembershipService:
         self._nursery: trio.Nursery | None = None
         self._inflight = 0
         self.dropped_sends = 0
+        self.errors = 0  # state-machine exceptions caught (bugs; see _handle)
+        self._errors_logged: set[str] = set()
 
     # --- Service protocol -------------------------------------------------------------
 
@@ -90,7 +92,7 @@ class MembershipService:
         for row in self.sm.members():
             counts[row.state] += 1
         return {"members": counts, "health": self.sm.health, "incarnation": self.sm.incarnation,
-                "dropped_sends": self.dropped_sends}
+                "dropped_sends": self.dropped_sends, "errors": self.errors}
 
     def api_routes(self) -> dict:
         return {("GET", "/v1/members"): self._api_members}
@@ -126,7 +128,22 @@ class MembershipService:
 
     async def _on_message(self, peer: PeerId, msg: Any) -> None:
         if self.sm is not None:
-            self._apply(self.sm.handle(ev.Received(peer, msg), trio.current_time()))
+            self._handle(ev.Received(peer, msg), trio.current_time())
+
+    def _handle(self, event: Any, now: float) -> None:
+        """Feed one event; a state-machine exception (a bug) is logged and counted, never fatal."""
+        try:
+            commands = self.sm.handle(event, now)
+        except Exception as exc:
+            self.errors += 1
+            what = f"{type(event).__name__}/{type(exc).__name__}"
+            if what not in self._errors_logged and len(self._errors_logged) < 64:
+                self._errors_logged.add(what)
+                log.exception("membership failed on %s (logged once; the daemon goes on)", type(event).__name__)
+            else:
+                log.debug("membership failed on %s: %s", type(event).__name__, exc)
+            commands = self.sm.rearm(now)
+        self._apply(commands)
 
     def _apply(self, commands: list) -> None:
         for cmd in commands:
@@ -175,7 +192,7 @@ class MembershipService:
             now = trio.current_time()
             for kind in [k for k, at in self._timers.items() if at <= now]:
                 del self._timers[kind]
-                self._apply(self.sm.handle(ev.TimerFired(kind), now))
+                self._handle(ev.TimerFired(kind), now)
 
     async def _leave(self) -> None:
         if self.sm is None:

@@ -1,0 +1,121 @@
+"""Hostile gossip: forged incarnations, fake members, poisoned records. The machine never raises."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pcompute.errors import WireError
+from p2pcompute.gossip import events as ev
+from p2pcompute.gossip.events import MembershipConfig, TimerKind
+from p2pcompute.gossip.membership import Membership
+from p2pcompute.gossip.messages import ALIVE, DEAD, LEFT, MAX_INCARNATION, SUSPECT, Gossip, PushPull, Update
+from p2pcompute.node import wire
+from gossip_sim import identities
+
+IDS = [i.peer_id for i in identities(8, salt=41)]
+ME, FRIEND, HOSTILE = IDS[0], IDS[1], IDS[2]
+
+
+def machine(config: MembershipConfig | None = None, incarnation: int = 0) -> Membership:
+    m = Membership(ME, config or MembershipConfig(), random.Random(5), 0.0, address="mem/me", incarnation=incarnation)
+    m.handle(ev.Join(()), 0.0)
+    news = tuple(Update(p, ALIVE, 0, (), f"mem/{k}") for k, p in enumerate(IDS[1:6], 1))
+    m.handle(ev.Received(FRIEND, Gossip(updates=news)), 0.0)
+    return m
+
+
+def forged(peer, state, incarnation) -> Update:
+    """An Update no honest peer can build: its checks are skipped, as a hostile encoder would."""
+    u = Update(peer, state, 0)
+    object.__setattr__(u, "incarnation", incarnation)
+    return u
+
+
+def run_timers(m: Membership, until: float) -> None:
+    """Fire every timer in deadline order up to ``until``; any exception fails the test."""
+    while m._timers:
+        kind, at = min(m._timers.items(), key=lambda kv: kv[1])
+        if at > until:
+            return
+        m.handle(ev.TimerFired(kind), at)
+
+
+# --- forged incarnations (issue 9: one gossip message crashed a daemon) -------------------
+
+
+def test_an_incarnation_over_the_bound_is_refused_when_decoded():
+    frame = wire.encode(Gossip(updates=(forged(ME, ALIVE, 2**63 - 1),)))
+    with pytest.raises(WireError, match="incarnation"):
+        wire.decode(frame)
+    frame = wire.encode(Gossip(updates=(forged(ME, ALIVE, MAX_INCARNATION),)))
+    assert wire.decode(frame).message.updates[0].incarnation == MAX_INCARNATION
+
+
+@pytest.mark.parametrize("state", [ALIVE, SUSPECT, DEAD])
+def test_a_forged_huge_incarnation_about_us_is_dropped_and_we_go_on(state):
+    m = machine()
+    m.handle(ev.Received(HOSTILE, Gossip(updates=(Update(ME, state, MAX_INCARNATION),))), 1.0)
+    m.handle(ev.Received(HOSTILE, Gossip(updates=(Update(ME, state, 2**40),))), 1.0)
+    assert m.incarnation == 0 and m.stats["implausible_updates"] == 2
+    run_timers(m, 60.0)  # probes, gossip and push-pull all build our own update
+    assert m.incarnation == 0
+
+
+def test_a_forged_huge_incarnation_about_another_member_is_neither_kept_nor_forwarded():
+    m = machine()
+    m.handle(ev.Received(HOSTILE, Gossip(updates=(Update(FRIEND, DEAD, 2**30),))), 1.0)
+    m.handle(ev.Received(HOSTILE, Gossip(updates=(Update(IDS[7], ALIVE, 2**30),))), 1.0)  # unknown peer
+    assert m.member(FRIEND).state == ALIVE and m.member(FRIEND).incarnation == 0
+    assert m.member(IDS[7]) is None
+    assert not any(u.incarnation for u in m._piggyback()[0])
+
+
+def test_a_plausible_suspicion_is_still_refuted_and_a_refutation_never_overflows():
+    m = machine()
+    m.handle(ev.Received(FRIEND, Gossip(updates=(Update(ME, SUSPECT, 0, (FRIEND,)),))), 1.0)
+    assert m.incarnation == 1  # ordinary refutation
+    top = machine(incarnation=MAX_INCARNATION - 1)
+    top.handle(ev.Received(FRIEND, Gossip(updates=(Update(ME, SUSPECT, MAX_INCARNATION - 1, (FRIEND,)),))), 1.0)
+    assert top.incarnation == MAX_INCARNATION
+    top.handle(ev.Received(FRIEND, Gossip(updates=(Update(ME, DEAD, MAX_INCARNATION, (FRIEND,)),))), 2.0)
+    assert top.incarnation == MAX_INCARNATION
+    run_timers(top, 60.0)
+
+
+def test_rearm_gives_back_every_timer_after_a_handler_failed():
+    m = machine()
+    del m._timers[TimerKind.PROBE]  # as if a probe step raised after taking its timer
+    kinds = {c.kind for c in m.rearm(3.0) if isinstance(c, ev.SetTimer)}
+    assert {TimerKind.PROBE, TimerKind.PUSH_PULL} <= kinds
+    run_timers(m, 10.0)
+    assert m.stats["probes"] > 0
+
+
+incarnations = st.one_of(st.integers(0, 5), st.integers(0, MAX_INCARNATION))
+
+
+@st.composite
+def hostile_updates(draw):
+    peer = draw(st.sampled_from(IDS[:4] + IDS[6:]))  # ourselves, known and unknown members
+    origins = tuple(draw(st.lists(st.sampled_from(IDS), max_size=3)))
+    return Update(peer, draw(st.sampled_from([ALIVE, SUSPECT, DEAD, LEFT])), draw(incarnations), origins)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.lists(hostile_updates(), min_size=1, max_size=5)), max_size=12))
+def test_no_sequence_of_hostile_updates_makes_the_machine_raise_or_overflow(batches):
+    m = machine()
+    now = 1.0
+    for push_pull, updates in batches:
+        before = m.incarnation
+        msg = PushPull(members=tuple(updates), versions=()) if push_pull else Gossip(updates=tuple(updates))
+        m.handle(ev.Received(HOSTILE, msg), now)
+        assert m.incarnation <= before + m.config.max_incarnation_jump + 1
+        now += 0.5
+        run_timers(m, now)
+    assert m.incarnation <= MAX_INCARNATION
+    m._self_update()
