@@ -163,3 +163,35 @@ async def test_a_state_machine_exception_is_logged_and_the_daemon_keeps_probing(
         await wait_for(lambda: service.sm.stats["probes"] >= probes + 3)
         assert "a bug in a timer" in caplog.text and service.status()["errors"] == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_hostile_peer_gossiping_50000_made_up_members_cannot_fill_or_stall_a_daemon():
+    """Issue 9: 50,000 fake 'alive' members were accepted unchecked and dialled."""
+    from p2pcompute.node.identity import PeerId
+
+    fakes = [PeerId(b"\x12\x20" + os.urandom(32)) for _ in range(50_000)]
+    async with trio.open_nursery() as nursery:
+        victim = make_node(0)
+        await nursery.start(victim.run)
+        honest = make_node(1, [(victim.peer_id, [address_of(victim)])])
+        await nursery.start(honest.run)
+        await wait_for(lambda: states(victim).get(str(honest.peer_id)) == "alive")
+        hostile = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
+        await nursery.start(hostile.run)
+        await hostile.connect(f"{address_of(victim)}/p2p/{victim.peer_id}")
+        start = trio.current_time()
+        for i in range(0, len(fakes), 256):
+            batch = tuple(Update(p, ALIVE, 0, (), f"/ip4/127.0.0.1/tcp/{1 + (i + k) % 60000}")
+                          for k, p in enumerate(fakes[i:i + 256]))
+            await hostile.send(victim.peer_id, Gossip(updates=batch))
+        sm, cfg = victim.services["membership"].sm, victim.services["membership"].config
+        await wait_for(lambda: sm.stats["new_members_refused"] > 40_000, timeout=60)
+        await trio.sleep(2.0)  # a few probe periods with the flood in the table
+        elapsed = trio.current_time() - start
+        assert len(sm.table) <= 1 + cfg.new_member_burst + cfg.new_member_rate * elapsed
+        dialled = sum(1 for p in fakes if victim.transport.addresses_of(p))
+        assert dialled <= elapsed / cfg.probe_interval + 8  # probes alone dial them, one a period
+        assert states(victim)[str(honest.peer_id)] == "alive"
+        assert states(honest)[str(victim.peer_id)] == "alive"
+        assert await honest.ping(victim.peer_id, timeout=10) >= 0
+        nursery.cancel_scope.cancel()

@@ -136,7 +136,13 @@ class MembershipConfig:
     max_piggyback_bytes: int = 4000
     max_piggyback_items: int = 64
     dead_retention: float = 600.0  # keep dead/left entries so stale news cannot resurrect them
-    max_members: int = 100_000
+    # Members held at most. Full membership is for networks up to about this size (a push-pull
+    # carries 4096 of them); each costs ~1 KB, so a flood of made-up members stays ~10 MB.
+    max_members: int = 10_000
+    # New members one sender may teach us: a burst, then a rate per second (a peer's word about
+    # itself and our own join's replies are exempt). Beyond them, news of new members is dropped.
+    new_member_burst: int = 256
+    new_member_rate: float = 4.0
     # An update whose incarnation is more than this above the one we hold for its peer (0 for a
     # peer we do not know, our own for us) is forged: a peer raises its own by one per refutation.
     # Dropping it keeps one message from pushing anyone's incarnation to the bound.

@@ -43,6 +43,16 @@ anti-entropy (its period growing with log2 N) repairs whatever was missed;
 joining is a push-pull with the seeds. Capability records merge by their own
 version, independent of incarnations.
 
+*Hostile news.* Updates are unsigned: anyone can forward anything. An
+incarnation more than ``max_incarnation_jump`` above the one held is dropped
+(peers raise theirs by one per refutation). A new member costs its sender a
+token (``new_member_burst``, then ``new_member_rate`` per second; a peer's word
+on itself and our join's replies are free); the table holds ``max_members``,
+making room by forgetting the longest dead, then a live member nobody
+*vouched* for. A member is vouched once it sends us a message itself; gossip
+rounds, relays and push-pull go to vouched members only, so members merely
+heard of are dialled by probes alone, one per probe period.
+
 Probing lives in ``probing.py`` and dissemination in ``dissemination.py``
 (mixins of ``Membership``); this module holds the events, the merge of news
 into the table, suspicion timing and the timer bookkeeping.
@@ -90,6 +100,7 @@ from .table import Member, Suspicion, Table, join, normal
 
 _MAX_ORPHANS = 256
 _MAX_SEEN_CLAIMS = 4096
+_MAX_BUCKETS = 1024  # senders whose rate of new members we track (oldest forgotten first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +159,8 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._suspect_heap: list[tuple[float, PeerId]] = []
         self._seen_claims: dict[bytes, None] = {}
         self._orphans: dict[PeerId, tuple[CapabilityRecord, bytes]] = {}
+        self._sender: PeerId | None = None  # who sent the message being merged (None: exempt from the rate)
+        self._buckets: dict[PeerId, list[float]] = {}  # sender -> [tokens, when] for new members
         self._handlers = {
             ev.TimerFired: self._on_timer,
             ev.Received: self._on_received,
@@ -204,7 +217,7 @@ class Membership(ProbingMixin, DisseminationMixin):
                 break
             if update.peer == self.self_id or update.peer in self.table.members:
                 continue
-            member = Member(update.peer, update, now, now, update.address, record, claim)
+            member = Member(update.peer, update, now, now, update.address, record, claim, vouched=True)
             self.table.add(member)
 
     # --- queries (for ``p2pcompute peers`` and the layers above) --------------------
@@ -297,13 +310,23 @@ class Membership(ProbingMixin, DisseminationMixin):
         sender = self.table.get(peer)
         if sender is not None:
             sender.last_seen = now
+            sender.vouched = True
         kind = type(msg)
-        if kind is PushPull or kind is PushPullReply:
-            self._on_push_pull(peer, msg, now, out)
-            return
-        if kind not in PIGGYBACKED:
-            self.stats["unexpected_messages"] += 1  # the driver should not have fed it; drop
-            return
+        self._sender = peer
+        try:
+            if kind is PushPull or kind is PushPullReply:
+                self._on_push_pull(peer, msg, now, out)
+            elif kind not in PIGGYBACKED:
+                self.stats["unexpected_messages"] += 1  # the driver should not have fed it; drop
+            else:
+                self._on_piggybacked(peer, msg, now, out)
+        finally:
+            self._sender = None
+        if sender is None and (sender := self.table.get(peer)) is not None:
+            sender.vouched = True  # it introduced itself
+
+    def _on_piggybacked(self, peer: PeerId, msg: Ping | Ack | PingReq | Nack | Gossip, now: float, out: list) -> None:
+        kind = type(msg)
         self._merge(msg.updates, msg.capabilities, now, out)
         if kind is Ping:
             out.append(ev.Send(peer, Ack(msg.seq, *self._piggyback())))
@@ -411,7 +434,11 @@ class Membership(ProbingMixin, DisseminationMixin):
             self._queue_update(new)
 
     def _add_member(self, update: Update, now: float, out: list, spread: bool) -> None:
+        if not self._admit(update.peer, now):
+            self.stats["new_members_refused"] += 1
+            return
         if len(self.table) >= self.config.max_members and not self._make_room(now):
+            self.stats["table_full"] += 1
             return
         update = normal(update)
         member = Member(update.peer, update, now, now if update.state == ALIVE else 0.0, update.address)
@@ -471,12 +498,43 @@ class Membership(ProbingMixin, DisseminationMixin):
             del seen[next(iter(seen))]
         seen[claim] = None
 
-    def _make_room(self, now: float) -> bool:
-        """Forget the longest-dead member to make room; False when every member is live."""
-        dead = [m for m in self.table.members.values() if not m.live]
-        if not dead:
+    def _admit(self, peer: PeerId, now: float) -> bool:
+        """May the current sender teach us one more new member? A token bucket per sender.
+
+        A peer's word about itself, our own join's replies and preloading are
+        exempt; anyone else gets ``new_member_burst`` at once and
+        ``new_member_rate`` per second after (sybil senders are bounded by the
+        table's size and by the eviction of members nobody vouched for).
+        """
+        sender = self._sender
+        if sender is None or sender == peer:
+            return True
+        cfg, buckets = self.config, self._buckets
+        bucket = buckets.get(sender)
+        if bucket is None:
+            if len(buckets) >= _MAX_BUCKETS:
+                del buckets[next(iter(buckets))]
+            bucket = buckets[sender] = [float(cfg.new_member_burst), now]
+        tokens = min(float(cfg.new_member_burst), bucket[0] + max(0.0, now - bucket[1]) * cfg.new_member_rate)
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
             return False
-        self.table.remove(min(dead, key=lambda m: m.since).peer)
+        bucket[0] = tokens - 1.0
+        return True
+
+    def _make_room(self, now: float) -> bool:
+        """Forget the longest-dead member, else a live one nobody vouched for; False if neither."""
+        dead = [m for m in self.table.members.values() if not m.live]
+        if dead:
+            victim = min(dead, key=lambda m: m.since).peer
+            self.table.remove(victim)
+        else:
+            victim = self.table.evict_hearsay()
+            if victim is None:
+                return False
+            self.stats["hearsay_evicted"] += 1
+        self._updates.discard(victim.raw)
         return True
 
     # --- timers -----------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class ProbingMixin:
     def _go_indirect(self, probe: _Probe, now: float, out: list) -> None:
         probe.indirect = True
         wanted = self.config.indirect_probes
-        picked = self.table.sample(wanted + 2, exclude=(probe.target,))
+        picked = self.table.sample(wanted + 2, exclude=(probe.target,), first_hand=True)
         members = self.table.members
         probe.relays = tuple(p for p in picked if members[p].state == ALIVE)[:wanted]
         window = max(0.0, probe.period_end - now) * self.config.nack_fraction

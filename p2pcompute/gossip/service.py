@@ -163,6 +163,9 @@ class MembershipService:
         self._nursery.start_soon(self._send, peer, msg)
 
     async def _send(self, peer: PeerId, msg: Any) -> None:
+        member = self.sm.member(peer) if self.sm else None
+        if member is not None and member.address and not member.vouched:
+            self.node.transport.add_addresses(peer, [member.address])  # dialled now: it needs the address
         try:
             with trio.move_on_after(self.config.probe_interval * 2):
                 await self.node.transport.send(peer, msg)
@@ -172,12 +175,17 @@ class MembershipService:
             self._inflight -= 1
 
     def _member_changed(self, cmd: ev.MemberChanged) -> None:
+        # Members only heard of (gossip can make up thousands) reach the transport's address
+        # book when first dialled (_send), and their changes are logged at debug level only.
         member = self.sm.member(cmd.peer) if self.sm else None
-        if member is not None and member.address:
+        first_hand = member is not None and member.vouched
+        if first_hand and member.address:
             self.node.transport.add_addresses(cmd.peer, [member.address])
         old = STATE_NAMES[cmd.old] if cmd.old is not None else "unknown"
         new = STATE_NAMES[cmd.new]
         level = logging.WARNING if cmd.new in (SUSPECT, DEAD) else logging.INFO
+        if not first_hand:
+            level = logging.DEBUG
         if cmd.new in (ALIVE, SUSPECT, DEAD, LEFT):
             log.log(level, "member %s: %s -> %s", cmd.peer.short, old, new)
 

@@ -119,3 +119,61 @@ def test_no_sequence_of_hostile_updates_makes_the_machine_raise_or_overflow(batc
         run_timers(m, now)
     assert m.incarnation <= MAX_INCARNATION
     m._self_update()
+
+
+# --- fake members (issue 9: 50,000 made-up members were accepted and dialled) -------------
+
+FAKES = [i.peer_id for i in identities(3000, salt=77)]
+
+
+def fake_batches(fakes, size=256):
+    for i in range(0, len(fakes), size):
+        yield tuple(Update(p, ALIVE, 0, (), f"/ip4/10.9.{k // 250}.{k % 250}/tcp/1") for k, p in enumerate(fakes[i:i + size], i))
+
+
+def test_a_flood_of_made_up_members_is_rate_bounded_not_dialled_and_honest_members_stay():
+    cfg = MembershipConfig()
+    m = machine()
+    for p in IDS[1:6]:
+        m.handle(ev.Received(p, Gossip()), 0.0)  # the honest members have talked to us
+    honest = set(IDS[1:6])
+    now, sent_to = 1.0, []
+    for batch in fake_batches(FAKES):
+        out = m.handle(ev.Received(HOSTILE, Gossip(updates=batch)), now)
+        sent_to += [c.peer for c in out if isinstance(c, ev.Send)]
+        while m._timers and min(m._timers.values()) <= now + 0.5:
+            kind, at = min(m._timers.items(), key=lambda kv: kv[1])
+            sent_to += [c.peer for c in m.handle(ev.TimerFired(kind), at) if isinstance(c, ev.Send)]
+        now += 0.5
+    held = len(m.table) - 5
+    assert held <= cfg.new_member_burst + cfg.new_member_rate * now + 1
+    assert m.stats["new_members_refused"] >= len(FAKES) - held
+    for p in honest:
+        assert m.state_of(p) == ALIVE
+    # members only heard of are dialled by probes alone: at most one per probe period (plus relays' pings)
+    dialled_fakes = [p for p in sent_to if p not in honest]
+    assert len(dialled_fakes) <= now / cfg.probe_interval + 1
+
+
+def test_a_full_table_evicts_members_nobody_vouched_for_never_first_hand_ones():
+    cfg = MembershipConfig(max_members=50)
+    m = machine(cfg)
+    for p in IDS[1:6]:
+        m.handle(ev.Received(p, Gossip()), 0.0)
+    now = 1.0
+    for k, batch in enumerate(fake_batches(FAKES[:600], size=40)):  # many senders: a sybil flood
+        m.handle(ev.Received(FAKES[-1 - k], Gossip(updates=batch)), now)
+        now += 0.1
+    assert len(m.table) <= 50
+    assert all(m.state_of(p) == ALIVE for p in IDS[1:6])
+    assert m.stats["hearsay_evicted"] > 0
+
+
+def test_a_joining_peer_still_learns_a_whole_table_from_its_seed():
+    m = Membership(ME, MembershipConfig(), random.Random(1), 0.0, address="mem/me")
+    m.handle(ev.Join((FRIEND,)), 0.0)
+    table = (Update(FRIEND, ALIVE, 0, (), "mem/f"),) + tuple(Update(p, ALIVE, 0) for p in FAKES[:2000])
+    from p2pcompute.gossip.messages import PushPullReply
+
+    m.handle(ev.Received(FRIEND, PushPullReply(members=table, capabilities=(), versions=())), 0.5)
+    assert len(m.table) == 2001 and m.stats["new_members_refused"] == 0

@@ -37,6 +37,8 @@ def machine(others: int = 5, *, config: MembershipConfig | None = None, seed: in
     m.handle(ev.Join(()), 0.0)
     news = tuple(Update(p, ALIVE, 0, (), f"mem/{k}") for k, p in enumerate(IDS[1 : others + 1], 1))
     m.handle(ev.Received(IDS[1], Gossip(updates=news)), 0.0)
+    for peer in IDS[2 : others + 1]:  # each has talked to us: first-hand members (relays, gossip targets)
+        m.handle(ev.Received(peer, Gossip()), 0.0)
     return m
 
 
