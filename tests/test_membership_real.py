@@ -5,6 +5,7 @@ import random
 import signal
 import time
 
+import pytest
 import trio
 
 from p2pcompute.gossip.events import MembershipConfig, TimerKind
@@ -194,4 +195,53 @@ async def test_a_hostile_peer_gossiping_50000_made_up_members_cannot_fill_or_sta
         assert states(victim)[str(honest.peer_id)] == "alive"
         assert states(honest)[str(victim.peer_id)] == "alive"
         assert await honest.ping(victim.peer_id, timeout=10) >= 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_poisoned_peer_records_are_refused_and_peers_still_answers():
+    """Issue 9: a signed Hello with memory = 10**5000 was accepted, forwarded, and broke /v1/peers."""
+    import json
+
+    from p2pcompute.errors import RemoteError
+    from p2pcompute.node import wire
+    from p2pcompute.node.api import _json
+    from p2pcompute.node.messages import GetPeers, Hello, HelloReply, PeerRecord, Peers
+
+    def poisoned_claim(ident, **resources):
+        res = Resources(1.0, 1 << 30)
+        for name, value in resources.items():
+            object.__setattr__(res, name, value)  # skip the checks, as a hostile encoder would
+        return wire.sign_claim(ident, PeerRecord(ident.peer_id, 1, ("/ip4/127.0.0.1/tcp/9",), res))
+
+    others = [Identity.generate() for _ in range(3)]
+    bad = [poisoned_claim(others[0], memory=10**5000), poisoned_claim(others[1], cpus=10**400),
+           poisoned_claim(others[2], cpus=float("nan"), labels={str(i): "x" for i in range(1000)})]
+    hostile = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
+    own = wire.sign_claim(hostile.identity, PeerRecord(hostile.local_id, 1, (), Resources(1.0, 1 << 30)))
+    served = []
+
+    async def hello(peer, msg):
+        return HelloReply(own)
+
+    async def get_peers(peer, msg):
+        served.append(peer)
+        return Peers(tuple(bad))  # peer exchange forwards the poison
+
+    hostile.on_request(Hello, hello)
+    hostile.on_request(GetPeers, get_peers)
+    async with trio.open_nursery() as nursery:
+        victim = make_node(0)
+        await nursery.start(victim.run)
+        await nursery.start(hostile.run)
+        await hostile.connect(f"{address_of(victim)}/p2p/{victim.peer_id}")
+        for claim in [poisoned_claim(hostile.identity, memory=10**5000), *bad]:
+            try:
+                await hostile.request(victim.peer_id, Hello(claim), timeout=10)
+            except RemoteError:
+                pass  # refused, as it should be
+        await wait_for(lambda: served and hostile.local_id in victim.records)
+        await trio.sleep(0.5)
+        assert not any(o.peer_id in victim.records for o in others)
+        body = json.loads(_json({"peers": victim.peers()}), parse_constant=lambda c: pytest.fail(c))
+        assert str(hostile.local_id) in {row["peer_id"] for row in body["peers"]}
         nursery.cancel_scope.cancel()

@@ -177,3 +177,82 @@ def test_a_joining_peer_still_learns_a_whole_table_from_its_seed():
 
     m.handle(ev.Received(FRIEND, PushPullReply(members=table, capabilities=(), versions=())), 0.5)
     assert len(m.table) == 2001 and m.stats["new_members_refused"] == 0
+
+
+# --- poisoned records (issue 9: memory = 10**5000 in a Hello broke `peers` everywhere) ------
+
+import json  # noqa: E402
+
+from p2pcompute.gossip.capability import CapabilityRecord, open_record  # noqa: E402
+from p2pcompute.node.api import _json  # noqa: E402
+from p2pcompute.node.messages import PeerRecord, Resources  # noqa: E402
+
+KEYS = identities(2, salt=9)
+hostile_numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70),
+    st.sampled_from([10**5000, -(10**400), 2**62, 2**63, 65536, 65537, float("nan"), float("-inf")]),
+)
+hostile_texts = st.one_of(st.text(max_size=8), st.text(min_size=120, max_size=140), st.just("x" * 5000))
+hostile_labels = st.dictionaries(hostile_texts, hostile_texts, max_size=40)
+
+
+def poisoned(obj, **fields):
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)  # skip the checks, as a hostile encoder would
+    return obj
+
+
+def assert_sane_resources(cpus, memory, labels):
+    assert type(cpus) is float and 0.0 <= cpus <= 65536.0
+    assert type(memory) is int and 0 <= memory <= 2**62
+    assert len(labels) <= 32 and all(len(t) <= 128 for kv in labels.items() for t in kv)
+
+
+@settings(max_examples=150, deadline=None)
+@given(hostile_numbers, hostile_numbers, hostile_numbers, hostile_numbers, hostile_labels,
+       st.lists(hostile_texts, max_size=20), hostile_texts)
+def test_a_hostile_capability_record_is_refused_or_sane(cpus, memory, slots, load, labels, opsets, arch):
+    record = poisoned(CapabilityRecord(KEYS[1].peer_id, 1, 1.0, 1, "x86_64"), cpus=cpus, memory=memory,
+                      free_slots=slots, load=load, labels=labels, opsets=tuple(opsets), arch=arch)
+    claim = wire.sign_claim(KEYS[1], record)
+    try:
+        got = open_record(claim)
+    except WireError:
+        got = None
+    if got is not None:
+        assert_sane_resources(got.cpus, got.memory, got.labels)
+        assert 0 <= got.free_slots <= 65536 and 0.0 <= got.load <= 1e6 and len(got.opsets) <= 16
+    m = machine()
+    m.handle(ev.Received(HOSTILE, Gossip(capabilities=(claim,))), 1.0)  # never raises
+    if got is not None:
+        row = {"cpus": got.cpus, "memory": got.memory, "load": got.load, "labels": got.labels, "arch": got.arch}
+        json.loads(_json(row), parse_constant=pytest.fail)
+
+
+def test_sane_hostile_looking_records_still_pass():
+    record = CapabilityRecord(KEYS[1].peer_id, 1, 65536.0, 2**62, "a" * 128, free_slots=65536, load=1e6,
+                              labels={"k" * 128: "v" * 128})
+    assert open_record(wire.sign_claim(KEYS[1], record)) == record
+
+
+@settings(max_examples=150, deadline=None)
+@given(hostile_numbers, hostile_numbers, hostile_labels, st.lists(hostile_texts, max_size=80), hostile_texts,
+       hostile_numbers)
+def test_a_hostile_peer_record_is_refused_when_opened_or_sane(cpus, memory, labels, addrs, agent, seq):
+    res = poisoned(Resources(1.0, 1), cpus=cpus, memory=memory, labels=labels)
+    record = poisoned(PeerRecord(KEYS[1].peer_id, 1, (), Resources(1.0, 1)), resources=res,
+                      addrs=tuple(addrs), agent=agent, seq=seq)
+    try:
+        _, got = wire.open_claim(wire.sign_claim(KEYS[1], record), PeerRecord)
+    except WireError:
+        return
+    r = got.resources
+    assert_sane_resources(r.cpus, r.memory, r.labels)
+    assert len(got.addrs) <= 64 and all(len(a) <= 512 for a in got.addrs) and len(got.agent) <= 128
+    assert 0 <= got.seq < 2**63
+    json.loads(_json({"cpus": r.cpus, "memory": r.memory, "labels": r.labels}), parse_constant=pytest.fail)
+
+
+def test_json_answers_never_carry_nan_infinity_or_unprintable_ints():
+    body = _json({"a": [float("nan"), float("inf"), 1.5], "b": {"m": 10**5000, "n": 3}, "c": True})
+    assert json.loads(body, parse_constant=pytest.fail) == {"a": [None, None, 1.5], "b": {"m": None, "n": 3}, "c": True}
