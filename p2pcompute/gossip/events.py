@@ -125,6 +125,10 @@ class MembershipConfig:
     suspicion_confirmations: int = 3  # K: independent suspicions that shrink the timeout to min
     confirm_probers: float = 6.0  # peers (expected, network-wide) that probe a suspect next on hearing of it; 0: off
     max_health: int = 8  # local health multiplier ranges over 1..max_health
+    # A timer that fires more than this late means our own loop is starved: health rises, and a
+    # judgement due then (a probe's verdict, a death) waits once more, for the messages that
+    # arrived while we slept (a timer runs in one step; a message takes many).
+    late_tolerance: float = 0.2
     retransmit_mult: float = 4.0  # λ: each update is sent about λ·log10(N+1) times
     gossip_interval: float = 0.1
     gossip_fanout: int = 4

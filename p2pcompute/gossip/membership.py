@@ -33,7 +33,13 @@ indirect probes of a suspect that really is silent.
 probes (by the number of missed nacks when relays were asked) and on
 refuting a suspicion about ourselves, and falls on each successful probe.
 Probe timeout and period are scaled by score+1, so a slow or overloaded peer
-slows its own judgements instead of accusing healthy peers.
+slows its own judgements instead of accusing healthy peers. Our own lateness
+counts too: a timer that fires more than ``late_tolerance`` after its
+deadline (or after it was set) means our loop is starved; health rises (once
+per probe period at most), and a verdict due then (a probe's phase, a
+suspicion's expiry) waits once for a grace period, so that the acks and
+refutations that arrived while we slept are handled first: a starved loop
+runs a due timer in one step, a message only after many.
 
 *Dissemination.* Updates and capability records wait in ``BroadcastQueue``s
 and ride on every message (membership first); each is sent about
@@ -151,6 +157,8 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._joining = False  # until two push-pulls (a seed's, then a random member's) answered
         self._join_replies: list[PeerId] = []
         self._timers: dict[TimerKind, float] = {}
+        self._timer_from: dict[TimerKind, float] = {}  # when each timer was set (lateness counts from then)
+        self._now = now
         self._seq = self._rng.getrandbits(32)
         self._probe: _Probe | None = None
         self._probe_next: list[PeerId] = []  # suspects to probe before the round continues
@@ -159,6 +167,7 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._suspect_heap: list[tuple[float, PeerId]] = []
         self._seen_claims: dict[bytes, None] = {}
         self._orphans: dict[PeerId, tuple[CapabilityRecord, bytes]] = {}
+        self._late_at = -math.inf  # when lateness last raised our health (see _on_timer)
         self._sender: PeerId | None = None  # who sent the message being merged (None: exempt from the rate)
         self._buckets: dict[PeerId, list[float]] = {}  # sender -> [tokens, when] for new members
         self._handlers = {
@@ -176,6 +185,7 @@ class Membership(ProbingMixin, DisseminationMixin):
         if self.left:
             return []
         out: list[ev.Command] = []
+        self._now = now
         self._handlers[type(event)](event, now, out)
         if self.joined and not self.left and TimerKind.GOSSIP not in self._timers and self._has_news():
             self._set_timer(TimerKind.GOSSIP, now + self.config.gossip_interval, out)
@@ -188,6 +198,7 @@ class Membership(ProbingMixin, DisseminationMixin):
         reached the driver, or deleted one it meant to set again; after this,
         probing, suspicion expiry, relays and anti-entropy go on.
         """
+        self._now = now
         out: list[ev.Command] = [ev.SetTimer(kind, at) for kind, at in self._timers.items()]
         if not self.joined or self.left:
             return out
@@ -294,10 +305,16 @@ class Membership(ProbingMixin, DisseminationMixin):
             return  # stale or early: the live timer of this kind is still set
         del self._timers[event.kind]
         kind = event.kind
+        late = now - max(due, self._timer_from.get(kind, due)) > self.config.late_tolerance
+        if late:
+            self.stats["late_timers"] += 1
+            if now - self._late_at >= self.config.probe_interval * (self.health + 1):
+                self._late_at = now  # one step of health per (scaled) probe period of lateness at most
+                self._change_health(1)
         if kind is TimerKind.PROBE:
-            self._probe_step(now, out)
+            self._probe_step(now, out, late)
         elif kind is TimerKind.SUSPICION:
-            self._expire_suspicions(now, out)
+            self._expire_suspicions(now, out, late)
         elif kind is TimerKind.RELAY:
             self._relay_deadlines(now, out)
         elif kind is TimerKind.GOSSIP:
@@ -350,15 +367,26 @@ class Membership(ProbingMixin, DisseminationMixin):
         heapq.heappush(self._suspect_heap, (deadline, member.peer))
         self._arm_heap_timer(TimerKind.SUSPICION, deadline, out)
 
-    def _expire_suspicions(self, now: float, out: list) -> None:
+    def _expire_suspicions(self, now: float, out: list, late: bool = False) -> None:
         heap = self._suspect_heap
+        deferred = []
         while heap and heap[0][0] <= now:
             deadline, peer = heapq.heappop(heap)
             member = self.table.get(peer)
             if member is None or member.suspicion is None or member.suspicion.deadline != deadline:
                 continue  # refuted, confirmed sooner, or gone
+            if late and not member.suspicion.deferred:
+                # We slept past the deadline: a refutation may be waiting behind this timer.
+                # Judge once the messages that arrived meanwhile are in (once per suspicion).
+                member.suspicion.deferred = True
+                member.suspicion.deadline = now + self._grace()
+                deferred.append((member.suspicion.deadline, peer))
+                self.stats["judgements_deferred"] += 1
+                continue
             self.stats["deaths_declared"] += 1
             self._apply(Update(peer, DEAD, member.incarnation, (self.self_id,)), now, out)
+        for entry in deferred:
+            heapq.heappush(heap, entry)
         if heap:
             self._set_timer(TimerKind.SUSPICION, heap[0][0], out)
 
@@ -546,6 +574,7 @@ class Membership(ProbingMixin, DisseminationMixin):
         if self._timers.get(kind) == at:
             return
         self._timers[kind] = at
+        self._timer_from[kind] = self._now
         out.append(ev.SetTimer(kind, at))
 
     def _arm_heap_timer(self, kind: TimerKind, earliest: float, out: list) -> None:

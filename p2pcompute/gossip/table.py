@@ -59,6 +59,7 @@ class Suspicion:
 
     start: float
     deadline: float
+    deferred: bool = False  # its expiry was put off once because our own timer fired late
 
 
 @dataclass(slots=True)
