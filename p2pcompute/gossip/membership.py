@@ -470,6 +470,7 @@ class Membership(ProbingMixin, DisseminationMixin):
             return
         update = normal(update)
         member = Member(update.peer, update, now, now if update.state == ALIVE else 0.0, update.address)
+        member.vouched = self._sender is None  # exempt news: our join's replies from the seeds we chose
         orphan = self._orphans.pop(update.peer, None)
         if orphan is not None:
             member.record, member.claim = orphan

@@ -155,6 +155,10 @@ class ProbingMixin:
     def _on_ping_req(self, peer: PeerId, msg: PingReq, now: float, out: list) -> None:
         if len(self._relays) >= self.config.max_relays or msg.target == self.self_id:
             return  # overloaded: the requester counts our missing nack against its own health
+        target = self.table.get(msg.target)
+        if target is None or not target.live or sum(r.requester == peer for r in self._relays.values()) >= 4:
+            self.stats["ping_reqs_refused"] += 1  # we ping only members we know, a few at a time per requester
+            return
         self._seq += 1
         self._relays[self._seq] = _Relay(peer, msg.seq, msg.timeout)
         heapq.heappush(self._relay_heap, (now + msg.timeout, self._seq, False))

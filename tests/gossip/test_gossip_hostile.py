@@ -256,3 +256,14 @@ def test_a_hostile_peer_record_is_refused_when_opened_or_sane(cpus, memory, labe
 def test_json_answers_never_carry_nan_infinity_or_unprintable_ints():
     body = _json({"a": [float("nan"), float("inf"), 1.5], "b": {"m": 10**5000, "n": 3}, "c": True})
     assert json.loads(body, parse_constant=pytest.fail) == {"a": [None, None, 1.5], "b": {"m": None, "n": 3}, "c": True}
+
+
+def test_ping_reqs_reach_only_known_live_members_a_few_at_a_time_per_requester():
+    from p2pcompute.gossip.messages import Ping, PingReq
+
+    m = machine()
+    pings = lambda out: [c for c in out if isinstance(c, ev.Send) and isinstance(c.msg, Ping)]  # noqa: E731
+    assert not pings(m.handle(ev.Received(HOSTILE, PingReq(1, IDS[7], 1.0)), 1.0))  # unknown target
+    sent = [pings(m.handle(ev.Received(HOSTILE, PingReq(k, FRIEND, 1.0)), 1.0)) for k in range(10)]
+    assert sum(map(len, sent)) == 4 and m.stats["ping_reqs_refused"] == 7
+    assert pings(m.handle(ev.Received(IDS[3], PingReq(99, FRIEND, 1.0)), 1.0))  # others are still served
