@@ -167,6 +167,7 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._suspect_heap: list[tuple[float, PeerId]] = []
         self._seen_claims: dict[bytes, None] = {}
         self._orphans: dict[PeerId, tuple[CapabilityRecord, bytes]] = {}
+        self._reasserted_at = -math.inf  # when we last re-announced ourselves against an old suspicion
         self._late_at = -math.inf  # when lateness last raised our health (see _on_timer)
         self._sender: PeerId | None = None  # who sent the message being merged (None: exempt from the rate)
         self._buckets: dict[PeerId, list[float]] = {}  # sender -> [tokens, when] for new members
@@ -421,7 +422,8 @@ class Membership(ProbingMixin, DisseminationMixin):
         peer = update.peer
         member = None if peer == self.self_id else self.table.get(peer)
         held = self.incarnation if peer == self.self_id else (0 if member is None else member.incarnation)
-        if update.incarnation > held + self.config.max_incarnation_jump:
+        # A peer's word about itself, from itself, is its own business: only relayed news can be forged.
+        if update.incarnation > held + self.config.max_incarnation_jump and self._sender != peer:
             self.stats["implausible_updates"] += 1  # forged: see MembershipConfig.max_incarnation_jump
             return
         if peer == self.self_id:
@@ -487,7 +489,13 @@ class Membership(ProbingMixin, DisseminationMixin):
             if update.incarnation <= self.incarnation:
                 return  # our own news coming back
         elif update.incarnation < self.incarnation:
-            return  # an old suspicion, already refuted
+            # An old suspicion, already refuted; but its holder missed the refutation (or dropped
+            # it as an implausible jump when relayed): say it again, ourselves, at most once a period.
+            if self._now - self._reasserted_at >= self.config.probe_interval:
+                self._reasserted_at = self._now
+                self.stats["reassertions"] += 1
+                self._queue_update(self._self_update())
+            return
         if update.incarnation >= MAX_INCARNATION:
             self.stats["implausible_updates"] += 1  # no refutation may overflow the wire bound
             return

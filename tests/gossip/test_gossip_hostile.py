@@ -267,3 +267,26 @@ def test_ping_reqs_reach_only_known_live_members_a_few_at_a_time_per_requester()
     sent = [pings(m.handle(ev.Received(HOSTILE, PingReq(k, FRIEND, 1.0)), 1.0)) for k in range(10)]
     assert sum(map(len, sent)) == 4 and m.stats["ping_reqs_refused"] == 7
     assert pings(m.handle(ev.Received(IDS[3], PingReq(99, FRIEND, 1.0)), 1.0))  # others are still served
+
+
+def test_a_victim_pushed_to_the_edge_of_the_jump_is_still_believed_when_it_speaks_for_itself():
+    """An attacker makes the victim refute just under the jump bound; a peer that holds the
+    victim's old incarnation drops the refutation when relayed, takes it from the victim itself,
+    and the victim answers an old suspicion with its current word."""
+    jump = MembershipConfig().max_incarnation_jump
+    victim = machine()
+    victim.handle(ev.Received(HOSTILE, Gossip(updates=(Update(ME, SUSPECT, jump),))), 1.0)
+    assert victim.incarnation == jump + 1
+    other = Membership(FRIEND, MembershipConfig(), random.Random(2), 0.0)
+    other.handle(ev.Join(()), 0.0)
+    other.handle(ev.Received(ME, Gossip(updates=(Update(ME, ALIVE, 0),))), 0.0)
+    refutation = Update(ME, ALIVE, jump + 1, (), "mem/me")
+    other.handle(ev.Received(IDS[3], Gossip(updates=(refutation,))), 1.5)  # relayed: too far a jump
+    assert other.member(ME).incarnation == 0
+    # the other peer suspects the victim at the old incarnation; the victim answers, itself
+    victim.handle(ev.Received(FRIEND, Gossip(updates=(Update(ME, SUSPECT, 0, (FRIEND,)),))), 2.0)
+    assert victim.stats["reassertions"] == 1 and victim.incarnation == jump + 1
+    ack = Gossip(updates=victim._piggyback()[0])
+    assert refutation in ack.updates
+    other.handle(ev.Received(ME, ack), 2.1)
+    assert other.member(ME).incarnation == jump + 1 and other.state_of(ME) == ALIVE
