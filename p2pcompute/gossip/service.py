@@ -37,6 +37,10 @@ from .messages import ALIVE, DEAD, LEFT, STATE_NAMES, SUSPECT, Ack, Gossip, Nack
 
 log = logging.getLogger(__name__)
 
+# what hostile or broken news the state machine dropped (shown by `status`)
+_REFUSALS = ("implausible_updates", "new_members_refused", "table_full", "hearsay_evicted", "bad_records",
+             "ping_reqs_refused")
+
 MESSAGE_TYPES = (Ping, Ack, PingReq, Nack, Gossip, PushPull, PushPullReply)
 
 
@@ -92,7 +96,9 @@ class MembershipService:
         for row in self.sm.members():
             counts[row.state] += 1
         return {"members": counts, "health": self.sm.health, "incarnation": self.sm.incarnation,
-                "dropped_sends": self.dropped_sends, "errors": self.errors}
+                "dropped_sends": self.dropped_sends, "errors": self.errors,
+                "refused": {k: self.sm.stats[k] for k in _REFUSALS},
+                "late_timers": self.sm.stats["late_timers"], "judgements_deferred": self.sm.stats["judgements_deferred"]}
 
     def api_routes(self) -> dict:
         return {("GET", "/v1/members"): self._api_members}
