@@ -98,7 +98,8 @@ class MembershipService:
         return {"members": counts, "health": self.sm.health, "incarnation": self.sm.incarnation,
                 "dropped_sends": self.dropped_sends, "errors": self.errors,
                 "refused": {k: self.sm.stats[k] for k in _REFUSALS},
-                "late_timers": self.sm.stats["late_timers"], "judgements_deferred": self.sm.stats["judgements_deferred"]}
+                "late_timers": self.sm.stats["late_timers"],
+                "judgements_deferred": self.sm.stats["judgements_deferred"]}
 
     def api_routes(self) -> dict:
         return {("GET", "/v1/members"): self._api_members}

@@ -128,7 +128,8 @@ FAKES = [i.peer_id for i in identities(3000, salt=77)]
 
 def fake_batches(fakes, size=256):
     for i in range(0, len(fakes), size):
-        yield tuple(Update(p, ALIVE, 0, (), f"/ip4/10.9.{k // 250}.{k % 250}/tcp/1") for k, p in enumerate(fakes[i:i + size], i))
+        yield tuple(Update(p, ALIVE, 0, (), f"/ip4/10.9.{k // 250}.{k % 250}/tcp/1")
+                    for k, p in enumerate(fakes[i:i + size], i))
 
 
 def test_a_flood_of_made_up_members_is_rate_bounded_not_dialled_and_honest_members_stay():
