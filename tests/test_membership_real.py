@@ -136,7 +136,8 @@ async def test_a_hostile_peer_cannot_crash_a_daemon_with_a_forged_incarnation():
         pulls = vsm.stats["probes"]
         await wait_for(lambda: vsm.stats["probes"] >= pulls + 4)  # several probe and push-pull rounds later
         assert vsm.incarnation < 2 and hsm.member(v).incarnation < 2
-        assert states(honest)[str(v)] == "alive" and states(victim)[str(honest.peer_id)] == "alive"
+        # alive both ways (waited for: on a loaded machine a probe may time out for a moment)
+        await wait_for(lambda: states(honest)[str(v)] == "alive" and states(victim)[str(honest.peer_id)] == "alive")
         assert await honest.ping(v, timeout=10) >= 0  # and it still serves
         assert victim.services["membership"].errors == 0
         nursery.cancel_scope.cancel()
@@ -192,8 +193,8 @@ async def test_a_hostile_peer_gossiping_50000_made_up_members_cannot_fill_or_sta
         assert len(sm.table) <= 1 + cfg.new_member_burst + cfg.new_member_rate * elapsed
         dialled = sum(1 for p in fakes if victim.transport.addresses_of(p))
         assert dialled <= elapsed / cfg.probe_interval + 8  # probes alone dial them, one a period
-        assert states(victim)[str(honest.peer_id)] == "alive"
-        assert states(honest)[str(victim.peer_id)] == "alive"
+        await wait_for(lambda: states(victim)[str(honest.peer_id)] == "alive"
+                       and states(honest)[str(victim.peer_id)] == "alive")
         assert await honest.ping(victim.peer_id, timeout=10) >= 0
         nursery.cancel_scope.cancel()
 
