@@ -5,8 +5,11 @@ import random
 import signal
 import time
 
+import pytest
 import trio
 
+from p2pcompute.gossip.events import MembershipConfig, TimerKind
+from p2pcompute.gossip.messages import ALIVE, DEAD, MAX_INCARNATION, SUSPECT, Gossip, Update
 from p2pcompute.gossip.service import MembershipService
 from p2pcompute.node.client import ControlClient
 from p2pcompute.node.devnet import Devnet
@@ -16,10 +19,14 @@ from p2pcompute.node.messages import Resources
 from p2pcompute.node.node import Node
 
 
-def make_node(i, bootstrap=()):
+def make_node(i, bootstrap=(), config=None):
     t = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
     return Node(t, resources=Resources(1.0 + i, 1 << 30, {"i": str(i)}), bootstrap=list(bootstrap),
-                rng=random.Random(i), services=[MembershipService(rng=random.Random(100 + i))])
+                rng=random.Random(i), services=[MembershipService(config, rng=random.Random(100 + i))])
+
+
+def address_of(node):
+    return node.transport.listen_addresses()[0].split("/p2p/")[0]
 
 
 async def wait_for(cond, timeout=20.0):
@@ -97,3 +104,145 @@ def test_devnet_peer_killed_or_frozen_is_seen_dead_by_all(tmp_path):
         if frozen is not None and frozen.process.poll() is None:
             os.kill(frozen.process.pid, signal.SIGCONT)
         net.stop()
+
+
+def forged(peer, state, incarnation):
+    u = Update(peer, state, 0)
+    object.__setattr__(u, "incarnation", incarnation)  # skip the checks, as a hostile encoder would
+    return u
+
+
+async def test_a_hostile_peer_cannot_crash_a_daemon_with_a_forged_incarnation():
+    """Issue 9: Update(victim, alive, 2^63-1) made the victim overflow its incarnation and die."""
+    fast = MembershipConfig(push_pull_interval=0.5)  # push-pull built the update that raised
+    async with trio.open_nursery() as nursery:
+        victim = make_node(0, config=fast)
+        await nursery.start(victim.run)
+        honest = make_node(1, [(victim.peer_id, [address_of(victim)])], config=fast)
+        await nursery.start(honest.run)
+        await wait_for(lambda: states(victim).get(str(honest.peer_id)) == "alive"
+                       and states(honest).get(str(victim.peer_id)) == "alive")
+        hostile = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
+        await nursery.start(hostile.run)
+        v = victim.peer_id
+        attacks = [forged(v, ALIVE, 2**63 - 1), forged(v, DEAD, 2**63 - 1), Update(v, ALIVE, MAX_INCARNATION),
+                   Update(v, SUSPECT, MAX_INCARNATION - 1), Update(v, DEAD, 2**40)]
+        for target in (victim, honest):  # straight to the victim, and through a third peer
+            await hostile.connect(f"{address_of(target)}/p2p/{target.peer_id}")
+            for update in attacks:
+                await hostile.send(target.peer_id, Gossip(updates=(update,)))
+        vsm, hsm = victim.services["membership"].sm, honest.services["membership"].sm
+        await wait_for(lambda: vsm.stats["implausible_updates"] >= 2 and hsm.stats["implausible_updates"] >= 2)
+        pulls = vsm.stats["probes"]
+        await wait_for(lambda: vsm.stats["probes"] >= pulls + 4)  # several probe and push-pull rounds later
+        assert vsm.incarnation < 2 and hsm.member(v).incarnation < 2
+        # alive both ways (waited for: on a loaded machine a probe may time out for a moment)
+        await wait_for(lambda: states(honest)[str(v)] == "alive" and states(victim)[str(honest.peer_id)] == "alive")
+        assert await honest.ping(v, timeout=10) >= 0  # and it still serves
+        assert victim.services["membership"].errors == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_state_machine_exception_is_logged_and_the_daemon_keeps_probing(caplog):
+    async with trio.open_nursery() as nursery:
+        node = make_node(0)
+        await nursery.start(node.run)
+        other = make_node(1, [(node.peer_id, [address_of(node)])])
+        await nursery.start(other.run)
+        await wait_for(lambda: states(node).get(str(other.peer_id)) == "alive")
+        service = node.services["membership"]
+        real = service.sm.handle
+
+        def broken_once(event, now):
+            if getattr(event, "kind", None) is TimerKind.PROBE and not service.errors:
+                service.sm._timers.pop(TimerKind.PROBE, None)
+                raise RuntimeError("a bug in a timer")
+            return real(event, now)
+
+        service.sm.handle = broken_once
+        await wait_for(lambda: service.errors == 1)
+        probes = service.sm.stats["probes"]
+        await wait_for(lambda: service.sm.stats["probes"] >= probes + 3)
+        assert "a bug in a timer" in caplog.text and service.status()["errors"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_hostile_peer_gossiping_50000_made_up_members_cannot_fill_or_stall_a_daemon():
+    """Issue 9: 50,000 fake 'alive' members were accepted unchecked and dialled."""
+    from p2pcompute.node.identity import PeerId
+
+    fakes = [PeerId(b"\x12\x20" + os.urandom(32)) for _ in range(50_000)]
+    async with trio.open_nursery() as nursery:
+        victim = make_node(0)
+        await nursery.start(victim.run)
+        honest = make_node(1, [(victim.peer_id, [address_of(victim)])])
+        await nursery.start(honest.run)
+        await wait_for(lambda: states(victim).get(str(honest.peer_id)) == "alive")
+        hostile = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
+        await nursery.start(hostile.run)
+        await hostile.connect(f"{address_of(victim)}/p2p/{victim.peer_id}")
+        start = trio.current_time()
+        for i in range(0, len(fakes), 256):
+            batch = tuple(Update(p, ALIVE, 0, (), f"/ip4/127.0.0.1/tcp/{1 + (i + k) % 60000}")
+                          for k, p in enumerate(fakes[i:i + 256]))
+            await hostile.send(victim.peer_id, Gossip(updates=batch))
+        sm, cfg = victim.services["membership"].sm, victim.services["membership"].config
+        await wait_for(lambda: sm.stats["new_members_refused"] > 40_000, timeout=60)
+        await trio.sleep(2.0)  # a few probe periods with the flood in the table
+        elapsed = trio.current_time() - start
+        assert len(sm.table) <= 1 + cfg.new_member_burst + cfg.new_member_rate * elapsed
+        dialled = sum(1 for p in fakes if victim.transport.addresses_of(p))
+        assert dialled <= elapsed / cfg.probe_interval + 8  # probes alone dial them, one a period
+        await wait_for(lambda: states(victim)[str(honest.peer_id)] == "alive"
+                       and states(honest)[str(victim.peer_id)] == "alive")
+        assert await honest.ping(victim.peer_id, timeout=10) >= 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_poisoned_peer_records_are_refused_and_peers_still_answers():
+    """Issue 9: a signed Hello with memory = 10**5000 was accepted, forwarded, and broke /v1/peers."""
+    import json
+
+    from p2pcompute.errors import RemoteError
+    from p2pcompute.node import wire
+    from p2pcompute.node.api import _json
+    from p2pcompute.node.messages import GetPeers, Hello, HelloReply, PeerRecord, Peers
+
+    def poisoned_claim(ident, **resources):
+        res = Resources(1.0, 1 << 30)
+        for name, value in resources.items():
+            object.__setattr__(res, name, value)  # skip the checks, as a hostile encoder would
+        return wire.sign_claim(ident, PeerRecord(ident.peer_id, 1, ("/ip4/127.0.0.1/tcp/9",), res))
+
+    others = [Identity.generate() for _ in range(3)]
+    bad = [poisoned_claim(others[0], memory=10**5000), poisoned_claim(others[1], cpus=10**400),
+           poisoned_claim(others[2], cpus=float("nan"), labels={str(i): "x" for i in range(1000)})]
+    hostile = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
+    own = wire.sign_claim(hostile.identity, PeerRecord(hostile.local_id, 1, (), Resources(1.0, 1 << 30)))
+    served = []
+
+    async def hello(peer, msg):
+        return HelloReply(own)
+
+    async def get_peers(peer, msg):
+        served.append(peer)
+        return Peers(tuple(bad))  # peer exchange forwards the poison
+
+    hostile.on_request(Hello, hello)
+    hostile.on_request(GetPeers, get_peers)
+    async with trio.open_nursery() as nursery:
+        victim = make_node(0)
+        await nursery.start(victim.run)
+        await nursery.start(hostile.run)
+        await hostile.connect(f"{address_of(victim)}/p2p/{victim.peer_id}")
+        for claim in [poisoned_claim(hostile.identity, memory=10**5000), *bad]:
+            try:
+                await hostile.request(victim.peer_id, Hello(claim), timeout=10)
+            except RemoteError:
+                pass  # refused, as it should be
+        await wait_for(lambda: served and hostile.local_id in victim.records)
+        await trio.sleep(0.5)
+        assert not any(o.peer_id in victim.records for o in others)
+        body = json.loads(_json({"peers": victim.peers()}), parse_constant=lambda c: pytest.fail(c))
+        assert str(hostile.local_id) in {row["peer_id"] for row in body["peers"]}
+        nursery.cancel_scope.cancel()

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from ..errors import WireError
 from ..node import wire
 from ..node.identity import Identity, PeerId
+from ..node.messages import MAX_TEXT, check_number, check_resources, check_texts
 from ..node.wire import message
 
 MAX_RECORD_BYTES = 4096
-MAX_LABELS = 32
-MAX_TEXT = 128
 MAX_OPSETS = 16
 OPSET_VERSION = "ops/v1"
 
@@ -44,17 +43,15 @@ class CapabilityRecord:
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.version < 2**63:
-            raise ValueError("version out of range")
-        if not (0.0 <= self.cpus <= 65536.0) or not 0 <= self.memory < 2**62:
-            raise ValueError("cpus or memory out of range")
-        if not 0 <= self.free_slots <= 65536 or not 0.0 <= self.load <= 1e6:
-            raise ValueError("free_slots or load out of range")
-        if len(self.opsets) > MAX_OPSETS or len(self.labels) > MAX_LABELS:
-            raise ValueError("too many opsets or labels")
-        texts = (self.arch, *self.opsets, *self.labels.keys(), *self.labels.values())
-        if any(len(t) > MAX_TEXT for t in texts):
-            raise ValueError(f"a text field is longer than {MAX_TEXT} characters")
+        # The same checks as a Hello's resources (node/messages.py): one place for what a peer may declare.
+        check_number("version", self.version, 0, 2**63 - 1)
+        check_resources(self.cpus, self.memory, self.labels)
+        check_number("free_slots", self.free_slots, 0, 65536)
+        check_number("load", self.load, 0.0, 1e6)
+        check_texts("arch", (self.arch,), 1, MAX_TEXT)
+        check_texts("opsets", self.opsets, MAX_OPSETS, MAX_TEXT)
+        if type(self.wasm) is not bool:
+            raise ValueError("wasm is not a bool")
         # (peer, version) as push-pull lists it: built once per record, not once per exchange
         # (a simulation of N peers shares each record among N tables). Not a field: not on the wire.
         object.__setattr__(self, "pair", (self.peer_id, self.version))

@@ -81,7 +81,7 @@ class DisseminationMixin:
         """Fan out to a few members. The timer is armed only while there is news (see handle)."""
         if not self._has_news():
             return
-        for peer in self.table.sample(self.config.gossip_fanout):
+        for peer in self.table.sample(self.config.gossip_fanout, first_hand=True):
             updates, records = self._piggyback()
             if not updates and not records:
                 break
@@ -112,20 +112,28 @@ class DisseminationMixin:
         return self._rng.choice(self._seeds)
 
     def _push_pull_target(self, dead: list[PeerId]) -> PeerId | None:
-        """A random live or dead member: a peer wrongly declared dead hears of it and refutes."""
+        """A random live or dead member we heard from first-hand: a peer wrongly declared dead
+        hears of it and refutes (members only heard of are dialled by probes alone, one a period)."""
         live = self.table.live
         total = len(live) + len(dead)
         if total == 0:
             return None
         i = self._rng.randrange(total)
-        return live[i] if i < len(live) else dead[i - len(live)]
+        peer = live[i] if i < len(live) else dead[i - len(live)]
+        if self.table.members[peer].vouched:
+            return peer
+        found = self.table.sample(1, first_hand=True)
+        return found[0] if found else None
 
     def _on_push_pull(self, peer: PeerId, msg: PushPull | PushPullReply, now: float, out: list) -> None:
         # A joining peer keeps what it learns to itself (all old news to the
         # network); an established peer spreads whatever is new to it, which
         # is what dissemination missed. A snapshot starts with its sender,
-        # whose word on itself is news either way.
+        # whose word on itself is news either way. Our own join's replies come
+        # from seeds we chose: exempt from the rate of new members (_admit).
         spread = not self._joining
+        if self._joining and isinstance(msg, PushPullReply):
+            self._sender = None
         own = msg.members[:1]
         if own and own[0].peer == peer:
             self._merge(own, (), now, out)

@@ -125,6 +125,10 @@ class MembershipConfig:
     suspicion_confirmations: int = 3  # K: independent suspicions that shrink the timeout to min
     confirm_probers: float = 6.0  # peers (expected, network-wide) that probe a suspect next on hearing of it; 0: off
     max_health: int = 8  # local health multiplier ranges over 1..max_health
+    # A timer that fires more than this late means our own loop is starved: health rises, and a
+    # judgement due then (a probe's verdict, a death) waits once more, for the messages that
+    # arrived while we slept (a timer runs in one step; a message takes many).
+    late_tolerance: float = 0.2
     retransmit_mult: float = 4.0  # λ: each update is sent about λ·log10(N+1) times
     gossip_interval: float = 0.1
     gossip_fanout: int = 4
@@ -136,7 +140,17 @@ class MembershipConfig:
     max_piggyback_bytes: int = 4000
     max_piggyback_items: int = 64
     dead_retention: float = 600.0  # keep dead/left entries so stale news cannot resurrect them
-    max_members: int = 100_000
+    # Members held at most. Full membership is for networks up to about this size (a push-pull
+    # carries 4096 of them); each costs ~1 KB, so a flood of made-up members stays ~10 MB.
+    max_members: int = 10_000
+    # New members one sender may teach us: a burst, then a rate per second (a peer's word about
+    # itself and our own join's replies are exempt). Beyond them, news of new members is dropped.
+    new_member_burst: int = 256
+    new_member_rate: float = 4.0
+    # An update whose incarnation is more than this above the one we hold for its peer (0 for a
+    # peer we do not know, our own for us) is forged: a peer raises its own by one per refutation.
+    # Dropping it keeps one message from pushing anyone's incarnation to the bound.
+    max_incarnation_jump: int = 1 << 20
     max_broadcasts: int = 8192
     max_relays: int = 256
     leave_fanout: int = 8

@@ -33,7 +33,13 @@ indirect probes of a suspect that really is silent.
 probes (by the number of missed nacks when relays were asked) and on
 refuting a suspicion about ourselves, and falls on each successful probe.
 Probe timeout and period are scaled by score+1, so a slow or overloaded peer
-slows its own judgements instead of accusing healthy peers.
+slows its own judgements instead of accusing healthy peers. Our own lateness
+counts too: a timer that fires more than ``late_tolerance`` after its
+deadline (or after it was set) means our loop is starved; health rises (once
+per probe period at most), and a verdict due then (a probe's phase, a
+suspicion's expiry) waits once for a grace period, so that the acks and
+refutations that arrived while we slept are handled first: a starved loop
+runs a due timer in one step, a message only after many.
 
 *Dissemination.* Updates and capability records wait in ``BroadcastQueue``s
 and ride on every message (membership first); each is sent about
@@ -42,6 +48,16 @@ members every ``gossip_interval`` carry fresh news fast, and push-pull
 anti-entropy (its period growing with log2 N) repairs whatever was missed;
 joining is a push-pull with the seeds. Capability records merge by their own
 version, independent of incarnations.
+
+*Hostile news.* Updates are unsigned: anyone can forward anything. An
+incarnation more than ``max_incarnation_jump`` above the one held is dropped
+(peers raise theirs by one per refutation). A new member costs its sender a
+token (``new_member_burst``, then ``new_member_rate`` per second; a peer's word
+on itself and our join's replies are free); the table holds ``max_members``,
+making room by forgetting the longest dead, then a live member nobody
+*vouched* for. A member is vouched once it sends us a message itself; gossip
+rounds, relays and push-pull go to vouched members only, so members merely
+heard of are dialled by probes alone, one per probe period.
 
 Probing lives in ``probing.py`` and dissemination in ``dissemination.py``
 (mixins of ``Membership``); this module holds the events, the merge of news
@@ -72,6 +88,7 @@ from .messages import (
     ALIVE,
     DEAD,
     LEFT,
+    MAX_INCARNATION,
     PIGGYBACKED,
     STATE_NAMES,
     SUSPECT,
@@ -89,6 +106,7 @@ from .table import Member, Suspicion, Table, join, normal
 
 _MAX_ORPHANS = 256
 _MAX_SEEN_CLAIMS = 4096
+_MAX_BUCKETS = 1024  # senders whose rate of new members we track (oldest forgotten first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +157,8 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._joining = False  # until two push-pulls (a seed's, then a random member's) answered
         self._join_replies: list[PeerId] = []
         self._timers: dict[TimerKind, float] = {}
+        self._timer_from: dict[TimerKind, float] = {}  # when each timer was set (lateness counts from then)
+        self._now = now
         self._seq = self._rng.getrandbits(32)
         self._probe: _Probe | None = None
         self._probe_next: list[PeerId] = []  # suspects to probe before the round continues
@@ -147,6 +167,10 @@ class Membership(ProbingMixin, DisseminationMixin):
         self._suspect_heap: list[tuple[float, PeerId]] = []
         self._seen_claims: dict[bytes, None] = {}
         self._orphans: dict[PeerId, tuple[CapabilityRecord, bytes]] = {}
+        self._reasserted_at = -math.inf  # when we last re-announced ourselves against an old suspicion
+        self._late_at = -math.inf  # when lateness last raised our health (see _on_timer)
+        self._sender: PeerId | None = None  # who sent the message being merged (None: exempt from the rate)
+        self._buckets: dict[PeerId, list[float]] = {}  # sender -> [tokens, when] for new members
         self._handlers = {
             ev.TimerFired: self._on_timer,
             ev.Received: self._on_received,
@@ -162,9 +186,32 @@ class Membership(ProbingMixin, DisseminationMixin):
         if self.left:
             return []
         out: list[ev.Command] = []
+        self._now = now
         self._handlers[type(event)](event, now, out)
         if self.joined and not self.left and TimerKind.GOSSIP not in self._timers and self._has_news():
             self._set_timer(TimerKind.GOSSIP, now + self.config.gossip_interval, out)
+        return out
+
+    def rearm(self, now: float) -> list[ev.Command]:
+        """Every timer again, for a driver whose ``handle`` raised (a bug): no timer is lost.
+
+        A handler that raised midway may have set a timer whose command never
+        reached the driver, or deleted one it meant to set again; after this,
+        probing, suspicion expiry, relays and anti-entropy go on.
+        """
+        self._now = now
+        out: list[ev.Command] = [ev.SetTimer(kind, at) for kind, at in self._timers.items()]
+        if not self.joined or self.left:
+            return out
+        if TimerKind.PROBE not in self._timers:
+            self._probe = None
+            self._set_timer(TimerKind.PROBE, now + self.config.probe_interval, out)
+        if TimerKind.PUSH_PULL not in self._timers:
+            self._set_timer(TimerKind.PUSH_PULL, now + self._push_pull_delay(), out)
+        if self._suspect_heap:
+            self._arm_heap_timer(TimerKind.SUSPICION, self._suspect_heap[0][0], out)
+        if self._relay_heap:
+            self._arm_heap_timer(TimerKind.RELAY, self._relay_heap[0][0], out)
         return out
 
     def preload(self, known: list[tuple[Update, CapabilityRecord | None, bytes]], now: float) -> None:
@@ -182,7 +229,7 @@ class Membership(ProbingMixin, DisseminationMixin):
                 break
             if update.peer == self.self_id or update.peer in self.table.members:
                 continue
-            member = Member(update.peer, update, now, now, update.address, record, claim)
+            member = Member(update.peer, update, now, now, update.address, record, claim, vouched=True)
             self.table.add(member)
 
     # --- queries (for ``p2pcompute peers`` and the layers above) --------------------
@@ -259,10 +306,16 @@ class Membership(ProbingMixin, DisseminationMixin):
             return  # stale or early: the live timer of this kind is still set
         del self._timers[event.kind]
         kind = event.kind
+        late = now - max(due, self._timer_from.get(kind, due)) > self.config.late_tolerance
+        if late:
+            self.stats["late_timers"] += 1
+            if now - self._late_at >= self.config.probe_interval * (self.health + 1):
+                self._late_at = now  # one step of health per (scaled) probe period of lateness at most
+                self._change_health(1)
         if kind is TimerKind.PROBE:
-            self._probe_step(now, out)
+            self._probe_step(now, out, late)
         elif kind is TimerKind.SUSPICION:
-            self._expire_suspicions(now, out)
+            self._expire_suspicions(now, out, late)
         elif kind is TimerKind.RELAY:
             self._relay_deadlines(now, out)
         elif kind is TimerKind.GOSSIP:
@@ -275,13 +328,23 @@ class Membership(ProbingMixin, DisseminationMixin):
         sender = self.table.get(peer)
         if sender is not None:
             sender.last_seen = now
+            sender.vouched = True
         kind = type(msg)
-        if kind is PushPull or kind is PushPullReply:
-            self._on_push_pull(peer, msg, now, out)
-            return
-        if kind not in PIGGYBACKED:
-            self.stats["unexpected_messages"] += 1  # the driver should not have fed it; drop
-            return
+        self._sender = peer
+        try:
+            if kind is PushPull or kind is PushPullReply:
+                self._on_push_pull(peer, msg, now, out)
+            elif kind not in PIGGYBACKED:
+                self.stats["unexpected_messages"] += 1  # the driver should not have fed it; drop
+            else:
+                self._on_piggybacked(peer, msg, now, out)
+        finally:
+            self._sender = None
+        if sender is None and (sender := self.table.get(peer)) is not None:
+            sender.vouched = True  # it introduced itself
+
+    def _on_piggybacked(self, peer: PeerId, msg: Ping | Ack | PingReq | Nack | Gossip, now: float, out: list) -> None:
+        kind = type(msg)
         self._merge(msg.updates, msg.capabilities, now, out)
         if kind is Ping:
             out.append(ev.Send(peer, Ack(msg.seq, *self._piggyback())))
@@ -305,15 +368,26 @@ class Membership(ProbingMixin, DisseminationMixin):
         heapq.heappush(self._suspect_heap, (deadline, member.peer))
         self._arm_heap_timer(TimerKind.SUSPICION, deadline, out)
 
-    def _expire_suspicions(self, now: float, out: list) -> None:
+    def _expire_suspicions(self, now: float, out: list, late: bool = False) -> None:
         heap = self._suspect_heap
+        deferred = []
         while heap and heap[0][0] <= now:
             deadline, peer = heapq.heappop(heap)
             member = self.table.get(peer)
             if member is None or member.suspicion is None or member.suspicion.deadline != deadline:
                 continue  # refuted, confirmed sooner, or gone
+            if late and not member.suspicion.deferred:
+                # We slept past the deadline: a refutation may be waiting behind this timer.
+                # Judge once the messages that arrived meanwhile are in (once per suspicion).
+                member.suspicion.deferred = True
+                member.suspicion.deadline = now + self._grace()
+                deferred.append((member.suspicion.deadline, peer))
+                self.stats["judgements_deferred"] += 1
+                continue
             self.stats["deaths_declared"] += 1
             self._apply(Update(peer, DEAD, member.incarnation, (self.self_id,)), now, out)
+        for entry in deferred:
+            heapq.heappush(heap, entry)
         if heap:
             self._set_timer(TimerKind.SUSPICION, heap[0][0], out)
 
@@ -346,10 +420,15 @@ class Membership(ProbingMixin, DisseminationMixin):
         of the table is old news to everybody else.
         """
         peer = update.peer
+        member = None if peer == self.self_id else self.table.get(peer)
+        held = self.incarnation if peer == self.self_id else (0 if member is None else member.incarnation)
+        # A peer's word about itself, from itself, is its own business: only relayed news can be forged.
+        if update.incarnation > held + self.config.max_incarnation_jump and self._sender != peer:
+            self.stats["implausible_updates"] += 1  # forged: see MembershipConfig.max_incarnation_jump
+            return
         if peer == self.self_id:
             self._about_self(update)
             return
-        member = self.table.get(peer)
         if member is None:
             self._add_member(update, now, out, spread)
             return
@@ -385,10 +464,15 @@ class Membership(ProbingMixin, DisseminationMixin):
             self._queue_update(new)
 
     def _add_member(self, update: Update, now: float, out: list, spread: bool) -> None:
+        if not self._admit(update.peer, now):
+            self.stats["new_members_refused"] += 1
+            return
         if len(self.table) >= self.config.max_members and not self._make_room(now):
+            self.stats["table_full"] += 1
             return
         update = normal(update)
         member = Member(update.peer, update, now, now if update.state == ALIVE else 0.0, update.address)
+        member.vouched = self._sender is None  # exempt news: our join's replies from the seeds we chose
         orphan = self._orphans.pop(update.peer, None)
         if orphan is not None:
             member.record, member.claim = orphan
@@ -405,7 +489,16 @@ class Membership(ProbingMixin, DisseminationMixin):
             if update.incarnation <= self.incarnation:
                 return  # our own news coming back
         elif update.incarnation < self.incarnation:
-            return  # an old suspicion, already refuted
+            # An old suspicion, already refuted; but its holder missed the refutation (or dropped
+            # it as an implausible jump when relayed): say it again, ourselves, at most once a period.
+            if self._now - self._reasserted_at >= self.config.probe_interval:
+                self._reasserted_at = self._now
+                self.stats["reassertions"] += 1
+                self._queue_update(self._self_update())
+            return
+        if update.incarnation >= MAX_INCARNATION:
+            self.stats["implausible_updates"] += 1  # no refutation may overflow the wire bound
+            return
         if update.state == SUSPECT:
             self._change_health(1)
         self.stats["refutations"] += 1
@@ -442,12 +535,43 @@ class Membership(ProbingMixin, DisseminationMixin):
             del seen[next(iter(seen))]
         seen[claim] = None
 
-    def _make_room(self, now: float) -> bool:
-        """Forget the longest-dead member to make room; False when every member is live."""
-        dead = [m for m in self.table.members.values() if not m.live]
-        if not dead:
+    def _admit(self, peer: PeerId, now: float) -> bool:
+        """May the current sender teach us one more new member? A token bucket per sender.
+
+        A peer's word about itself, our own join's replies and preloading are
+        exempt; anyone else gets ``new_member_burst`` at once and
+        ``new_member_rate`` per second after (sybil senders are bounded by the
+        table's size and by the eviction of members nobody vouched for).
+        """
+        sender = self._sender
+        if sender is None or sender == peer:
+            return True
+        cfg, buckets = self.config, self._buckets
+        bucket = buckets.get(sender)
+        if bucket is None:
+            if len(buckets) >= _MAX_BUCKETS:
+                del buckets[next(iter(buckets))]
+            bucket = buckets[sender] = [float(cfg.new_member_burst), now]
+        tokens = min(float(cfg.new_member_burst), bucket[0] + max(0.0, now - bucket[1]) * cfg.new_member_rate)
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
             return False
-        self.table.remove(min(dead, key=lambda m: m.since).peer)
+        bucket[0] = tokens - 1.0
+        return True
+
+    def _make_room(self, now: float) -> bool:
+        """Forget the longest-dead member, else a live one nobody vouched for; False if neither."""
+        dead = [m for m in self.table.members.values() if not m.live]
+        if dead:
+            victim = min(dead, key=lambda m: m.since).peer
+            self.table.remove(victim)
+        else:
+            victim = self.table.evict_hearsay()
+            if victim is None:
+                return False
+            self.stats["hearsay_evicted"] += 1
+        self._updates.discard(victim.raw)
         return True
 
     # --- timers -----------------------------------------------------------------------------------
@@ -459,6 +583,7 @@ class Membership(ProbingMixin, DisseminationMixin):
         if self._timers.get(kind) == at:
             return
         self._timers[kind] = at
+        self._timer_from[kind] = self._now
         out.append(ev.SetTimer(kind, at))
 
     def _arm_heap_timer(self, kind: TimerKind, earliest: float, out: list) -> None:

@@ -26,6 +26,10 @@ MAX_ORIGINS = 8  # suspicion confirmations carried per update
 MAX_ADDRESS = 512  # characters of a multiaddr / memnet address
 MAX_PIGGYBACK = 256  # updates or records per message; more is malformed
 MAX_SEQ = 2**63 - 1
+# Incarnations rise by one per refutation, so a real one stays small for ever; the bound leaves
+# room for a refutation (+1) and is an exact integer in JSON (``/v1/members``). Beyond the
+# wire bound, ``Membership`` also drops any incarnation implausibly far above what it holds.
+MAX_INCARNATION = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,7 @@ class Update:
     def __post_init__(self) -> None:
         if self.state not in (ALIVE, SUSPECT, DEAD, LEFT):
             raise ValueError(f"unknown member state {self.state!r}")
-        if not 0 <= self.incarnation <= MAX_SEQ:
+        if not 0 <= self.incarnation <= MAX_INCARNATION:
             raise ValueError("incarnation out of range")
         if len(self.origins) > MAX_ORIGINS:
             raise ValueError(f"more than {MAX_ORIGINS} origins")

@@ -12,6 +12,8 @@ suspecters too, whose timers started first (Lifeguard's shrinking timeout
 pays off only if they hear of it). Health (Lifeguard LHM)
 moves here: −1 per successful probe, + the number of missed nacks (or +1
 without relays) per failed one. Timeout and period are scaled by health+1.
+A phase whose timer fired late (our loop was starved) is put off once by a
+grace period (``_grace``) before it moves on, so a late ack still counts.
 
 As a relay, the peer pings the target with its own seq, forwards the ack, and
 sends a ``Nack`` at the deadline the requester gave (a share of its window),
@@ -39,6 +41,7 @@ class _Probe:
     relays: tuple[PeerId, ...] = ()
     nacks: int = 0
     acked: bool = False
+    graced: int = 0  # bits: the direct (1) and indirect (2) phase were put off for our own lateness
 
 
 @dataclass(slots=True)
@@ -54,10 +57,19 @@ class ProbingMixin:
     It works on the state that ``Membership.__init__`` sets up; it is not used alone.
     """
 
-    def _probe_step(self, now: float, out: list) -> None:
+    def _probe_step(self, now: float, out: list, late: bool = False) -> None:
         probe = self._probe
         if probe is None or probe.acked:
             self._start_probe(now, out)
+        elif late and not probe.graced & (2 if probe.indirect else 1):
+            # Our timer fired late: the ack may be waiting behind it. Give the messages that
+            # arrived meanwhile their turn before moving on, once per phase; the probe's
+            # windows exclude our own delay.
+            probe.graced |= 2 if probe.indirect else 1
+            grace = self._grace()
+            probe.period_end = max(probe.period_end, now) + grace
+            self.stats["judgements_deferred"] += 1
+            self._set_timer(TimerKind.PROBE, now + grace, out)
         elif not probe.indirect:
             self._go_indirect(probe, now, out)
         else:
@@ -98,7 +110,7 @@ class ProbingMixin:
     def _go_indirect(self, probe: _Probe, now: float, out: list) -> None:
         probe.indirect = True
         wanted = self.config.indirect_probes
-        picked = self.table.sample(wanted + 2, exclude=(probe.target,))
+        picked = self.table.sample(wanted + 2, exclude=(probe.target,), first_hand=True)
         members = self.table.members
         probe.relays = tuple(p for p in picked if members[p].state == ALIVE)[:wanted]
         window = max(0.0, probe.period_end - now) * self.config.nack_fraction
@@ -143,6 +155,10 @@ class ProbingMixin:
     def _on_ping_req(self, peer: PeerId, msg: PingReq, now: float, out: list) -> None:
         if len(self._relays) >= self.config.max_relays or msg.target == self.self_id:
             return  # overloaded: the requester counts our missing nack against its own health
+        target = self.table.get(msg.target)
+        if target is None or not target.live or sum(r.requester == peer for r in self._relays.values()) >= 4:
+            self.stats["ping_reqs_refused"] += 1  # we ping only members we know, a few at a time per requester
+            return
         self._seq += 1
         self._relays[self._seq] = _Relay(peer, msg.seq, msg.timeout)
         heapq.heappush(self._relay_heap, (now + msg.timeout, self._seq, False))
@@ -163,6 +179,10 @@ class ProbingMixin:
                 heapq.heappush(heap, (now + relay.timeout, seq, True))  # forward a late ack meanwhile
         if heap:
             self._set_timer(TimerKind.RELAY, heap[0][0], out)
+
+    def _grace(self) -> float:
+        """How long a judgement waits after a late timer: a direct probe timeout at current health."""
+        return self.config.probe_timeout * (self.health + 1)
 
     def _change_health(self, delta: int) -> None:
         self.health = min(self.config.max_health - 1, max(0, self.health + delta))

@@ -37,6 +37,10 @@ from .messages import ALIVE, DEAD, LEFT, STATE_NAMES, SUSPECT, Ack, Gossip, Nack
 
 log = logging.getLogger(__name__)
 
+# what hostile or broken news the state machine dropped (shown by `status`)
+_REFUSALS = ("implausible_updates", "new_members_refused", "table_full", "hearsay_evicted", "bad_records",
+             "ping_reqs_refused")
+
 MESSAGE_TYPES = (Ping, Ack, PingReq, Nack, Gossip, PushPull, PushPullReply)
 
 
@@ -56,6 +60,8 @@ class MembershipService:
         self._nursery: trio.Nursery | None = None
         self._inflight = 0
         self.dropped_sends = 0
+        self.errors = 0  # state-machine exceptions caught (bugs; see _handle)
+        self._errors_logged: set[str] = set()
 
     # --- Service protocol -------------------------------------------------------------
 
@@ -90,7 +96,10 @@ class MembershipService:
         for row in self.sm.members():
             counts[row.state] += 1
         return {"members": counts, "health": self.sm.health, "incarnation": self.sm.incarnation,
-                "dropped_sends": self.dropped_sends}
+                "dropped_sends": self.dropped_sends, "errors": self.errors,
+                "refused": {k: self.sm.stats[k] for k in _REFUSALS},
+                "late_timers": self.sm.stats["late_timers"],
+                "judgements_deferred": self.sm.stats["judgements_deferred"]}
 
     def api_routes(self) -> dict:
         return {("GET", "/v1/members"): self._api_members}
@@ -126,7 +135,22 @@ class MembershipService:
 
     async def _on_message(self, peer: PeerId, msg: Any) -> None:
         if self.sm is not None:
-            self._apply(self.sm.handle(ev.Received(peer, msg), trio.current_time()))
+            self._handle(ev.Received(peer, msg), trio.current_time())
+
+    def _handle(self, event: Any, now: float) -> None:
+        """Feed one event; a state-machine exception (a bug) is logged and counted, never fatal."""
+        try:
+            commands = self.sm.handle(event, now)
+        except Exception as exc:
+            self.errors += 1
+            what = f"{type(event).__name__}/{type(exc).__name__}"
+            if what not in self._errors_logged and len(self._errors_logged) < 64:
+                self._errors_logged.add(what)
+                log.exception("membership failed on %s (logged once; the daemon goes on)", type(event).__name__)
+            else:
+                log.debug("membership failed on %s: %s", type(event).__name__, exc)
+            commands = self.sm.rearm(now)
+        self._apply(commands)
 
     def _apply(self, commands: list) -> None:
         for cmd in commands:
@@ -146,6 +170,9 @@ class MembershipService:
         self._nursery.start_soon(self._send, peer, msg)
 
     async def _send(self, peer: PeerId, msg: Any) -> None:
+        member = self.sm.member(peer) if self.sm else None
+        if member is not None and member.address and not member.vouched:
+            self.node.transport.add_addresses(peer, [member.address])  # dialled now: it needs the address
         try:
             with trio.move_on_after(self.config.probe_interval * 2):
                 await self.node.transport.send(peer, msg)
@@ -155,12 +182,17 @@ class MembershipService:
             self._inflight -= 1
 
     def _member_changed(self, cmd: ev.MemberChanged) -> None:
+        # Members only heard of (gossip can make up thousands) reach the transport's address
+        # book when first dialled (_send), and their changes are logged at debug level only.
         member = self.sm.member(cmd.peer) if self.sm else None
-        if member is not None and member.address:
+        first_hand = member is not None and member.vouched
+        if first_hand and member.address:
             self.node.transport.add_addresses(cmd.peer, [member.address])
         old = STATE_NAMES[cmd.old] if cmd.old is not None else "unknown"
         new = STATE_NAMES[cmd.new]
         level = logging.WARNING if cmd.new in (SUSPECT, DEAD) else logging.INFO
+        if not first_hand:
+            level = logging.DEBUG
         if cmd.new in (ALIVE, SUSPECT, DEAD, LEFT):
             log.log(level, "member %s: %s -> %s", cmd.peer.short, old, new)
 
@@ -175,7 +207,7 @@ class MembershipService:
             now = trio.current_time()
             for kind in [k for k, at in self._timers.items() if at <= now]:
                 del self._timers[kind]
-                self._apply(self.sm.handle(ev.TimerFired(kind), now))
+                self._handle(ev.TimerFired(kind), now)
 
     async def _leave(self) -> None:
         if self.sm is None:

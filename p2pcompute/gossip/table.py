@@ -59,6 +59,7 @@ class Suspicion:
 
     start: float
     deadline: float
+    deferred: bool = False  # its expiry was put off once because our own timer fired late
 
 
 @dataclass(slots=True)
@@ -72,6 +73,7 @@ class Member:
     claim: bytes = b""
     suspicion: Suspicion | None = None
     slot: int = -1  # its index in ``Table.live``, -1 when not live (kept by the table)
+    vouched: bool = False  # we heard from it first-hand (a message it sent us), not only of it
 
     @property
     def state(self) -> int:
@@ -142,16 +144,40 @@ class Table:
     def set_record(self, member: Member, record: CapabilityRecord, claim: bytes) -> None:
         member.record, member.claim = record, claim
 
-    def sample(self, k: int, exclude: tuple[PeerId, ...] = ()) -> list[PeerId]:
-        """Up to ``k`` distinct random live members, none in ``exclude``."""
+    def sample(self, k: int, exclude: tuple[PeerId, ...] = (), *, first_hand: bool = False) -> list[PeerId]:
+        """Up to ``k`` distinct random live members, none in ``exclude``.
+
+        ``first_hand``: only members we heard from ourselves (``vouched``). When
+        gossip flooded the table with members nobody vouched for, a bounded
+        number of extra draws finds what it can, so the cost stays O(k).
+        """
         live = self.live
         want = min(k, len(live))
         if want <= 0:
             return []
-        if not exclude:
+        if not exclude and not first_hand:
             return self._rng.sample(live, want)
         picked = self._rng.sample(live, min(len(live), want + len(exclude)))
-        return [p for p in picked if p not in exclude][:want]
+        members = self.members
+        found = [p for p in picked if p not in exclude and (not first_hand or members[p].vouched)][:want]
+        if first_hand and len(found) < want:
+            for _ in range(4 * k + 8):
+                p = self._rng.choice(live)
+                if members[p].vouched and p not in exclude and p not in found:
+                    found.append(p)
+                    if len(found) == want:
+                        break
+        return found
+
+    def evict_hearsay(self) -> PeerId | None:
+        """Forget a random live member nobody vouched for (bounded draws); None if none was found."""
+        live = self.live
+        for _ in range(min(32, len(live))):
+            peer = self._rng.choice(live)
+            if not self.members[peer].vouched:
+                self.remove(peer)
+                return peer
+        return None
 
     def next_probe(self) -> PeerId | None:
         """The next live member in randomized round-robin order, or None."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 from pathlib import Path
@@ -196,7 +197,23 @@ def _query(scope: dict) -> dict[str, str]:
 
 
 def _json(data: Any) -> bytes:
-    return json.dumps(data).encode()
+    """Strict JSON: a NaN, an infinity or a huge int (from a peer's record, say) becomes null."""
+    try:
+        return json.dumps(data, allow_nan=False).encode()
+    except ValueError:
+        return json.dumps(_finite(data), allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**63) <= value < 2**64 else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def json_response(data: Any, status: int = 200) -> tuple[int, str, bytes]:

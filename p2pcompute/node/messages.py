@@ -10,10 +10,50 @@ Code ranges, so that packages can add types without colliding:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .identity import PeerId
 from .wire import message
+
+# --- what a peer may declare: the one check, for peer records and capability records alike ----------
+
+MAX_CPUS = 65536.0
+MAX_MEMORY = 2**62  # bytes
+MAX_LABELS = 32
+MAX_TEXT = 128  # characters of a label key or value, an agent, an arch or an opset name
+MAX_ADDRS = 64  # addresses in a peer record
+MAX_ADDR_TEXT = 512  # characters of one address
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, int) and not -(10**18) < value < 10**18:
+        return "a huge number"  # repr of a 5000-digit int raises
+    return repr(value)[:40]
+
+
+def check_number(name: str, value: object, low: float, high: float) -> None:
+    """``value`` is a real int or float in [low, high]: never NaN, an infinity, a bool or a bignum."""
+    ok = type(value) in (int, float) and low <= value <= high  # NaN fails every comparison
+    if not ok or (type(value) is float and not math.isfinite(value)):
+        raise ValueError(f"{name} {_shown(value)} is out of range [{low:g}, {high:g}]")
+
+
+def check_texts(name: str, texts: tuple | list, count: int, size: int = MAX_TEXT) -> None:
+    if len(texts) > count:
+        raise ValueError(f"more than {count} {name}")
+    for t in texts:
+        if type(t) is not str or len(t) > size:
+            raise ValueError(f"a {name[:-1] if name.endswith('s') else name} is not text of at most {size} characters")
+
+
+def check_resources(cpus: object, memory: object, labels: dict) -> None:
+    check_number("cpus", cpus, 0.0, MAX_CPUS)
+    check_number("memory", memory, 0, MAX_MEMORY)
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"more than {MAX_LABELS} labels")
+    check_texts("labels", [*labels.keys(), *labels.values()], 2 * MAX_LABELS)
+
 
 # --- 1–99: node --------------------------------------------------------------
 
@@ -53,6 +93,9 @@ class Resources:
     memory: int  # bytes
     labels: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_resources(self.cpus, self.memory, self.labels)
+
 
 @message(4, signed=True)
 @dataclass(frozen=True)
@@ -68,6 +111,12 @@ class PeerRecord:
     addrs: tuple[str, ...]
     resources: Resources
     agent: str = ""
+
+    def __post_init__(self) -> None:
+        # Resources check themselves; decoding a record from a peer runs both (WireError on failure).
+        check_number("seq", self.seq, 0, 2**63 - 1)
+        check_texts("addrs", self.addrs, MAX_ADDRS, MAX_ADDR_TEXT)
+        check_texts("agent", (self.agent,), 1)
 
 
 @message(5, signed=True)

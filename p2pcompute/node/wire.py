@@ -190,7 +190,10 @@ def _from_cbor(value: Any, hint: Any, where: str) -> Any:
             return value
     elif hint is float:
         if type(value) in (int, float):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # a CBOR bignum where a float belongs
+                raise WireError(f"{where}: number too large") from None
     elif hint in (str, bytes):
         if type(value) is hint:
             return value

@@ -37,6 +37,8 @@ def machine(others: int = 5, *, config: MembershipConfig | None = None, seed: in
     m.handle(ev.Join(()), 0.0)
     news = tuple(Update(p, ALIVE, 0, (), f"mem/{k}") for k, p in enumerate(IDS[1 : others + 1], 1))
     m.handle(ev.Received(IDS[1], Gossip(updates=news)), 0.0)
+    for peer in IDS[2 : others + 1]:  # each has talked to us: first-hand members (relays, gossip targets)
+        m.handle(ev.Received(peer, Gossip()), 0.0)
     return m
 
 
@@ -563,3 +565,59 @@ def test_confirmation_probes_are_a_share_of_the_network_and_skip_refuted_suspect
         m.handle(ev.Received(target, Ack(ping.seq)), now + 0.01)
         targets.append(target)
     assert sorted(targets) == sorted(IDS[1:8])  # the plain round, x once
+
+
+def starved_run(lag: float, seconds: float, dead: frozenset = frozenset(), seed: int = 1) -> Membership:
+    """ME on a starved host: it wakes ``lag`` after each deadline, runs the due timers first (a
+    timer is one step for a loop; a message is many: socket, noise, yamux, framing), then the
+    messages that arrived while it slept. Replies to what it sends come in its next wake-up.
+    Members ack pings and ping-reqs, refute a suspicion they hear of, and ``dead`` ones say nothing."""
+    m = machine(5, seed=seed)
+    pending: list = []
+
+    def replies(out):
+        found = []
+        for c in out:
+            if not isinstance(c, ev.Send) or c.peer in dead:
+                continue
+            if isinstance(c.msg, Ping):
+                refute = tuple(Update(c.peer, ALIVE, u.incarnation + 1) for u in c.msg.updates
+                               if u.peer == c.peer and u.state in (SUSPECT, DEAD))
+                found.append((c.peer, Ack(c.msg.seq, refute[:1])))
+            elif isinstance(c.msg, PingReq) and c.msg.target not in dead:
+                found.append((c.peer, Ack(c.msg.seq)))
+            elif isinstance(c.msg, PingReq):
+                found.append((c.peer, Nack(c.msg.seq)))
+        return found
+
+    now = 0.0
+    while now < seconds:
+        now = min(m._timers.values()) + lag
+        arrived, pending = pending, []
+        while min(m._timers.values()) <= now:
+            kind = min(m._timers.items(), key=lambda kv: kv[1])[0]
+            pending += replies(m.handle(ev.TimerFired(kind), now))
+        for peer, msg in arrived:
+            pending += replies(m.handle(ev.Received(peer, msg), now))
+    return m
+
+
+@pytest.mark.parametrize("lag", [0.5, 1.0, 2.0])
+def test_a_peer_whose_timers_fire_late_does_not_declare_live_peers_dead(lag):
+    """Issue 9: a starved host must slow its own judgements (Lifeguard) rather than accuse healthy peers.
+
+    Before: timers 1 s late declared all five live members dead within two minutes."""
+    m = starved_run(lag, 120.0)
+    assert [m.state_of(p) for p in IDS[1:6]] == [ALIVE] * 5
+    assert m.stats["deaths_declared"] == 0 and m.stats["late_timers"] > 0 and m.stats["judgements_deferred"] > 0
+
+
+def test_a_late_peer_still_finds_a_dead_member():
+    m = starved_run(2.0, 120.0, dead=frozenset({IDS[3]}))
+    assert m.state_of(IDS[3]) == DEAD
+    assert [m.state_of(p) for p in (IDS[1], IDS[2], IDS[4], IDS[5])] == [ALIVE] * 4
+
+
+def test_a_timer_on_time_changes_nothing():
+    m = starved_run(0.0, 60.0)
+    assert m.stats["late_timers"] == 0 and m.health == 0
