@@ -71,3 +71,13 @@ def test_sizes():
     assert parse_size("1.5 KiB") == 1536
     with pytest.raises(ConfigError):
         parse_size("-3GB")
+
+
+def test_labels_peers_would_refuse_are_refused_in_one_short_line(tmp_path):
+    many = ",".join(f"k{i}=v" for i in range(40))
+    with pytest.raises(ConfigError, match="at most 32 labels"):
+        Config.load(tmp_path, env={"P2PCOMPUTE_LABELS": many})
+    with pytest.raises(ConfigError, match="at most 128 characters") as err:
+        Config.load(tmp_path, env={"P2PCOMPUTE_LABELS": "k=" + "v" * 5000})
+    assert len(str(err.value)) < 300  # the value is cut short, not echoed whole
+    assert Config.load(tmp_path, env={"P2PCOMPUTE_LABELS": "zone=eu"}).labels == {"zone": "eu"}

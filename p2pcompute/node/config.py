@@ -79,6 +79,13 @@ def parse_labels(items: list[str] | str | dict) -> dict[str, str]:
         if not sep or not key.strip():
             raise ConfigError(f"label {item!r} must look like key=value")
         labels[key.strip()] = value.strip()
+    from .messages import MAX_LABELS, check_texts  # the bounds peers check our record against
+    if len(labels) > MAX_LABELS:
+        raise ConfigError(f"at most {MAX_LABELS} labels (peers refuse records with more)")
+    try:
+        check_texts("labels", [*labels, *labels.values()], 2 * MAX_LABELS)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return labels
 
 
@@ -91,6 +98,12 @@ def _check_multiaddr(text: str) -> None:
         reason = re.search(r"': (.*?)(?: \(string:|$)", str(exc))
         raise ConfigError(f"{text!r} is not a valid multiaddr ({reason.group(1) if reason else exc}); "
                           "write e.g. /ip4/0.0.0.0/tcp/4040") from None
+
+
+def _short(value: Any) -> str:
+    """A value as it appears in an error line: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _split_list(value: str | list) -> list[str]:
@@ -193,13 +206,13 @@ class Config:
             try:
                 converted = self._convert(name, value, known[name].type)
             except ConfigError as exc:
-                raise ConfigError(f"bad value {value!r} for {name} in {where}: {exc}") from None
+                raise ConfigError(f"bad value {_short(value)} for {name} in {where}: {exc}") from None
             except (TypeError, ValueError, OverflowError) as exc:
-                raise ConfigError(f"bad value {value!r} for {name} in {where}: {exc}") from None
+                raise ConfigError(f"bad value {_short(value)} for {name} in {where}: {exc}") from None
             low, high = self.RANGES.get(name, (None, None))
             if low is not None and not low <= converted <= high:
                 what = "not a port number (0-65535)" if name == "api_port" else f"out of range [{low:,}, {high:,}]"
-                raise ConfigError(f"bad value {value!r} for {name} in {where}: {what}")
+                raise ConfigError(f"bad value {_short(value)} for {name} in {where}: {what}")
             setattr(self, name, converted)
             self.sources[name] = source
 
