@@ -84,6 +84,8 @@ class Config:
     data_dir: Path = field(default_factory=default_data_dir)
     listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/4040"])
     bootstrap: list[str] = field(default_factory=list)
+    announce: list[str] = field(default_factory=list)
+    no_announce: list[str] = field(default_factory=list)
     api_host: str = "127.0.0.1"
     api_port: int = 0  # 0: any free port, written to <data dir>/api
     cpus: float = field(default_factory=default_cpus)
@@ -91,6 +93,7 @@ class Config:
     labels: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
     max_connections: int = 512
+    max_connections_per_ip: int = 16
     target_peers: int = 32
     request_timeout: float = 10.0
     dial_timeout: float = 5.0
@@ -102,6 +105,8 @@ class Config:
     HELP = {
         "listen": "multiaddrs to listen on (comma-separated in env)",
         "bootstrap": "multiaddrs of peers to join through, each ending in /p2p/<peer ID>",
+        "announce": "multiaddrs to tell peers instead of the listen and interface addresses (as kubo's Announce)",
+        "no_announce": "multiaddrs or networks (/ip4/10.0.0.0/ipcidr/8) never to tell peers (as kubo's NoAnnounce)",
         "api_host": "address of the local control API (keep it on loopback)",
         "api_port": "port of the control API; 0 picks a free one",
         "cpus": "CPUs offered to the network",
@@ -109,6 +114,7 @@ class Config:
         "labels": "key=value labels for placement (comma-separated in env)",
         "log_level": "debug, info, warning or error",
         "max_connections": "most open connections",
+        "max_connections_per_ip": "most connections from one IP address other than loopback",
         "target_peers": "how many peers to keep connections to",
         "request_timeout": "seconds to wait for a reply",
         "dial_timeout": "seconds to wait for a connection",

@@ -115,6 +115,7 @@ async def run_daemon(config: Config, *, on_ready: Callable[[dict], None] | None 
         transport = Libp2pTransport(
             identity, config.listen, dial_timeout=config.dial_timeout,
             max_connections=config.max_connections, max_message=config.max_message,
+            announce=config.announce, no_announce=config.no_announce,
             default_timeout=config.request_timeout,
         )
         resources = Resources(config.cpus, config.memory, dict(config.labels))

@@ -33,6 +33,7 @@ from typing import Any
 import multiaddr
 import trio
 
+from . import addrs as addrs_mod
 from ..errors import MessageTooLarge, PeerUnreachable, TransportError, UserError, WireError
 from .framing import FrameReader, encode_varint
 from .identity import Identity, PeerId
@@ -152,10 +153,15 @@ class Libp2pTransport(Transport):
         *,
         dial_timeout: float = 5.0,
         max_connections: int = 512,
+        announce: list[str] = (),
+        no_announce: list[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(identity, **kwargs)
         self._listen = [parse_multiaddr(a) for a in listen]
+        self._announce = [str(parse_multiaddr(a)) for a in announce]
+        self._no_announce = list(no_announce)
+        self._interfaces: tuple[float, list[str]] = (-1e9, [])
         self._dial_timeout = dial_timeout
         self._max_connections = max_connections
         self._host: Any = None
@@ -179,11 +185,12 @@ class Libp2pTransport(Transport):
         return sorted(peers)
 
     def add_addresses(self, peer: PeerId, addrs: list[str]) -> None:
+        """Keep the newest usable addresses (no loopback for a peer connected from elsewhere)."""
         known = self._addrs.setdefault(peer, [])
-        for a in addrs:
+        for a in addrs_mod.usable_for(addrs, self.remote_ip(peer)):
             if a not in known:
                 known.append(a)
-        del known[:-16]  # bounded: keep the newest 16
+        del known[:-addrs_mod.MAX_ADDRS]  # bounded: keep the newest
 
     def addresses_of(self, peer: PeerId) -> list[str]:
         """Addresses we were given, then those libp2p learned (identify: the peer's listen addresses)."""
@@ -193,7 +200,38 @@ class Libp2pTransport(Transport):
                 known += [str(a) for a in self._host.get_peerstore().addrs(self._libp2p_id(peer))]
             except Exception:  # the peerstore raises for a peer it does not know
                 pass
-        return list(dict.fromkeys(a for a in known if "/p2p/" not in a))
+        return addrs_mod.usable_for((a for a in known if "/p2p/" not in a), self.remote_ip(peer))
+
+    def announce_addresses(self) -> list[str]:
+        return addrs_mod.announced(self._listening, self._interface_ips(), self._observed(),
+                                   self._announce, self._no_announce)
+
+    def remote_ip(self, peer: PeerId) -> str | None:
+        if self._host is None:
+            return None
+        try:
+            for conn in self._host.get_network().get_connections(self._libp2p_id(peer)):
+                remote = conn.muxed_conn.get_remote_address()
+                if remote:
+                    return str(remote[0])
+        except Exception:  # a closing connection has no address any more
+            return None
+        return None
+
+    def _interface_ips(self) -> list[str]:
+        """The machine's addresses, read again at most every 30 s (interfaces come and go)."""
+        now = trio.current_time() if self._host is not None else 0.0
+        if now - self._interfaces[0] > 30.0 or not self._interfaces[1]:
+            self._interfaces = (now, addrs_mod.interface_ips())
+        return self._interfaces[1]
+
+    def _observed(self) -> list[str]:
+        """Our addresses as peers see them, confirmed by several (libp2p identify)."""
+        manager = getattr(self._host, "_observed_addr_manager", None)
+        try:
+            return [str(a) for a in manager.addrs()] if manager is not None else []
+        except Exception:
+            return []
 
     def listen_addresses(self) -> list[str]:
         # fixed once listening; read from the cache, because asking libp2p
