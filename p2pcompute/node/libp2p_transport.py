@@ -28,6 +28,7 @@ concurrently.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import multiaddr
@@ -37,12 +38,15 @@ from . import addrs as addrs_mod
 from ..errors import MessageTooLarge, PeerUnreachable, TransportError, UserError, WireError
 from .framing import FrameReader, encode_varint
 from .identity import Identity, PeerId
+from .inbound import InboundGate, make_tcp_transport
+from .peerstore import SafePeerStore, guard_handlers
 from .transport import Transport
 
 log = logging.getLogger(__name__)
 
 MSG_PROTOCOL = "/p2pcompute/msg/1.0.0"
 CLOSE_DEADLINE = 3.0
+PEERSTORE_MAX = 8192  # py-libp2p's default of 1000 is below what membership and the DHT know
 
 
 def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
@@ -59,6 +63,17 @@ def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
         return multiaddr.Multiaddr(text)
     except Exception as exc:
         raise UserError(f"{text!r} is not a valid multiaddr (e.g. /ip4/127.0.0.1/tcp/4001): {exc}") from None
+
+
+def parse_tcp_listen(text: str) -> multiaddr.Multiaddr:
+    """A listen address: TCP over IPv4 or IPv6 (UDP/QUIC, websockets... are not supported)."""
+    addr = parse_multiaddr(text)
+    names = [p.name for p in addr.protocols()]
+    if "udp" in names or "quic" in names or "quic-v1" in names:
+        raise UserError(f"cannot listen on {text}: UDP/QUIC is not supported; use TCP, e.g. /ip4/0.0.0.0/tcp/4001")
+    if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or len(names) != 2:
+        raise UserError(f"cannot listen on {text}: write /ip4/<address>/tcp/<port> or /ip6/<address>/tcp/<port>")
+    return addr
 
 
 def split_p2p_addr(text: str) -> tuple[PeerId, str]:
@@ -127,13 +142,22 @@ class _Notifee:
 
     async def connected(self, network: Any, conn: Any) -> None:
         peer = _peer_of(conn)
+        self._t._gate.established(_remote_of(conn), peer)
         if peer is not None:
             self._t._peer_connected(peer)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
+        self._t._gate.closed(_remote_of(conn))
         peer = _peer_of(conn)
         if peer is not None and not network.get_connections(conn.muxed_conn.peer_id):
             self._t._on_disconnect(peer)
+
+
+def _remote_of(conn: Any) -> tuple[str, int] | None:
+    try:
+        return conn.muxed_conn.get_remote_address()
+    except Exception:  # a closing connection may have lost its socket
+        return None
 
 
 def _peer_of(conn_or_stream: Any) -> PeerId | None:
@@ -153,12 +177,18 @@ class Libp2pTransport(Transport):
         *,
         dial_timeout: float = 5.0,
         max_connections: int = 512,
+        max_connections_per_ip: int = 16,
+        handshake_timeout: float = 10.0,
         announce: list[str] = (),
         no_announce: list[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(identity, **kwargs)
-        self._listen = [parse_multiaddr(a) for a in listen]
+        self._listen = [parse_tcp_listen(a) for a in listen]
+        self._last_heard: dict[PeerId, float] = {}  # for InboundGate: who to close first when full
+        self._gate = InboundGate(max_connections, max_connections_per_ip, handshake_timeout=handshake_timeout,
+                                 last_active=lambda peer: self._last_heard.get(peer, -math.inf))
+        self._listen_errors: list[str] = []
         self._announce = [str(parse_multiaddr(a)) for a in announce]
         self._no_announce = list(no_announce)
         self._interfaces: tuple[float, list[str]] = (-1e9, [])
@@ -269,15 +299,27 @@ class Libp2pTransport(Transport):
 
         key_pair = create_new_key_pair(self.identity.seed)
         security = {NOISE_ID: NoiseTransport(key_pair, noise_privkey=new_x25519().private_key)}
+        # our InboundGate enforces max_connections (closing idle ones to make
+        # room); libp2p's own limit sits above it so a freed slot is not
+        # refused while the closed connection is still being torn down
         config = ConnectionConfig(
             max_connections_per_peer=1,
             min_connections=0,
             low_watermark=0,
-            high_watermark=self._max_connections,
-            max_connections=self._max_connections,
+            high_watermark=self._max_connections + 64,
+            max_connections=self._max_connections + 64,
             dial_timeout=self._dial_timeout,
+            inbound_upgrade_timeout=self._gate.handshake_timeout,
         )
-        host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX", connection_config=config)
+        from libp2p.peer.id import ID
+
+        def connected(pid: Any) -> bool:
+            return bool(host.get_network().get_connections(pid))
+
+        peerstore = SafePeerStore(ID.from_pubkey(key_pair.public_key), key_pair,
+                                  max(PEERSTORE_MAX, 2 * self._max_connections), connected)
+        host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX", connection_config=config,
+                        transports=[make_tcp_transport(self._gate, self._listen_errors)], peerstore_opt=peerstore)
         if str(host.get_id()) != str(self.local_id):  # pragma: no cover - guards a libp2p change
             raise RuntimeError("libp2p derived a different peer ID from our key")
         return host
@@ -288,25 +330,32 @@ class Libp2pTransport(Transport):
         for protocol in self._stream_handlers:
             self._register_stream_protocol(protocol)
         self._host.get_network().register_notifee(_Notifee(self))
+        guard_handlers(self._host, {MSG_PROTOCOL, *self._stream_handlers})
+        failure: UserError | None = None
         try:
             async with self._host.run(self._listen):
                 # libp2p's auto-connector dials every peerstore peer up to
                 # (low + high watermark) / 2 connections; peering.py decides that.
                 await self._host.get_network().auto_connector.stop()
-                self._listening = [str(a) for a in self._host.get_addrs()]
-                if not self._listening:  # py-libp2p logs a failed bind and carries on
-                    raise UserError(
-                        f"cannot listen on {', '.join(map(str, self._listen))}: no such local address "
-                        "or port unavailable; pick another with --listen (/ip4/0.0.0.0/tcp/0 picks a free port)"
+                guard_handlers(self._host, {MSG_PROTOCOL, *self._stream_handlers})  # those run() added
+                self._listening = [f"{a}/p2p/{self.local_id}" for a in self._host.get_transport_addrs()]
+                if self._listen_errors or len(self._listening) < len(self._listen):
+                    # py-libp2p logs a failed bind and carries on: we refuse
+                    why = "; ".join(dict.fromkeys(self._listen_errors)) or "no such local address or port unavailable"
+                    failure = UserError(
+                        f"cannot listen on {', '.join(map(str, self._listen))}: {why}; "
+                        "pick another with --listen (/ip4/0.0.0.0/tcp/0 picks a free port)"
                     )
-                task_status.started()
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    # close while the swarm still runs: after host.run() exits,
-                    # close() no longer reaches the connections and they leak
-                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
-                        await self._close_host()
+                    await _ignore_errors(self._host.close)
+                else:
+                    task_status.started()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        # close while the swarm still runs: after host.run() exits,
+                        # close() no longer reaches the connections and they leak
+                        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
+                            await self._close_host()
         except OSError as exc:
             raise UserError(
                 f"cannot listen on {', '.join(map(str, self._listen))}: {exc.strerror or exc}; "
@@ -315,6 +364,8 @@ class Libp2pTransport(Transport):
         finally:
             self._host = None
             self._listening = []
+        if failure is not None:
+            raise failure
 
     async def _close_host(self) -> None:
         host = self._host
@@ -388,6 +439,7 @@ class Libp2pTransport(Transport):
         reader = FrameReader(stream, self.max_message)
         try:
             while (frame := await reader.read_frame()) is not None:
+                self._last_heard[peer] = trio.current_time()
                 self._on_frame(peer, frame)
         except (MessageTooLarge, WireError) as exc:
             self.stats.rejected[exc.reason] += 1
@@ -400,6 +452,7 @@ class Libp2pTransport(Transport):
             await stream.reset()
 
     def _on_disconnect(self, peer: PeerId) -> None:
+        self._last_heard.pop(peer, None)
         self._out.pop(peer, None)
         self._locks.pop(peer, None)
         self._peer_lost(peer)

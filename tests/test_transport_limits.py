@@ -1,0 +1,196 @@
+"""The libp2p transport against hostile or careless use (issue 9): ports, slots, the peerstore.
+
+Real libp2p peers on loopback. Each test failed before its fix:
+* a second daemon on a port in use bound it too (py-libp2p sets SO_REUSEPORT);
+* py-libp2p held every inbound slot until the swarm stopped, so that after
+  ``max_connections`` short-lived connections nobody could connect any more;
+* silent TCP sockets (no handshake) held slots as well;
+* py-libp2p's peerstore evicted our own key after 1000 peers, and the next
+  identify crashed the daemon.
+"""
+
+import socket
+
+import pytest
+import trio
+
+from p2pcompute.errors import UserError
+from p2pcompute.node.identity import Identity
+from p2pcompute.node.libp2p_transport import Libp2pTransport
+from p2pcompute.node.messages import Ping, Pong
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+
+
+def server(**kw):
+    t = Libp2pTransport(Identity.generate(), LOOPBACK, **kw)
+
+    async def pong(peer, msg):
+        return Pong(msg.nonce)
+
+    t.on_request(Ping, pong)
+    return t
+
+
+def full_addr(t):
+    return t.listen_addresses()[0]
+
+
+async def connect_once(addr, nonce=1):
+    """A fresh identity connects, pings, and goes away."""
+    client = Libp2pTransport(Identity.generate(), LOOPBACK, dial_timeout=10.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        try:
+            peer = await client.connect(addr)
+            return await client.request(peer, Ping(nonce), timeout=10) == Pong(nonce)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def start_fails(nursery, t):
+    """``nursery.start(t.run)`` fails; the user error inside trio's exception groups."""
+    with pytest.raises(BaseException) as info:
+        await nursery.start(t.run)
+    error = info.value
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, UserError), repr(info.value)
+    return str(error)
+
+
+def port_of(t):
+    return int(full_addr(t).split("/tcp/")[1].split("/")[0])
+
+
+async def test_a_second_transport_on_a_port_in_use_is_refused_with_a_clear_error():
+    async with trio.open_nursery() as nursery:
+        first = server()
+        await nursery.start(first.run)
+        port = port_of(first)
+        second = Libp2pTransport(Identity.generate(), [f"/ip4/127.0.0.1/tcp/{port}"])
+        assert f"port {port} is already in use by another process" in await start_fails(nursery, second)
+        # one listening socket on that port, not two
+        probe = socket.socket()
+        with pytest.raises(OSError):
+            probe.bind(("127.0.0.1", port))
+        probe.close()
+        assert await connect_once(full_addr(first))
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_wildcard_listener_conflicts_with_a_specific_one_too():
+    async with trio.open_nursery() as nursery:
+        first = Libp2pTransport(Identity.generate(), ["/ip4/0.0.0.0/tcp/0"])
+        await nursery.start(first.run)
+        port = port_of(first)
+        second = Libp2pTransport(Identity.generate(), [f"/ip4/127.0.0.1/tcp/{port}"])
+        assert "already in use" in await start_fails(nursery, second)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("addr", ["/ip4/0.0.0.0/udp/4001/quic-v1", "/ip4/0.0.0.0/udp/4001"])
+def test_a_udp_listen_address_says_udp_is_not_supported(addr):
+    with pytest.raises(UserError, match="UDP/QUIC is not supported"):
+        Libp2pTransport(Identity.generate(), [addr])
+
+
+async def test_short_lived_connections_give_their_inbound_slots_back():
+    async with trio.open_nursery() as nursery:
+        t = server(max_connections=8)
+        t._gate.grace = 0.2  # connections left open by careless clients are closed sooner
+        await nursery.start(t.run)
+        for i in range(40):  # five times max_connections, each from a new identity
+            assert await connect_once(full_addr(t), i), f"connection {i} refused"
+        assert t._gate.counts()["inbound"] <= 8
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_sockets_are_closed_and_do_not_lock_newcomers_out():
+    async with trio.open_nursery() as nursery:
+        t = server(max_connections=16, handshake_timeout=2.0)
+        await nursery.start(t.run)
+        port = port_of(t)
+        silent = []
+        for _ in range(100):  # far more than max_connections, no handshake at all
+            s = trio.socket.socket()
+            await s.connect(("127.0.0.1", port))
+            silent.append(s)
+        assert await connect_once(full_addr(t))  # the oldest pending handshakes made room
+        # and the silent ones are closed after the handshake timeout
+        with trio.fail_after(30):
+            while t._gate.counts()["pending"] > 0:
+                await trio.sleep(0.1)
+        for s in silent:
+            s.close()
+        nursery.cancel_scope.cancel()
+
+
+def test_connections_per_ip_are_capped_except_on_loopback():
+    from p2pcompute.node.inbound import InboundGate
+
+    gate = InboundGate(max_connections=100, max_per_ip=2)
+    gate._per_ip["192.0.2.9"] = 2
+    gate._per_ip["127.0.0.1"] = 50
+    assert "max_connections_per_ip" in gate.refusal("192.0.2.9")
+    assert gate.refusal("192.0.2.10") is None
+    assert gate.refusal("127.0.0.1") is None
+
+
+async def test_a_peerstore_of_2000_strangers_keeps_our_key_and_the_daemon_serves():
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from multiaddr import Multiaddr
+
+    async with trio.open_nursery() as nursery:
+        t = server()
+        await nursery.start(t.run)
+        store = t._host.get_peerstore()
+        for i in range(2000):
+            kp = create_new_key_pair()
+            pid = ID.from_pubkey(kp.public_key)
+            store.add_pubkey(pid, kp.public_key)
+            store.add_addrs(pid, [Multiaddr(f"/ip4/10.{i // 250}.{i % 250}.1/tcp/4001")], 3600)
+        assert store.pubkey(t._host.get_id()) == t._host.get_public_key()
+        assert len(store.peer_ids()) <= max(8192, 2 * 512)
+        # identify (which reads our own key) and our protocol still work for newcomers
+        for i in range(3):
+            assert await connect_once(full_addr(t), i)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_peerstore_evicts_strangers_without_a_connection_not_ourselves():
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    from p2pcompute.node.peerstore import SafePeerStore
+
+    own = create_new_key_pair()
+    own_id = ID.from_pubkey(own.public_key)
+    keep = set()
+    store = SafePeerStore(own_id, own, max_peers=100, connected=lambda pid: pid in keep)
+    store.add_key_pair(own_id, own)
+    ids = []
+    for i in range(300):
+        kp = create_new_key_pair()
+        pid = ID.from_pubkey(kp.public_key)
+        store.add_pubkey(pid, kp.public_key)
+        ids.append(pid)
+        if i < 5:
+            keep.add(pid)
+    assert len(store.peer_ids()) <= 100
+    assert keep <= set(store.peer_ids())
+    assert store.pubkey(own_id) == own.public_key and store.privkey(own_id) == own.private_key
+
+
+@pytest.mark.slow
+async def test_2000_short_lived_connections_from_fresh_identities_then_an_honest_peer_connects():
+    """The issue's attack in full: 2000 connections, more than py-libp2p's 512 slots and 1000 peers."""
+    async with trio.open_nursery() as nursery:
+        t = server()
+        await nursery.start(t.run)
+        for i in range(2000):
+            assert await connect_once(full_addr(t), i), f"connection {i} refused"
+        assert await connect_once(full_addr(t), 9999)
+        assert t._host.get_peerstore().pubkey(t._host.get_id()) == t._host.get_public_key()
+        nursery.cancel_scope.cancel()
