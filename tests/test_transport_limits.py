@@ -194,3 +194,36 @@ async def test_2000_short_lived_connections_from_fresh_identities_then_an_honest
         assert await connect_once(full_addr(t), 9999)
         assert t._host.get_peerstore().pubkey(t._host.get_id()) == t._host.get_public_key()
         nursery.cancel_scope.cancel()
+
+
+def test_two_daemons_on_one_port_the_second_exits_with_one_clear_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    cli = [sys.executable, "-m", "p2pcompute"]
+    first = subprocess.Popen(cli + ["join", "--data-dir", str(tmp_path / "a"), "--listen", "/ip4/0.0.0.0/tcp/0"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert first.poll() is None and time.monotonic() < deadline, "first daemon did not start"
+            res = subprocess.run(cli + ["status", "--json", "--data-dir", str(tmp_path / "a")],
+                                 capture_output=True, text=True, timeout=60)
+            if res.returncode == 0:
+                break
+            time.sleep(0.2)
+        port = json.loads(res.stdout)["addresses"][0].split("/tcp/")[1].split("/")[0]
+        for listen in (f"/ip4/127.0.0.1/tcp/{port}", f"/ip4/0.0.0.0/tcp/{port}"):
+            second = subprocess.run(cli + ["join", "--data-dir", str(tmp_path / "b"), "--listen", listen],
+                                    capture_output=True, text=True, timeout=60)
+            assert second.returncode != 0
+            assert f"port {port} is already in use by another process" in second.stderr
+            assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) <= 2, second.stderr
+        udp = subprocess.run(cli + ["join", "--data-dir", str(tmp_path / "c"), "--listen", "/ip4/0.0.0.0/udp/4001/quic-v1"],
+                             capture_output=True, text=True, timeout=60)
+        assert udp.returncode != 0 and "UDP/QUIC is not supported" in udp.stderr, udp.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=30)

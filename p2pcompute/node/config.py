@@ -183,6 +183,8 @@ class Config:
             raise ConfigError(f"log_level {self.log_level!r}: use debug, info, warning or error")
         if not self.listen:
             raise ConfigError("listen is empty: give at least one multiaddr")
+        if self.max_connections_per_ip < 1:
+            raise ConfigError("max_connections_per_ip must be at least 1")
         if self.links_listen and not re.fullmatch(r"[^:\s]+:[0-9]{1,5}", self.links_listen):
             raise ConfigError(f"links_listen {self.links_listen!r}: write host:port, e.g. 0.0.0.0:8480")
 

@@ -56,6 +56,15 @@ def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
     lib.setLevel(level)
     for name in ("multiaddr", "libp2p.transport", "libp2p.network"):
         logging.getLogger(name).setLevel(level)
+    _requiet_libp2p_loggers()
+
+
+def _requiet_libp2p_loggers() -> None:
+    """Some libp2p modules set their own logger to INFO on import: hold them to libp2p's level."""
+    floor = logging.getLogger("libp2p").level
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("libp2p.") and isinstance(logger, logging.Logger) and 0 < logger.level < floor:
+            logger.setLevel(floor)
 
 
 def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
@@ -320,6 +329,7 @@ class Libp2pTransport(Transport):
                                   max(PEERSTORE_MAX, 2 * self._max_connections), connected)
         host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX", connection_config=config,
                         transports=[make_tcp_transport(self._gate, self._listen_errors)], peerstore_opt=peerstore)
+        _requiet_libp2p_loggers()  # now that libp2p's modules are imported
         if str(host.get_id()) != str(self.local_id):  # pragma: no cover - guards a libp2p change
             raise RuntimeError("libp2p derived a different peer ID from our key")
         return host
