@@ -98,11 +98,25 @@ def test_a_udp_listen_address_says_udp_is_not_supported(addr):
 async def test_short_lived_connections_give_their_inbound_slots_back():
     async with trio.open_nursery() as nursery:
         t = server(max_connections=8)
-        t._gate.grace = 0.2  # connections left open by careless clients are closed sooner
         await nursery.start(t.run)
         for i in range(40):  # five times max_connections, each from a new identity
             assert await connect_once(full_addr(t), i), f"connection {i} refused"
         assert t._gate.counts()["inbound"] <= 8
+        nursery.cancel_scope.cancel()
+
+
+async def test_identities_holding_silent_connections_make_room_for_a_newcomer():
+    async with trio.open_nursery() as nursery:
+        t = server(max_connections=8)
+        t._gate.grace = 0.5  # a connection is kept at least this long before it may be closed for another
+        await nursery.start(t.run)
+        holders = [Libp2pTransport(Identity.generate(), LOOPBACK) for _ in range(8)]
+        for h in holders:  # connect and stay, saying nothing
+            await nursery.start(h.run)
+            await h.connect(full_addr(t))
+        await trio.sleep(0.6)
+        assert await connect_once(full_addr(t))
+        assert t._gate.evicted >= 1 and t._gate.counts()["inbound"] <= 8
         nursery.cancel_scope.cancel()
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import weakref
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
@@ -220,8 +221,26 @@ def make_tcp_transport(gate: InboundGate, listen_errors: list[str]) -> Any:
                 await lst.aclose()
 
     class ExclusiveTCP(TCP):
+        """Also remembers its outbound sockets: a swarm cancelled on shutdown forgets to close them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.dialled: weakref.WeakSet = weakref.WeakSet()
+
         def create_listener(self, handler_function: Any) -> Listener:
             return Listener(handler_function)
+
+        async def dial(self, maddr: Any) -> Any:
+            raw = await super().dial(maddr)
+            self.dialled.add(raw)
+            return raw
+
+        async def close_dialled(self) -> None:
+            for raw in list(self.dialled):
+                try:
+                    await raw.close()
+                except Exception:  # already closed, or closing
+                    pass
 
     return ExclusiveTCP()
 

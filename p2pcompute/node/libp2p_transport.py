@@ -322,13 +322,15 @@ class Libp2pTransport(Transport):
         )
         from libp2p.peer.id import ID
 
+        self._tcp = make_tcp_transport(self._gate, self._listen_errors)
+
         def connected(pid: Any) -> bool:
             return bool(host.get_network().get_connections(pid))
 
         peerstore = SafePeerStore(ID.from_pubkey(key_pair.public_key), key_pair,
                                   max(PEERSTORE_MAX, 2 * self._max_connections), connected)
         host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX", connection_config=config,
-                        transports=[make_tcp_transport(self._gate, self._listen_errors)], peerstore_opt=peerstore)
+                        transports=[self._tcp], peerstore_opt=peerstore)
         _requiet_libp2p_loggers()  # now that libp2p's modules are imported
         if str(host.get_id()) != str(self.local_id):  # pragma: no cover - guards a libp2p change
             raise RuntimeError("libp2p derived a different peer ID from our key")
@@ -383,6 +385,7 @@ class Libp2pTransport(Transport):
             for pid in list(host.get_network().get_connections_map()):
                 nursery.start_soon(_ignore_errors, host.disconnect, pid)
         await _ignore_errors(host.close)
+        await self._tcp.close_dialled()
 
     def _register_stream_protocol(self, protocol: str) -> None:
         if self._host is None:
