@@ -206,6 +206,8 @@ DEFAULT_FILE_TEXT = """\
 
 # listen = ["/ip4/0.0.0.0/tcp/4040"]
 # bootstrap = ["/ip4/192.0.2.1/tcp/4040/p2p/12D3KooW..."]
+# announce = ["/ip4/203.0.113.7/tcp/4040"]   # tell peers these instead (e.g. behind port forwarding)
+# no_announce = ["/ip4/10.0.0.0/ipcidr/8"]   # never tell peers these
 # api_port = 0            # 0: a free port, written to <data dir>/api
 # cpus = 2
 # memory = "4GiB"

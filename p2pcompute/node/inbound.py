@@ -30,6 +30,7 @@ decides when it ends:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -124,16 +125,9 @@ class InboundGate:
         self._entries[key] = entry
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._evict_pending()
-        from libp2p.io.trio import TrioTCPStream
-
-        class Closing(TrioTCPStream):  # libp2p closing the socket ends the handler
-            async def close(self) -> None:
-                entry.scope.cancel()
-                await super().close()
-
         try:
             with entry.scope:
-                await handler(Closing(stream))
+                await handler(_closing_stream_type()(stream, entry.scope))
         finally:
             self._entries.pop(key, None)
             left = self._per_ip.get(ip, 1) - 1
@@ -166,6 +160,24 @@ class InboundGate:
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning("%s (logged at most once a minute)", text)
+
+
+@functools.cache
+def _closing_stream_type() -> type:
+    from libp2p.io.trio import TrioTCPStream
+
+    class ClosingStream(TrioTCPStream):
+        """libp2p's socket stream; libp2p closing it also ends the handler that holds the slot."""
+
+        def __init__(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+            super().__init__(stream)
+            self._scope = scope
+
+        async def close(self) -> None:
+            self._scope.cancel()
+            await super().close()
+
+    return ClosingStream
 
 
 def _key(remote: Any) -> tuple[str, int]:

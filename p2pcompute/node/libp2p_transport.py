@@ -39,7 +39,6 @@ from ..errors import MessageTooLarge, PeerUnreachable, TransportError, UserError
 from .framing import FrameReader, encode_varint
 from .identity import Identity, PeerId
 from .inbound import InboundGate, make_tcp_transport
-from .peerstore import SafePeerStore, guard_handlers
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -322,6 +321,8 @@ class Libp2pTransport(Transport):
         )
         from libp2p.peer.id import ID
 
+        from .peerstore import SafePeerStore
+
         self._tcp = make_tcp_transport(self._gate, self._listen_errors)
 
         def connected(pid: Any) -> bool:
@@ -342,6 +343,8 @@ class Libp2pTransport(Transport):
         for protocol in self._stream_handlers:
             self._register_stream_protocol(protocol)
         self._host.get_network().register_notifee(_Notifee(self))
+        from .peerstore import guard_handlers
+
         guard_handlers(self._host, {MSG_PROTOCOL, *self._stream_handlers})
         failure: UserError | None = None
         try:
