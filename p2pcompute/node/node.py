@@ -220,7 +220,7 @@ class Node:
         membership = self.services.get("membership")
         for m in membership.member_rows() if membership is not None else []:
             row = rows.setdefault(m["peer_id"], {
-                "peer_id": m["peer_id"], "connected": False, "addresses": [m["address"]] if m["address"] else [],
+                "peer_id": m["peer_id"], "connected": False, "addresses": usable_for([m["address"]] if m["address"] else [], None),
                 "cpus": None, "memory": None, "labels": {}, "agent": "", "bootstrap": False,
                 "failures": 0, "last_error": ""})
             row["state"] = m["state"]
