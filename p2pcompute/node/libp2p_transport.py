@@ -23,6 +23,14 @@ waits 250 ms), libp2p's auto-connector stopped (peering.py decides whom to
 dial), and an explicit shielded
 ``host.close()`` with a deadline on the way out, closing connections
 concurrently.
+
+Where py-libp2p 0.8.1 falls short for a daemon open to strangers, ours
+stands in: the TCP listener (``inbound.py``: an exclusive port, inbound
+slots released when connections close, handshake timeout, per-IP cap,
+idle connections closed for newcomers), the peerstore (``peerstore.py``:
+never evicts our own key; libp2p's own handlers cannot crash the swarm),
+and the addresses we announce (``addrs.py``: every interface address, what
+peers observe, ``announce`` / ``no_announce``; loopback only to loopback).
 """
 
 from __future__ import annotations
