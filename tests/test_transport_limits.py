@@ -14,7 +14,7 @@ import socket
 import pytest
 import trio
 
-from p2pcompute.errors import UserError
+from p2pcompute.errors import TransportError, UserError
 from p2pcompute.node.identity import Identity
 from p2pcompute.node.libp2p_transport import Libp2pTransport
 from p2pcompute.node.messages import Ping, Pong
@@ -22,8 +22,8 @@ from p2pcompute.node.messages import Ping, Pong
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
 
-def server(**kw):
-    t = Libp2pTransport(Identity.generate(), LOOPBACK, **kw)
+def server(listen=LOOPBACK, **kw):
+    t = Libp2pTransport(Identity.generate(), listen, **kw)
 
     async def pong(peer, msg):
         return Pong(msg.nonce)
@@ -44,6 +44,8 @@ async def connect_once(addr, nonce=1):
         try:
             peer = await client.connect(addr)
             return await client.request(peer, Ping(nonce), timeout=10) == Pong(nonce)
+        except TransportError:  # refused, reset, unreachable
+            return False
         finally:
             nursery.cancel_scope.cancel()
 
@@ -241,3 +243,24 @@ def test_two_daemons_on_one_port_the_second_exits_with_one_clear_line(tmp_path):
     finally:
         first.terminate()
         first.wait(timeout=30)
+
+
+async def test_connections_from_one_lan_address_are_capped_and_a_warning_says_so(caplog):
+    from p2pcompute.node.addrs import interface_ips
+
+    lan = [ip for ip in interface_ips() if ":" not in ip and not ip.startswith(("127.", "169.254."))]
+    if not lan:
+        pytest.skip("this machine has no IPv4 address besides loopback")
+    async with trio.open_nursery() as nursery:
+        t = server(["/ip4/0.0.0.0/tcp/0"], max_connections_per_ip=2)
+        await nursery.start(t.run)
+        addr = f"/ip4/{lan[0]}/tcp/{port_of(t)}/p2p/{t.local_id}"
+        holders = [Libp2pTransport(Identity.generate(), LOOPBACK) for _ in range(2)]
+        for h in holders:
+            await nursery.start(h.run)
+            await h.connect(addr)
+        assert not await connect_once(addr)  # a third from the same address is refused
+        assert t._gate.refused >= 1
+        assert any("max_connections_per_ip" in r.getMessage() for r in caplog.records)
+        assert await connect_once(full_addr(t).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/"))  # loopback is not capped
+        nursery.cancel_scope.cancel()
