@@ -102,6 +102,14 @@ async def test_a_peer_gossiping_loopback_addresses_to_a_lan_peer_has_them_droppe
         nursery.cancel_scope.cancel()
 
 
+def test_an_announce_or_no_announce_entry_that_is_not_a_multiaddr_is_a_clear_error():
+    from p2pcompute.errors import UserError
+
+    for kw in ({"announce": ["203.0.113.7:4001"]}, {"no_announce": ["10.0.0.0/8"]}):
+        with pytest.raises(UserError, match="not a valid multiaddr"):
+            Libp2pTransport(Identity.generate(), ["/ip4/0.0.0.0/tcp/0"], **kw)
+
+
 async def test_announce_replaces_and_no_announce_filters_what_a_node_tells():
     async with trio.open_nursery() as nursery:
         a = make_node(0, "/ip4/0.0.0.0/tcp/0", no_announce=["/ip4/127.0.0.0/ipcidr/8"])

@@ -206,7 +206,7 @@ class Libp2pTransport(Transport):
                                  last_active=lambda peer: self._last_heard.get(peer, -math.inf))
         self._listen_errors: list[str] = []
         self._announce = [str(parse_multiaddr(a)) for a in announce]
-        self._no_announce = list(no_announce)
+        self._no_announce = [str(parse_multiaddr(a)) for a in no_announce]
         self._interfaces: tuple[float, list[str]] = (-1e9, [])
         self._dial_timeout = dial_timeout
         self._max_connections = max_connections
