@@ -7,6 +7,9 @@ Files:
     framing.py           varint-length frames on byte streams; the Stream protocol
     transport.py         the Transport interface and its shared request/dispatch machinery
     libp2p_transport.py  Transport over py-libp2p: TCP + Noise + yamux
+    inbound.py           our TCP listener for libp2p: exclusive port, inbound slots released and capped
+    peerstore.py         libp2p's peerstore that never evicts our own key, and guarded libp2p handlers
+    addrs.py             pure rules: which of our addresses to announce, which of a peer's to keep
     peering.py           pure state machine: bootstrap, dial backoff, rejoin, target peers
     node.py              the Node: a Transport, the node's own protocols, and its services
     service.py           the Service protocol by which gossip, dht, storage... plug into a Node

@@ -123,6 +123,8 @@ class Config:
     data_dir: Path = field(default_factory=default_data_dir)
     listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/4040"])
     bootstrap: list[str] = field(default_factory=list)
+    announce: list[str] = field(default_factory=list)
+    no_announce: list[str] = field(default_factory=list)
     api_host: str = "127.0.0.1"
     api_port: int = 0  # 0: any free port, written to <data dir>/api
     cpus: float = field(default_factory=default_cpus)
@@ -130,6 +132,7 @@ class Config:
     labels: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
     max_connections: int = 512
+    max_connections_per_ip: int = 16
     target_peers: int = 32
     request_timeout: float = 10.0
     dial_timeout: float = 5.0
@@ -142,6 +145,8 @@ class Config:
     HELP = {
         "listen": "multiaddrs to listen on (comma-separated in env)",
         "bootstrap": "multiaddrs of peers to join through, each ending in /p2p/<peer ID>",
+        "announce": "multiaddrs to tell peers instead of the listen and interface addresses (as kubo's Announce)",
+        "no_announce": "multiaddrs or networks (/ip4/10.0.0.0/ipcidr/8) never to tell peers (as kubo's NoAnnounce)",
         "api_host": "address of the local control API (keep it on loopback)",
         "api_port": "port of the control API; 0 picks a free one",
         "cpus": "CPUs offered to the network",
@@ -149,6 +154,7 @@ class Config:
         "labels": "key=value labels for placement (comma-separated in env)",
         "log_level": "debug, info, warning or error",
         "max_connections": "most open connections",
+        "max_connections_per_ip": "most connections from one IP address other than loopback",
         "target_peers": "how many peers to keep connections to",
         "request_timeout": "seconds to wait for a reply",
         "dial_timeout": "seconds to wait for a connection",
@@ -265,6 +271,8 @@ class Config:
         if unknown or not self.dht_protocols:
             raise ConfigError(f"dht_protocols {self.dht_protocols!r} in {where('dht_protocols')}: "
                               f"use one or both of {', '.join(DHT_PROTOCOLS)}")
+        if self.max_connections_per_ip < 1:
+            raise ConfigError(f"max_connections_per_ip in {where('max_connections_per_ip')} must be at least 1")
         if self.links_listen and not re.fullmatch(r"[^:\s]+:[0-9]{1,5}", self.links_listen):
             raise ConfigError(f"links_listen {self.links_listen!r} in {where('links_listen')}: "
                               "write host:port, e.g. 0.0.0.0:8480")
@@ -300,6 +308,8 @@ DEFAULT_FILE_TEXT = """\
 
 # listen = ["/ip4/0.0.0.0/tcp/4040"]
 # bootstrap = ["/ip4/192.0.2.1/tcp/4040/p2p/12D3KooW..."]
+# announce = ["/ip4/203.0.113.7/tcp/4040"]   # tell peers these instead (e.g. behind port forwarding)
+# no_announce = ["/ip4/10.0.0.0/ipcidr/8"]   # never tell peers these
 # api_port = 0            # 0: a free port, written to <data dir>/api
 # cpus = 2
 # memory = "4GiB"

@@ -238,6 +238,8 @@ async def _serve(config: Config, ready: list[bool], on_ready: Callable[[dict], N
     transport = Libp2pTransport(
         identity, config.listen, dial_timeout=config.dial_timeout,
         max_connections=config.max_connections, max_message=config.max_message,
+        announce=config.announce, no_announce=config.no_announce,
+        max_connections_per_ip=config.max_connections_per_ip,
         default_timeout=config.request_timeout,
     )
     resources = Resources(config.cpus, config.memory, dict(config.labels))

@@ -23,20 +23,31 @@ waits 250 ms), libp2p's auto-connector stopped (peering.py decides whom to
 dial), and an explicit shielded
 ``host.close()`` with a deadline on the way out, closing connections
 concurrently.
+
+Where py-libp2p 0.8.1 falls short for a daemon open to strangers, ours
+stands in: the TCP listener (``inbound.py``: an exclusive port, inbound
+slots released when connections close, handshake timeout, per-IP cap,
+idle connections closed for newcomers), the peerstore (``peerstore.py``:
+never evicts our own key; libp2p's own handlers cannot crash the swarm),
+and the addresses we announce (``addrs.py``: every interface address, what
+peers observe, ``announce`` / ``no_announce``; loopback only to loopback).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from typing import Any
 
 import multiaddr
 import trio
 
+from . import addrs as addrs_mod
 from ..errors import MessageTooLarge, PeerUnreachable, TransportError, UserError, WireError
 from .framing import FrameReader, encode_varint
 from .identity import Identity, PeerId
+from .inbound import InboundGate, make_tcp_transport
 from .transport import ProtocolNotSupported, Transport
 
 log = logging.getLogger(__name__)
@@ -44,6 +55,7 @@ log = logging.getLogger(__name__)
 MSG_PROTOCOL = "/p2pcompute/msg/1.0.0"
 CLOSE_DEADLINE = 3.0
 MAX_UNSUPPORTED_PEERS = 1024  # peers whose refused protocols are remembered (LRU)
+PEERSTORE_MAX = 8192  # py-libp2p's default of 1000 is below what membership and the DHT know
 
 
 def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
@@ -61,6 +73,15 @@ def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
     lib.setLevel(level)
     for name in ("multiaddr", "libp2p.transport", "libp2p.network", "libp2p.network.auto_connector"):
         logging.getLogger(name).setLevel(level)
+    _requiet_libp2p_loggers()
+
+
+def _requiet_libp2p_loggers() -> None:
+    """Some libp2p modules set their own logger to INFO on import: hold them to libp2p's level."""
+    floor = logging.getLogger("libp2p").level
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("libp2p.") and isinstance(logger, logging.Logger) and 0 < logger.level < floor:
+            logger.setLevel(floor)
 
 
 def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
@@ -68,6 +89,17 @@ def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
         return multiaddr.Multiaddr(text)
     except Exception as exc:
         raise UserError(f"{text!r} is not a valid multiaddr (e.g. /ip4/127.0.0.1/tcp/4001): {exc}") from None
+
+
+def parse_tcp_listen(text: str) -> multiaddr.Multiaddr:
+    """A listen address: TCP over IPv4 or IPv6 (UDP/QUIC, websockets... are not supported)."""
+    addr = parse_multiaddr(text)
+    names = [p.name for p in addr.protocols()]
+    if "udp" in names or "quic" in names or "quic-v1" in names:
+        raise UserError(f"cannot listen on {text}: UDP/QUIC is not supported; use TCP, e.g. /ip4/0.0.0.0/tcp/4001")
+    if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or len(names) != 2:
+        raise UserError(f"cannot listen on {text}: write /ip4/<address>/tcp/<port> or /ip6/<address>/tcp/<port>")
+    return addr
 
 
 def split_p2p_addr(text: str) -> tuple[PeerId, str]:
@@ -136,13 +168,22 @@ class _Notifee:
 
     async def connected(self, network: Any, conn: Any) -> None:
         peer = _peer_of(conn)
+        self._t._gate.established(_remote_of(conn), peer)
         if peer is not None:
             self._t._peer_connected(peer)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
+        self._t._gate.closed(_remote_of(conn))
         peer = _peer_of(conn)
         if peer is not None and not network.get_connections(conn.muxed_conn.peer_id):
             self._t._on_disconnect(peer)
+
+
+def _remote_of(conn: Any) -> tuple[str, int] | None:
+    try:
+        return conn.muxed_conn.get_remote_address()
+    except Exception:  # a closing connection may have lost its socket
+        return None
 
 
 def _peer_of(conn_or_stream: Any) -> PeerId | None:
@@ -162,10 +203,21 @@ class Libp2pTransport(Transport):
         *,
         dial_timeout: float = 5.0,
         max_connections: int = 512,
+        max_connections_per_ip: int = 16,
+        handshake_timeout: float = 10.0,
+        announce: list[str] = (),
+        no_announce: list[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(identity, **kwargs)
-        self._listen = [parse_multiaddr(a) for a in listen]
+        self._listen = [parse_tcp_listen(a) for a in listen]
+        self._last_heard: dict[PeerId, float] = {}  # for InboundGate: who to close first when full
+        self._gate = InboundGate(max_connections, max_connections_per_ip, handshake_timeout=handshake_timeout,
+                                 last_active=lambda peer: self._last_heard.get(peer, -math.inf))
+        self._listen_errors: list[str] = []
+        self._announce = [str(parse_multiaddr(a)) for a in announce]
+        self._no_announce = [str(parse_multiaddr(a)) for a in no_announce]
+        self._interfaces: tuple[float, list[str]] = (-1e9, [])
         self._dial_timeout = dial_timeout
         self._max_connections = max_connections
         self._host: Any = None
@@ -191,11 +243,12 @@ class Libp2pTransport(Transport):
         return sorted(peers)
 
     def add_addresses(self, peer: PeerId, addrs: list[str]) -> None:
+        """Keep the newest usable addresses (no loopback for a peer connected from elsewhere)."""
         known = self._addrs.setdefault(peer, [])
-        for a in addrs:
+        for a in addrs_mod.usable_for(addrs, self.remote_ip(peer)):
             if a not in known:
                 known.append(a)
-        del known[:-16]  # bounded: keep the newest 16
+        del known[:-addrs_mod.MAX_ADDRS]  # bounded: keep the newest
 
     def addresses_of(self, peer: PeerId) -> list[str]:
         """Addresses we were given, then those libp2p learned (identify: the peer's listen addresses)."""
@@ -205,7 +258,38 @@ class Libp2pTransport(Transport):
                 known += [str(a) for a in self._host.get_peerstore().addrs(self._libp2p_id(peer))]
             except Exception:  # the peerstore raises for a peer it does not know
                 pass
-        return list(dict.fromkeys(a for a in known if "/p2p/" not in a))
+        return addrs_mod.usable_for((a for a in known if "/p2p/" not in a), self.remote_ip(peer))
+
+    def announce_addresses(self) -> list[str]:
+        return addrs_mod.announced(self._listening, self._interface_ips(), self._observed(),
+                                   self._announce, self._no_announce)
+
+    def remote_ip(self, peer: PeerId) -> str | None:
+        if self._host is None:
+            return None
+        try:
+            for conn in self._host.get_network().get_connections(self._libp2p_id(peer)):
+                remote = conn.muxed_conn.get_remote_address()
+                if remote:
+                    return str(remote[0])
+        except Exception:  # a closing connection has no address any more
+            return None
+        return None
+
+    def _interface_ips(self) -> list[str]:
+        """The machine's addresses, read again at most every 30 s (interfaces come and go)."""
+        now = trio.current_time() if self._host is not None else 0.0
+        if now - self._interfaces[0] > 30.0 or not self._interfaces[1]:
+            self._interfaces = (now, addrs_mod.interface_ips())
+        return self._interfaces[1]
+
+    def _observed(self) -> list[str]:
+        """Our addresses as peers see them, confirmed by several (libp2p identify)."""
+        manager = getattr(self._host, "_observed_addr_manager", None)
+        try:
+            return [str(a) for a in manager.addrs()] if manager is not None else []
+        except Exception:
+            return []
 
     def listen_addresses(self) -> list[str]:
         # fixed once listening; read from the cache, because asking libp2p
@@ -257,15 +341,32 @@ class Libp2pTransport(Transport):
 
         key_pair = create_new_key_pair(self.identity.seed)
         security = {NOISE_ID: NoiseTransport(key_pair, noise_privkey=new_x25519().private_key)}
+        # our InboundGate enforces max_connections (closing idle ones to make
+        # room); libp2p's own limit sits above it so a freed slot is not
+        # refused while the closed connection is still being torn down
         config = ConnectionConfig(
             max_connections_per_peer=1,
             min_connections=0,
             low_watermark=0,
-            high_watermark=self._max_connections,
-            max_connections=self._max_connections,
+            high_watermark=self._max_connections + 64,
+            max_connections=self._max_connections + 64,
             dial_timeout=self._dial_timeout,
+            inbound_upgrade_timeout=self._gate.handshake_timeout,
         )
-        host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX", connection_config=config)
+        from libp2p.peer.id import ID
+
+        from .peerstore import SafePeerStore
+
+        self._tcp = make_tcp_transport(self._gate, self._listen_errors)
+
+        def connected(pid: Any) -> bool:
+            return bool(host.get_network().get_connections(pid))
+
+        peerstore = SafePeerStore(ID.from_pubkey(key_pair.public_key), key_pair,
+                                  max(PEERSTORE_MAX, 2 * self._max_connections), connected)
+        host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX", connection_config=config,
+                        transports=[self._tcp], peerstore_opt=peerstore)
+        _requiet_libp2p_loggers()  # now that libp2p's modules are imported
         if str(host.get_id()) != str(self.local_id):  # pragma: no cover - guards a libp2p change
             raise RuntimeError("libp2p derived a different peer ID from our key")
         return host
@@ -276,25 +377,34 @@ class Libp2pTransport(Transport):
         for protocol in self._stream_handlers:
             self._register_stream_protocol(protocol)
         self._host.get_network().register_notifee(_Notifee(self))
+        from .peerstore import guard_handlers
+
+        guard_handlers(self._host, {MSG_PROTOCOL, *self._stream_handlers})
+        failure: UserError | None = None
         try:
             async with self._host.run(self._listen):
                 # libp2p's auto-connector dials every peerstore peer up to
                 # (low + high watermark) / 2 connections; peering.py decides that.
                 await self._host.get_network().auto_connector.stop()
-                self._listening = [str(a) for a in self._host.get_addrs()]
-                if not self._listening:  # py-libp2p logs a failed bind and carries on
-                    raise UserError(
-                        f"cannot listen on {', '.join(map(str, self._listen))}: no such local address "
-                        "or port unavailable; pick another with --listen (/ip4/0.0.0.0/tcp/0 picks a free port)"
+                guard_handlers(self._host, {MSG_PROTOCOL, *self._stream_handlers})  # those run() added
+                self._listening = [f"{a}/p2p/{self.local_id}" for a in self._host.get_transport_addrs()]
+                if self._listen_errors or len(self._listening) < len(self._listen):
+                    # py-libp2p logs a failed bind and carries on: we refuse
+                    why = "; ".join(dict.fromkeys(self._listen_errors)) or "no such local address or port unavailable"
+                    failure = UserError(
+                        f"cannot listen on {', '.join(map(str, self._listen))}: {why}; "
+                        "pick another with --listen (/ip4/0.0.0.0/tcp/0 picks a free port)"
                     )
-                task_status.started()
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    # close while the swarm still runs: after host.run() exits,
-                    # close() no longer reaches the connections and they leak
-                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
-                        await self._close_host()
+                    await _ignore_errors(self._host.close)
+                else:
+                    task_status.started()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        # close while the swarm still runs: after host.run() exits,
+                        # close() no longer reaches the connections and they leak
+                        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
+                            await self._close_host()
         except OSError as exc:
             raise UserError(
                 f"cannot listen on {', '.join(map(str, self._listen))}: {exc.strerror or exc}; "
@@ -303,6 +413,8 @@ class Libp2pTransport(Transport):
         finally:
             self._host = None
             self._listening = []
+        if failure is not None:
+            raise failure
 
     async def _close_host(self) -> None:
         host = self._host
@@ -310,6 +422,7 @@ class Libp2pTransport(Transport):
             for pid in list(host.get_network().get_connections_map()):
                 nursery.start_soon(_ignore_errors, host.disconnect, pid)
         await _ignore_errors(host.close)
+        await self._tcp.close_dialled()
 
     def _register_stream_protocol(self, protocol: str) -> None:
         if self._host is None:
@@ -376,6 +489,7 @@ class Libp2pTransport(Transport):
         reader = FrameReader(stream, self.max_message)
         try:
             while (frame := await reader.read_frame()) is not None:
+                self._last_heard[peer] = trio.current_time()
                 self._on_frame(peer, frame)
         except (MessageTooLarge, WireError) as exc:
             self.stats.rejected[exc.reason] += 1
@@ -388,6 +502,7 @@ class Libp2pTransport(Transport):
             await stream.reset()
 
     def _on_disconnect(self, peer: PeerId) -> None:
+        self._last_heard.pop(peer, None)
         self._out.pop(peer, None)
         self._unsupported.pop(peer, None)
         self._locks.pop(peer, None)

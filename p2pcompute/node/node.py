@@ -17,12 +17,10 @@ even when its bootstrap peers are gone.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,7 @@ import trio
 from .. import __version__
 from ..errors import PeerUnreachable, RequestFailed, TransportError, WireError
 from . import wire
+from .addrs import announced, interface_ips, usable_for
 from .identity import PeerId
 from .messages import GetPeers, Goodbye, Hello, HelloReply, PeerRecord, Peers, Ping, Pong, Resources
 from .peering import Dial, Exchange, Notice, Peering, PeeringConfig
@@ -48,26 +47,13 @@ MIN_TICK = 0.05
 PING_LOOKUP_TIMEOUT = 15.0  # `ping` of a peer we cannot reach: how long its DHT lookup may take
 
 
-@functools.lru_cache(maxsize=1)
-def _local_ipv4() -> tuple[str, ...]:
-    """This host's IPv4 addresses, looked up once per process."""
-    hosts = {"127.0.0.1"}
-    try:
-        hosts.update(socket.gethostbyname_ex(socket.gethostname())[2])
-    except OSError:
-        pass
-    return tuple(sorted(hosts))
-
-
 def advertised(addrs: list[str]) -> list[str]:
-    """Listen addresses as others can dial them (0.0.0.0 becomes real addresses)."""
-    out: list[str] = []
-    for a in addrs:
-        if "/ip4/0.0.0.0/" in a:
-            out.extend(a.replace("/ip4/0.0.0.0/", f"/ip4/{h}/") for h in _local_ipv4())
-        else:
-            out.append(a)
-    return list(dict.fromkeys(out))
+    """Listen addresses as others can dial them (0.0.0.0 becomes every interface address).
+
+    Prefer ``transport.announce_addresses()``, which also applies the
+    ``announce`` / ``no_announce`` settings and observed addresses.
+    """
+    return announced(addrs, interface_ips())
 
 
 class Node:
@@ -96,13 +82,14 @@ class Node:
         self.rng = rng or random.Random()
         self.peering = Peering(self.peer_id, self.rng, PeeringConfig(target=target_peers))
         self.records: dict[PeerId, tuple[PeerRecord, bytes]] = {}
+        self._usable: dict[PeerId, list[str]] = {}  # each record's addresses we can use (addrs.py)
         self._bootstrap = list(bootstrap)
         self._wake = trio.Event()
         self._dirty = False
         self.started_at: float | None = None
         self.public_url: str | None = None  # where others reach our public routes (signed links), if served
         self._nursery: trio.Nursery | None = None
-        self._claim_cache: tuple[tuple[str, ...], PeerRecord, bytes] | None = None
+        self._claim_cache: dict[tuple[str, ...], tuple[PeerRecord, bytes]] = {}
         transport.on_request(Ping, self._on_ping)
         transport.on_request(Hello, self._on_hello)
         transport.on_request(GetPeers, self._on_get_peers)
@@ -165,12 +152,18 @@ class Node:
 
     # --- what other layers ask ----------------------------------------------------
 
-    def own_record(self) -> tuple[PeerRecord, bytes]:
-        addrs = tuple(advertised(self.transport.listen_addresses()))
-        if self._claim_cache is None or self._claim_cache[0] != addrs:
-            record = PeerRecord(self.peer_id, int(self._wall() * 1000), addrs, self.resources, f"p2pcompute/{__version__}")
-            self._claim_cache = (addrs, record, wire.sign_claim(self.identity, record))
-        return self._claim_cache[1], self._claim_cache[2]
+    def own_record(self, peer: PeerId | None = None) -> tuple[PeerRecord, bytes]:
+        """Our signed record; for ``peer``, only with addresses it can use (no loopback off-host)."""
+        addrs = self.transport.announce_addresses()
+        if peer is not None:
+            addrs = usable_for(addrs, self.transport.remote_ip(peer))
+        key = tuple(addrs)
+        if key not in self._claim_cache:
+            if len(self._claim_cache) >= 8:  # addresses changed: old variants are stale
+                self._claim_cache.clear()
+            record = PeerRecord(self.peer_id, int(self._wall() * 1000), key, self.resources, f"p2pcompute/{__version__}")
+            self._claim_cache[key] = (record, wire.sign_claim(self.identity, record))
+        return self._claim_cache[key]
 
     async def ping(self, peer: PeerId, timeout: float | None = None) -> float:
         """Round-trip time to ``peer`` in seconds; a peer we cannot reach is looked up in the DHT first."""
@@ -200,7 +193,7 @@ class Node:
             "peer_id": str(self.peer_id),
             "agent": f"p2pcompute/{__version__}",
             "addresses": [f"{a}/p2p/{self.peer_id}" if "/p2p/" not in a else a
-                          for a in advertised(self.transport.listen_addresses())],
+                          for a in self.transport.announce_addresses()],
             "uptime_s": round(self._wall() - self.started_at, 1) if self.started_at else 0.0,
             "connected_peers": len(connected),
             "known_peers": len(self.peering.known),
@@ -228,7 +221,7 @@ class Node:
                 "peer_id": str(k.peer),
                 "state": "connected" if k.connected else "known",
                 "connected": k.connected,
-                "addresses": list(record.addrs) if record else k.addrs,
+                "addresses": list(self._usable.get(k.peer, ())) if record else k.addrs,
                 "cpus": record.resources.cpus if record else None,
                 "memory": record.resources.memory if record else None,
                 "labels": record.resources.labels if record else {},
@@ -241,7 +234,7 @@ class Node:
         membership = self.services.get("membership")
         for m in membership.member_rows() if membership is not None else []:
             row = rows.setdefault(m["peer_id"], {
-                "peer_id": m["peer_id"], "connected": False, "addresses": [m["address"]] if m["address"] else [],
+                "peer_id": m["peer_id"], "connected": False, "addresses": usable_for([m["address"]] if m["address"] else [], None),
                 "cpus": None, "memory": None, "labels": {}, "agent": "", "bootstrap": False,
                 "failures": 0, "last_error": ""})
             row["state"] = m["state"]
@@ -258,13 +251,13 @@ class Node:
 
     async def _on_hello(self, peer: PeerId, msg: Hello) -> HelloReply:
         self._accept_claim(msg.record, expect=peer)
-        return HelloReply(self.own_record()[1])
+        return HelloReply(self.own_record(peer)[1])
 
     async def _on_get_peers(self, peer: PeerId, msg: GetPeers) -> Peers:
         limit = max(0, min(msg.limit, 64))
         claims = [claim for pid, (_, claim) in self.records.items() if pid != peer]
         self.rng.shuffle(claims)
-        return Peers(tuple([self.own_record()[1]] + claims[: max(0, limit - 1)]))
+        return Peers(tuple([self.own_record(peer)[1]] + claims[: max(0, limit - 1)]))
 
     async def _on_goodbye(self, peer: PeerId, msg: Goodbye) -> None:
         log.debug("peer %s said goodbye (%s)", peer.short, msg.reason)
@@ -319,7 +312,7 @@ class Node:
 
     async def _exchange(self, peer: PeerId) -> None:
         try:
-            reply = await self.transport.request(peer, Hello(self.own_record()[1]))
+            reply = await self.transport.request(peer, Hello(self.own_record(peer)[1]))
             if isinstance(reply, HelloReply):
                 self._accept_claim(reply.record, expect=peer)
             peers = await self.transport.request(peer, GetPeers(limit=64))
@@ -329,11 +322,12 @@ class Node:
         if isinstance(peers, Peers):
             for claim in peers.records[:64]:
                 try:
-                    self._accept_claim(claim)
+                    self._accept_claim(claim, via=peer)
                 except WireError as exc:
                     log.warning("%s sent a bad peer record: %s", peer.short, exc)
 
-    def _accept_claim(self, claim: bytes, expect: PeerId | None = None) -> None:
+    def _accept_claim(self, claim: bytes, expect: PeerId | None = None, via: PeerId | None = None) -> None:
+        """Keep a verified record; its addresses only as far as usable from where ``via`` reached us."""
         signer, record = wire.open_claim(claim, PeerRecord, max_size=64 * 1024)
         if record.peer_id != signer:
             raise WireError(f"record for {record.peer_id.short} signed by {signer.short}")
@@ -347,8 +341,10 @@ class Node:
         if old is None and len(self.records) >= MAX_RECORDS:
             return
         self.records[signer] = (record, claim)
-        self.transport.add_addresses(signer, list(record.addrs))
-        self._apply(self.peering.learned(signer, list(record.addrs), trio.current_time()))
+        usable = usable_for(record.addrs, self.transport.remote_ip(via or expect or signer))
+        self._usable[signer] = usable
+        self.transport.add_addresses(signer, usable)
+        self._apply(self.peering.learned(signer, usable, trio.current_time()))
         self._dirty = True
 
     async def _say_goodbye(self) -> None:

@@ -210,6 +210,14 @@ class Transport(ABC):
     def listen_addresses(self) -> list[str]:
         return []
 
+    def announce_addresses(self) -> list[str]:
+        """Where others can dial us (``node/addrs.py``); default: where we listen."""
+        return self.listen_addresses()
+
+    def remote_ip(self, peer: PeerId) -> str | None:
+        """The IP a connected ``peer`` reaches us from; None if unknown or not IP."""
+        return None
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status.started()`` once ready to use."""
         async with trio.open_nursery() as nursery:
