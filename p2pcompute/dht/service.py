@@ -468,9 +468,7 @@ class DhtService:
         return addrs_to_binary(self.node.transport.addresses_of(peer))  # e.g. a kubo that dialled us
 
     def _own_addrs(self) -> tuple[bytes, ...]:
-        from ..node.node import advertised
-
-        return addrs_to_binary(advertised(self.node.transport.listen_addresses()))
+        return addrs_to_binary(self.node.transport.announce_addresses())
 
     def _peer_answer(self, peer: PeerId, found: bool, hops: int | None, queries: int) -> dict[str, Any]:
         addrs = self._own_addrs() if peer == self.peer_id else self._addrs_of(peer)

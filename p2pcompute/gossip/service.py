@@ -73,8 +73,9 @@ class MembershipService:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         node = self.node
         now = trio.current_time()
-        addrs = node.transport.listen_addresses()
-        self.sm = Membership(node.peer_id, self.config, self.rng, now, address=_advertised_first(node, addrs))
+        announced = node.transport.announce_addresses()  # routable first; announce / no_announce applied
+        self.sm = Membership(node.peer_id, self.config, self.rng, now,
+                             address=announced[0].split("/p2p/")[0] if announced else "")
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._apply(self.sm.handle(ev.SetCapability(self._capability_claim()), now))
@@ -229,10 +230,3 @@ class MembershipService:
         return make_record(self.node.identity, int(self._wall() * 1000), cpus=res.cpus, memory=res.memory,
                            arch=detect_resources()["arch"], free_slots=max(1, int(res.cpus)),
                            labels=dict(res.labels))
-
-
-def _advertised_first(node: Any, addrs: list[str]) -> str:
-    from ..node.node import advertised
-
-    full = advertised(addrs)
-    return full[0].split("/p2p/")[0] if full else ""
