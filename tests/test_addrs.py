@@ -29,6 +29,15 @@ def test_observed_addresses_are_added_and_announce_replaces_everything():
                      announce=["/dns4/example.org/tcp/4001"]) == ["/dns4/example.org/tcp/4001"]
 
 
+def test_an_observed_address_equal_to_a_listen_address_is_listed_once():
+    # the transport's listen addresses carry our /p2p/ID and identify's observed ones may not (or may):
+    # the netns test saw 10.77.0.1 listed twice
+    me = "/p2p/12D3KooWDFG6amt6MmPyogHeD6dr5N2U7UNzo9uhDMMyZTonwtUv"
+    for observed in ("/ip4/10.77.0.1/tcp/4001", "/ip4/10.77.0.1/tcp/4001" + me):
+        out = announced(["/ip4/0.0.0.0/tcp/4001" + me], ["127.0.0.1", "10.77.0.1"], observed=[observed])
+        assert out == ["/ip4/10.77.0.1/tcp/4001", "/ip4/127.0.0.1/tcp/4001"]
+
+
 def test_no_announce_filters_exact_prefix_and_cidr():
     listen = ["/ip4/0.0.0.0/tcp/4001"]
     assert announced(listen, IFACES, no_announce=["/ip4/10.0.0.0/ipcidr/8", "/ip4/127.0.0.1"]) == [

@@ -137,7 +137,10 @@ def announced(listen: Iterable[str], interfaces: Iterable[str], observed: Iterab
     if announce:
         addrs = announce
     else:
-        addrs = expand(listen, interfaces) + [a for a in observed if not _is_unspecified(a)]
+        # listen addresses carry our /p2p/ID, identify's observed ones may not: compare without it
+        bare = [a.split("/p2p/")[0] for a in listen if isinstance(a, str)]
+        seen = [a.split("/p2p/")[0] for a in observed if isinstance(a, str)]
+        addrs = expand(bare, interfaces) + [a for a in seen if not _is_unspecified(a)]
     filters = list(no_announce)
     kept = [a for a in usable_for(addrs, None) if not any(matches(a, f) for f in filters)]
     return sorted(kept, key=_loopback_last)[:MAX_ADDRS]

@@ -30,8 +30,6 @@ def test_five_peers_on_five_addresses_find_each_other_through_one_bootstrap_addr
         assert connected, f"daemon {d.index} holds no connection"
 
 
-@pytest.mark.xfail(reason="a daemon listening on 0.0.0.0 advertises only 127.0.0.1, so peers record each other "
-                          "at loopback: advertised addresses (issue 9 item 3)", strict=False)
 def test_peers_listening_on_any_address_advertise_and_record_only_routable_addresses(make_net):
     net = make_net(5)
     net.start(any_address=True)  # --listen /ip4/0.0.0.0/tcp/4001, as a user on a LAN would
