@@ -10,7 +10,12 @@ fetch); this driver moves bytes and time, with ``trio.current_time()`` as
   same messages, older fields). Every inbound stream is read as a sequence
   of varint-framed messages until it ends — kubo keeps one stream per peer
   and reuses it, or opens a new one per message after an error; both work.
-  A malformed message resets that stream only. Blocks are hashed to get
+  A malformed message resets that stream only. Wants go to the engine in
+  slices of ``WANT_SLICE`` with a checkpoint between (a 16384-entry message
+  does not stall the event loop), and the next message of a peer is read
+  only after ``engine.read_delay`` (its want tokens): a flood slows down
+  its sender through flow control, not us. A peer the engine drops has its
+  streams reset, and new ones too while it is banned. Blocks are hashed to get
   their CID (``bitswap_pb.Block.cid``) and go to the sessions that want that
   CID; a block no session wants and we did not just receive is
   *unsolicited*: its sender is dropped from every session (a corrupted block
@@ -23,8 +28,10 @@ fetch); this driver moves bytes and time, with ``trio.current_time()`` as
   sessions) plus ``engine.next_batch`` (presences, blocks up to ~1 MiB read
   from the block store) in one message. It pulls the next batch only when
   the previous write finished, so a slow reader slows only its own sender
-  and memory stays at about one batch per peer. The sender exits after
-  ``IDLE_SENDER`` seconds without work.
+  and memory stays at about one batch per peer. A write that does not
+  finish within ``send_timeout`` (the peer does not read) or fails while
+  the peer is still connected gets the peer dropped (``send_failed``). The
+  sender exits after ``IDLE_SENDER`` seconds without work.
 * **Fetching.** ``fetch_dag(root, providers)`` runs a ``Session``: its
   ``Need`` commands are answered from the block store at once, ``Store``
   writes verified blocks (``put(verified=True)``: the driver hashed them),
@@ -74,6 +81,11 @@ MAX_QUEUED_WANTS = 65536  # per peer, beyond which the oldest entries are droppe
 MAX_SESSIONS = 32
 RECENT_BLOCKS = 8192
 READ_SIZE = 1 << 20
+WANT_SLICE = 1024  # want entries handed to the engine between two checkpoints
+
+
+class _NotReading(TransportError):
+    """Writes to a connected peer stall: it does not read what we send."""
 
 
 class _BigReader(FrameReader):
@@ -108,6 +120,7 @@ class _Sender:
     wake: trio.Event = field(default_factory=trio.Event)
     stream: Any = None
     running: bool = False
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 @dataclass
@@ -137,6 +150,8 @@ class BitswapService:
         self._senders: dict[PeerId, _Sender] = {}
         self._runs: list[_Run] = []
         self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._streams_in: dict[PeerId, set[Any]] = {}  # open inbound streams, to reset a dropped peer's
+        self._turns: dict[PeerId, trio.Lock] = {}
         self.stats = {"blocks_received": 0, "bytes_received": 0, "duplicate_blocks": 0, "unsolicited_blocks": 0,
                       "blocks_sent": 0, "bytes_sent": 0, "messages_received": 0, "messages_sent": 0,
                       "bad_messages": 0, "fetches": 0, "fetches_failed": 0}
@@ -166,7 +181,7 @@ class BitswapService:
                 self._nursery = None
 
     def status(self) -> dict[str, Any]:
-        return dict(self.stats) | {"peers_served": len(self.engine.ledgers),
+        return dict(self.stats) | self.engine.counts | {"peers_served": len(self.engine.ledgers),
                                    "sessions": [run.session.stats() for run in self._runs]}
 
     def api_routes(self) -> dict:
@@ -299,19 +314,35 @@ class BitswapService:
     # --- inbound ------------------------------------------------------------------------
 
     async def _inbound(self, peer: PeerId, stream: Any) -> None:
+        if self.engine.banned(peer, trio.current_time()):
+            await stream.reset()
+            return
         reader = _BigReader(stream, pb.MAX_MESSAGE)
+        streams = self._streams_in.setdefault(peer, set())
+        streams.add(stream)
+        lock = self._turns.setdefault(peer, trio.Lock())  # one message of a peer at a time, over all its streams
         try:
             while (data := await reader.read_frame()) is not None:
-                self.stats["messages_received"] += 1
-                self._on_message(peer, pb.decode(data))
+                async with lock:
+                    await trio.sleep(self.engine.read_delay(peer, trio.current_time()))
+                    if self.engine.banned(peer, trio.current_time()):
+                        await stream.reset()
+                        break
+                    self.stats["messages_received"] += 1
+                    await self._on_message(peer, pb.decode(data))
         except WireError as exc:
             self.stats["bad_messages"] += 1
             log.warning("bad bitswap message from %s (%s): %s", peer.short, exc.reason, exc)
             await stream.reset()
         except TransportError as exc:
             log.debug("bitswap stream from %s ended: %s", peer.short, exc)
+        finally:
+            streams.discard(stream)
+            if not streams and self._streams_in.get(peer) is streams:
+                del self._streams_in[peer]
+                self._turns.pop(peer, None)
 
-    def _on_message(self, peer: PeerId, msg: pb.Message) -> None:
+    async def _on_message(self, peer: PeerId, msg: pb.Message) -> None:
         now = trio.current_time()
         for block in msg.blocks:
             self._on_block(peer, block.cid(), block.data, now)
@@ -319,8 +350,29 @@ class BitswapService:
             for run in list(self._runs):
                 if run.session.wants(presence.cid):
                     self._apply(run, run.session.on_presence(peer, presence.cid, presence.have, now))
-        for woken in self.engine.receive(peer, msg):
-            self._wake(woken)
+        full = msg.full
+        for start in range(0, max(1, len(msg.wants)), WANT_SLICE):
+            part = pb.Message(wants=msg.wants[start:start + WANT_SLICE], full=full)
+            full = False
+            for woken in self.engine.receive(peer, part, trio.current_time()):
+                self._wake(woken)
+            if self._drop_peers():
+                return
+            if len(msg.wants) > WANT_SLICE:
+                await trio.sleep(0)
+
+    def _drop_peers(self) -> bool:
+        """Carry out the engine's drops: stop the sender, reset the streams. True if any."""
+        drops = self.engine.take_drops()
+        for peer, reason in drops:
+            log.warning("bitswap: dropping %s for %g s: %s", peer.short, self.engine.config.ban_seconds, reason)
+            sender = self._senders.pop(peer, None)
+            if sender is not None:
+                sender.scope.cancel()
+            for stream in self._streams_in.pop(peer, set()):
+                if self._nursery is not None:
+                    self._nursery.start_soon(stream.reset)
+        return bool(drops)
 
     def _on_block(self, peer: PeerId, cid: Cid, data: bytes, now: float) -> None:
         """``cid`` was computed by hashing ``data``: it is what the peer really sent."""
@@ -376,29 +428,41 @@ class BitswapService:
 
     async def _send_loop(self, peer: PeerId, sender: _Sender) -> None:
         try:
-            while True:
-                if not sender.wants and not self.engine.has_work(peer):
-                    sender.wake = trio.Event()
-                    with trio.move_on_after(IDLE_SENDER) as idle:
-                        await sender.wake.wait()
-                    if idle.cancelled_caught:
-                        return
-                    continue
-                wants = sender.wants[:MAX_WANTS_PER_MESSAGE]
-                del sender.wants[:MAX_WANTS_PER_MESSAGE]
-                batch = self.engine.next_batch(peer)
-                msg = self._message(wants, batch)
-                if msg:
-                    await self._write(peer, sender, pb.encode(msg))
+            with sender.scope:
+                while True:
+                    if not sender.wants and not self.engine.has_work(peer):
+                        sender.wake = trio.Event()
+                        with trio.move_on_after(IDLE_SENDER) as idle:
+                            await sender.wake.wait()
+                        if idle.cancelled_caught:
+                            return
+                        continue
+                    wants = sender.wants[:MAX_WANTS_PER_MESSAGE]
+                    del sender.wants[:MAX_WANTS_PER_MESSAGE]
+                    batch = self.engine.next_batch(peer)
+                    msg = self._message(wants, batch)
+                    if msg:
+                        with trio.move_on_after(self.engine.config.send_timeout) as late:
+                            await self._write(peer, sender, pb.encode(msg))
+                        if late.cancelled_caught:
+                            raise _NotReading(f"a write took over {self.engine.config.send_timeout:g} s")
         except (TransportError, P2PComputeError) as exc:
-            log.info("bitswap: cannot send to %s: %s", peer.short, exc)
-            self.engine.peer_gone(peer)
+            now = trio.current_time()
+            stuck = isinstance(exc, _NotReading) or (self.engine.has_work(peer)
+                                                     and peer in self._transport.connected_peers())
+            if stuck:  # it asks, yet takes no replies (writes stall, or no stream opens while connected)
+                if not self.engine.banned(peer, now):
+                    self.engine.send_failed(peer, now, f"it does not read our replies: {exc}")
+                    self._drop_peers()
+            else:
+                log.info("bitswap: cannot send to %s: %s", peer.short, exc)
+                self.engine.peer_gone(peer)
         finally:
             if self._senders.get(peer) is sender:
                 del self._senders[peer]
             if sender.stream is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await sender.stream.close()
+                    await sender.stream.reset() if sender.scope.cancel_called else await sender.stream.close()
 
     def _message(self, wants: list[pb.WantEntry], batch: Batch | None) -> pb.Message:
         if batch is None:
@@ -429,7 +493,7 @@ class BitswapService:
                 stream, sender.stream = sender.stream, None
                 await stream.reset()
                 if attempt == 2:
-                    raise
+                    raise _NotReading(f"{peer.short} took no replies on two streams") from None
 
     # --- control API ----------------------------------------------------------------------
 
