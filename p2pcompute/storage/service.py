@@ -7,7 +7,7 @@ same blockstore directly (``p2pcompute add`` and ``tensor.compute(client)``
 do), the way a second process reads a kubo repo's blocks.
 
 Routes:
-    POST /v1/add?cid-version=0|1&raw-leaves=0|1&pin=1   body: the bytes -> {"cid", "size"}
+    POST /v1/add?cid-version=0|1&raw-leaves=0|1&pin=1   body: the bytes -> {"cid", "size"} (raw leaves: for v1)
     GET  /v1/cat?cid=CID[&offset=N&length=N]            the file's bytes
     POST /v1/fetch {"cid": CID, "pin": true}            bring a DAG here from the network
     POST /v1/pin {"cid": CID}                           pin a DAG already here and announce it
@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from ..errors import P2PComputeError, RequestFailed, UserError
+from ..errors import BlockNotFound, P2PComputeError, RequestFailed, UserError
 from ..node.api import HttpError, json_response, parse_json_body
 from ..node.identity import PeerId
 from .blockstore import Blockstore
@@ -122,9 +122,9 @@ class StorageService:
     async def _add(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         if len(body) > MAX_ADD_BYTES:
             raise HttpError(413, f"over {MAX_ADD_BYTES} bytes: use `p2pcompute add FILE` for large files")
-        options = {"cid_version": int(query.get("cid-version", "0")),
-                   "raw_leaves": query.get("raw-leaves", "0") in ("1", "true")}
-        pin = query.get("pin", "1") in ("1", "true")
+        options = {"cid_version": _int_arg(query, "cid-version", 0, 0, 1),
+                   "raw_leaves": _flag_arg(query, "raw-leaves", None)}  # None: as kubo (raw for v1)
+        pin = _flag_arg(query, "pin", True)
 
         def add() -> Any:
             with self.blockstore.session():  # holds off GC until the new root is pinned
@@ -157,10 +157,32 @@ class StorageService:
             cid = Cid.parse(query.get("cid", ""))
         except P2PComputeError as exc:
             raise HttpError(400, f"cid: {exc}") from None
-        offset = int(query.get("offset", "0"))
-        length = int(query["length"]) if "length" in query else None
-        data = await trio.to_thread.run_sync(lambda: read_file(self.blockstore.get, cid, offset, length))
+        offset = _int_arg(query, "offset", 0, 0, 1 << 62)
+        length = _int_arg(query, "length", None, 0, 1 << 62)
+        try:
+            data = await trio.to_thread.run_sync(lambda: read_file(self.blockstore.get, cid, offset, length))
+        except BlockNotFound as exc:
+            raise HttpError(404, f"{cid} is not (wholly) here: {exc}; fetch it first (POST /v1/fetch)") from None
         return 200, "application/octet-stream", data
+
+
+def _int_arg(query: dict, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """A whole-number query parameter within [lo, hi], or HttpError 400."""
+    text = query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and lo <= int(text) <= hi):
+        raise HttpError(400, f"{name}={text[:40]!r}: give a whole number from {lo} to {hi}")
+    return int(text)
+
+
+def _flag_arg(query: dict, name: str, default: bool | None) -> bool | None:
+    text = query.get(name)
+    if text is None:
+        return default
+    if text.lower() not in ("0", "1", "true", "false"):
+        raise HttpError(400, f"{name}={text[:40]!r}: give 1, 0, true or false")
+    return text.lower() in ("1", "true")
 
 
 def _cid_arg(request: dict) -> Cid:
