@@ -22,8 +22,10 @@ request itself, e.g. a signed link), is called as ``handler(body, query,
 headers)`` with the request headers (lower-case names) and may return a
 fourth element, extra response headers. Public routes take no body (one is
 refused with 413 before any of it is read), at most ``MAX_PUBLIC`` run at
-once (then 503), and may stream: a payload that is an async iterator of
-bytes is sent chunk by chunk (the route gives its own content-length).
+once (then 503). Any route may stream: a payload that is an async function
+``payload(write)`` is called to ``await write(chunk)`` its body (the route
+gives its own content-length, if any). A client that goes away (disconnect)
+cancels its request, handler and stream alike.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ class ControlApi:
             return
         if scope["type"] != "http":
             return
+        async with trio.open_nursery() as nursery:  # a client that goes away cancels its request
+            await self._serve(scope, receive, send, nursery)
+            nursery.cancel_scope.cancel()
+
+    async def _serve(self, scope: dict, receive: Any, send: Any, nursery: trio.Nursery) -> None:
         extra: list = []
         slot = False
         try:
@@ -111,6 +118,7 @@ class ControlApi:
             if not public:
                 self._authorize(scope)
                 body = await _read_body(receive)
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
                 status, content_type, payload = await handler(body, query)
             else:
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
@@ -121,6 +129,7 @@ class ControlApi:
                 except trio.WouldBlock:
                     raise HttpError(503, "busy: too many requests at once; try again shortly") from None
                 slot = True
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
                 status, content_type, payload, *extra = await handler(b"", query, headers)
         except HttpError as exc:
             status, content_type, payload = exc.status, "application/json", _json({"error": str(exc)})
@@ -238,6 +247,12 @@ async def _read_body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
+async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
 async def _respond(send: Any, status: int, content_type: str, payload: Any, extra: Any) -> None:
     headers = [(b"content-type", content_type.encode())]
     if isinstance(payload, (bytes, bytearray)):
@@ -247,9 +262,11 @@ async def _respond(send: Any, status: int, content_type: str, payload: Any, extr
     if isinstance(payload, (bytes, bytearray)):
         await send({"type": "http.response.body", "body": payload})
         return
+    async def write(chunk: bytes) -> None:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
     try:
-        async for chunk in payload:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await payload(write)
     except (P2PComputeError, OSError) as exc:  # headers are out: all we can do is cut the answer short
         log.warning("control API: answer cut short: %s", exc)
         return

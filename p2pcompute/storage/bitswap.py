@@ -354,6 +354,7 @@ class Finished:
 @dataclass(frozen=True, slots=True)
 class Failed:
     reason: str
+    timed_out: bool = False  # nothing arrived for ``idle_timeout`` (nobody had it, or everyone stalled)
 
 
 @dataclass(slots=True)
@@ -513,7 +514,7 @@ class Session:
                 self._dispatch(want, now)
         if not self.done and now - self._last_progress >= self.config.idle_timeout:
             self._fail(f"no block arrived for {self.config.idle_timeout:g} s "
-                       f"({len(self._wants)} wanted, {len(self.peers)} peers)")
+                       f"({len(self._wants)} wanted, {len(self.peers)} peers)", timed_out=True)
         self._pump(now)
         return self._flush()
 
@@ -640,11 +641,11 @@ class Session:
     def _send(self, peer: Peer, entry: WantEntry) -> None:
         self._out.setdefault(peer, []).append(entry)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, timed_out: bool = False) -> None:
         if self.done:
             return
         self.done = True
-        self._cmds.append(Failed(reason))
+        self._cmds.append(Failed(reason, timed_out))
         for cid, want in self._wants.items():  # withdraw every want we made
             for peer in want.asked:
                 if peer in self.peers:

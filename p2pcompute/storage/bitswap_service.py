@@ -52,13 +52,15 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..errors import (
-    BlockNotFound, CorruptBlock, P2PComputeError, RequestFailed, StorageError, TransportError, UserError, WireError,
+    BlockNotFound, CorruptBlock, P2PComputeError, RequestFailed, RequestTimeout, StorageError, TransportError,
+    UserError, WireError,
 )
 from ..node.api import HttpError, json_response, parse_json_body
 from ..node.framing import FrameReader, frame
@@ -130,6 +132,7 @@ class _Run:
     changed: trio.Event = field(default_factory=trio.Event)
     wake_timer: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
+    timed_out: bool = False
     finished: bool = False
     timer_scope: trio.CancelScope | None = None
 
@@ -190,11 +193,14 @@ class BitswapService:
     # --- fetching -----------------------------------------------------------------------
 
     async def fetch_dag(self, root: Cid | str, providers: list[PeerId | str] | None = None,
-                        *, config: SessionConfig | None = None) -> AsyncIterator[Progress]:
+                        *, config: SessionConfig | None = None,
+                        started: float | None = None) -> AsyncIterator[Progress]:
         """Fetch the DAG under ``root`` into the block store, yielding progress; raise if it fails.
 
         ``providers``: peer IDs or multiaddrs (dialled first) to fetch from; None means every
-        connected peer and every peer that connects meanwhile.
+        connected peer and every peer that connects meanwhile. ``started``: when the caller began
+        (its ``idle_timeout`` counts from then until the first block; ``RequestTimeout`` when it passes).
+        Closing the generator early (the caller is cancelled) withdraws every want at once.
         """
         if self._nursery is None:
             raise TransportError("the bitswap service is not running")
@@ -203,7 +209,7 @@ class BitswapService:
         root = parse_cid(root)
         peers = await self._resolve_providers(providers)
         now = trio.current_time()
-        run = _Run(Session(root, now, random.Random(self._rng.getrandbits(64)), config or self.session_config),
+        run = _Run(Session(root, now if started is None else min(started, now), random.Random(self._rng.getrandbits(64)), config or self.session_config),
                    None if providers is None else set(peers))
         self._runs.append(run)
         self.stats["fetches"] += 1
@@ -221,7 +227,8 @@ class BitswapService:
                     s = run.session
                     if run.error is not None:
                         self.stats["fetches_failed"] += 1
-                        raise RequestFailed(f"fetching {root} failed: {run.error}")
+                        raise (RequestTimeout if run.timed_out else RequestFailed)(
+                            f"fetching {root} failed: {run.error}")
                     yield Progress(root, s.blocks, s.bytes, run.finished)
                     if run.finished:
                         return
@@ -236,8 +243,9 @@ class BitswapService:
                     *, config: SessionConfig | None = None) -> Progress:
         """``fetch_dag`` to the end; return the last progress."""
         last = None
-        async for last in self.fetch_dag(root, providers, config=config):
-            pass
+        async with aclosing(self.fetch_dag(root, providers, config=config)) as progress:
+            async for last in progress:
+                pass
         return last
 
     async def _resolve_providers(self, providers: list[PeerId | str] | None) -> list[PeerId]:
@@ -289,6 +297,7 @@ class BitswapService:
                 run.finished = True
             elif isinstance(cmd, Failed):
                 run.error = cmd.reason
+                run.timed_out = cmd.timed_out
                 run.finished = True
         run.changed.set()
         run.wake_timer.set()

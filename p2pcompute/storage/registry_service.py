@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -258,10 +258,12 @@ class RegistryService:
         return 206, "application/octet-stream", body, extra + [("content-range", f"bytes {offset}-{last}/{size}")]
 
 
-async def _stream(store: Any, cid: Cid, offset: int, length: int) -> AsyncIterator[bytes]:
-    pieces = exporter.iter_file(store.get, cid, offset, length)
-    while (piece := await trio.to_thread.run_sync(next, pieces, None)) is not None:
-        yield piece
+def _stream(store: Any, cid: Cid, offset: int, length: int) -> Callable[[Any], Awaitable[None]]:
+    async def body(write: Any) -> None:
+        pieces = exporter.iter_file(store.get, cid, offset, length)
+        while (piece := await trio.to_thread.run_sync(next, pieces, None)) is not None:
+            await write(piece)
+    return body
 
 
 def _error(exc: Exception) -> bytes:
