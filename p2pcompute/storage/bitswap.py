@@ -92,8 +92,8 @@ class EngineConfig:
     inline_block: int = 1024  # answer a want-have with the block itself when it is this small
     max_queue: int = 16384  # replies (presences + blocks) queued for one peer; more: the peer is dropped
     max_queue_total: int = 1 << 18  # replies queued for all peers together; more are not queued
-    want_rate: float = 8192.0  # want entries per second a peer may make us process (token bucket) ...
-    want_burst: float = 32768.0  # ... with this burst
+    want_rate: float = 4096.0  # want entries per second a peer may make us process (token bucket) ...
+    want_burst: float = 16384.0  # ... with this burst (one full message)
     send_timeout: float = 20.0  # the driver's deadline for one write to a peer (then ``send_failed``)
     ban_seconds: float = 60.0  # a dropped peer's wants are ignored this long
 

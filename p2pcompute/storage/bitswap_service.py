@@ -10,11 +10,13 @@ fetch); this driver moves bytes and time, with ``trio.current_time()`` as
   same messages, older fields). Every inbound stream is read as a sequence
   of varint-framed messages until it ends — kubo keeps one stream per peer
   and reuses it, or opens a new one per message after an error; both work.
-  A malformed message resets that stream only. Wants go to the engine in
-  slices of ``WANT_SLICE`` with a checkpoint between (a 16384-entry message
-  does not stall the event loop), and the next message of a peer is read
+  A malformed message resets that stream only. Large messages are decoded
+  in a worker thread, and wants go to the engine in slices of
+  ``WANT_SLICE`` with a checkpoint between (a 16384-entry message does not
+  stall the event loop), and the next message of a peer is read
   only after ``engine.read_delay`` (its want tokens): a flood slows down
-  its sender through flow control, not us. A peer the engine drops has its
+  its sender through flow control, not us. A peer holds at most
+  ``MAX_STREAMS_IN`` inbound streams (each buffers up to a muxer window). A peer the engine drops has its
   streams reset, and new ones too while it is banned. Blocks are hashed to get
   their CID (``bitswap_pb.Block.cid``) and go to the sessions that want that
   CID; a block no session wants and we did not just receive is
@@ -83,7 +85,9 @@ MAX_QUEUED_WANTS = 65536  # per peer, beyond which the oldest entries are droppe
 MAX_SESSIONS = 32
 RECENT_BLOCKS = 8192
 READ_SIZE = 1 << 20
-WANT_SLICE = 1024  # want entries handed to the engine between two checkpoints
+WANT_SLICE = 256  # want entries handed to the engine between two checkpoints (~4 ms of work)
+MAX_STREAMS_IN = 2  # inbound bitswap streams a peer may hold open at once
+DECODE_IN_THREAD = 64 * 1024  # messages larger than this are decoded in a worker thread (the loop keeps running)
 
 
 class _NotReading(TransportError):
@@ -326,8 +330,12 @@ class BitswapService:
         if self.engine.banned(peer, trio.current_time()):
             await stream.reset()
             return
-        reader = _BigReader(stream, pb.MAX_MESSAGE)
         streams = self._streams_in.setdefault(peer, set())
+        if len(streams) >= MAX_STREAMS_IN:  # kubo keeps one; each holds a muxer window of buffered bytes
+            log.debug("bitswap: %s opened over %d streams; resetting the newest", peer.short, MAX_STREAMS_IN)
+            await stream.reset()
+            return
+        reader = _BigReader(stream, pb.MAX_MESSAGE)
         streams.add(stream)
         lock = self._turns.setdefault(peer, trio.Lock())  # one message of a peer at a time, over all its streams
         try:
@@ -338,7 +346,9 @@ class BitswapService:
                         await stream.reset()
                         break
                     self.stats["messages_received"] += 1
-                    await self._on_message(peer, pb.decode(data))
+                    msg = (pb.decode(data) if len(data) <= DECODE_IN_THREAD
+                           else await trio.to_thread.run_sync(pb.decode, data))
+                    await self._on_message(peer, msg)
         except WireError as exc:
             self.stats["bad_messages"] += 1
             log.warning("bad bitswap message from %s (%s): %s", peer.short, exc.reason, exc)
@@ -457,7 +467,7 @@ class BitswapService:
                             raise _NotReading(f"a write took over {self.engine.config.send_timeout:g} s")
         except (TransportError, P2PComputeError) as exc:
             now = trio.current_time()
-            stuck = isinstance(exc, _NotReading) or (self.engine.has_work(peer)
+            stuck = isinstance(exc, _NotReading) or (peer in self.engine.ledgers
                                                      and peer in self._transport.connected_peers())
             if stuck:  # it asks, yet takes no replies (writes stall, or no stream opens while connected)
                 if not self.engine.banned(peer, now):
