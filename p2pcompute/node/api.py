@@ -262,6 +262,7 @@ async def _respond(send: Any, status: int, content_type: str, payload: Any, extr
     if isinstance(payload, (bytes, bytearray)):
         await send({"type": "http.response.body", "body": payload})
         return
+
     async def write(chunk: bytes) -> None:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
