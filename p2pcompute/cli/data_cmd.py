@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--expect", metavar="CID|sha256:HEX", help="refuse data that does not match")
     f.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the result")
     f.add_argument("--max-size", type=int, default=64 << 30, metavar="BYTES", help="refuse more (default 64 GiB)")
-    f.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per network operation (default 30)")
+    f.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="per network operation; for ipfs://, no block for this long fails it (default 30)")
     add_data_dir(f)
     add_json_flag(f)
     f.set_defaults(func=cmd_fetch)
@@ -116,7 +117,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from ..storage.blockstore import Blockstore
     from ..storage.dataref import DataRef
     from ..storage.sources import Limits, fetch
-    from .storage_cmd import _progress
+    from .storage_cmd import _progress, daemon_fetch
 
     data_dir = args.data_dir or default_data_dir()
     ref = DataRef.parse(args.uri, ipfs_api=args.ipfs_api, headers=_pairs(args.header, ":", "--header"),
@@ -124,8 +125,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     store = Blockstore.for_data_dir(data_dir)
 
     async def network(cid) -> None:  # only for ipfs:// data the store lacks: the daemon fetches it (DHT + bitswap)
-        client = _client(args)
-        await trio.to_thread.run_sync(lambda: client._call("POST", "/v1/fetch", json={"cid": str(cid)}))
+        await trio.to_thread.run_sync(lambda: daemon_fetch(data_dir, cid, pin=False, timeout=args.timeout,
+                                                           show=False))  # fetch pins what it keeps
 
     limits = Limits(max_bytes=args.max_size, timeout=args.timeout)
     with _progress(ref.range.length if ref.range else None, f"fetching {ref.kind}", not args.json) as advance:

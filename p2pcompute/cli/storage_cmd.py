@@ -1,4 +1,4 @@
-"""``add``, ``cat``, ``get``, ``car export|import`` and ``storage gc|pins|unpin``: content-addressed data.
+"""``add``, ``cat``, ``get``, ``pin add|ls|rm``, ``car export|import``, ``storage gc|pins|unpin``: content-addressed data.
 
 These commands work on the block store of a data dir (``<data dir>/blocks``)
 directly, so they need no running daemon; a running daemon shares that store
@@ -20,14 +20,20 @@ from .daemon import add_data_dir
 from .output import add_json_flag, console, err_console, print_json
 
 PROGRESS_MIN = 16 * 1024 * 1024  # show a progress bar from this many bytes on
+FETCH_TIMEOUT = 60.0  # as the daemon's: a DHT lookup alone may take 30 s; a transfer that moves never times out
 
 STORE_NOTE = """\
 Works on the block store of the data dir (<data dir>/blocks) directly: no daemon
 needs to run, and a running daemon shares the store safely. When blocks are
 missing and a daemon runs on the data dir, it fetches them first: providers
-from the DHT, blocks over bitswap, each one verified. `add` with a daemon
-running also has it pin and announce the new root.
+from the DHT, blocks over bitswap, each one verified (a status line on stderr
+says how it goes; Ctrl-C stops the daemon's fetch too). Fetched data is not
+pinned (as in kubo), so `storage gc` may remove it: `get --pin` or `pin add`
+keeps it. `add` with a daemon running also has it pin and announce the root.
 """
+
+TIMEOUT_HELP = ("give up when no block arrives for S seconds: from the start (not found) or mid-transfer "
+                f"(default {FETCH_TIMEOUT:g}; a DHT lookup alone may take 30)")
 
 ADD_HELP = """\
 Import a file, or a directory tree (as `ipfs add -r`), into the block store and
@@ -63,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("cid", metavar="CID")
     c.add_argument("--offset", type=int, default=0, help="first byte to write (default 0)")
     c.add_argument("--length", type=int, help="number of bytes to write (default: to the end)")
+    c.add_argument("--timeout", type=float, default=FETCH_TIMEOUT, metavar="S", help=TIMEOUT_HELP)
     add_data_dir(c)
     c.set_defaults(func=cmd_cat)
 
@@ -71,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "block.\n\n" + STORE_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("cid", metavar="CID")
     g.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="where to write it (must not exist)")
+    g.add_argument("--pin", action="store_true", help="also pin it here (and announce it), so gc keeps it")
+    g.add_argument("--timeout", type=float, default=FETCH_TIMEOUT, metavar="S", help=TIMEOUT_HELP)
     _common(g)
     g.set_defaults(func=cmd_get)
 
@@ -92,16 +101,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(im)
     im.set_defaults(func=cmd_car_import)
 
+    pn = sub.add_parser("pin", help="pin data so gc keeps it: pin add|ls|rm (as `ipfs pin`)")
+    pn_sub = pn.add_subparsers(dest="pin_command", metavar="ACTION")
+    pn.set_defaults(func=lambda args: (pn.print_help(), 2)[1])
+    pa = pn_sub.add_parser("add", help="pin CID (fetched from peers first if missing here) and announce it")
+    pa.add_argument("cid", metavar="CID")
+    pa.add_argument("--timeout", type=float, default=FETCH_TIMEOUT, metavar="S", help=TIMEOUT_HELP)
+    _common(pa)
+    pa.set_defaults(func=cmd_pin_add)
+    pl = pn_sub.add_parser("ls", help="list the pinned roots and the store's size")
+    _common(pl)
+    pl.set_defaults(func=cmd_pins)
+    pr = pn_sub.add_parser("rm", help="unpin CID (its blocks go at the next gc)")
+    pr.add_argument("cid", metavar="CID")
+    _common(pr)
+    pr.set_defaults(func=cmd_unpin)
+
     st = sub.add_parser("storage", help="the local block store: pins and garbage collection")
     st_sub = st.add_subparsers(dest="storage_command", metavar="ACTION")
     st.set_defaults(func=lambda args: (st.print_help(), 2)[1])
     gc = st_sub.add_parser("gc", help="delete every block that no pin reaches")
     _common(gc)
     gc.set_defaults(func=cmd_gc)
-    pins = st_sub.add_parser("pins", help="list the pinned roots and the store's size")
+    pins = st_sub.add_parser("pins", help="list the pinned roots (the same as `pin ls`)")
     _common(pins)
     pins.set_defaults(func=cmd_pins)
-    un = st_sub.add_parser("unpin", help="unpin a root (its blocks go at the next gc)")
+    un = st_sub.add_parser("unpin", help="unpin a root (the same as `pin rm`)")
     un.add_argument("cid", metavar="CID")
     _common(un)
     un.set_defaults(func=cmd_unpin)
@@ -194,11 +219,9 @@ def _tell_daemon(args: argparse.Namespace, root) -> bool:
         return False  # no daemon: the blocks are here, pinned; a daemon announces them when it starts
 
 
-def _ensure_local(args: argparse.Namespace, store, root) -> None:
+def _ensure_local(args: argparse.Namespace, store, root, *, pin: bool = False) -> None:
     """Bring ``root``'s DAG here through the daemon (DHT providers + bitswap) if blocks are missing."""
     from ..errors import StorageError
-    from ..node.client import ControlClient
-    from ..node.config import default_data_dir
 
     try:
         for _ in store.walk(root):
@@ -206,13 +229,81 @@ def _ensure_local(args: argparse.Namespace, store, root) -> None:
         return
     except StorageError:
         pass
+    daemon_fetch(args.data_dir, root, pin=pin, timeout=args.timeout, show=not getattr(args, "json", False))
+
+
+def daemon_fetch(data_dir, root, *, pin: bool, timeout: float, show: bool) -> dict:
+    """Have the daemon of ``data_dir`` fetch ``root``, with a status line on stderr while it searches.
+
+    The request streams the daemon's progress; leaving (Ctrl-C) closes it, which stops the daemon's fetch.
+    """
+    import json
+
+    import httpx
+
+    from ..node.client import ControlClient
+    from ..node.config import default_data_dir
+
+    if not 0 < timeout <= 86400:
+        raise UserError("--timeout must be over 0 and at most 86400 seconds")
     try:
-        client = ControlClient(args.data_dir or default_data_dir(), timeout=600)
+        client = ControlClient(data_dir or default_data_dir())
     except UserError:
         raise UserError(f"{root} is not (wholly) in the local blockstore and no daemon runs to fetch it: "
                         "start one with `p2pcompute join`") from None
-    with err_console.status(f"fetching {root} from the network…"):
-        client._call("POST", "/v1/fetch", {"cid": str(root)})
+    body = {"cid": str(root), "pin": pin, "timeout": timeout, "progress": True}
+    status = err_console.status(f"looking for {root}…") if show and err_console.is_terminal else None
+    result: dict = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            if status is not None:
+                stack.enter_context(status)
+            resp = stack.enter_context(client._http.stream(
+                "POST", "/v1/fetch", json=body, timeout=httpx.Timeout(30, read=timeout + 60)))
+            if resp.status_code != 200:
+                resp.read()
+                raise UserError(_error_of(resp))
+            for line in resp.iter_lines():
+                event = json.loads(line) if line.strip() else {}
+                if event.get("phase") == "error":
+                    raise UserError(event.get("error") or "the fetch failed")
+                if event.get("phase") == "done":
+                    result = event
+                elif status is not None:
+                    status.update(_describe(root, event))
+    except httpx.ConnectError:
+        raise UserError(f"the daemon of {client.data_dir} does not answer at {client.url}: is it running? "
+                        "(`p2pcompute join`)") from None
+    except httpx.HTTPError as exc:
+        raise UserError(f"lost the daemon while fetching {root}: {exc}") from None
+    finally:
+        client.close()
+    if not result:
+        raise UserError(f"the daemon stopped answering while fetching {root}")
+    return result
+
+
+def _describe(root, event: dict) -> str:
+    if event.get("phase") == "fetching":
+        return f"fetching {root}: {event.get('blocks', 0)} block(s), {_size(event.get('bytes', 0))}"
+    if event.get("done"):
+        return f"asking peers for {root} ({event.get('providers', 0)} provider(s) in the DHT)…"
+    return f"looking for providers of {root} in the DHT…"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _error_of(resp) -> str:
+    try:
+        return str(resp.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:200] or f"the daemon answered {resp.status_code}"
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
@@ -241,12 +332,16 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output.exists() or args.output.is_symlink():
         raise UserError(f"{args.output} already exists: choose a new path")
     _ensure_local(args, store, root)
+    if args.pin:
+        store.pin(root)
+        _tell_daemon(args, root)
     info = exporter.stat(store.get, root)
     total = info.size if info.kind in ("file", "raw") else None
     with _progress(total, f"getting {root}", not args.json) as advance:
         files, size = _write_tree(store, root, args.output, advance, depth=0)
     if args.json:
-        print_json({"cid": str(root), "path": str(args.output), "kind": info.kind, "files": files, "bytes": size})
+        print_json({"cid": str(root), "path": str(args.output), "kind": info.kind, "files": files, "bytes": size,
+                    "pinned": args.pin})
     else:
         console.print(f"wrote {root} to {args.output} ({files} file(s), {size} bytes)", highlight=False)
     return 0
@@ -359,11 +454,24 @@ def cmd_pins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pin_add(args: argparse.Namespace) -> int:
+    store = _store(args)
+    root = _cid(args.cid)
+    _ensure_local(args, store, root)
+    store.pin(root)
+    announced = _tell_daemon(args, root)
+    if args.json:
+        print_json({"pinned": str(root), "announced": announced})
+    else:
+        console.print(f"pinned {root}" + (" and announced it" if announced else ""), highlight=False)
+    return 0
+
+
 def cmd_unpin(args: argparse.Namespace) -> int:
     store = _store(args)
     root = _cid(args.cid)
     if not store.unpin(root):
-        raise UserError(f"{root} is not pinned (see `p2pcompute storage pins`)")
+        raise UserError(f"{root} is not pinned (see `p2pcompute pin ls`)")
     if args.json:
         print_json({"unpinned": str(root)})
     else:

@@ -21,7 +21,12 @@ paths win), passed in ``query`` under that name. A handler marked with
 ``public_route`` is served without the bearer token (it authorises the
 request itself, e.g. a signed link), is called as ``handler(body, query,
 headers)`` with the request headers (lower-case names) and may return a
-fourth element, extra response headers.
+fourth element, extra response headers. Public routes take no body (one is
+refused with 413 before any of it is read), at most ``MAX_PUBLIC`` run at
+once (then 503). Any route may stream: a payload that is an async function
+``payload(write)`` is called to ``await write(chunk)`` its body (the route
+gives its own content-length, if any). A client that goes away (disconnect)
+cancels its request, handler and stream alike.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 API_FILE = "api"
 TOKEN_FILE = "api_token"
 MAX_BODY = 64 << 20  # loopback and token only; routes bound what they accept
+MAX_PUBLIC = 16  # public (tokenless) requests served at once
 
 
 def create_token(data_dir: Path) -> str:
@@ -81,6 +87,7 @@ class ControlApi:
         self.config = config
         self._token = token.encode()
         self.public_only = public_only
+        self._public_slots = trio.Semaphore(MAX_PUBLIC)
         self.routes = {
             ("GET", "/v1/status"): self.status,
             ("GET", "/v1/peers"): self.peers,
@@ -103,7 +110,13 @@ class ControlApi:
             return
         if scope["type"] != "http":
             return
+        async with trio.open_nursery() as nursery:  # a client that goes away cancels its request
+            await self._serve(scope, receive, send, nursery)
+            nursery.cancel_scope.cancel()
+
+    async def _serve(self, scope: dict, receive: Any, send: Any, nursery: trio.Nursery) -> None:
         extra: list = []
+        slot = False
         try:
             try:
                 handler, query = self._route(scope["method"], scope["path"], _query(scope))
@@ -114,12 +127,20 @@ class ControlApi:
             public = getattr(handler, "public", False)
             if not public:
                 self._authorize(scope)
-            body = await _read_body(receive)
-            if public:
-                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-                status, content_type, payload, *extra = await handler(body, query, headers)
-            else:
+                body = await _read_body(receive)
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
                 status, content_type, payload = await handler(body, query)
+            else:
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+                if headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers:
+                    raise HttpError(413, "this route takes no request body")
+                try:
+                    self._public_slots.acquire_nowait()
+                except trio.WouldBlock:
+                    raise HttpError(503, "busy: too many requests at once; try again shortly") from None
+                slot = True
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                status, content_type, payload, *extra = await handler(b"", query, headers)
         except HttpError as exc:
             status, content_type, payload = exc.status, "application/json", _json({"error": str(exc)})
         except UserError as exc:
@@ -129,10 +150,11 @@ class ControlApi:
         except Exception as exc:
             log.exception("control API %s %s failed", scope["method"], scope["path"])
             status, content_type, payload = 500, "application/json", _json({"error": f"internal: {exc}"})
-        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
-        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (extra[0] if extra else ())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        try:
+            await _respond(send, status, content_type, payload, extra[0] if extra else ())
+        finally:
+            if slot:
+                self._public_slots.release()
 
     def _route(self, method: str, path: str, query: dict) -> tuple[Any, dict]:
         """The handler for ``method path`` (exact paths first, then ``/prefix/{name}``) and its query."""
@@ -256,6 +278,33 @@ async def _read_body(receive: Any) -> bytes:
         chunks.append(chunk)
         if not event.get("more_body"):
             return b"".join(chunks)
+
+
+async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _respond(send: Any, status: int, content_type: str, payload: Any, extra: Any) -> None:
+    headers = [(b"content-type", content_type.encode())]
+    if isinstance(payload, (bytes, bytearray)):
+        headers.append((b"content-length", str(len(payload)).encode()))
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if isinstance(payload, (bytes, bytearray)):
+        await send({"type": "http.response.body", "body": payload})
+        return
+
+    async def write(chunk: bytes) -> None:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    try:
+        await payload(write)
+    except (P2PComputeError, OSError) as exc:  # headers are out: all we can do is cut the answer short
+        log.warning("control API: answer cut short: %s", exc)
+        return
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def serve_api(app: ControlApi, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

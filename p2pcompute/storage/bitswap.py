@@ -18,6 +18,20 @@ every queued presence and blocks up to ``batch_bytes`` (at least one): one
 message per batch. Whether we hold a block, and its size, is the one outside
 fact the engine consults, through the injected ``size_of(cid)``.
 
+A peer cannot make the engine hold or do unbounded work. Its queued
+replies (presences + blocks) are capped at ``max_queue``, and all peers'
+together at ``max_queue_total`` (a reply beyond the total is not queued:
+presences are advisory, the asker re-asks). A peer whose own queue
+overflows is asking faster than it reads its replies, and a peer the driver
+cannot write to within its deadline (``send_failed``) does not read them at
+all: either is *dropped* — its ledger forgotten, its wants ignored for
+``ban_seconds`` (``banned``) — and the driver resets its streams
+(``take_drops``). Every want entry costs a token of a per-peer bucket
+(``want_rate`` per second, up to ``want_burst``); ``read_delay`` says how
+long the driver waits before reading that peer's next message, so a flood
+is pushed back to the flooder through flow control instead of spending our
+CPU.
+
 Theory of operation: the Session (fetching one DAG)
 ---------------------------------------------------
 The session walks the DAG from the root: CIDs it discovers wait in a
@@ -76,6 +90,12 @@ class EngineConfig:
     batch_bytes: int = 1024 * 1024  # block bytes per message (go-bitswap: up to ~1 MiB too)
     max_presences: int = 4096  # presences per message
     inline_block: int = 1024  # answer a want-have with the block itself when it is this small
+    max_queue: int = 16384  # replies (presences + blocks) queued for one peer; more: the peer is dropped
+    max_queue_total: int = 1 << 18  # replies queued for all peers together; more are not queued
+    want_rate: float = 4096.0  # want entries per second a peer may make us process (token bucket) ...
+    want_burst: float = 16384.0  # ... with this burst (one full message)
+    send_timeout: float = 20.0  # the driver's deadline for one write to a peer (then ``send_failed``)
+    ban_seconds: float = 60.0  # a dropped peer's wants are ignored this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,8 @@ class Ledger:
     wants_received: int = 0
     blocks_sent: int = 0
     bytes_sent: int = 0
+    credit: float = 0.0  # want tokens left (negative: the driver waits before reading more)
+    credit_at: float = 0.0
 
 
 class Engine:
@@ -105,19 +127,29 @@ class Engine:
         self.config = config
         self.ledgers: dict[Peer, Ledger] = {}
         self._wanted_by: dict[Cid, set[Peer]] = {}  # index of ledger.waiting
+        self._queued = 0  # presences + blocks queued over all ledgers
+        self._banned: dict[Peer, float] = {}  # peer -> until
+        self._drops: list[tuple[Peer, str]] = []
+        self.counts = {"peers_dropped": 0, "replies_refused": 0}
 
-    def receive(self, peer: Peer, msg: Message) -> list[Peer]:
+    def receive(self, peer: Peer, msg: Message, now: float = 0.0) -> list[Peer]:
         """Apply a peer's wantlist changes; return ``[peer]`` if it now has something to be sent."""
         if not msg.wants and not msg.full:
+            return []
+        if self.banned(peer, now):
             return []
         ledger = self.ledgers.get(peer)
         if ledger is None:
             if len(self.ledgers) >= self.config.max_peers:
                 return []
-            ledger = self.ledgers[peer] = Ledger()
+            ledger = self.ledgers[peer] = Ledger(credit=self.config.want_burst, credit_at=now)
+        ledger.credit = min(self.config.want_burst,
+                            ledger.credit + (now - ledger.credit_at) * self.config.want_rate) - len(msg.wants)
+        ledger.credit_at = now
         if msg.full:
             for cid in list(ledger.waiting):
                 self._unwait(peer, ledger, cid)
+            self._queued -= len(ledger.presences) + len(ledger.blocks)
             ledger.presences.clear()
             ledger.blocks.clear()
         for entry in msg.wants:
@@ -126,21 +158,73 @@ class Engine:
                 self._cancel(peer, ledger, entry.cid)
             else:
                 self._want(peer, ledger, entry)
+            if len(ledger.presences) + len(ledger.blocks) > self.config.max_queue:
+                self._drop(peer, f"over {self.config.max_queue} replies queued: it asks faster than it reads",
+                           now)
+                return []
         return [peer] if ledger.presences or ledger.blocks else []
+
+    def read_delay(self, peer: Peer, now: float) -> float:
+        """Seconds to wait before reading ``peer``'s next message (its want tokens are spent)."""
+        ledger = self.ledgers.get(peer)
+        if ledger is None or ledger.credit >= 0:
+            return 0.0
+        return max(0.0, -ledger.credit / self.config.want_rate - (now - ledger.credit_at))
+
+    def send_failed(self, peer: Peer, now: float, reason: str) -> None:
+        """The driver could not write to ``peer`` within ``send_timeout``: it does not read; drop it."""
+        self._drop(peer, reason, now)
+
+    def banned(self, peer: Peer, now: float) -> bool:
+        until = self._banned.get(peer)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._banned[peer]
+        return False
+
+    def take_drops(self) -> list[tuple[Peer, str]]:
+        """The peers dropped since the last call, and why (the driver resets their streams)."""
+        drops, self._drops = self._drops, []
+        return drops
+
+    def _drop(self, peer: Peer, reason: str, now: float) -> None:
+        self.peer_gone(peer)
+        for old in [p for p, until in self._banned.items() if until <= now]:
+            del self._banned[old]
+        if len(self._banned) < self.config.max_peers:
+            self._banned[peer] = now + self.config.ban_seconds
+        self.counts["peers_dropped"] += 1
+        self._drops.append((peer, reason))
+
+    def _queue(self, ledger: Ledger, table: dict, cid: Cid, value: object) -> None:
+        """Queue a reply if the total allows (a presence or block already queued is only updated)."""
+        if cid in table:
+            table[cid] = value
+        elif self._queued < self.config.max_queue_total:
+            table[cid] = value
+            self._queued += 1
+        else:
+            self.counts["replies_refused"] += 1
+
+    def _unqueue(self, table: dict, cid: Cid) -> None:
+        if table.pop(cid, None) is not None:
+            self._queued -= 1
 
     def _want(self, peer: Peer, ledger: Ledger, e: WantEntry) -> None:
         size = self.size_of(e.cid)
         if size is None:
             if e.send_dont_have:
-                ledger.presences[e.cid] = False
+                self._queue(ledger, ledger.presences, e.cid, False)
             self._wait(peer, ledger, e.cid, e.want_type, e.send_dont_have)
             return
         self._unwait(peer, ledger, e.cid)
         if e.want_type == WANT_BLOCK or size <= self.config.inline_block:
-            ledger.presences.pop(e.cid, None)
-            ledger.blocks[e.cid] = size
+            self._unqueue(ledger.presences, e.cid)
+            self._queue(ledger, ledger.blocks, e.cid, size)
         elif e.cid not in ledger.blocks:
-            ledger.presences[e.cid] = True
+            self._queue(ledger, ledger.presences, e.cid, True)
 
     def _wait(self, peer: Peer, ledger: Ledger, cid: Cid, want_type: int, sdh: bool) -> None:
         if cid not in ledger.waiting and len(ledger.waiting) >= self.config.max_wants_per_peer:
@@ -158,8 +242,8 @@ class Engine:
 
     def _cancel(self, peer: Peer, ledger: Ledger, cid: Cid) -> None:
         self._unwait(peer, ledger, cid)
-        ledger.presences.pop(cid, None)
-        ledger.blocks.pop(cid, None)
+        self._unqueue(ledger.presences, cid)
+        self._unqueue(ledger.blocks, cid)
 
     def block_added(self, cid: Cid) -> list[Peer]:
         """We now hold ``cid``: queue it for the peers that were waiting; return them."""
@@ -170,11 +254,11 @@ class Engine:
         for peer in peers:
             ledger = self.ledgers[peer]
             want_type, _ = ledger.waiting.pop(cid)
-            ledger.presences.pop(cid, None)
+            self._unqueue(ledger.presences, cid)
             if want_type == WANT_BLOCK or size <= self.config.inline_block:
-                ledger.blocks[cid] = size
+                self._queue(ledger, ledger.blocks, cid, size)
             else:
-                ledger.presences[cid] = True
+                self._queue(ledger, ledger.presences, cid, True)
         return sorted(peers, key=repr)
 
     def next_batch(self, peer: Peer) -> Batch | None:
@@ -187,6 +271,7 @@ class Engine:
         while ledger.presences and len(haves) + len(dont) < self.config.max_presences:
             cid, have = next(iter(ledger.presences.items()))
             del ledger.presences[cid]
+            self._queued -= 1
             (haves if have else dont).append(cid)
         blocks: list[Cid] = []
         budget = self.config.batch_bytes
@@ -195,6 +280,7 @@ class Engine:
             if blocks and size > budget:
                 break
             del ledger.blocks[cid]
+            self._queued -= 1
             blocks.append(cid)
             budget -= size
             ledger.blocks_sent += 1
@@ -208,6 +294,7 @@ class Engine:
     def peer_gone(self, peer: Peer) -> None:
         ledger = self.ledgers.pop(peer, None)
         if ledger is not None:
+            self._queued -= len(ledger.presences) + len(ledger.blocks)
             for cid in list(ledger.waiting):
                 self._unwait(peer, ledger, cid)
 
@@ -267,6 +354,7 @@ class Finished:
 @dataclass(frozen=True, slots=True)
 class Failed:
     reason: str
+    timed_out: bool = False  # nothing arrived for ``idle_timeout`` (nobody had it, or everyone stalled)
 
 
 @dataclass(slots=True)
@@ -426,7 +514,7 @@ class Session:
                 self._dispatch(want, now)
         if not self.done and now - self._last_progress >= self.config.idle_timeout:
             self._fail(f"no block arrived for {self.config.idle_timeout:g} s "
-                       f"({len(self._wants)} wanted, {len(self.peers)} peers)")
+                       f"({len(self._wants)} wanted, {len(self.peers)} peers)", timed_out=True)
         self._pump(now)
         return self._flush()
 
@@ -553,11 +641,11 @@ class Session:
     def _send(self, peer: Peer, entry: WantEntry) -> None:
         self._out.setdefault(peer, []).append(entry)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, timed_out: bool = False) -> None:
         if self.done:
             return
         self.done = True
-        self._cmds.append(Failed(reason))
+        self._cmds.append(Failed(reason, timed_out))
         for cid, want in self._wants.items():  # withdraw every want we made
             for peer in want.asked:
                 if peer in self.peers:

@@ -10,7 +10,14 @@ fetch); this driver moves bytes and time, with ``trio.current_time()`` as
   same messages, older fields). Every inbound stream is read as a sequence
   of varint-framed messages until it ends — kubo keeps one stream per peer
   and reuses it, or opens a new one per message after an error; both work.
-  A malformed message resets that stream only. Blocks are hashed to get
+  A malformed message resets that stream only. Large messages are decoded
+  in a worker thread, and wants go to the engine in slices of
+  ``WANT_SLICE`` with a checkpoint between (a 16384-entry message does not
+  stall the event loop), and the next message of a peer is read
+  only after ``engine.read_delay`` (its want tokens): a flood slows down
+  its sender through flow control, not us. A peer holds at most
+  ``MAX_STREAMS_IN`` inbound streams (each buffers up to a muxer window). A peer the engine drops has its
+  streams reset, and new ones too while it is banned. Blocks are hashed to get
   their CID (``bitswap_pb.Block.cid``) and go to the sessions that want that
   CID; a block no session wants and we did not just receive is
   *unsolicited*: its sender is dropped from every session (a corrupted block
@@ -23,8 +30,10 @@ fetch); this driver moves bytes and time, with ``trio.current_time()`` as
   sessions) plus ``engine.next_batch`` (presences, blocks up to ~1 MiB read
   from the block store) in one message. It pulls the next batch only when
   the previous write finished, so a slow reader slows only its own sender
-  and memory stays at about one batch per peer. The sender exits after
-  ``IDLE_SENDER`` seconds without work.
+  and memory stays at about one batch per peer. A write that does not
+  finish within ``send_timeout`` (the peer does not read) or fails while
+  the peer is still connected gets the peer dropped (``send_failed``). The
+  sender exits after ``IDLE_SENDER`` seconds without work.
 * **Fetching.** ``fetch_dag(root, providers)`` runs a ``Session``: its
   ``Need`` commands are answered from the block store at once, ``Store``
   writes verified blocks (``put(verified=True)``: the driver hashed them),
@@ -45,13 +54,15 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..errors import (
-    BlockNotFound, CorruptBlock, P2PComputeError, RequestFailed, StorageError, TransportError, UserError, WireError,
+    BlockNotFound, CorruptBlock, P2PComputeError, RequestFailed, RequestTimeout, StorageError, TransportError,
+    UserError, WireError,
 )
 from ..node.api import HttpError, json_response, parse_json_body
 from ..node.framing import FrameReader, frame
@@ -74,6 +85,13 @@ MAX_QUEUED_WANTS = 65536  # per peer, beyond which the oldest entries are droppe
 MAX_SESSIONS = 32
 RECENT_BLOCKS = 8192
 READ_SIZE = 1 << 20
+WANT_SLICE = 256  # want entries handed to the engine between two checkpoints (~4 ms of work)
+MAX_STREAMS_IN = 2  # inbound bitswap streams a peer may hold open at once
+DECODE_IN_THREAD = 64 * 1024  # messages larger than this are decoded in a worker thread (the loop keeps running)
+
+
+class _NotReading(TransportError):
+    """Writes to a connected peer stall: it does not read what we send."""
 
 
 class _BigReader(FrameReader):
@@ -108,6 +126,7 @@ class _Sender:
     wake: trio.Event = field(default_factory=trio.Event)
     stream: Any = None
     running: bool = False
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 @dataclass
@@ -117,6 +136,7 @@ class _Run:
     changed: trio.Event = field(default_factory=trio.Event)
     wake_timer: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
+    timed_out: bool = False
     finished: bool = False
     timer_scope: trio.CancelScope | None = None
 
@@ -137,6 +157,8 @@ class BitswapService:
         self._senders: dict[PeerId, _Sender] = {}
         self._runs: list[_Run] = []
         self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._streams_in: dict[PeerId, set[Any]] = {}  # open inbound streams, to reset a dropped peer's
+        self._turns: dict[PeerId, trio.Lock] = {}
         self.stats = {"blocks_received": 0, "bytes_received": 0, "duplicate_blocks": 0, "unsolicited_blocks": 0,
                       "blocks_sent": 0, "bytes_sent": 0, "messages_received": 0, "messages_sent": 0,
                       "bad_messages": 0, "fetches": 0, "fetches_failed": 0}
@@ -166,7 +188,7 @@ class BitswapService:
                 self._nursery = None
 
     def status(self) -> dict[str, Any]:
-        return dict(self.stats) | {"peers_served": len(self.engine.ledgers),
+        return dict(self.stats) | self.engine.counts | {"peers_served": len(self.engine.ledgers),
                                    "sessions": [run.session.stats() for run in self._runs]}
 
     def api_routes(self) -> dict:
@@ -175,11 +197,14 @@ class BitswapService:
     # --- fetching -----------------------------------------------------------------------
 
     async def fetch_dag(self, root: Cid | str, providers: list[PeerId | str] | None = None,
-                        *, config: SessionConfig | None = None) -> AsyncIterator[Progress]:
+                        *, config: SessionConfig | None = None,
+                        started: float | None = None) -> AsyncIterator[Progress]:
         """Fetch the DAG under ``root`` into the block store, yielding progress; raise if it fails.
 
         ``providers``: peer IDs or multiaddrs (dialled first) to fetch from; None means every
-        connected peer and every peer that connects meanwhile.
+        connected peer and every peer that connects meanwhile. ``started``: when the caller began
+        (its ``idle_timeout`` counts from then until the first block; ``RequestTimeout`` when it passes).
+        Closing the generator early (the caller is cancelled) withdraws every want at once.
         """
         if self._nursery is None:
             raise TransportError("the bitswap service is not running")
@@ -188,7 +213,7 @@ class BitswapService:
         root = parse_cid(root)
         peers = await self._resolve_providers(providers)
         now = trio.current_time()
-        run = _Run(Session(root, now, random.Random(self._rng.getrandbits(64)), config or self.session_config),
+        run = _Run(Session(root, now if started is None else min(started, now), random.Random(self._rng.getrandbits(64)), config or self.session_config),
                    None if providers is None else set(peers))
         self._runs.append(run)
         self.stats["fetches"] += 1
@@ -206,7 +231,8 @@ class BitswapService:
                     s = run.session
                     if run.error is not None:
                         self.stats["fetches_failed"] += 1
-                        raise RequestFailed(f"fetching {root} failed: {run.error}")
+                        raise (RequestTimeout if run.timed_out else RequestFailed)(
+                            f"fetching {root} failed: {run.error}")
                     yield Progress(root, s.blocks, s.bytes, run.finished)
                     if run.finished:
                         return
@@ -221,8 +247,9 @@ class BitswapService:
                     *, config: SessionConfig | None = None) -> Progress:
         """``fetch_dag`` to the end; return the last progress."""
         last = None
-        async for last in self.fetch_dag(root, providers, config=config):
-            pass
+        async with aclosing(self.fetch_dag(root, providers, config=config)) as progress:
+            async for last in progress:
+                pass
         return last
 
     async def _resolve_providers(self, providers: list[PeerId | str] | None) -> list[PeerId]:
@@ -274,6 +301,7 @@ class BitswapService:
                 run.finished = True
             elif isinstance(cmd, Failed):
                 run.error = cmd.reason
+                run.timed_out = cmd.timed_out
                 run.finished = True
         run.changed.set()
         run.wake_timer.set()
@@ -299,19 +327,41 @@ class BitswapService:
     # --- inbound ------------------------------------------------------------------------
 
     async def _inbound(self, peer: PeerId, stream: Any) -> None:
+        if self.engine.banned(peer, trio.current_time()):
+            await stream.reset()
+            return
+        streams = self._streams_in.setdefault(peer, set())
+        if len(streams) >= MAX_STREAMS_IN:  # kubo keeps one; each holds a muxer window of buffered bytes
+            log.debug("bitswap: %s opened over %d streams; resetting the newest", peer.short, MAX_STREAMS_IN)
+            await stream.reset()
+            return
         reader = _BigReader(stream, pb.MAX_MESSAGE)
+        streams.add(stream)
+        lock = self._turns.setdefault(peer, trio.Lock())  # one message of a peer at a time, over all its streams
         try:
             while (data := await reader.read_frame()) is not None:
-                self.stats["messages_received"] += 1
-                self._on_message(peer, pb.decode(data))
+                async with lock:
+                    await trio.sleep(self.engine.read_delay(peer, trio.current_time()))
+                    if self.engine.banned(peer, trio.current_time()):
+                        await stream.reset()
+                        break
+                    self.stats["messages_received"] += 1
+                    msg = (pb.decode(data) if len(data) <= DECODE_IN_THREAD
+                           else await trio.to_thread.run_sync(pb.decode, data))
+                    await self._on_message(peer, msg)
         except WireError as exc:
             self.stats["bad_messages"] += 1
             log.warning("bad bitswap message from %s (%s): %s", peer.short, exc.reason, exc)
             await stream.reset()
         except TransportError as exc:
             log.debug("bitswap stream from %s ended: %s", peer.short, exc)
+        finally:
+            streams.discard(stream)
+            if not streams and self._streams_in.get(peer) is streams:
+                del self._streams_in[peer]
+                self._turns.pop(peer, None)
 
-    def _on_message(self, peer: PeerId, msg: pb.Message) -> None:
+    async def _on_message(self, peer: PeerId, msg: pb.Message) -> None:
         now = trio.current_time()
         for block in msg.blocks:
             self._on_block(peer, block.cid(), block.data, now)
@@ -319,8 +369,29 @@ class BitswapService:
             for run in list(self._runs):
                 if run.session.wants(presence.cid):
                     self._apply(run, run.session.on_presence(peer, presence.cid, presence.have, now))
-        for woken in self.engine.receive(peer, msg):
-            self._wake(woken)
+        full = msg.full
+        for start in range(0, max(1, len(msg.wants)), WANT_SLICE):
+            part = pb.Message(wants=msg.wants[start:start + WANT_SLICE], full=full)
+            full = False
+            for woken in self.engine.receive(peer, part, trio.current_time()):
+                self._wake(woken)
+            if self._drop_peers():
+                return
+            if len(msg.wants) > WANT_SLICE:
+                await trio.sleep(0)
+
+    def _drop_peers(self) -> bool:
+        """Carry out the engine's drops: stop the sender, reset the streams. True if any."""
+        drops = self.engine.take_drops()
+        for peer, reason in drops:
+            log.warning("bitswap: dropping %s for %g s: %s", peer.short, self.engine.config.ban_seconds, reason)
+            sender = self._senders.pop(peer, None)
+            if sender is not None:
+                sender.scope.cancel()
+            for stream in self._streams_in.pop(peer, set()):
+                if self._nursery is not None:
+                    self._nursery.start_soon(stream.reset)
+        return bool(drops)
 
     def _on_block(self, peer: PeerId, cid: Cid, data: bytes, now: float) -> None:
         """``cid`` was computed by hashing ``data``: it is what the peer really sent."""
@@ -376,29 +447,41 @@ class BitswapService:
 
     async def _send_loop(self, peer: PeerId, sender: _Sender) -> None:
         try:
-            while True:
-                if not sender.wants and not self.engine.has_work(peer):
-                    sender.wake = trio.Event()
-                    with trio.move_on_after(IDLE_SENDER) as idle:
-                        await sender.wake.wait()
-                    if idle.cancelled_caught:
-                        return
-                    continue
-                wants = sender.wants[:MAX_WANTS_PER_MESSAGE]
-                del sender.wants[:MAX_WANTS_PER_MESSAGE]
-                batch = self.engine.next_batch(peer)
-                msg = self._message(wants, batch)
-                if msg:
-                    await self._write(peer, sender, pb.encode(msg))
+            with sender.scope:
+                while True:
+                    if not sender.wants and not self.engine.has_work(peer):
+                        sender.wake = trio.Event()
+                        with trio.move_on_after(IDLE_SENDER) as idle:
+                            await sender.wake.wait()
+                        if idle.cancelled_caught:
+                            return
+                        continue
+                    wants = sender.wants[:MAX_WANTS_PER_MESSAGE]
+                    del sender.wants[:MAX_WANTS_PER_MESSAGE]
+                    batch = self.engine.next_batch(peer)
+                    msg = self._message(wants, batch)
+                    if msg:
+                        with trio.move_on_after(self.engine.config.send_timeout) as late:
+                            await self._write(peer, sender, pb.encode(msg))
+                        if late.cancelled_caught:
+                            raise _NotReading(f"a write took over {self.engine.config.send_timeout:g} s")
         except (TransportError, P2PComputeError) as exc:
-            log.info("bitswap: cannot send to %s: %s", peer.short, exc)
-            self.engine.peer_gone(peer)
+            now = trio.current_time()
+            stuck = isinstance(exc, _NotReading) or (peer in self.engine.ledgers
+                                                     and peer in self._transport.connected_peers())
+            if stuck:  # it asks, yet takes no replies (writes stall, or no stream opens while connected)
+                if not self.engine.banned(peer, now):
+                    self.engine.send_failed(peer, now, f"it does not read our replies: {exc}")
+                    self._drop_peers()
+            else:
+                log.info("bitswap: cannot send to %s: %s", peer.short, exc)
+                self.engine.peer_gone(peer)
         finally:
             if self._senders.get(peer) is sender:
                 del self._senders[peer]
             if sender.stream is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await sender.stream.close()
+                    await sender.stream.reset() if sender.scope.cancel_called else await sender.stream.close()
 
     def _message(self, wants: list[pb.WantEntry], batch: Batch | None) -> pb.Message:
         if batch is None:
@@ -429,7 +512,7 @@ class BitswapService:
                 stream, sender.stream = sender.stream, None
                 await stream.reset()
                 if attempt == 2:
-                    raise
+                    raise _NotReading(f"{peer.short} took no replies on two streams") from None
 
     # --- control API ----------------------------------------------------------------------
 

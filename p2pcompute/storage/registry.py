@@ -29,6 +29,7 @@ passed in.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -218,7 +219,10 @@ def _b64(data: bytes) -> str:
 def _unb64(text: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise WireError("link token: not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error:  # e.g. one character: no whole byte
+        raise WireError("link token: not base64url") from None
 
 
 def _mac(key: bytes, payload: bytes) -> bytes:

@@ -17,7 +17,8 @@ resolved with ``get_value`` and verified against the handle before use.
 Signed links use an HMAC key in ``<data dir>/link.key`` (0600; memory only
 without a data dir); they serve blocks of the storage service's blockstore,
 at most ``max_serve`` bytes per answer (a longer span gets a 206 for its
-first ``max_serve`` bytes, as a Range client expects). Wall-clock time
+first ``max_serve`` bytes, as a Range client expects), streamed a block at a
+time. Wall-clock time
 comes from ``wall_clock`` (injected in tests).
 """
 
@@ -28,7 +29,7 @@ import os
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -248,13 +249,21 @@ class RegistryService:
             self.counts["links_refused"] += 1
             raise HttpError(403, str(exc)) from None
         length = min(length, self.max_serve)
-        data = await trio.to_thread.run_sync(lambda: exporter.read_file(store.get, grant.cid, offset, length))
         self.counts["links_served"] += 1
-        extra = [("accept-ranges", "bytes"), ("cache-control", "no-store")]
+        extra = [("accept-ranges", "bytes"), ("cache-control", "no-store"), ("content-length", str(length))]
+        body = _stream(store, grant.cid, offset, length)  # a block at a time: memory does not grow with length
         if (offset, length) == (0, size):
-            return 200, "application/octet-stream", data, extra
-        last = offset + len(data) - 1
-        return 206, "application/octet-stream", data, extra + [("content-range", f"bytes {offset}-{last}/{size}")]
+            return 200, "application/octet-stream", body, extra
+        last = offset + length - 1
+        return 206, "application/octet-stream", body, extra + [("content-range", f"bytes {offset}-{last}/{size}")]
+
+
+def _stream(store: Any, cid: Cid, offset: int, length: int) -> Callable[[Any], Awaitable[None]]:
+    async def body(write: Any) -> None:
+        pieces = exporter.iter_file(store.get, cid, offset, length)
+        while (piece := await trio.to_thread.run_sync(next, pieces, None)) is not None:
+            await write(piece)
+    return body
 
 
 def _error(exc: Exception) -> bytes:

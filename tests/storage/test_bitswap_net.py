@@ -154,3 +154,24 @@ async def test_api_route_fetches_and_pins_with_the_storage_services_blockstore(t
         status = fetcher.status()
         assert status["fetches"] == 1 and status["blocks_received"] == reply["blocks"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_fetch_withdraws_its_wants_and_its_session(tmp_path):
+    async with trio.open_nursery() as nursery:
+        (a, provider, _), (b, fetcher, _) = make_peer(tmp_path, 0), make_peer(tmp_path, 1)
+        await start(nursery, a)
+        await start(nursery, b)
+        missing = import_bytes(b"nobody has this").cid
+        with trio.move_on_after(60) as scope:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(fetcher.fetch, missing, [address(a)])
+                while not provider.engine.wantlist(b.peer_id):  # the provider holds our want
+                    await trio.sleep(0.02)
+                assert len(fetcher.status()["sessions"]) == 1
+                inner.cancel_scope.cancel()  # the user went away
+            with trio.fail_after(30):
+                while provider.engine.wantlist(b.peer_id):  # our cancel reached it
+                    await trio.sleep(0.02)
+        assert not scope.cancelled_caught
+        assert fetcher.status()["sessions"] == []
+        nursery.cancel_scope.cancel()

@@ -294,3 +294,54 @@ def test_same_seed_same_commands():
         net.run()
         logs.append([repr(c) for c in net.log if not isinstance(c, Store)])
     assert logs[0] == logs[1]
+
+
+# --- Engine bounds (a hostile peer cannot make it hold or do unbounded work) -----------------------
+
+
+def absent(n, start=0):
+    return tuple(pb.WantEntry(raw_cid(b"absent%d" % i), want_type=pb.WANT_HAVE, send_dont_have=True)
+                 for i in range(start, start + n))
+
+
+def test_engine_drops_a_peer_whose_reply_queue_overflows_and_bans_it_for_a_while():
+    eng = engine_with({}, max_queue=100, ban_seconds=60)
+    assert eng.receive("p", pb.Message(absent(100)), now=0) == ["p"]
+    assert eng.take_drops() == []
+    assert eng.receive("p", pb.Message(absent(1, 100)), now=1) == []  # the 101st reply it did not read
+    (peer, reason), = eng.take_drops()
+    assert peer == "p" and "faster than it reads" in reason
+    assert "p" not in eng.ledgers and eng._queued == 0 and not eng._wanted_by
+    assert eng.receive("p", pb.Message(absent(5)), now=30) == [] and "p" not in eng.ledgers
+    assert eng.receive("p", pb.Message(absent(5)), now=61) == ["p"]  # the ban is over
+    assert eng.counts["peers_dropped"] == 1
+
+
+def test_engine_queues_at_most_max_queue_total_replies_over_all_peers():
+    eng = engine_with({}, max_queue=100, max_queue_total=150)
+    eng.receive("p", pb.Message(absent(100)))
+    eng.receive("q", pb.Message(absent(100, 100)))
+    assert eng._queued == 150 and eng.counts["replies_refused"] == 50
+    assert len(eng.next_batch("p").dont_haves) == 100 and eng._queued == 50
+    eng.peer_gone("q")
+    assert eng._queued == 0 and not eng.take_drops()
+
+
+def test_engine_read_delay_spends_want_tokens_and_refills_them():
+    eng = engine_with({}, want_rate=1000, want_burst=2000, max_queue=10**6)
+    eng.receive("p", pb.Message(absent(2000)), now=0)
+    assert eng.read_delay("p", 0) == 0
+    eng.receive("p", pb.Message(absent(500, 2000)), now=0)
+    assert abs(eng.read_delay("p", 0) - 0.5) < 1e-9  # 500 wants over the burst, at 1000/s
+    assert abs(eng.read_delay("p", 0.2) - 0.3) < 1e-9
+    assert eng.read_delay("p", 1.0) == 0
+    assert eng.read_delay("stranger", 0) == 0
+
+
+def test_engine_drops_a_peer_the_driver_cannot_write_to():
+    eng = engine_with({}, ban_seconds=10)
+    eng.receive("p", pb.Message(absent(3)), now=0)
+    eng.send_failed("p", 5, "a write took over 20 s")
+    assert eng.take_drops() == [("p", "a write took over 20 s")]
+    assert eng.banned("p", 14) and not eng.banned("p", 15)
+    assert eng._queued == 0

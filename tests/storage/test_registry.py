@@ -281,3 +281,84 @@ def test_links_listener_serves_signed_links_and_nothing_else(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+# --- the public links route under attack -----------------------------------------------------------------------
+
+
+async def call_asgi(api, path, *, headers=(), body_chunks=(), send_gate=None):
+    """One raw ASGI request; returns (status, body bytes, bytes of the request body the app read)."""
+    path, _, query = path.partition("?")
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode(),
+             "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    chunks = list(body_chunks)
+    state = {"read": 0, "status": None, "body": [], "started": trio.Event()}
+
+    async def receive():
+        if chunks:
+            chunk = chunks.pop(0)
+            state["read"] += len(chunk)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+        await trio.sleep_forever()
+
+    async def send(event):
+        if event["type"] == "http.response.start":
+            state["status"] = event["status"]
+            state["started"].set()
+        else:
+            if send_gate is not None:
+                await send_gate.wait()
+            state["body"].append(event.get("body", b""))
+
+    await api(scope, receive, send)
+    return state["status"], b"".join(state["body"]), state["read"]
+
+
+async def test_a_link_request_with_a_body_is_refused_before_any_of_it_is_read(tmp_path):
+    client, registry = make_api(tmp_path)
+    api = client._transport.app
+    async with client:
+        link = (await client.post("/data/sign", json={"cid": str(CID), "ttl": 60})).json()["path"]
+    big = [b"x" * (1 << 20)] * 64
+    for path in (link, "/data/link?token=forged"):
+        status, _, read = await call_asgi(api, path, headers=[("content-length", str(64 << 20))], body_chunks=big)
+        assert (status, read) == (413, 0)
+        status, _, read = await call_asgi(api, path, headers=[("transfer-encoding", "chunked")], body_chunks=big)
+        assert (status, read) == (413, 0)
+    status, body, _ = await call_asgi(api, link)
+    assert status == 200 and body == DATA
+
+
+async def test_malformed_link_tokens_get_a_403_and_no_traceback(tmp_path, caplog):
+    client, registry = make_api(tmp_path)
+    anonymous = httpx.AsyncClient(transport=client._transport, base_url="http://127.0.0.1")
+    async with anonymous:
+        for token in ("x.y", "x", "a.b.c", "", "%ff.%00", "Zm9v.", ".Zm9v", "A" * 5000 + ".B"):
+            r = await anonymous.get("/data/link", params={"token": token})
+            assert r.status_code == 403, (token, r.text)
+    assert not [rec for rec in caplog.records if rec.levelno >= 40]  # nothing logged as an error
+
+
+async def test_at_most_max_public_link_requests_run_at_once_and_answers_are_streamed(tmp_path):
+    from p2pcompute.node.api import MAX_PUBLIC
+
+    client, registry = make_api(tmp_path)
+    api = client._transport.app
+    async with client:
+        link = (await client.post("/data/sign", json={"cid": str(CID), "ttl": 60})).json()["path"]
+    gate = trio.Event()  # slow clients: they do not take the body until the gate opens
+    results = []
+    async with trio.open_nursery() as nursery:
+        async def slow():
+            results.append(await call_asgi(api, link, send_gate=gate))
+        for _ in range(MAX_PUBLIC):
+            nursery.start_soon(slow)
+        with trio.fail_after(30):
+            while api._public_slots.value:
+                await trio.sleep(0.01)
+            status, body, _ = await call_asgi(api, link)
+        assert status == 503 and b"busy" in body
+        gate.set()
+    assert [(s, b == DATA) for s, b, _ in results] == [(200, True)] * MAX_PUBLIC
+    status, body, _ = await call_asgi(api, link)  # the slots were given back
+    assert status == 200 and body == DATA
