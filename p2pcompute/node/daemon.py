@@ -250,7 +250,9 @@ async def _serve(config: Config, ready: list[bool], on_ready: Callable[[dict], N
         await nursery.start(node.run)
         url = await nursery.start(serve_api, ControlApi(node, token, config=config), config.api_host,
                                   config.api_port)
-        (data_dir / API_FILE).write_text(url + "\n")
+        staged = data_dir / (API_FILE + ".tmp")  # written whole, then renamed: a client never reads it half-written
+        staged.write_text(url + "\n")
+        os.replace(staged, data_dir / API_FILE)
         status = node.status() | {"api": url}
         if config.links_listen:
             host, port = config.links_listen.rsplit(":", 1)
