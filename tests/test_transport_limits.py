@@ -267,3 +267,23 @@ async def test_connections_from_one_lan_address_are_capped_and_a_warning_says_so
         assert any("max_connections_per_ip" in r.getMessage() for r in caplog.records)
         assert await connect_once(full_addr(t).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/"))  # loopback is not capped
         nursery.cancel_scope.cancel()
+
+
+def test_addresses_given_for_peers_are_bounded_newest_kept():
+    from p2pcompute.node import libp2p_transport as lt
+
+    t = Libp2pTransport(Identity.generate(), LOOPBACK)
+    peers = [Identity.generate().peer_id for _ in range(50)]
+    old_max = lt.PEERSTORE_MAX
+    lt.PEERSTORE_MAX = 40  # the bound itself is 8192: the rule, not the figure, is under test
+    try:
+        for i, peer in enumerate(peers[:40]):
+            t.add_addresses(peer, [f"/ip4/127.0.0.1/tcp/{1000 + i}"])
+        t.add_addresses(peers[0], ["/ip4/127.0.0.1/tcp/999"])  # heard of again: now the most recent
+        for i, peer in enumerate(peers[40:], start=40):
+            t.add_addresses(peer, [f"/ip4/127.0.0.1/tcp/{1000 + i}"])
+    finally:
+        lt.PEERSTORE_MAX = old_max
+    assert len(t._addrs) == 40
+    assert peers[0] in t._addrs and all(p not in t._addrs for p in peers[1:11]) and peers[11] in t._addrs
+    assert t.addresses_of(peers[-1]) == ["/ip4/127.0.0.1/tcp/1049"]

@@ -224,7 +224,7 @@ class Libp2pTransport(Transport):
         self._listening: list[str] = []
         self._out: dict[PeerId, _StreamAdapter] = {}
         self._locks: dict[PeerId, trio.Lock] = {}
-        self._addrs: dict[PeerId, list[str]] = {}
+        self._addrs: OrderedDict[PeerId, list[str]] = OrderedDict()  # least recently given first; bounded
         # protocols a connected peer refused (a kubo refuses ours): not asked again until it reconnects
         self._unsupported: OrderedDict[PeerId, set[str]] = OrderedDict()
 
@@ -245,10 +245,13 @@ class Libp2pTransport(Transport):
     def add_addresses(self, peer: PeerId, addrs: list[str]) -> None:
         """Keep the newest usable addresses (no loopback for a peer connected from elsewhere)."""
         known = self._addrs.setdefault(peer, [])
+        self._addrs.move_to_end(peer)
         for a in addrs_mod.usable_for(addrs, self.remote_ip(peer)):
             if a not in known:
                 known.append(a)
         del known[:-addrs_mod.MAX_ADDRS]  # bounded: keep the newest
+        while len(self._addrs) > PEERSTORE_MAX:  # bounded too: the peer given addresses longest ago goes
+            self._addrs.popitem(last=False)
 
     def addresses_of(self, peer: PeerId) -> list[str]:
         """Addresses we were given, then those libp2p learned (identify: the peer's listen addresses)."""
