@@ -40,6 +40,7 @@ the pure state machines (``lookup.py``, ``routing.py``, ``server.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,7 @@ import trio
 
 from ..errors import ConfigError, RequestTimeout, TransportError, WireError
 from ..node.framing import FrameReader
+from ..node.addrs import usable_for
 from ..node.identity import PeerId
 from ..node.transport import ProtocolNotSupported
 from . import pb
@@ -258,10 +260,12 @@ class KadResponder:
     """Serves inbound kad streams through a ``KadServer``; bounded. See the module doc."""
 
     def __init__(self, server: KadServer, limits: Limits,
-                 on_request: Callable[[PeerId, pb.KadMessage, str], None]) -> None:
+                 on_request: Callable[[PeerId, pb.KadMessage, str], None],
+                 remote_ip: Callable[[PeerId], str | None] = lambda peer: None) -> None:
         self.server = server
         self.limits = limits
         self._on_request = on_request  # the driver's hook (routing-table feed, counters)
+        self._remote_ip = remote_ip  # where a peer's connection comes from: replies carry only addresses it can use
         self.active = 0
         self.per_peer: Counter = Counter()  # open inbound streams by peer (zero entries removed)
         self.limiter = PeerRateLimiter(limits.request_rate, limits.request_burst, max_wait=limits.max_wait)
@@ -321,9 +325,34 @@ class KadResponder:
             self.recent.append((str(peer), msg.type.name))
             self._on_request(peer, msg, protocol)
             if reply is not None:
+                reply = reply_for(reply, self._remote_ip(peer))
                 with trio.fail_after(self.limits.write_timeout):
                     await stream.write(pb.frame(reply))
         await stream.close()
+
+
+def reply_for(reply: pb.KadMessage, remote: str | None) -> pb.KadMessage:
+    """``reply`` with only the peer addresses usable by a requester at ``remote`` (no loopback off-host).
+
+    Addresses we cannot parse are dropped too: we would not dial them either.
+    """
+    if not reply.closer_peers and not reply.provider_peers:
+        return reply
+
+    def usable(peer: pb.KadPeer) -> pb.KadPeer:
+        keep = set(usable_for(pb.peer_addrs(peer), remote))
+        addrs = tuple(raw for raw in peer.addrs if _text_or_none(raw) in keep)
+        return peer if addrs == peer.addrs else dataclasses.replace(peer, addrs=addrs)
+
+    return dataclasses.replace(reply, closer_peers=tuple(map(usable, reply.closer_peers)),
+                               provider_peers=tuple(map(usable, reply.provider_peers)))
+
+
+def _text_or_none(raw: bytes) -> str | None:
+    try:
+        return pb.addr_from_bytes(raw)
+    except WireError:
+        return None
 
 
 QueryFn = Callable[[PeerId, float], Awaitable[pb.KadMessage | None]]

@@ -250,3 +250,20 @@ async def test_the_eviction_check_is_a_kad_ping_that_a_live_peer_answers():
         assert da.client.sent["PING"] == 1 and b.peer_id in da.table  # answered: it stays
         assert db.table.pending_pings() == before  # and the pinged peer starts no check of its own
         nursery.cancel_scope.cancel()
+
+
+def test_replies_to_a_peer_off_this_host_carry_no_loopback_or_link_local_addresses():
+    from p2pcompute.dht.driver import reply_for
+    from p2pcompute.node.identity import Identity
+
+    a, b = Identity.generate().peer_id, Identity.generate().peer_id
+    raw = [pb.addr_to_bytes(x) for x in ("/ip4/127.0.0.1/tcp/4001", "/ip4/10.0.0.7/tcp/4001",
+                                         "/ip4/169.254.1.1/tcp/4001")]
+    reply = pb.KadMessage(pb.MessageType.GET_PROVIDERS, b"k", closer_peers=(pb.kad_peer(a, tuple(raw)),),
+                          provider_peers=(pb.kad_peer(b, (raw[0],)),))
+    lan = reply_for(reply, "10.0.0.9")
+    assert pb.peer_addrs(lan.closer_peers[0]) == ["/ip4/10.0.0.7/tcp/4001"]
+    assert lan.provider_peers[0].addrs == () and lan.provider_peers[0].id == bytes(b)
+    local = reply_for(reply, "127.0.0.1")  # a peer on this host may use loopback, never link-local
+    assert pb.peer_addrs(local.closer_peers[0]) == ["/ip4/127.0.0.1/tcp/4001", "/ip4/10.0.0.7/tcp/4001"]
+    assert reply_for(pb.KadMessage(pb.MessageType.PING), "10.0.0.9") == pb.KadMessage(pb.MessageType.PING)
