@@ -48,6 +48,10 @@ CONCAT_MAX = 64          # inputs of one concat node (ops/op_shape.py)
 COMBINE = "combine"
 
 
+class Unresolved(PlanError):
+    """The plan needs something only submit knows (the shapes of a split's inputs)."""
+
+
 @dataclass(frozen=True)
 class Resolved:
     """One item of a job input as submit resolved it. ``shape``/``dtype``: what the task sees (after
@@ -155,7 +159,7 @@ class _Planner:
     def _grid(self, s: StageSpec) -> tuple[int, int]:
         a, b = (self._split_input(s, n) for n in s.split_inputs)
         if a.shape is None or b.shape is None:
-            raise PlanError(f"stage {s.name}: split needs the shapes of {s.split_inputs[0]} and {s.split_inputs[1]} "
+            raise Unresolved(f"stage {s.name}: split needs the shapes of {s.split_inputs[0]} and {s.split_inputs[1]} "
                             "(declare inputs.NAME.shape, or resolve them with their shapes)")
         if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[1] != b.shape[0]:
             raise PlanError(f"stage {s.name}: split matmul of shapes {list(a.shape)} and {list(b.shape)}: "
