@@ -32,7 +32,7 @@ import yaml
 
 from ..errors import P2PComputeError, UserError
 from ..ops.graph import Graph
-from ..ops.jobfile import BUILTIN, MAX_JOB_BYTES, parse_size, peek_spec
+from ..ops.jobfile import BUILTIN, MAX_JOB_BYTES, parse_duration, parse_size, peek_spec
 from ..ops.opset import Spec
 from ..ops.tasks import InputFile, Limits
 from .model import CONDITION_OPS, Requirements
@@ -41,7 +41,6 @@ from .spec_check import Problem, lines_of, schema_problems, with_lines
 MAX_ITEMS = 1_000_000            # items of one input (a glob or a list)
 HANDLE = re.compile(r"^dh[a-z2-7]{84}$")
 _WHEN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\.(\S+?)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
-_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 PEEKABLE = (".tensor", ".npy", ".tif", ".tiff")
 
 
@@ -490,9 +489,9 @@ def _int(value: Any, default: int) -> int:
 
 
 def _duration(value: Any) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
-    return float(m[1]) * _DURATION[m[2] or "s"] if m else math.nan
+    try:
+        return parse_duration(value, "resources.timeout")
+    except UserError:
+        return math.nan  # the schema has said why
 
 
