@@ -35,7 +35,7 @@ from ..ops.graph import Graph
 from ..ops.jobfile import BUILTIN, MAX_JOB_BYTES, parse_duration, parse_size, peek_spec
 from ..ops.opset import Spec
 from ..ops.tasks import InputFile, Limits
-from .model import CONDITION_OPS, Requirements
+from .model import PlanError, Requirements
 from .spec_check import Problem, lines_of, schema_problems, with_lines
 
 MAX_ITEMS = 1_000_000            # items of one input (a glob or a list)
@@ -340,7 +340,7 @@ class _Builder:
 
     def _stage(self, raw: dict[str, Any], where: str, name: str, single: bool) -> StageSpec | None:
         kind = "graph" if "ops" in raw else "wasm" if "program" in raw else "split" if "split" in raw else None
-        if kind is None or self.bad(at(where, kind if kind != "graph" else "ops")):
+        if kind is None or self.bad(at(where, {"graph": "ops", "wasm": "program", "split": "split"}[kind])):
             return None
         stage = StageSpec(name=name, kind=kind, where=where)
         graph = program = None
@@ -466,7 +466,7 @@ class _Builder:
                            wasm=bool(con.get("wasm", kind == "wasm")))
         try:
             req.check()
-        except P2PComputeError as exc:
+        except (P2PComputeError, PlanError) as exc:
             self.add(at(where, "resources"), str(exc))
         return req
 
