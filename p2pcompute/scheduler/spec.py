@@ -203,6 +203,7 @@ class _Builder:
         self.inputs: dict[str, InputSpec] = {}
         self.known_inputs: set[str] = set()     # including broken ones, so they are not reported as unknown
         self.defaults: dict[str, Any] = {}
+        self.map_broken: set[str] = set()       # stages whose `map` the schema refused
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -365,10 +366,13 @@ class _Builder:
             unknown = sorted(set(formats) - set(graph.outputs))
             if unknown:
                 self.add(at(where, "outputs", "formats"), f"{unknown} are not outputs of the graph {graph.outputs}")
-        if "map" in raw and not self.bad(at(where, "map")):
+        if "map" in raw and self.bad(at(where, "map", "over")):
+            self.map_broken.add(name)  # its inputs are not reported as unmapped collections too
+        elif "map" in raw:
             over = raw["map"]["over"]
             refs = [_parse_ref(r) for r in ([over] if isinstance(over, str) else over)]
-            stage = replace(stage, over=tuple(refs), batch=int(raw["map"].get("batch", 1)))
+            batch = 1 if self.bad(at(where, "map", "batch")) else int(raw["map"].get("batch", 1))
+            stage = replace(stage, over=tuple(refs), batch=batch)
         if kind == "split" and not self.bad(at(where, "split")):
             sp = raw["split"]
             names = tuple(sp.get("inputs") or [i.name for i in inputs])

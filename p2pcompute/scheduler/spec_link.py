@@ -124,7 +124,7 @@ class _Linker:
         good = True
         for i in s.inputs:
             n = self._collection(i.ref)
-            if n is not None and i.ref not in s.over:
+            if n is not None and i.ref not in s.over and s.name not in self.b.map_broken:
                 what = (f"a collection of {n:,} items" if i.ref.kind == "input"
                         else f"per item (stage {i.ref.name} maps over {n:,} items)")
                 self.b.add(at(s.where, "inputs", i.name), f"{i.ref} is {what}: map over it "
