@@ -8,6 +8,7 @@ Files:
     spec_link.py   the checks across stages: references, cycles, per-item counts, scalar conditions, shapes
     plan.py    JobSpec + resolved input CIDs -> JobPlan: map batches, matmul tiles + combine, stages (pure)
 
-The rest is being built (issue 10): the pure state machines
+The rest is being built (issue 10): spec.py (job.yaml v1 and its JSON Schema),
+plan.py (map, split, stages into a JobPlan), and the pure state machines
 (job state, placement, leases, replication) with their trio driver.
 """
