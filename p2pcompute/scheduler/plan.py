@@ -40,7 +40,8 @@ import cbor2
 
 from ..ops.graph import Graph
 from ..ops.tasks import InputFile, Task
-from .model import (MAX_INPUTS_PER_TASK, MAX_TASKS_PER_JOB, Condition, InputRef, JobPlan, PlanError,
+from ..errors import P2PComputeError
+from .model import (MAX_INPUTS_PER_TASK, MAX_PAYLOAD_BYTES, MAX_TASKS_PER_JOB, Condition, InputRef, JobPlan, PlanError,
                     RetryPolicy, TaskSpec)
 from .spec import JobSpec, StageInput, StageSpec
 
@@ -94,9 +95,29 @@ def placeholders(spec: JobSpec) -> dict[str, tuple[Resolved, ...]]:
 
 
 def decode_payload(payload: bytes) -> tuple[Task, list[str], list[str]]:
-    """(task, item labels, per-item input names) of a planned task's payload; [] and [] if not mapped."""
-    data = cbor2.loads(payload)
-    return Task.from_wire(data), list(data.get("items", [])), list(data.get("per_item", []))
+    """(task, item labels, per-item input names) of a planned task's payload; [] and [] if not mapped.
+    A payload comes from a peer: anything malformed is a ``PlanError`` saying what."""
+    if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD_BYTES:
+        raise PlanError(f"task payload: bytes of at most {MAX_PAYLOAD_BYTES}")
+    try:
+        data = cbor2.loads(payload)
+    except Exception:  # cbor2 raises several types on garbage
+        raise PlanError("task payload is not valid CBOR") from None
+    if not isinstance(data, dict):
+        raise PlanError("task payload is not a map")
+    items, per_item = data.get("items", []), data.get("per_item", [])
+    if not (isinstance(items, list) and isinstance(per_item, list) and len(items) <= MAX_INPUTS_PER_TASK
+            and all(isinstance(x, str) and 0 < len(x) <= 16 and x.isdigit() for x in items)
+            and all(isinstance(x, str) for x in per_item)):
+        raise PlanError(f"task payload: items must be at most {MAX_INPUTS_PER_TASK} labels of digits and "
+                        "per_item a list of input names")
+    try:
+        task = Task.from_wire(data)
+    except (KeyError, TypeError, ValueError, AttributeError, P2PComputeError) as exc:
+        raise PlanError(f"task payload is not a task: {exc}") from None
+    if not set(per_item) <= set(task.inputs) or bool(items) != bool(per_item):
+        raise PlanError("task payload: per_item must name inputs of the task, and come with items")
+    return task, list(items), list(per_item)
 
 
 def tile_graph(a: str, b: str, rows: tuple[int, int], cols: tuple[int, int]) -> Graph:

@@ -165,7 +165,7 @@ def check_file(path: str | Path) -> tuple[JobSpec | None, list[Problem]]:
         return None, [Problem("", f"cannot read the job file: {exc.strerror or exc}")]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         return None, [Problem("", f"not valid YAML: {exc}")]
-    spec, problems = check(data, path.resolve().parent, default_name=path.stem.removesuffix(".job"))
+    spec, problems = check(data, path.resolve().parent, default_name=path.stem)  # as run --local names it
     return spec, with_lines(problems, lines_of(text))
 
 
@@ -267,9 +267,10 @@ class _Builder:
             self.add(at(where, "from"), "`from` is for stage inputs; a job input names its data itself")
             return None
         sources: list[Source] = []
-        collection = "glob" in raw or ("items" in raw and not single_text)
         texts = [(raw[k], k) for k in ("path", "uri", "handle", "glob") if k in raw]
         texts += [(t, "items") for t in raw.get("items", [])]
+        collection = "glob" in raw or ("items" in raw and not single_text) or \
+            any(k == "path" and classify(t) == "glob" for t, k in texts)
         for i, (text, key) in enumerate(texts):
             place = at(where, key, i) if key == "items" and not single_text else \
                 (where if single_text else at(where, key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cbor2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -238,3 +239,28 @@ def test_every_pipeline_plan_checks_and_deps_point_backwards(ws, n, b1, b2, cond
     assert len(p.tasks) == -(-n // b1) + -(-n // b2)
     assert sorted(r.name for t in p.tasks if t.stage == "scaled" for r in t.inputs if r.cid) == \
         sorted(f"x/{i:05d}" for i in range(n))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.builds(
+    lambda d: cbor2.dumps(d),
+    st.dictionaries(st.sampled_from(["kind", "inputs", "items", "per_item", "graph", "limits", "outputs"]),
+                    st.one_of(st.none(), st.integers(), st.text(max_size=5), st.binary(max_size=5),
+                              st.lists(st.text(max_size=3), max_size=3),
+                              st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)), max_size=5))))
+def test_a_hostile_payload_is_a_plan_error(payload):
+    try:
+        task, items, per_item = decode_payload(payload)
+    except PlanError:
+        return
+    assert task.kind in ("graph", "wasm") and set(per_item) <= set(task.inputs)
+
+
+def test_planned_payloads_decode(ws):
+    p = plan_job(build(ws, map_doc(3, 2)), map_resolved(3), "j")
+    task, items, per_item = decode_payload(p.tasks[0].payload)
+    assert (task.kind, items, per_item) == ("graph", ["00000", "00001"], ["x"])
+    with pytest.raises(PlanError, match="not valid CBOR"):
+        decode_payload(b"\xff\x00")
+    with pytest.raises(PlanError, match="per_item must name inputs"):
+        decode_payload(cbor2.dumps({**cbor2.loads(p.tasks[0].payload), "per_item": ["q"]}))
