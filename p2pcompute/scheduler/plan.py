@@ -24,9 +24,12 @@ order, which puts producers first, so every dependency points backwards.
 
 A plan past ``MAX_TASKS_PER_JOB`` tasks, or a task past
 ``MAX_INPUTS_PER_TASK`` inputs, is refused before it is built, naming the
-limit. Task payloads are ``ops/tasks.py``'s ``Task.to_wire()`` in CBOR with
-input paths left empty (plus ``items`` / ``per_item`` for a mapped task);
-``decode_payload`` reads one back.
+limit. A task's payload is ``ops/tasks.py``'s ``Task.to_wire()`` in CBOR with
+input paths left empty. A mapped stage's ``Task`` is stored once, as the
+plan's template named after the stage, and each of its tasks' payloads is only
+``{template, items, per_item}`` (100,000 map tasks would otherwise repeat the
+graph 100,000 times in the job record); ``full_payload(plan, task)`` merges
+them into what the executing peer gets, ``decode_payload`` reads that back.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from typing import Any
 
 import cbor2
 
+from ..errors import P2PComputeError
 from ..ops.graph import Graph
 from ..ops.tasks import InputFile, Task
-from ..errors import P2PComputeError
-from .model import (MAX_INPUTS_PER_TASK, MAX_PAYLOAD_BYTES, MAX_TASKS_PER_JOB, Condition, InputRef, JobPlan, PlanError,
-                    RetryPolicy, TaskSpec)
+from .model import (MAX_INPUTS_PER_TASK, MAX_PAYLOAD_BYTES, MAX_TASKS_PER_JOB, Condition, InputRef, JobPlan,
+                    PlanError, RetryPolicy, TaskSpec)
 from .spec import JobSpec, StageInput, StageSpec
 
 CONCAT_MAX = 64          # inputs of one concat node (ops/op_shape.py)
@@ -94,17 +97,22 @@ def placeholders(spec: JobSpec) -> dict[str, tuple[Resolved, ...]]:
     return out
 
 
+def full_payload(plan: JobPlan, task: TaskSpec) -> bytes:
+    """What the executing peer gets for ``task``: its payload with the plan's template it names merged in."""
+    data = _load_map(task.payload)
+    name = data.pop("template", None)
+    if name is None:
+        return task.payload
+    template = dict(plan.templates).get(name) if isinstance(name, str) else None
+    if template is None:
+        raise PlanError(f"task {task.task_id}: its payload names template {str(name)[:80]!r}, not in the plan")
+    return cbor2.dumps({**_load_map(template), **data})
+
+
 def decode_payload(payload: bytes) -> tuple[Task, list[str], list[str]]:
-    """(task, item labels, per-item input names) of a planned task's payload; [] and [] if not mapped.
-    A payload comes from a peer: anything malformed is a ``PlanError`` saying what."""
-    if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD_BYTES:
-        raise PlanError(f"task payload: bytes of at most {MAX_PAYLOAD_BYTES}")
-    try:
-        data = cbor2.loads(payload)
-    except Exception:  # cbor2 raises several types on garbage
-        raise PlanError("task payload is not valid CBOR") from None
-    if not isinstance(data, dict):
-        raise PlanError("task payload is not a map")
+    """(task, item labels, per-item input names) of a full payload (``full_payload``); [] and [] if not
+    mapped. A payload comes from a peer: anything malformed is a ``PlanError`` saying what."""
+    data = _load_map(payload)
     items, per_item = data.get("items", []), data.get("per_item", [])
     if not (isinstance(items, list) and isinstance(per_item, list) and len(items) <= MAX_INPUTS_PER_TASK
             and all(isinstance(x, str) and 0 < len(x) <= 16 and x.isdigit() for x in items)
@@ -118,6 +126,18 @@ def decode_payload(payload: bytes) -> tuple[Task, list[str], list[str]]:
     if not set(per_item) <= set(task.inputs) or bool(items) != bool(per_item):
         raise PlanError("task payload: per_item must name inputs of the task, and come with items")
     return task, list(items), list(per_item)
+
+
+def _load_map(payload: bytes) -> dict[str, Any]:
+    if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD_BYTES:
+        raise PlanError(f"task payload: bytes of at most {MAX_PAYLOAD_BYTES}")
+    try:
+        data = cbor2.loads(payload)
+    except Exception:  # cbor2 raises several types on garbage
+        raise PlanError("task payload is not valid CBOR") from None
+    if not isinstance(data, dict):
+        raise PlanError("task payload is not a map")
+    return data
 
 
 def tile_graph(a: str, b: str, rows: tuple[int, int], cols: tuple[int, int]) -> Graph:
@@ -166,6 +186,7 @@ class _Planner:
         self.items: dict[str, int] = {}
         self.made: dict[str, _Made] = {}
         self.tasks: list[TaskSpec] = []
+        self.templates: list[tuple[str, bytes]] = []
 
     # --- counting (before anything is built) --------------------------------------------------------
 
@@ -235,7 +256,8 @@ class _Planner:
                 self._stage(s)
         plan = JobPlan(job_id=job_id, name=self.spec.name, tasks=tuple(self.tasks),
                        retry=RetryPolicy(retries=self.spec.retries), priority=self.spec.priority,
-                       verification=self.spec.verification, outputs=tuple(self._outputs()))
+                       verification=self.spec.verification, outputs=tuple(self._outputs()),
+                       templates=tuple(self.templates))
         plan.check()
         return plan
 
@@ -302,12 +324,14 @@ class _Planner:
         made = _Made(labels=labels)
         per_item = [i for i in s.inputs if i.ref in s.over]
         shared = [self._ref(i, None, None) for i in s.inputs if i.ref not in s.over]
+        self.templates.append((s.name, cbor2.dumps(base)))  # once, not once per task
         count = math.ceil(n / s.batch)
         for t in range(count):
             task_id = self._id(s, ("map/" if self.spec.single else "") + _label(t, count))
             js = range(t * s.batch, min(n, (t + 1) * s.batch))
             refs = [self._ref(i, j, labels[j]) for j in js for i in per_item] + shared
-            payload = cbor2.dumps({**base, "items": [labels[j] for j in js], "per_item": [i.name for i in per_item]})
+            payload = cbor2.dumps({"template": s.name, "items": [labels[j] for j in js],
+                                   "per_item": [i.name for i in per_item]})
             self._add(s, task_id, kind, payload, refs, self._condition(s, js[0]) if s.when else None)
             made.item_tasks.extend([task_id] * len(js))
         self.made[s.name] = made

@@ -246,6 +246,8 @@ class _Builder:
         from .spec_link import link_stages  # the cross-stage checks; it imports the names above
         ordered = link_stages(self, stages, known_stages)
         out = _dict(data.get("outputs"))
+        if not single and "formats" in out:
+            self.add("outputs.formats", "in a pipeline, each stage lists its output formats (stages[N].outputs.formats)")
         directory = out.get("dir") if isinstance(out.get("dir"), str) else f"{name}-out"
         return JobSpec(name, dict(self.inputs), tuple(ordered), single, (self.base / directory).resolve(),
                        retries=_int(data.get("retries"), 3), priority=_int(data.get("priority"), 0),

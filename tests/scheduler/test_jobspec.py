@@ -128,13 +128,17 @@ def single() -> dict:
     (lambda d: d["stages"][0].update(constraints={"arch": "arm 64"}), "stages[0].constraints.arch: 'arm 64' is not an "
                                                                       "architecture name"),
     (lambda d: d.update(priority=1000), "priority: 1000 is greater than the maximum of 100"),
+    (lambda d: d.update(outputs={"formats": {"y": "png"}}), "outputs.formats: in a pipeline, each stage lists"),
+    (lambda d: d.update(map={"over": "inputs.x"}), ": `map` runs the job's `ops` or `program` over its inputs"),
+    (lambda d: d["stages"][1].update(outputs={"formats": {"q": "png"}}),
+     "stages[1].outputs.formats: ['q'] are not outputs of the graph ['y']"),
 ])
 def test_each_problem_is_reported_with_its_path(ws, change, expected):
     doc = pipeline()
     doc["inputs"]["a"] = "a.npy"
     change(doc)
     problems = problems_of(ws, doc)
-    assert any(p.startswith(expected) for p in problems), problems
+    assert any(p.startswith(expected) or expected.startswith(":") and expected[2:] in p for p in problems), problems
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -12,7 +12,7 @@ from jobspec_helpers import MEAN, cid, graph, pipeline, workspace
 from p2pcompute.ops.graph import Graph
 from p2pcompute.scheduler import model, plan, spec
 from p2pcompute.scheduler.model import JobPlan, PlanError
-from p2pcompute.scheduler.plan import Resolved, decode_payload, plan_job
+from p2pcompute.scheduler.plan import Resolved, decode_payload, full_payload, plan_job
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def run_locally(p: JobPlan, data: dict[str, np.ndarray]) -> dict[tuple[str, str]
     """Run every planned graph task in order with Graph.run, as peers would; data by (fake) CID."""
     values: dict[tuple[str, str], np.ndarray] = {}
     for t in p.tasks:
-        task, items, per_item = decode_payload(t.payload)
+        task, items, per_item = decode_payload(full_payload(p, t))
         g = Graph.from_cbor(task.graph)
         feeds = {r.name: data[r.cid] if r.cid else values[(r.task, r.output)] for r in t.inputs}
         for name, value in g.run(feeds).items():
@@ -113,7 +113,8 @@ def test_map_tasks_ids_payloads_and_outputs(ws):
     first = p.tasks[0]
     assert [r.name for r in first.inputs][:2] == ["x/00000", "x/00001"] and first.inputs[-1].name == "w"
     assert first.inputs[0].cid == "c0" and first.inputs[0].size == 10 and first.inputs[-1].cid == "cw"
-    task, items, per_item = decode_payload(p.tasks[2].payload)
+    assert p.templates[0][0] == "main" and len(p.tasks[2].payload) < 100  # the graph is stored once
+    task, items, per_item = decode_payload(full_payload(p, p.tasks[2]))
     assert items == [f"{j:05d}" for j in range(20, 25)] and per_item == ["x"] and set(task.inputs) == {"x", "w"}
     assert len(p.outputs) == 25 and p.outputs[24] == ("map/00002", "y/00024")
     assert p.retry.retries == 3 and p.verification == "none"
@@ -129,7 +130,7 @@ def test_map_covers_every_input_exactly_once(ws, n, batch):
     assert len(p.tasks) == -(-n // batch) == plan.count_tasks(job, map_resolved(n))
     covered = [r.cid for t in p.tasks for r in t.inputs if r.name.startswith("x/")]
     assert sorted(covered, key=lambda c: int(c[1:])) == [f"c{i}" for i in range(n)]
-    assert all(len(decode_payload(t.payload)[1]) <= batch for t in p.tasks)
+    assert all(len(decode_payload(full_payload(p, t))[1]) <= batch for t in p.tasks)
     assert plan_job(job, map_resolved(n), "j") == p   # deterministic
 
 
@@ -161,7 +162,7 @@ def test_unresolved_inputs_and_local_programs_are_refused(ws):
     with pytest.raises(PlanError, match=r"program .*p.wat is a local file: add it and pass its ipfs:// CID"):
         plan_job(prog, {"a": [Resolved("ca")]}, "j")
     p = plan_job(prog, {"a": [Resolved("ca")]}, "j", programs={str(ws / "p.wat"): f"ipfs://{cid(9)}"})
-    task, _, _ = decode_payload(p.tasks[0].payload)
+    task, _, _ = decode_payload(full_payload(p, p.tasks[0]))
     assert [t.task_id for t in p.tasks] == ["main"] and task.program == f"ipfs://{cid(9)}" and task.args == ("-v",)
     assert p.tasks[0].kind == "wasm" and p.tasks[0].requirements.wasm
 
@@ -258,9 +259,13 @@ def test_a_hostile_payload_is_a_plan_error(payload):
 
 def test_planned_payloads_decode(ws):
     p = plan_job(build(ws, map_doc(3, 2)), map_resolved(3), "j")
-    task, items, per_item = decode_payload(p.tasks[0].payload)
+    task, items, per_item = decode_payload(full_payload(p, p.tasks[0]))
     assert (task.kind, items, per_item) == ("graph", ["00000", "00001"], ["x"])
+    with pytest.raises(PlanError, match="not a task"):
+        decode_payload(p.tasks[0].payload)  # a template reference alone is not a task
+    with pytest.raises(PlanError, match="names template 'main', not in the plan"):
+        full_payload(JobPlan(p.job_id, p.name, p.tasks, outputs=p.outputs), p.tasks[0])
     with pytest.raises(PlanError, match="not valid CBOR"):
         decode_payload(b"\xff\x00")
     with pytest.raises(PlanError, match="per_item must name inputs"):
-        decode_payload(cbor2.dumps({**cbor2.loads(p.tasks[0].payload), "per_item": ["q"]}))
+        decode_payload(cbor2.dumps({**cbor2.loads(full_payload(p, p.tasks[0])), "per_item": ["q"]}))
