@@ -39,6 +39,7 @@ from .model import PlanError, Requirements
 from .spec_check import Problem, lines_of, schema_problems, with_lines
 
 MAX_ITEMS = 1_000_000            # items of one input (a glob or a list)
+MAX_VALUES = 5_000_000           # values in one job file, aliases counted each time they are used
 HANDLE = re.compile(r"^dh[a-z2-7]{84}$")
 _WHEN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\.(\S+?)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 PEEKABLE = (".tensor", ".npy", ".tif", ".tiff")
@@ -165,6 +166,8 @@ def check_file(path: str | Path) -> tuple[JobSpec | None, list[Problem]]:
         return None, [Problem("", f"cannot read the job file: {exc.strerror or exc}")]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         return None, [Problem("", f"not valid YAML: {exc}")]
+    if _values_in(data, MAX_VALUES) > MAX_VALUES:
+        return None, [Problem("", f"the file holds more than {MAX_VALUES:,} values (YAML aliases expanding?)")]
     spec, problems = check(data, path.resolve().parent, default_name=path.stem)  # as run --local names it
     return spec, with_lines(problems, lines_of(text))
 
@@ -177,6 +180,20 @@ def check(data: Any, base: Path, default_name: str = "job") -> tuple[JobSpec | N
     builder = _Builder(Path(base), problems)
     spec = builder.build(data, default_name)
     return (None if builder.problems else spec), sorted(set(builder.problems))
+
+
+def _values_in(data: Any, limit: int) -> int:
+    """How many values ``data`` holds, counting shared ones (YAML aliases) each time; stops past ``limit``."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def at(where: str, *parts: Any) -> str:

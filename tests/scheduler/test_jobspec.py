@@ -180,6 +180,12 @@ def test_unreadable_and_non_yaml_files(tmp_path):
     assert [p.message for p in spec.check_file(tmp_path / "none.yaml")[1]][0].startswith("cannot read the job file")
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
     assert spec.check_file(tmp_path / "bad.yaml")[1][0].message.startswith("not valid YAML")
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8))
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    assert "more than 5,000,000 values" in spec.check_file(tmp_path / "bomb.yaml")[1][0].message
     (tmp_path / "list.yaml").write_text("- 1\n")
     assert str(spec.check_file(tmp_path / "list.yaml")[1][0]) == "[1] is not of type 'object'"
 
