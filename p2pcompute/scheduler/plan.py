@@ -128,6 +128,25 @@ def decode_payload(payload: bytes) -> tuple[Task, list[str], list[str]]:
     return task, list(items), list(per_item)
 
 
+def bind_item(task: Task, label: str | None, per_item: Sequence[str], paths: Mapping[str, str]) -> Task:
+    """The ``Task`` an executing peer runs for one item (``label``; None for a task that is not mapped):
+    each input bound to the local file of its ``InputRef`` (``NAME/<label>`` for a per-item input,
+    ``NAME`` otherwise) in ``paths``. Its outputs are to be kept as ``item_output(name, label)``."""
+    inputs = {}
+    for name, f in task.inputs.items():
+        ref = f"{name}/{label}" if label is not None and name in per_item else name
+        if ref not in paths:
+            raise PlanError(f"input {ref} has no local file")
+        inputs[name] = InputFile(paths[ref], f.band, f.as_tensor, f.data)
+    return Task(task.kind, inputs=inputs, outputs=dict(task.outputs), limits=task.limits, graph=task.graph,
+                program=task.program, args=task.args, env=dict(task.env))
+
+
+def item_output(name: str, label: str | None) -> str:
+    """The name a mapped task's output ``name`` has for item ``label`` in the plan (``mask/00017``)."""
+    return name if label is None else f"{name}/{label}"
+
+
 def _load_map(payload: bytes) -> dict[str, Any]:
     if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD_BYTES:
         raise PlanError(f"task payload: bytes of at most {MAX_PAYLOAD_BYTES}")
