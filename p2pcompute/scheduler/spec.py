@@ -169,7 +169,7 @@ def check_file(path: str | Path) -> tuple[JobSpec | None, list[Problem]]:
     if _values_in(data, MAX_VALUES) > MAX_VALUES:
         return None, [Problem("", f"the file holds more than {MAX_VALUES:,} values (YAML aliases expanding?)")]
     spec, problems = check(data, path.resolve().parent, default_name=path.stem)  # as run --local names it
-    return spec, with_lines(problems, lines_of(text))
+    return spec, sorted(with_lines(problems, lines_of(text)), key=lambda p: (p.line or 0, p.path))
 
 
 def check(data: Any, base: Path, default_name: str = "job") -> tuple[JobSpec | None, list[Problem]]:
@@ -347,7 +347,10 @@ class _Builder:
             try:
                 peeked = peek_spec(InputFile(first.text, raw.get("band"), True), name)
             except UserError as exc:
-                self.add(where, str(exc).removeprefix("job.yaml "))
+                text = str(exc).removeprefix("job.yaml ")     # peek_spec names the key the run --local way
+                key, sep, rest = text.partition(": ")
+                self.add(where + key.removeprefix(f"inputs.{name}") if sep and key.startswith(f"inputs.{name}")
+                         else where, rest if sep and key.startswith(f"inputs.{name}") else text)
                 return None
         if peeked and ((declared[0] is not None and declared[0] != peeked.dtype) or
                        (declared[1] is not None and declared[1] != peeked.shape)):

@@ -51,23 +51,24 @@ class _Linker:
 
     # --- (1) references --------------------------------------------------------------------------
 
-    def _resolves(self, ref: Ref, place: str) -> bool:
+    def _resolves(self, ref: Ref, place: str, shown: str | None = None) -> bool:
         """True if ``ref`` names something that exists; a problem at ``place`` if it names nothing known."""
+        shown = shown or str(ref)
         if ref.kind == "input":
             if ref.name in self.b.inputs:
                 return True
             if ref.name not in self.b.known_inputs:
                 known = ", ".join(sorted(self.b.known_inputs)) or "none"
-                self.b.add(place, f"{ref}: the job has no input {ref.name!r} (its inputs: {known})")
+                self.b.add(place, f"{shown}: the job has no input {ref.name!r} (its inputs: {known})")
             return False
         stage = self.by_name.get(ref.name)
         if stage is None:
             if ref.name not in self.known_stages:
-                self.b.add(place, f"{ref}: no stage is named {ref.name!r} (stages: "
+                self.b.add(place, f"{shown}: no stage is named {ref.name!r} (stages: "
                                   f"{', '.join(sorted(self.known_stages))})")
             return False
         if ref.output not in stage.outputs:
-            self.b.add(place, f"{ref}: stage {ref.name} has no output {ref.output!r} (its outputs: "
+            self.b.add(place, f"{shown}: stage {ref.name} has no output {ref.output!r} (its outputs: "
                               f"{', '.join(stage.outputs) or 'none declared; list them in outputs.formats'})")
             return False
         return True
@@ -82,7 +83,7 @@ class _Linker:
                 good = False
         if s.when:
             w = s.when
-            good = self._resolves(Ref("stage", w.stage, w.output), at(s.where, "when")) and good
+            good = self._resolves(Ref("stage", w.stage, w.output), at(s.where, "when"), f"{w.stage}.{w.output}") and good
         return good
 
     # --- (2) order ------------------------------------------------------------------------------

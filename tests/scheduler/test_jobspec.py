@@ -128,6 +128,10 @@ def single() -> dict:
     (lambda d: d["stages"][0].update(constraints={"arch": "arm 64"}), "stages[0].constraints.arch: 'arm 64' is not an "
                                                                       "architecture name"),
     (lambda d: d.update(priority=1000), "priority: 1000 is greater than the maximum of 100"),
+    (lambda d: d["stages"][1].update(when="stats.mean > 1"),
+     "stages[1].when: stats.mean: stage stats has no output 'mean' (its outputs: m)"),
+    (lambda d: d["inputs"].update(a={"path": "scene.tif", "band": 7}),
+     "inputs.a.band: scene.tif has shape [5, 32, 32]; band 7 needs a 3-D (bands, rows, cols) image"),
     (lambda d: d.update(outputs={"formats": {"y": "png"}}), "outputs.formats: in a pipeline, each stage lists"),
     (lambda d: d.update(map={"over": "inputs.x"}), ": `map` runs the job's `ops` or `program` over its inputs"),
     (lambda d: d["stages"][1].update(outputs={"formats": {"q": "png"}}),

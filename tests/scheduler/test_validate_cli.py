@@ -53,7 +53,7 @@ def test_json_report(ws, capsys):
     assert [(p["path"], p["message"]) for p in report["problems"]] == [
         ("stages[1].inputs.m", "stages.stats.outputs.m: no stage is named 'stats' (stages: first, scaled)"),
         ("stages[1].map.over", "stages.stats.outputs.m: no stage is named 'stats' (stages: first, scaled)"),
-        ("stages[1].when", "stages.stats.outputs.m: no stage is named 'stats' (stages: first, scaled)")]
+        ("stages[1].when", "stats.m: no stage is named 'stats' (stages: first, scaled)")]
     assert all(isinstance(p["line"], int) for p in report["problems"])
     assert main(["--json", "validate", str(ws / "ndvi-map.job.yaml")]) == 0
     report = json.loads(capsys.readouterr().out)
