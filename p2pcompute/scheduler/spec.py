@@ -437,9 +437,9 @@ class _Builder:
                 own = f"{name}.{key}"
                 if own in self.known_inputs:
                     self.add(place, f"the job already has an input named {own}")
-                    continue
-                self.known_inputs.add(own)
-                self._add_input(own, value, place, allow_from=True)
+                else:
+                    self.known_inputs.add(own)
+                    self._add_input(own, value, place, allow_from=True)
                 out.append(StageInput(str(key), Ref("input", own)))
         return out
 

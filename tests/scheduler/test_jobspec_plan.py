@@ -296,3 +296,27 @@ def test_a_mapped_task_runs_in_the_executor_item_by_item(ws):
     assert ("map/00000", plan.item_output("mean_ndvi", items[2])) in p.outputs
     with pytest.raises(PlanError, match="input nir/00009 has no local file"):
         plan.bind_item(task, "00009", per_item, local)
+
+
+def test_stage_inputs_from_a_band_and_of_their_own(ws):
+    doc = {"inputs": {"scenes": "scenes/*.tif"}, "stages": [
+        {"name": "ndvi", "inputs": {"nir": {"from": "inputs.scenes", "band": 3}, "red": {"from": "inputs.scenes", "band": 2},
+                                     "w": "a.npy"},
+         "map": {"over": "inputs.scenes"},
+         "ops": {"opset": 1, "inputs": {"nir": {}, "red": {}, "w": {}}, "nodes": [
+             {"name": "n", "op": "normalized_difference", "inputs": ["nir", "red"]},
+             {"name": "m", "op": "reduce_mean", "inputs": ["n"]}], "outputs": ["m"]}}]}
+    job = build(ws, doc)
+    assert set(job.inputs) == {"scenes", "ndvi.w"} and not job.inputs["ndvi.w"].collection
+    resolved = {"scenes": [Resolved(f"s{i}") for i in range(3)], "ndvi.w": [Resolved("w")]}
+    p = plan_job(job, resolved, "j")
+    t = p.tasks[1]
+    assert [(r.name, r.cid) for r in t.inputs] == [("nir/00001", "s1"), ("red/00001", "s1"), ("w", "w")]
+    task, items, per_item = decode_payload(full_payload(p, t))
+    assert (task.inputs["nir"].band, task.inputs["red"].band, task.inputs["w"].band) == (3, 2, None)
+    assert per_item == ["nir", "red"] and items == ["00001"]
+    doc["inputs"]["ndvi.w"] = "b.npy"
+    assert [str(x) for x in spec.check(doc, ws)[1]] == ["stages[0].inputs.w: the job already has an input named ndvi.w"]
+    doc["inputs"] = {"scenes": {"from": "inputs.x"}}
+    assert [str(x) for x in spec.check(doc, ws)[1]][0] == \
+        "inputs.scenes.from: `from` is for stage inputs; a job input names its data itself"
