@@ -35,7 +35,7 @@ them into what the executing peer gets, ``decode_payload`` reads that back.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +43,11 @@ import cbor2
 
 from ..errors import P2PComputeError
 from ..ops.graph import Graph
+from ..ops.opset import Spec
 from ..ops.tasks import InputFile, Task
 from .model import (MAX_INPUTS_PER_TASK, MAX_PAYLOAD_BYTES, MAX_TASKS_PER_JOB, Condition, InputRef, JobPlan,
                     PlanError, RetryPolicy, TaskSpec)
-from .spec import JobSpec, StageInput, StageSpec
+from .spec import JobSpec, Source, StageInput, StageSpec
 
 CONCAT_MAX = 64          # inputs of one concat node (ops/op_shape.py)
 COMBINE = "combine"
@@ -85,6 +86,12 @@ def plan_job(spec: JobSpec, resolved: Mapping[str, Sequence[Resolved]], job_id: 
 def count_tasks(spec: JobSpec, resolved: Mapping[str, Sequence[Resolved]]) -> int:
     """How many tasks ``plan_job`` would make (``PlanError`` if it cannot tell or would refuse)."""
     return _Planner(spec, resolved, {}).count()
+
+
+def resolution(spec: JobSpec, resolve: Callable[[Source, Spec | None], Resolved]) -> dict[str, tuple[Resolved, ...]]:
+    """Every input's items as ``resolve(source, hint)`` makes them (the caller does the I/O: add a local
+    file, look up a handle), in the order ``plan_job`` expects."""
+    return {name: tuple(resolve(src, inp.hint) for src in inp.sources) for name, inp in spec.inputs.items()}
 
 
 def placeholders(spec: JobSpec) -> dict[str, tuple[Resolved, ...]]:

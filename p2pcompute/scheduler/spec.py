@@ -123,6 +123,13 @@ class JobSpec:
     def stage(self, name: str) -> StageSpec:
         return next(s for s in self.stages if s.name == name)
 
+    def local_files(self) -> list[str]:
+        """What submit adds and pins before the job starts: every local input file and local program,
+        each once, in the order of the file."""
+        files = [src.text for i in self.inputs.values() for src in i.sources if src.kind == "file"]
+        files += [s.program for s in self.stages if s.program and not s.program.startswith(("builtin:", "ipfs://"))]
+        return list(dict.fromkeys(files))
+
 
 def load(path: str | Path) -> JobSpec:
     """Read and check a job file; ``SpecError`` lists every problem with its line."""

@@ -320,3 +320,23 @@ def test_stage_inputs_from_a_band_and_of_their_own(ws):
     doc["inputs"] = {"scenes": {"from": "inputs.x"}}
     assert [str(x) for x in spec.check(doc, ws)[1]][0] == \
         "inputs.scenes.from: `from` is for stage inputs; a job input names its data itself"
+
+
+def test_what_submit_adds_and_how_it_resolves(ws):
+    (ws / "p.wat").write_text("(module)")
+    doc = {"inputs": {"x": "x/*.npy", "a": "a.npy", "c": f"ipfs://{cid(3)}"}, "stages": [
+        {"name": "s1", "inputs": {"x": "inputs.x"}, "map": {"over": "inputs.x"}, "ops": graph(MEAN)},
+        {"name": "s2", "inputs": {"a": "inputs.a", "c": "inputs.c", "again": "x/x0.npy"}, "program": "p.wat"}]}
+    job = build(ws, doc)
+    assert job.local_files() == [str(ws / "x" / f"x{i}.npy") for i in range(3)] + [str(ws / "a.npy"), str(ws / "p.wat")]
+    seen = []
+
+    def resolve(src, hint):
+        seen.append(src.kind)
+        return Resolved(f"cid:{src.text}", 1, hint.shape if hint else None)
+
+    resolved = plan.resolution(job, resolve)
+    assert resolved["x"][2].cid == f"cid:{ws / 'x' / 'x2.npy'}" and resolved["a"][0].shape == (300, 200)
+    assert resolved["c"][0].cid == f"cid:ipfs://{cid(3)}" and seen.count("uri") == 1
+    p = plan_job(job, resolved, "j", programs={str(ws / "p.wat"): f"ipfs://{cid(4)}"})
+    assert [t.task_id for t in p.tasks] == ["s1/00000", "s1/00001", "s1/00002", "s2"]
