@@ -30,6 +30,16 @@ output; files it writes beyond those are kept as raw outputs.
 
 Every mistake raises ``UserError`` naming the key (``inputs.blue.band``,
 ``limits.memory``) and what would be valid.
+
+This is the single-task subset of job.yaml version 1 (docs/job-spec.md, the
+JSON Schema in ``scheduler/job_schema.json``, ``p2pcompute validate``). Of the
+keys v1 adds, ``version``, ``resources``, ``constraints``, ``retries``,
+``priority`` and ``verification`` are accepted here and checked against that
+schema (``resources.memory`` and ``resources.timeout`` stand in for
+``limits.memory`` and ``limits.wall_seconds`` when those are not given; a local
+run has nothing to place or retry); ``map``, ``split`` and ``stages`` make a
+job of many tasks, which runs across the network, and are refused with a
+pointer to ``validate``.
 """
 
 from __future__ import annotations
@@ -51,6 +61,8 @@ from .opset import Spec
 from .tasks import OUTPUT_FORMATS, InputFile, Limits, Task, TaskResult
 
 TOP_KEYS = ("name", "inputs", "ops", "program", "args", "env", "outputs", "limits")
+PLACEMENT_KEYS = ("version", "resources", "constraints", "retries", "priority", "verification")  # v1, checked
+NETWORK_KEYS = ("map", "split", "stages")                                                        # v1, many tasks
 MAX_JOB_BYTES = 16 << 20
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -87,9 +99,14 @@ def load(path: str | Path, fetch: Callable[[str], Path] | None = None) -> Job:
 def parse(data: Any, base: Path, default_name: str = "job", fetch: Callable[[str], Path] | None = None) -> Job:
     if not isinstance(data, dict):
         raise UserError("job.yaml must be a mapping with inputs, ops or program, outputs, limits")
-    unknown = sorted(str(k) for k in data if k not in TOP_KEYS)
+    network = [k for k in NETWORK_KEYS if k in data]
+    if network:
+        raise UserError(f"job.yaml: `{network[0]}` makes a job of many tasks, which runs across the network "
+                        "(submit); `run --local` runs a single task. Check the file with `p2pcompute validate`")
+    unknown = sorted(str(k) for k in data if k not in TOP_KEYS + PLACEMENT_KEYS)
     if unknown:
         raise UserError(f"job.yaml: unknown key(s) {unknown}; expected {', '.join(TOP_KEYS)}")
+    data = _placement(data)
     name = str(data.get("name") or default_name)
     if ("ops" in data) == ("program" in data):
         raise UserError("job.yaml needs exactly one of `ops` (an operator graph) or `program` "
@@ -118,6 +135,36 @@ def parse(data: Any, base: Path, default_name: str = "job", fetch: Callable[[str
         _remove_copy(fetched)
         raise
     return Job(name, task, out_dir, fetched=fetched)
+
+
+def _placement(data: dict[str, Any]) -> dict[str, Any]:
+    """Check the v1 placement keys against the shared schema; fold ``resources`` into ``limits``."""
+    given = {k: data[k] for k in PLACEMENT_KEYS if k in data}
+    if not given:
+        return data
+    from ..scheduler.spec_check import schema_problems  # the one schema of job.yaml
+
+    problems = [p for p in schema_problems({**given, "program": "x"}) if p.path.split(".")[0] in given]
+    if problems:
+        raise UserError(f"job.yaml {problems[0]}")
+    limits, resources = data.get("limits") or {}, given.get("resources") or {}
+    if isinstance(limits, dict):
+        limits = dict(limits)
+        if "memory" in resources:
+            limits.setdefault("memory", resources["memory"])
+        if "timeout" in resources:
+            limits.setdefault("wall_seconds", parse_duration(resources["timeout"], "resources.timeout"))
+    return {**data, "limits": limits}
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds from a positive number or text like 90s, 10m, 2h, 1d."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"job.yaml {where}: {value!r} is not a duration (seconds, or e.g. 90s, 10m, 2h, 1d)")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
 
 
 def _inputs(raw: Any, base: Path) -> dict[str, InputFile]:

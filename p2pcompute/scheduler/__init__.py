@@ -2,6 +2,12 @@
 
 Files:
     model.py   what the parts pass between them: JobPlan, TaskSpec, InputRef, Condition, Requirements, RetryPolicy
+    job_schema.json  the JSON Schema of job.yaml v1 (docs/job-spec.md), shipped in the package
+    spec_check.py  runs that schema: every problem as a Problem with its path and line
+    spec.py    job.yaml v1 -> JobSpec: stages, map, split, when, resources, constraints; every problem with its path
+    spec_inputs.py  one input: local files, globs, URIs, registry handles, lists; collections and shape hints
+    spec_link.py   the checks across stages: references, cycles, per-item counts, scalar conditions, shapes
+    plan.py    JobSpec + resolved input CIDs -> JobPlan: map batches, matmul tiles + combine, stages (pure)
 
 The rest is being built (issue 10): spec.py (job.yaml v1 and its JSON Schema),
 plan.py (map, split, stages into a JobPlan), and the pure state machines

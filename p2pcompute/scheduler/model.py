@@ -30,6 +30,7 @@ MAX_DEPS_PER_TASK = 100_000
 MAX_ID_LEN = 128
 MAX_PAYLOAD_BYTES = 1 << 20        # a task's executor payload (graph CBOR, program ref, args)
 MAX_LABELS = 32
+MAX_TEMPLATES = 256                # shared payload parts of one plan (a mapped stage's task, stored once)
 
 CONDITION_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
                  "==": operator.eq, "!=": operator.ne}
@@ -198,21 +199,29 @@ class JobPlan:
     priority: int = 0
     verification: str = "none"
     outputs: tuple[tuple[str, str], ...] = ()   # (task_id, output name) pairs that form the job's result
+    # (name, payload part) shared by many tasks: a mapped stage's task is stored once, and each of its
+    # tasks' payload names it (plan.py: ``full_payload(plan, task)`` is what an executor gets)
+    templates: tuple[tuple[str, bytes], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "name": self.name, "tasks": [t.to_wire() for t in self.tasks],
                 "retry": self.retry.to_wire(), "priority": self.priority, "verification": self.verification,
-                "outputs": [list(o) for o in self.outputs]}
+                "outputs": [list(o) for o in self.outputs], "templates": [[k, v] for k, v in self.templates]}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> JobPlan:
         tasks = d.get("tasks", ())
         if len(tasks) > MAX_TASKS_PER_JOB:
             raise PlanError(f"{len(tasks)} tasks: a job may have at most {MAX_TASKS_PER_JOB}")
+        templates = d.get("templates", ())
+        if not isinstance(templates, (list, tuple)) or len(templates) > MAX_TEMPLATES or not all(
+                isinstance(t, (list, tuple)) and len(t) == 2 and isinstance(t[1], bytes) for t in templates):
+            raise PlanError(f"templates: at most {MAX_TEMPLATES} [name, bytes] pairs")
         plan = cls(job_id=str(d["job_id"]), name=str(d.get("name", "")),
                    tasks=tuple(TaskSpec.from_wire(t) for t in tasks), retry=RetryPolicy.from_wire(d["retry"]),
                    priority=int(d.get("priority", 0)), verification=str(d.get("verification", "none")),
-                   outputs=tuple((str(a), str(b)) for a, b in d.get("outputs", ())))
+                   outputs=tuple((str(a), str(b)) for a, b in d.get("outputs", ())),
+                   templates=tuple((str(k), bytes(v)) for k, v in templates))
         plan.check()
         return plan
 
@@ -232,3 +241,8 @@ class JobPlan:
         for task_id, _ in self.outputs:
             if task_id not in seen:
                 raise PlanError(f"job output names task {task_id}, which is not in the plan")
+        names = [k for k, _ in self.templates]
+        if len(names) > MAX_TEMPLATES or len(set(names)) != len(names):
+            raise PlanError(f"templates: at most {MAX_TEMPLATES}, each name once")
+        if any(len(v) > MAX_PAYLOAD_BYTES for _, v in self.templates):
+            raise PlanError(f"a template is over {MAX_PAYLOAD_BYTES} bytes")
