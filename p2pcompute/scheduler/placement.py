@@ -1,0 +1,195 @@
+"""Which peers a ready task is offered to: a pure function of candidates, provider hints and the rng.
+
+Theory of operation
+-------------------
+*Candidates* are capability records (``Candidate.from_record``): free slots,
+cpus, memory, arch, labels, operator sets, wasm, load, and, for the oracle
+only, the exact queue length. A peer *meets* a task's ``Requirements`` when
+it has at least the cpus and memory, every label, the arch (if one is
+named), operator set ``ops/v<opset>`` (if one is named) and wasm (if
+needed). A task nobody meets gets a reason naming the first requirement no
+peer offers and how many peers are known: ``no peer offers arch=arm64: 12
+peers known`` (``unmet``; the CLI calls it at submit time, too).
+
+*Sparrow* (the default). For a batch of m ``Dispatch``es with the same
+requirements, probe d·m distinct peers drawn at random from those that meet
+them (d = ``Dispatch.wanted``, 2 by default), and add the peers that hold each
+task's largest input (provider hints). Each task is offered to its d best
+probed peers, ranked by data locality (the share of the task's input bytes
+the peer holds, times ``locality_weight``) minus load (reservations already
+made in this batch plus the record's load, per free slot), ties broken at
+random. A peer takes at most ``free_slots + max_queued`` reservations per
+batch: never more tasks on a peer than its free slots, a short queue of
+reservations beyond them (its executor accepts only within its slots, so
+the first reserved peer to have a free slot gets the task: late binding).
+Peers a task failed on (``Dispatch.avoid``) are used only if nobody else can.
+
+*A lone peer*, the only candidate there is, takes every task it meets.
+
+*Oracle* (for the simulation's comparison only: it knows every queue): each
+task goes to the one peer with the least expected wait (queue plus tasks it
+was given in this batch, minus free slots), locality as a tie-breaker.
+*Random*: each task to one peer drawn uniformly among those that meet it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import Dispatch, Placed
+from .model import Requirements
+
+MODES = ("sparrow", "oracle", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    peer: Any
+    free_slots: int
+    cpus: float
+    memory: int
+    arch: str
+    labels: dict[str, str] = field(default_factory=dict)
+    opsets: tuple[str, ...] = ("ops/v1",)
+    wasm: bool = True
+    load: float = 0.0
+    queue: int = 0             # tasks waiting at the peer: exact in the oracle's simulation, else 0
+
+    @classmethod
+    def from_record(cls, record: Any) -> Candidate:
+        """From a gossip ``CapabilityRecord``."""
+        return cls(record.peer_id, record.free_slots, record.cpus, record.memory, record.arch, dict(record.labels),
+                   tuple(record.opsets), record.wasm, record.load)
+
+
+def _checks(req: Requirements) -> list[tuple[str, Any]]:
+    """(what a reason names, predicate on a Candidate) for each requirement the task states."""
+    out: list[tuple[str, Any]] = []
+    if req.arch is not None:
+        out.append((f"arch={req.arch}", lambda c: c.arch == req.arch))
+    for k, v in sorted(req.labels.items()):
+        out.append((f"label {k}={v}", lambda c, k=k, v=v: c.labels.get(k) == v))
+    if req.opset is not None:
+        out.append((f"operator set ops/v{req.opset}", lambda c: f"ops/v{req.opset}" in c.opsets))
+    if req.wasm:
+        out.append(("wasm", lambda c: c.wasm))
+    out.append((f"cpus>={req.cpus:g}", lambda c: c.cpus >= req.cpus))
+    out.append((f"memory>={req.memory}", lambda c: c.memory >= req.memory))
+    return out
+
+
+def _key(r: Requirements) -> tuple:
+    return (r.cpus, r.memory, tuple(sorted(r.labels.items())), r.arch, r.opset, r.wasm)
+
+
+def meets(c: Candidate, req: Requirements) -> bool:
+    return all(pred(c) for _, pred in _checks(req))
+
+
+def unmet(req: Requirements, candidates: Iterable[Candidate]) -> str | None:
+    """None if some candidate meets ``req``; else the reason, naming the requirement and the peers known."""
+    cands = list(candidates)
+    known = f"{len(cands)} peer{'s' if len(cands) != 1 else ''} known"
+    if any(meets(c, req) for c in cands):
+        return None
+    checks = _checks(req)
+    for what, pred in checks:
+        if not any(pred(c) for c in cands):
+            return f"no peer offers {what}: {known}"
+    return f"no single peer offers {', '.join(w for w, _ in checks)}: {known}"
+
+
+@dataclass
+class PlacementConfig:
+    mode: str = "sparrow"
+    locality_weight: float = 1.0    # score of holding all of a task's input bytes; load costs 1 per task per slot
+    max_queued: int = 2             # reservations a peer may hold beyond its free slots, per batch
+
+
+class Placement:
+    """``place(dispatches, candidates, providers)`` -> one ``Placed`` per dispatch (peers may be empty)."""
+
+    def __init__(self, rng: random.Random, config: PlacementConfig | None = None) -> None:
+        self.rng = rng
+        self.config = config or PlacementConfig()
+        if self.config.mode not in MODES:
+            raise ValueError(f"placement mode {self.config.mode!r}: use one of {', '.join(MODES)}")
+
+    def place(self, dispatches: list[Dispatch], candidates: list[Candidate],
+              providers: Mapping[str, Iterable[Any]] | None = None) -> list[Placed]:
+        """``providers``: CID -> peers known to hold it (DHT provider records)."""
+        providers = providers or {}
+        by_peer = {c.peer: c for c in candidates}
+        used: dict[Any, int] = {}                     # reservations made in this batch
+        groups: dict[tuple, tuple[Requirements, list[Dispatch]]] = {}
+        for d in dispatches:
+            groups.setdefault(_key(d.requirements), (d.requirements, []))[1].append(d)
+        placed: dict[tuple[str, str], Placed] = {}
+        for req, ds in groups.values():
+            eligible = [c for c in candidates if meets(c, req)]
+            if not eligible:
+                reason = unmet(req, candidates) or "no peer"
+                for d in ds:
+                    placed[d.job_id, d.task] = Placed(d.task, (), reason)
+                continue
+            lone = len(candidates) == 1
+            wanted = max(1, max(d.wanted for d in ds))
+            probe = self.rng.sample(eligible, min(len(eligible), wanted * len(ds)))   # d·m, once per batch
+            for d in ds:
+                placed[d.job_id, d.task] = self._one(d, eligible, probe, by_peer, providers, used, lone)
+        return [placed[d.job_id, d.task] for d in dispatches]
+
+    # --- one dispatch -----------------------------------------------------------------------------
+
+    def _budget(self, c: Candidate, used: dict, lone: bool) -> bool:
+        if lone or self.config.mode == "oracle":
+            return True
+        return used.get(c.peer, 0) < c.free_slots + self.config.max_queued
+
+    def _one(self, d: Dispatch, eligible: list[Candidate], probe: list[Candidate], by_peer: dict,
+             providers: Mapping, used: dict, lone: bool) -> Placed:
+        held = self._held(d, by_peer, providers)
+        mode = self.config.mode
+        if mode == "sparrow":
+            # the batch's probed peers and the holders of this task's inputs; all eligible if those are full
+            names = {c.peer for c in probe}
+            eligible_names = {c.peer for c in eligible}
+            near = probe + [by_peer[p] for p in held if p not in names and p in eligible_names]
+            pool = [c for c in near if self._budget(c, used, lone)] or \
+                [c for c in eligible if self._budget(c, used, lone)]
+        else:
+            pool = [c for c in eligible if self._budget(c, used, lone)]
+        pool = [c for c in pool if c.peer not in d.avoid] or pool
+        if not pool:
+            return Placed(d.task, (), f"all {len(eligible)} peers that can run it are busy")
+        if mode == "random":
+            chosen = [self.rng.choice(pool)]
+        elif mode == "oracle":
+            chosen = [min(pool, key=lambda c: (c.queue + used.get(c.peer, 0) - c.free_slots,
+                                               -held.get(c.peer, 0.0), self.rng.random()))]
+        else:
+            w = self.config.locality_weight
+            ranked = sorted(pool, key=lambda c: (self._load(c, used) - w * held.get(c.peer, 0.0), self.rng.random()))
+            chosen = ranked[:max(1, d.wanted)]
+        for c in chosen:
+            used[c.peer] = used.get(c.peer, 0) + 1
+        return Placed(d.task, tuple(c.peer for c in chosen))
+
+    @staticmethod
+    def _load(c: Candidate, used: dict) -> float:
+        return (used.get(c.peer, 0) + c.load) / max(1, c.free_slots)
+
+    @staticmethod
+    def _held(d: Dispatch, by_peer: dict, providers: Mapping) -> dict[Any, float]:
+        """Peer -> share of the task's known input bytes it holds (inputs of unknown size count 1 byte)."""
+        sizes = [(cid, size if size else 1) for _, cid, size in d.inputs if cid]
+        total = sum(s for _, s in sizes)
+        held: dict[Any, float] = {}
+        for cid, size in sizes:
+            for p in providers.get(cid, ()):
+                if p in by_peer:
+                    held[p] = held.get(p, 0.0) + size / total
+        return held

@@ -1,0 +1,134 @@
+"""Placement: requirements and their reasons, slots, locality, batch sampling, lone peer, oracle and random."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from p2pcompute.gossip.capability import CapabilityRecord
+from p2pcompute.node.identity import Identity
+from p2pcompute.scheduler.events import Dispatch
+from p2pcompute.scheduler.model import Requirements
+from p2pcompute.scheduler.placement import Candidate, Placement, PlacementConfig, meets, unmet
+
+GiB = 1 << 30
+
+
+def peers(n, slots=2, **kw):
+    return [Candidate(f"p{i}", slots, 4.0, 8 * GiB, "x86_64", **kw) for i in range(n)]
+
+
+def dispatch(tid, req=None, inputs=(), avoid=(), wanted=2):
+    return Dispatch("job", tid, wanted, req or Requirements(), tuple(inputs), frozenset(avoid))
+
+
+@pytest.mark.parametrize("req, reason", [
+    (Requirements(arch="arm64"), "no peer offers arch=arm64: 12 peers known"),
+    (Requirements(labels={"gpu": "a100"}), "no peer offers label gpu=a100: 12 peers known"),
+    (Requirements(opset=2), "no peer offers operator set ops/v2: 12 peers known"),
+    (Requirements(cpus=64), "no peer offers cpus>=64: 12 peers known"),
+    (Requirements(memory=64 * GiB), f"no peer offers memory>={64 * GiB}: 12 peers known"),
+])
+def test_a_requirement_no_peer_meets_is_named_with_the_peers_known(req, reason):
+    cands = peers(12)
+    assert unmet(req, cands) == reason
+    placed = Placement(random.Random(0)).place([dispatch("t", req)], cands)
+    assert placed[0].peers == () and placed[0].reason == reason
+
+
+def test_requirements_met_only_together_and_wasm_and_the_singular():
+    cands = [Candidate("arm", 1, 2, GiB, "arm64"), Candidate("big", 1, 32, 64 * GiB, "x86_64", wasm=False)]
+    assert unmet(Requirements(arch="arm64", cpus=16), cands).startswith("no single peer offers arch=arm64, cpus>=16")
+    assert unmet(Requirements(wasm=True), [cands[1]]) == "no peer offers wasm: 1 peer known"
+    assert unmet(Requirements(arch="arm64", cpus=2, memory=GiB), cands) is None
+    placed = Placement(random.Random(0)).place([dispatch("t", Requirements(cpus=16, memory=GiB))], cands)
+    assert placed[0].peers == ("big",)
+
+
+def test_only_peers_meeting_the_requirements_are_chosen():
+    cands = peers(10) + [Candidate(f"g{i}", 2, 4, 8 * GiB, "x86_64", labels={"gpu": "1"}) for i in range(3)]
+    req = Requirements(labels={"gpu": "1"})
+    placed = Placement(random.Random(1)).place([dispatch(f"t{i}", req) for i in range(3)], cands)
+    assert all(p.peers and all(x.startswith("g") for x in p.peers) for p in placed)
+    assert all(meets(next(c for c in cands if c.peer == x), req) for p in placed for x in p.peers)
+
+
+@pytest.mark.parametrize("mode", ["sparrow", "random", "oracle"])
+def test_never_more_reservations_on_a_peer_than_its_free_slots_plus_its_queue(mode):
+    cands = [Candidate(f"p{i}", i % 3, 4, 8 * GiB, "x86_64") for i in range(9)]     # 0, 1 or 2 free slots
+    pl = Placement(random.Random(3), PlacementConfig(mode=mode, max_queued=0))
+    placed = pl.place([dispatch(f"t{i}") for i in range(40)], cands)
+    use = Counter(x for p in placed for x in p.peers)
+    if mode != "oracle":                          # the oracle queues where the wait is shortest
+        assert all(use[c.peer] <= c.free_slots for c in cands)
+        assert sum(use.values()) == 9 and sum(1 for p in placed if p.peers) <= 9
+        assert all("busy" in p.reason for p in placed if not p.peers)
+    else:
+        waits = [use[c.peer] - c.free_slots for c in cands]     # the expected wait it balances
+        assert all(p.peers for p in placed) and max(waits) - min(waits) <= 1
+
+
+def test_batch_sampling_spreads_d_times_m_reservations_over_distinct_peers():
+    cands = peers(100, slots=1)
+    placed = Placement(random.Random(5), PlacementConfig(max_queued=0)).place(
+        [dispatch(f"t{i}") for i in range(20)], cands)
+    all_peers = [x for p in placed for x in p.peers]
+    assert all(len(p.peers) == 2 for p in placed) and len(set(all_peers)) == 40
+
+
+def test_peers_holding_a_tasks_largest_input_come_first():
+    cands = peers(50)
+    providers = {f"big{i}": [f"p{i % 50}"] for i in range(100)}
+    providers.update({f"small{i}": [f"p{(i + 7) % 50}"] for i in range(100)})
+    ds = [dispatch(f"t{i}", inputs=[("a", f"big{i}", 10_000_000), ("b", f"small{i}", 1000)]) for i in range(100)]
+    placed = Placement(random.Random(7)).place(ds, cands, providers)
+    local = sum(p.peers[0] == f"p{i % 50}" for i, p in enumerate(placed))
+    assert local >= 90, local
+    off = Placement(random.Random(7), PlacementConfig(locality_weight=0.0)).place(ds, cands, providers)
+    assert sum(p.peers[0] == f"p{i % 50}" for i, p in enumerate(off)) < 30
+
+
+def test_peers_that_failed_a_task_are_avoided_unless_nobody_else_can():
+    cands = peers(3)
+    placed = Placement(random.Random(0)).place([dispatch("t", avoid={"p0", "p1"}, wanted=3)], cands)
+    assert placed[0].peers == ("p2",)
+    placed = Placement(random.Random(0)).place([dispatch("t", avoid={"p0", "p1", "p2"})], cands)
+    assert len(placed[0].peers) == 2
+
+
+def test_a_lone_peer_runs_everything_itself():
+    me = [Candidate("me", 1, 2, 4 * GiB, "x86_64")]
+    placed = Placement(random.Random(0)).place([dispatch(f"t{i}") for i in range(50)], me)
+    assert all(p.peers == ("me",) for p in placed)
+    assert Placement(random.Random(0)).place([dispatch("t", Requirements(arch="arm64"))], me)[0].reason == \
+        "no peer offers arch=arm64: 1 peer known"
+
+
+def test_ties_break_at_random_and_a_seed_replays():
+    cands = peers(30)
+    ds = [dispatch(f"t{i}") for i in range(5)]
+    runs = [Placement(random.Random(s)).place(ds, cands) for s in (1, 1, 2)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_the_oracle_picks_the_shortest_queue_and_random_one_peer():
+    cands = [Candidate("busy", 0, 4, 8 * GiB, "x86_64", queue=5), Candidate("idle", 2, 4, 8 * GiB, "x86_64"),
+             Candidate("some", 1, 4, 8 * GiB, "x86_64", queue=1)]
+    placed = Placement(random.Random(0), PlacementConfig(mode="oracle")).place(
+        [dispatch(f"t{i}") for i in range(4)], cands)
+    assert Counter(p.peers[0] for p in placed) == {"idle": 3, "some": 1}   # waits end at 1, 1 and 5
+    placed = Placement(random.Random(0), PlacementConfig(mode="random")).place(
+        [dispatch(f"t{i}") for i in range(30)], peers(10))
+    assert all(len(p.peers) == 1 for p in placed) and len({p.peers for p in placed}) > 5
+    with pytest.raises(ValueError):
+        Placement(random.Random(0), PlacementConfig(mode="magic"))
+
+
+def test_a_candidate_from_a_capability_record():
+    ident = Identity.generate()
+    rec = CapabilityRecord(ident.peer_id, 3, 8.0, 16 * GiB, "x86_64", free_slots=4, load=0.5, labels={"zone": "a"})
+    c = Candidate.from_record(rec)
+    assert (c.peer, c.free_slots, c.labels, c.opsets, c.load) == (ident.peer_id, 4, {"zone": "a"}, ("ops/v1",), 0.5)
+    assert meets(c, Requirements(opset=1, labels={"zone": "a"}, wasm=True))
