@@ -1,0 +1,94 @@
+"""ExecutorLeases: reservations wait for a slot, the first free slot accepts, heartbeats, revokes, bounds."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pcompute.scheduler.events import Refused, SetTimer
+from p2pcompute.scheduler.leases import (Accept, CoordinatorDied, Decline, Ended, ExecutorConfig, ExecutorLeases,
+                                         Grant, Offer, Revoked, Run, SendHeartbeat, SetSlots, Stop, Wake)
+
+
+def of(cmds, cls):
+    return [c for c in cmds if isinstance(c, cls)]
+
+
+def offer(n, coord="c1", deadline=100.0):
+    return Offer("job", f"t{n}", coord, f"0.{n}", deadline, spec=f"spec{n}")
+
+
+def test_one_slot_accepts_the_oldest_reservation_and_the_next_when_it_ends():
+    ex = ExecutorLeases(ExecutorConfig(slots=1, heartbeat_s=5.0))
+    assert of(ex.handle(offer(1), 0.0), Accept)[0].lease_id == "0.1"
+    assert not of(ex.handle(offer(2), 0.0), Accept) and ex.queued() == 1 and ex.free_slots() == 0
+    out = ex.handle(Grant("job", "c1", "0.1", 30.0), 1.0)
+    assert of(out, Run) == [Run("job", "t1", "c1", "0.1", "spec1")] and SetTimer(6.0) in out
+    beats = [of(ex.handle(Wake(), t), SendHeartbeat) for t in (6.0, 11.0, 12.0)]
+    assert [len(b) for b in beats] == [1, 1, 0]
+    out = ex.handle(Ended("job", "0.1"), 12.5)
+    assert of(out, Accept)[0].lease_id == "0.2"
+    assert not of(ex.handle(Wake(), 16.0), SendHeartbeat)          # the ended lease beats no more
+
+
+def test_a_revoked_accept_frees_the_slot_and_a_revoked_run_stops():
+    ex = ExecutorLeases(ExecutorConfig(slots=1))
+    ex.handle(offer(1), 0.0)
+    ex.handle(offer(2), 0.0)
+    out = ex.handle(Revoked("job", "c1", "0.1", "taken by another peer"), 0.5)
+    assert of(out, Accept)[0].lease_id == "0.2" and not of(out, Stop)
+    ex.handle(Grant("job", "c1", "0.2", 30.0), 1.0)
+    out = ex.handle(Revoked("job", "c1", "0.2", "job cancelled"), 2.0)
+    assert of(out, Stop) == [Stop("job", "t2", "0.2", "job cancelled")] and ex.free_slots() == 1
+
+
+def test_a_full_queue_declines_and_lapsed_reservations_and_unanswered_accepts_go():
+    ex = ExecutorLeases(ExecutorConfig(slots=1, max_queued=2, accept_timeout_s=10.0))
+    ex.handle(offer(1, deadline=100.0), 0.0)                          # accepted at once
+    ex.handle(offer(2, deadline=5.0), 0.0)
+    ex.handle(offer(3, deadline=100.0), 0.0)
+    out = ex.handle(offer(4), 0.0)
+    assert of(out, Decline)[0].lease_id == "0.4" and ex.stats["declined"] == 1
+    ex.handle(Wake(), 6.0)                                            # offer 2 lapsed while queued
+    assert ex.queued() == 1 and ex.stats["lapsed"] == 1
+    out = ex.handle(Wake(), 10.0)                                     # accept of 1 never answered
+    assert ex.stats["accept_timeouts"] == 1 and of(out, Accept)[0].lease_id == "0.3"
+
+
+def test_grants_and_offers_from_the_wrong_peer_are_refused():
+    ex = ExecutorLeases(ExecutorConfig(slots=2))
+    ex.handle(offer(1), 0.0)
+    assert of(ex.handle(Grant("job", "mallory", "0.1", 30.0), 0.0), Refused)
+    assert of(ex.handle(Grant("job", "c1", "0.9", 30.0), 0.0), Refused)
+    assert of(ex.handle(offer(1), 0.0), Refused)
+    ex.handle(Revoked("job", "mallory", "0.1"), 0.0)
+    assert ex.busy() == 1 and ex.stats["stale_revokes"] == 1 and ex.stats["refused"] == 3
+
+
+def test_a_dead_coordinator_takes_its_reservations_but_running_tasks_go_on():
+    ex = ExecutorLeases(ExecutorConfig(slots=2))
+    ex.handle(offer(1, "c1"), 0.0)
+    ex.handle(Grant("job", "c1", "0.1", 30.0), 0.0)
+    ex.handle(offer(2, "c1"), 0.0)                                    # accepting
+    ex.handle(offer(3, "c1"), 0.0)                                    # queued
+    out = ex.handle(CoordinatorDied("c1"), 1.0)
+    assert ex.running() == [("job", "0.1")] and ex.queued() == 0 and ex.busy() == 1 and not of(out, Stop)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 9), st.floats(0, 20)), max_size=60),
+       st.integers(1, 3))
+def test_accepts_only_fill_free_slots(steps, slots):
+    ex = ExecutorLeases(ExecutorConfig(slots=slots, max_queued=3, heartbeat_s=2.0, accept_timeout_s=5.0))
+    now, runs, most = 0.0, set(), slots
+    for kind, n, dt in steps:
+        now += dt
+        e = [offer(n, deadline=now + 10.0), Grant("job", "c1", f"0.{n}", now + 30.0), Revoked("job", "c1", f"0.{n}"),
+             Ended("job", f"0.{n}"), CoordinatorDied("c1"), SetSlots(n % 4), Wake()][kind]
+        out = ex.handle(e, now)
+        most = max(most, ex.slots)
+        runs |= {c.lease_id for c in of(out, Run)}
+        # slots taken away let the runs finish; an accept only ever fills a free slot
+        assert ex.busy() <= most and (not of(out, Accept) or ex.busy() <= ex.slots)
+        assert {k[1] for k in ex.running()} <= runs
+        assert ex.free_slots() == max(0, ex.slots - ex.busy())
