@@ -66,14 +66,14 @@ from collections import Counter, deque
 from typing import Any
 
 from . import events as ev
+from . import job_record
 from .events import JobConfig
 from .model import JobPlan, PlanError
 from .task_run import (ACTIVE, CANCELLED, DONE, FAILED, FETCHING, OFFERED, PLACING, READY, RUNNING, SKIPPED,
-                       STATES, TERMINAL, WAITING, TaskRun)
+                       TERMINAL, WAITING, TaskRun)
 
 SAME_RULE_KINDS = frozenset({ev.CRASH, ev.TIMEOUT, ev.RESOURCE_EXCEEDED, ev.FAILED, ev.INPUT_NOT_FOUND})
 MAX_CID_LEN = 256
-RECORD_FORMAT = 1
 
 
 class JobState:
@@ -118,6 +118,8 @@ class JobState:
         self._reported_end = False
         self._timer: float | None = None
         self._resume: list[ev.Command] = []     # revokes and fetches a takeover owes (from_record)
+        self._changed: set[str] = set()          # tasks changed since the last delta()
+        self._delta_base = 0                     # the version the last delta() carried
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class JobState:
             self._push(t.deadline, "lease", t.task_id, e.lease_id)
             out.append(ev.GrantLease(self.job_id, t.task_id, e.peer, e.lease_id, t.deadline))
             self._set(t, RUNNING, now, f"granted {e.lease_id} to {e.peer!r}")
-        elif t.issued.get(e.lease_id, _NONE) == e.peer:
+        elif self._ours(t, e.lease_id, e.peer):
             self.stats["late_accepts"] += 1
             out.append(ev.Revoke(self.job_id, t.task_id, e.peer, e.lease_id, "offer no longer open"))
         else:
@@ -218,7 +220,7 @@ class JobState:
         t = self.tasks[e.task]
         if t.state == RUNNING and t.lease == e.lease_id and t.peer == e.peer:
             t.deadline = now + self.config.lease_s
-        elif t.issued.get(e.lease_id, _NONE) == e.peer:
+        elif self._ours(t, e.lease_id, e.peer):
             self.stats["stale_heartbeats"] += 1
             if not (t.state == FETCHING and t.lease == e.lease_id):
                 out.append(ev.Revoke(self.job_id, t.task_id, e.peer, e.lease_id, "lease no longer valid"))
@@ -229,7 +231,7 @@ class JobState:
         t = self.tasks[e.task]
         current = self.state == "running" and t.state == RUNNING and t.lease == e.lease_id and t.peer == e.peer
         if not current:
-            if t.issued.get(e.lease_id, _NONE) != e.peer:
+            if not self._ours(t, e.lease_id, e.peer):
                 self._refuse(e.peer, f"result for lease {e.lease_id!r} of {t.task_id} it does not hold", out)
             elif t.accepted == e.lease_id:
                 self.stats["duplicate_results"] += 1
@@ -275,6 +277,7 @@ class JobState:
         message = self._text(e.message)
         if t.state == OFFERED and t.offers.get(e.lease_id, _NONE) == e.peer:
             del t.offers[e.lease_id]             # the peer refused the offer, whatever the kind it gave
+            self._touch(t)
             self._declined(t, f"offer {e.lease_id} refused by {e.peer!r}: {message}", now, out)
         elif t.state == RUNNING and t.lease == e.lease_id and t.peer == e.peer:
             if e.kind == ev.REJECTED:            # gave the lease back: not the task's fault
@@ -283,7 +286,7 @@ class JobState:
                 self._declined(t, f"lease {e.lease_id} given back by {e.peer!r}", now, out)
             else:
                 self._attempt_failed(t, e.kind, message, now, out)
-        elif t.issued.get(e.lease_id, _NONE) == e.peer:
+        elif self._ours(t, e.lease_id, e.peer):
             self.stats["stale_failures"] += 1
         else:
             self._refuse(e.peer, f"failure for lease {e.lease_id!r} of {t.task_id} it does not hold", out)
@@ -293,6 +296,7 @@ class JobState:
             if t.state == OFFERED and e.peer in t.offers.values():
                 for lease in [k for k, p in t.offers.items() if p == e.peer]:
                     del t.offers[lease]
+                self._touch(t)
                 if not t.offers:
                     self._requeue(t, 0.0, now, f"offered peer {e.peer!r} died", out)
             elif t.state == RUNNING and t.peer == e.peer:
@@ -308,7 +312,7 @@ class JobState:
         self.counts[state] += 1
         t.story.append((now, stimulus, t.state, state))
         t.state = state
-        self._dirty = True
+        self._touch(t)
 
     def _requeue(self, t: TaskRun, delay: float, now: float, stimulus: str, out: list) -> None:
         for lease, p in t.offers.items():
@@ -432,6 +436,7 @@ class JobState:
                 self._ready.append(tid)
             elif kind == "offer" and t.state == OFFERED and token in t.offers:
                 out.append(ev.Revoke(self.job_id, tid, t.offers.pop(token), token, "offer lapsed"))
+                self._touch(t)
                 self._declined(t, f"offer {token} lapsed", now, out)
             elif kind == "lease" and t.state == RUNNING and t.lease == token:
                 if t.deadline <= now:
@@ -486,6 +491,14 @@ class JobState:
         self._seq += 1
         return f"{self.epoch}.{self._seq}"
 
+    def _ours(self, t: TaskRun, lease: Any, peer: Any) -> bool:
+        """A lease of this task we issued to ``peer``, or one of an earlier coordinator's (we may not know
+        it: it was issued after the record we took over from): stale, answered by a revoke, not refused."""
+        if t.issued.get(lease, _NONE) == peer:
+            return True
+        epoch, dot, _ = str(lease).partition(".")
+        return bool(dot) and epoch.isdigit() and int(epoch) < self.epoch
+
     def _text(self, s: Any) -> str:
         return str(s)[: self.config.max_text]
 
@@ -515,42 +528,25 @@ class JobState:
         missing += sorted(self._needs_inline[t.task_id] - e.inline.keys())
         return f"lacks output {', '.join(missing)}" if missing else None
 
-    # --- the record -------------------------------------------------------------------------------
+    # --- the record (job_record.py) -------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
         """The whole job as a CBOR-friendly dict: what replicas keep and ``from_record`` resumes from."""
-        return {"format": RECORD_FORMAT, "job_id": self.job_id, "version": self.version, "epoch": self.epoch,
-                "seq": self._seq, "state": self.state, "reason": self.reason, "created": self.created,
-                "plan": self.plan.to_wire(), "stats": dict(self.stats),
-                "tasks": [t.to_record() for t in self.tasks.values()]}
+        return job_record.to_record(self)
+
+    def delta(self) -> dict[str, Any]:
+        """The tasks changed since the last ``delta``, for ``job_record.apply_delta`` at the replicas."""
+        return job_record.delta(self)
 
     @classmethod
     def from_record(cls, record: dict[str, Any], now: float, rng: random.Random,
                     config: JobConfig | None = None) -> JobState:
         """A replica takes over: the next epoch, running work re-offered (see the module doc). Then ``start``."""
-        try:
-            if record.get("format") != RECORD_FORMAT:
-                raise PlanError(f"job record format {record.get('format')!r}, expected {RECORD_FORMAT}")
-            js = cls(JobPlan.from_wire(record["plan"]), float(record["created"]), rng, config)
-            if len(record["tasks"]) != len(js.tasks) or record["state"] not in ("running", "done", "failed",
-                                                                                 "cancelled"):
-                raise PlanError("job record does not fit its plan")
-            js.version, js.epoch = int(record["version"]), int(record["epoch"]) + 1
-            js._seq = int(record["seq"])
-            js.state, js.reason = record["state"], str(record["reason"])
-            js._reported_end = js.state != "running"
-            js.stats.update({str(k): int(v) for k, v in dict(record["stats"]).items()})
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise PlanError(f"bad job record: {type(e).__name__}: {e}") from None
-        js.counts = Counter()
-        for t, r in zip(js.tasks.values(), record["tasks"]):
-            t.load_record(r)
-            js.counts[t.state] += 1
-        for t in js.tasks.values():
-            t.pending = sum(1 for d in js._deps[t.task_id] if js.tasks[d].state not in (DONE, SKIPPED))
-            t.story.append((now, f"takeover by epoch {js.epoch}", t.state, t.state))
-            js._take_over(t, now)
-        return js
+        return job_record.from_record(cls, record, now, rng, config)
+
+    def _touch(self, t: TaskRun) -> None:
+        self._changed.add(t.task_id)
+        self._dirty = True
 
     def _take_over(self, t: TaskRun, now: float) -> None:
         out = self._resume
@@ -570,4 +566,3 @@ class JobState:
 
 
 _NONE = object()   # a sentinel no peer equals
-assert set(STATES) >= ACTIVE | TERMINAL

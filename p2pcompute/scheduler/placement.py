@@ -18,7 +18,10 @@ task's largest input (provider hints). Each task is offered to its d best
 probed peers, ranked by data locality (the share of the task's input bytes
 the peer holds, times ``locality_weight``) minus load (reservations already
 made in this batch plus the record's load, per free slot), ties broken at
-random. A peer takes at most ``free_slots + max_queued`` reservations per
+random. If ``locality_weight`` > 0 and peers with room hold at least ``holders_only_share`` of the
+task's input bytes, only they are offered it: a second offer elsewhere
+would win the race whenever the holder is busy, and the holder's queue is
+bounded anyway. A peer takes at most ``free_slots + max_queued`` reservations per
 batch: never more tasks on a peer than its free slots, a short queue of
 reservations beyond them (its executor accepts only within its slots, so
 the first reserved peer to have a free slot gets the task: late binding).
@@ -107,6 +110,8 @@ class PlacementConfig:
     mode: str = "sparrow"
     locality_weight: float = 1.0    # score of holding all of a task's input bytes; load costs 1 per task per slot
     max_queued: int = 2             # reservations a peer may hold beyond its free slots, per batch
+    holders_only_share: float = 0.5  # a task whose input bytes a peer with room holds this share of is offered
+                                     # only to such peers (late binding among holders); above 1: off
 
 
 class Placement:
@@ -172,6 +177,8 @@ class Placement:
                                                -held.get(c.peer, 0.0), self.rng.random()))]
         else:
             w = self.config.locality_weight
+            holders = [c for c in pool if held.get(c.peer, 0.0) >= self.config.holders_only_share] if w > 0 else []
+            pool = holders or pool
             ranked = sorted(pool, key=lambda c: (self._load(c, used) - w * held.get(c.peer, 0.0), self.rng.random()))
             chosen = ranked[:max(1, d.wanted)]
         for c in chosen:

@@ -8,6 +8,7 @@ import cbor2
 import pytest
 
 from p2pcompute.scheduler import events as ev
+from p2pcompute.scheduler.job_record import RecordGap, apply_delta
 from p2pcompute.scheduler.job_state import JobState
 from p2pcompute.scheduler.model import InputRef, PlanError
 from sm_harness import Coord, of, plan, task
@@ -99,3 +100,39 @@ def test_a_damaged_record_is_refused_with_a_plan_error(damage):
     damage(record)
     with pytest.raises(PlanError):
         JobState.from_record(record, 1.0, random.Random(0))
+
+
+def _wire(x):
+    return cbor2.loads(cbor2.dumps(x))
+
+
+def test_deltas_keep_a_replica_equal_to_the_full_record():
+    c = Coord(_diamond())
+    held = _wire(c.js.to_record())
+    c.js.delta()                                     # the stream starts with the full record
+    steps = [lambda: c.run("a", "p1"), lambda: c.grant("b", "p2"), lambda: c.feed(ev.MemberDied("p2")),
+             lambda: c.tick(c.js.tasks["b"].not_before), lambda: c.run("b", "p3"), lambda: c.run("x", "p1")]
+    for step in steps:
+        step()
+        d = _wire(c.js.delta())
+        assert len(d["tasks"]) < len(c.js.tasks) or step is steps[0]
+        held = apply_delta(held, d)
+        assert held == _wire(c.js.to_record())
+    assert apply_delta(held, d) is held              # a repeated delta changes nothing
+
+
+def test_a_missed_delta_or_a_new_epoch_asks_for_the_full_record_and_an_old_epoch_is_fenced():
+    c = Coord(_diamond())
+    held = _wire(c.js.to_record())
+    c.js.delta()
+    c.grant("a", "p1")
+    c.js.delta()                                     # lost on the way
+    c.grant("b", "p2")
+    with pytest.raises(RecordGap):
+        apply_delta(held, _wire(c.js.delta()))
+    r = _replica(c, now=1.0)
+    newer = _wire(r.js.to_record())
+    with pytest.raises(RecordGap):
+        apply_delta(held, _wire(r.js.delta()))       # epoch 1 to a replica still at epoch 0
+    c.grant("x", "p3")                               # the replaced coordinator goes on
+    assert apply_delta(newer, _wire(c.js.delta())) is newer
