@@ -8,6 +8,12 @@ Files:
     spec_inputs.py  one input: local files, globs, URIs, registry handles, lists; collections and shape hints
     spec_link.py   the checks across stages: references, cycles, per-item counts, scalar conditions, shapes
     plan.py    JobSpec + resolved input CIDs -> JobPlan: map batches, matmul tiles + combine, stages (pure)
+    events.py      the state machines' events and commands (Dispatch, SendOffer, GrantLease, ...) and JobConfig
+    job_state.py   JobState: one job run by its coordinator (DAG, offers, leases, retries, results), pure
+    task_run.py    TaskRun: one task's run-time state, attempts and story, and its record form
+    job_record.py  the job record: full record, deltas for replicas (apply_delta), from_record for a takeover
+    placement.py   Placement: Sparrow batch sampling with data locality; oracle and random modes; unmet()
+    leases.py      ExecutorLeases: an executing peer's reservations, slots and heartbeats, pure
 
 The rest is being built (issue 10): spec.py (job.yaml v1 and its JSON Schema),
 plan.py (map, split, stages into a JobPlan), and the pure state machines

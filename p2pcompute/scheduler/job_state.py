@@ -36,8 +36,10 @@ pulled and pinned by the driver; inline-only results skip this) and then to
 ``done`` once, at ``Fetched``. Any other result is not taken and is counted:
 ``duplicate_results`` (the lease whose result was taken already),
 ``stale_results`` (a lease of ours that is no longer current: lapsed,
-revoked, lost to another peer, or of an earlier coordinator), or refused
-(a lease we never issued to that peer).
+revoked, lost to another peer, or of an earlier coordinator, even one issued
+after the record we took over from), or refused (a lease of this epoch we
+never issued to that peer). A heartbeat or accept on a stale lease is
+answered with ``Revoke``, so that its executor frees the slot.
 The job record carries the epoch of its coordinator; lease ids are
 ``"<epoch>.<n>"``. A replica that takes over (``from_record`` then
 ``start``) begins the next epoch: it revokes every offer and lease of the

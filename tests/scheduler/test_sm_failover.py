@@ -136,3 +136,18 @@ def test_a_missed_delta_or_a_new_epoch_asks_for_the_full_record_and_an_old_epoch
         apply_delta(held, _wire(r.js.delta()))       # epoch 1 to a replica still at epoch 0
     c.grant("x", "p3")                               # the replaced coordinator goes on
     assert apply_delta(newer, _wire(c.js.delta())) is newer
+
+
+def test_leases_the_old_coordinator_issued_after_the_last_record_are_stale_and_revoked_not_refused():
+    c = Coord(_diamond())
+    r = _replica(c, now=1.0)
+    c.feed(ev.Placed("a", ("p1",)))                  # after the record the replica holds
+    unknown = c.offers("a")["p1"]
+    out = r.feed(ev.OfferAccepted("a", "p1", unknown))
+    assert [(v.peer, v.lease_id) for v in of(out, ev.Revoke)] == [("p1", unknown)] and not of(out, ev.Refused)
+    out = r.feed(ev.Heartbeat("a", "p1", unknown))
+    assert of(out, ev.Revoke) and not of(out, ev.Refused)
+    r.feed(ev.ResultReady("a", "p1", unknown, {"out": "cid"}, {}))
+    assert r.js.stats["stale_results"] == 1 and r.js.stats["refused"] == 0 and r.state("a") != "done"
+    out = r.feed(ev.ResultReady("a", "p1", "1.999", {"out": "cid"}, {}))    # this epoch, never issued
+    assert of(out, ev.Refused)
