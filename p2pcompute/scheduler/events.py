@@ -245,7 +245,8 @@ class SetTimer:
     at: float
 
 
-Event = Tick | Placed | OfferAccepted | Heartbeat | ResultReady | TaskFailed | Fetched | FetchFailed | MemberDied | Cancel
+Event = (Tick | Placed | OfferAccepted | Heartbeat | ResultReady | TaskFailed | Fetched | FetchFailed | MemberDied
+         | Cancel)
 Command = Dispatch | SendOffer | GrantLease | Revoke | FetchResult | Replicate | Report | Refused | SetTimer
 
 

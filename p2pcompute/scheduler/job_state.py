@@ -62,7 +62,6 @@ unknown task) becomes ``Refused`` and a counter, never an exception.
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections import Counter, deque
 from typing import Any
@@ -72,10 +71,9 @@ from . import job_record
 from .events import JobConfig
 from .model import JobPlan, PlanError
 from .task_run import (ACTIVE, CANCELLED, DONE, FAILED, FETCHING, OFFERED, PLACING, READY, RUNNING, SKIPPED,
-                       TERMINAL, WAITING, TaskRun)
+                       TERMINAL, WAITING, TaskRun, check_result)
 
 SAME_RULE_KINDS = frozenset({ev.CRASH, ev.TIMEOUT, ev.RESOURCE_EXCEEDED, ev.FAILED, ev.INPUT_NOT_FOUND})
-MAX_CID_LEN = 256
 
 
 class JobState:
@@ -147,10 +145,9 @@ class JobState:
         handler = getattr(self, "_on_" + type(event).__name__, None)
         if handler is None:
             raise TypeError(f"JobState cannot handle {type(event).__name__}")
-        task = getattr(event, "task", None)
-        if task is not None and (not isinstance(task, str) or task not in self.tasks):
-            self.stats["refused"] += 1
-            out.append(ev.Refused(getattr(event, "peer", None), f"job {self.job_id} has no task {str(task)[:80]!r}"))
+        problem = self._malformed(event)
+        if problem:
+            self._refuse(getattr(event, "peer", None) if not problem.startswith("peer") else None, problem, out)
         elif self.state != "running" and not isinstance(event, (ev.ResultReady, ev.Heartbeat)):
             pass
         else:
@@ -240,7 +237,7 @@ class JobState:
             else:
                 self.stats["stale_results"] += 1
             return
-        problem = self._check_result(t, e)
+        problem = check_result(e, self._needs[t.task_id], self._needs_inline[t.task_id], self.config)
         if problem:
             self._refuse(e.peer, f"result of {t.task_id}: {problem}", out)
             self._attempt_failed(t, ev.FAILED, f"bad result: {problem}", now, out)
@@ -493,6 +490,20 @@ class JobState:
         self._seq += 1
         return f"{self.epoch}.{self._seq}"
 
+    def _malformed(self, e: ev.Event) -> str | None:
+        """Why an event built from a peer's message cannot even be looked at (None: it can)."""
+        task, lease = getattr(e, "task", None), getattr(e, "lease_id", "")
+        if hasattr(e, "peer"):
+            try:
+                hash(e.peer)
+            except TypeError:
+                return f"peer {type(e.peer).__name__} is not a peer id"
+        if not isinstance(lease, str) or len(lease) > 64:
+            return f"lease id {str(lease)[:80]!r} is not a lease id"
+        if task is not None and (not isinstance(task, str) or task not in self.tasks):
+            return f"job {self.job_id} has no task {str(task)[:80]!r}"
+        return None
+
     def _ours(self, t: TaskRun, lease: Any, peer: Any) -> bool:
         """A lease of this task we issued to ``peer``, or one of an earlier coordinator's (we may not know
         it: it was issued after the record we took over from): stale, answered by a revoke, not refused."""
@@ -507,28 +518,6 @@ class JobState:
     def _refuse(self, peer: Any, reason: str, out: list) -> None:
         self.stats["refused"] += 1
         out.append(ev.Refused(peer, reason))
-
-    def _check_result(self, t: TaskRun, e: ev.ResultReady) -> str | None:
-        cfg = self.config
-        for what, d in (("outputs", e.outputs), ("inline", e.inline), ("sizes", e.sizes)):
-            if not isinstance(d, dict) or len(d) > cfg.max_outputs:
-                return f"{what} is not a dict of at most {cfg.max_outputs} entries"
-            if any(not isinstance(k, str) or len(k) > 128 for k in d):
-                return f"{what} has a name that is not a short string"
-        for k, v in e.outputs.items():
-            if not isinstance(v, str) or not 0 < len(v) <= MAX_CID_LEN:
-                return f"output {k!r} is not a CID"
-        for k, v in e.inline.items():
-            if not (v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))):
-                return f"inline {k!r} is not a scalar"
-            if isinstance(v, str) and len(v) > cfg.max_text or isinstance(v, int) and abs(v) >= 1 << 63:
-                return f"inline {k!r} is too large"
-        for k, v in e.sizes.items():
-            if type(v) is not int or not 0 <= v < 1 << 62:
-                return f"size of {k!r} is not a byte count"
-        missing = sorted(self._needs[t.task_id] - e.outputs.keys())
-        missing += sorted(self._needs_inline[t.task_id] - e.inline.keys())
-        return f"lacks output {', '.join(missing)}" if missing else None
 
     # --- the record (job_record.py) -------------------------------------------------------------
 

@@ -14,6 +14,7 @@ offer or an unplaceable task goes back to ``ready``.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -26,6 +27,7 @@ TERMINAL = frozenset({DONE, SKIPPED, FAILED, CANCELLED})
 ACTIVE = frozenset({PLACING, OFFERED, RUNNING, FETCHING})
 
 MAX_ISSUED = 256   # lease ids remembered per task (to tell a stale lease from an unknown one)
+MAX_CID_LEN = 256
 
 
 class TaskRun:
@@ -119,3 +121,29 @@ class TaskRun:
             self.reason = str(r["reason"])
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"task record of {self.task_id}: {type(e).__name__}: {e}") from None
+
+
+def check_result(e: Any, needs: set[str], needs_inline: set[str], cfg: Any) -> str | None:
+    """Why a ``ResultReady`` from a peer is malformed or incomplete (None: it is fine).
+
+    ``needs``: output names (CIDs) the job's later tasks and result use; ``needs_inline``: scalars a
+    condition reads; ``cfg``: the ``JobConfig`` (max_outputs, max_text).
+    """
+    for what, d in (("outputs", e.outputs), ("inline", e.inline), ("sizes", e.sizes)):
+        if not isinstance(d, dict) or len(d) > cfg.max_outputs:
+            return f"{what} is not a dict of at most {cfg.max_outputs} entries"
+        if any(not isinstance(k, str) or len(k) > 128 for k in d):
+            return f"{what} has a name that is not a short string"
+    for k, v in e.outputs.items():
+        if not isinstance(v, str) or not 0 < len(v) <= MAX_CID_LEN:
+            return f"output {k!r} is not a CID"
+    for k, v in e.inline.items():
+        if not (v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))):
+            return f"inline {k!r} is not a scalar"
+        if isinstance(v, str) and len(v) > cfg.max_text or isinstance(v, int) and abs(v) >= 1 << 63:
+            return f"inline {k!r} is too large"
+    for k, v in e.sizes.items():
+        if type(v) is not int or not 0 <= v < 1 << 62:
+            return f"size of {k!r} is not a byte count"
+    missing = sorted(needs - e.outputs.keys()) + sorted(needs_inline - e.inline.keys())
+    return f"lacks output {', '.join(missing)}" if missing else None

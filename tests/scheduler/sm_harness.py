@@ -6,7 +6,7 @@ import random
 
 from p2pcompute.scheduler import events as ev
 from p2pcompute.scheduler.job_state import JobState
-from p2pcompute.scheduler.model import Condition, InputRef, JobPlan, Requirements, RetryPolicy, TaskSpec
+from p2pcompute.scheduler.model import InputRef, JobPlan, Requirements, RetryPolicy, TaskSpec
 
 
 def task(tid, deps=(), inputs=(), cond=None, req=None) -> TaskSpec:

@@ -180,7 +180,8 @@ def test_hostile_messages_are_refused_with_a_reason_never_raised():
     lease = c.grant("a", "p1")
     cases = [ev.ResultReady("zzz", "p9", lease, {}, {}), ev.ResultReady(["a"], "p9", lease),
              ev.ResultReady("a", "p9", lease, {"out": "c"}, {}), ev.Heartbeat("a", "p9", lease),
-             ev.OfferAccepted("a", "p9", "9.9"), ev.TaskFailed("a", "p1", lease, "explode", "")]
+             ev.OfferAccepted("a", "p9", "9.9"), ev.TaskFailed("a", "p1", lease, "explode", ""),
+             ev.Heartbeat("a", "p1", ["0.1"]), ev.Heartbeat("a", ["p1"], lease), ev.ResultReady("a", "p1", "x" * 100)]
     for e in cases:
         out = c.feed(e)
         assert of(out, ev.Refused), e

@@ -183,7 +183,8 @@ def test_random_event_sequences_keep_the_invariants_and_the_job_ends(p, steps, s
     w = World(p, seed)
     for step in steps:
         w.step(*step)
-    event(f"before the final run: {w.js.state}, {min(2, sum(w.done_count.values()))}+ done, epoch {min(w.js.epoch, 2)}+")
+    done, epoch = min(2, sum(w.done_count.values())), min(w.js.epoch, 2)
+    event(f"before the final run: {w.js.state}, {done}+ done, epoch {epoch}+")
     w.drain()
     js = w.js
     event(f"job {js.state}")

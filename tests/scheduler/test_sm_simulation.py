@@ -73,7 +73,8 @@ class Sim:
             if isinstance(c, ev.Dispatch):
                 dispatches.append(c)
             elif isinstance(c, ev.SendOffer):
-                self.at(self.now + self.latency(), "ex", c.peer, lx.Offer(c.job_id, c.task, COORD, c.lease_id, c.deadline))
+                offer = lx.Offer(c.job_id, c.task, COORD, c.lease_id, c.deadline)
+                self.at(self.now + self.latency(), "ex", c.peer, offer)
             elif isinstance(c, ev.GrantLease):
                 self.at(self.now + self.latency(), "ex", c.peer, lx.Grant(c.job_id, COORD, c.lease_id, c.expires))
             elif isinstance(c, ev.Revoke):
