@@ -169,6 +169,12 @@ class JobState:
         """The job's result: (task, output, cid or None when that task was skipped)."""
         return tuple((tid, name, self.tasks[tid].outputs.get(name)) for tid, name in self.plan.outputs)
 
+    def describe(self) -> list[dict[str, Any]]:
+        """Per task, for ``describe JOB``: state, reason, attempts (peer, lease, times, outcome) and story."""
+        return [{"task": tid, "stage": t.spec.stage, "state": t.state, "reason": t.reason,
+                 "attempts": [dict(a) for a in t.attempts], "attempts_dropped": t.attempts_dropped,
+                 "outputs": dict(t.outputs), "story": list(t.story)} for tid, t in self.tasks.items()]
+
     # --- events ---------------------------------------------------------------------------------
 
     def _on_Tick(self, e: ev.Tick, now: float, out: list) -> None:

@@ -250,3 +250,14 @@ def test_handle_before_start_is_a_bug():
     js = JobState(plan(task("a")), 0.0, random.Random(0))
     with pytest.raises(RuntimeError):
         js.handle(ev.Tick(), 0.0)
+
+
+def test_an_empty_job_is_done_at_once_and_describe_shows_attempts_and_story():
+    c = Coord(plan())
+    assert c.js.state == "done" and of(c.log, ev.Report)[-1].kind == "done"
+    c = Coord(plan(task("a")))
+    lease = c.grant("a", "p1")
+    c.feed(ev.TaskFailed("a", "p1", lease, ev.TIMEOUT, "over 3600 s"))
+    [a] = c.js.describe()
+    assert a["state"] == "ready" and a["attempts"][0]["outcome"] == ev.TIMEOUT
+    assert a["attempts"][0]["peer"] == "p1" and a["story"][-1][1].startswith("timeout on 'p1'")
