@@ -158,16 +158,16 @@ class Placement:
              providers: Mapping, used: dict, lone: bool) -> Placed:
         held = self._held(d, by_peer, providers)
         mode = self.config.mode
+        room = [c for c in eligible if self._budget(c, used, lone)]
+        levels = [room]
         if mode == "sparrow":
-            # the batch's probed peers and the holders of this task's inputs; all eligible if those are full
+            # the batch's probed peers and the holders of this task's inputs first; all eligible if those are full
             names = {c.peer for c in probe}
             eligible_names = {c.peer for c in eligible}
             near = probe + [by_peer[p] for p in held if p not in names and p in eligible_names]
-            pool = [c for c in near if self._budget(c, used, lone)] or \
-                [c for c in eligible if self._budget(c, used, lone)]
-        else:
-            pool = [c for c in eligible if self._budget(c, used, lone)]
-        pool = [c for c in pool if c.peer not in d.avoid] or pool
+            levels.insert(0, [c for c in near if self._budget(c, used, lone)])
+        # peers that failed the task only when no other peer with room can run it
+        pool = next((x for x in ([c for c in level if c.peer not in d.avoid] for level in levels) if x), room)
         if not pool:
             return Placed(d.task, (), f"all {len(eligible)} peers that can run it are busy")
         if mode == "random":

@@ -6,6 +6,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pcompute.gossip.capability import CapabilityRecord
 from p2pcompute.node.identity import Identity
@@ -132,3 +134,46 @@ def test_a_candidate_from_a_capability_record():
     c = Candidate.from_record(rec)
     assert (c.peer, c.free_slots, c.labels, c.opsets, c.load) == (ident.peer_id, 4, {"zone": "a"}, ("ops/v1",), 0.5)
     assert meets(c, Requirements(opset=1, labels={"zone": "a"}, wasm=True))
+
+
+@st.composite
+def scenes(draw):
+    n = draw(st.integers(0, 12))
+    cands = [Candidate(f"p{i}", draw(st.integers(0, 3)), draw(st.sampled_from([1.0, 4.0])), 8 * GiB,
+                       draw(st.sampled_from(["x86_64", "arm64"])), labels=draw(st.sampled_from([{}, {"gpu": "1"}])),
+                       queue=draw(st.integers(0, 4))) for i in range(n)]
+    reqs = [Requirements(), Requirements(arch="arm64"), Requirements(cpus=2.0), Requirements(labels={"gpu": "1"})]
+    ds = [dispatch(f"t{i}", draw(st.sampled_from(reqs)), wanted=draw(st.integers(1, 3)),
+                   inputs=[("x", f"cid{draw(st.integers(0, 5))}", draw(st.integers(1, 10**9)))],
+                   avoid={f"p{j}" for j in draw(st.lists(st.integers(0, 12), max_size=3))})
+          for i in range(draw(st.integers(1, 20)))]
+    providers = {f"cid{k}": [f"p{j}" for j in draw(st.lists(st.integers(0, 14), max_size=3))] for k in range(6)}
+    return cands, ds, providers
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenes(), st.sampled_from(["sparrow", "oracle", "random"]), st.integers(0, 2**16))
+def test_placement_invariants(scene, mode, seed):
+    cands, ds, providers = scene
+    by = {c.peer: c for c in cands}
+    cfg = PlacementConfig(mode=mode, max_queued=1)
+    placed = Placement(random.Random(seed), cfg).place(ds, cands, providers)
+    assert [p.task for p in placed] == [d.task for d in ds]
+    use = Counter()
+    first = {}
+    for i, d in enumerate(ds):
+        first.setdefault(repr(d.requirements), i)
+    # in placement's order: dispatches grouped by requirements, groups by first appearance
+    for d, p in sorted(zip(ds, placed), key=lambda dp: first[repr(dp[0].requirements)]):
+        assert len(set(p.peers)) == len(p.peers) <= max(1, d.wanted)
+        assert all(meets(by[x], d.requirements) for x in p.peers)
+        if not p.peers:
+            assert p.reason
+            if unmet(d.requirements, cands) is None and mode == "oracle":
+                raise AssertionError("the oracle queues anywhere a peer can run the task")
+        fresh = [c for c in cands if meets(c, d.requirements) and c.peer not in d.avoid]
+        if p.peers and fresh and set(p.peers) & d.avoid and len(cands) > 1 and mode != "oracle":
+            assert all(use[c.peer] >= c.free_slots + cfg.max_queued for c in fresh)
+        use.update(p.peers)
+    if mode != "oracle" and len(cands) > 1:
+        assert all(use[c.peer] <= c.free_slots + cfg.max_queued for c in cands)
