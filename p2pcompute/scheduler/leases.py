@@ -138,6 +138,23 @@ class SendHeartbeat:
     lease_id: str
 
 
+def _malformed(e: Any) -> str | None:
+    """Why an event built from a coordinator's message cannot be looked at (None: it can)."""
+    for name in ("job_id", "lease_id", "task"):
+        v = getattr(e, name, "")
+        if not isinstance(v, str) or len(v) > 128:
+            return f"{name} {str(v)[:80]!r} is not a short string"
+    for name in ("deadline", "expires"):
+        v = getattr(e, name, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            return f"{name} {v!r} is not a time"
+    try:
+        hash(getattr(e, "coordinator", None))
+    except TypeError:
+        return "coordinator is not a peer id"
+    return None
+
+
 class _Lease:
     __slots__ = ("offer", "state", "since")
 
@@ -173,7 +190,11 @@ class ExecutorLeases:
 
     def handle(self, event: Any, now: float) -> list:
         out: list = []
-        if isinstance(event, Offer):
+        problem = _malformed(event)
+        if problem:
+            self.stats["refused"] += 1
+            out.append(Refused(getattr(event, "coordinator", None), problem))
+        elif isinstance(event, Offer):
             self._on_offer(event, now, out)
         elif isinstance(event, Grant):
             x = self._leases.get((event.job_id, event.lease_id))

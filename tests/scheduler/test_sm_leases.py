@@ -63,6 +63,10 @@ def test_grants_and_offers_from_the_wrong_peer_are_refused():
     assert of(ex.handle(offer(1), 0.0), Refused)
     ex.handle(Revoked("job", "mallory", "0.1"), 0.0)
     assert ex.busy() == 1 and ex.stats["stale_revokes"] == 1 and ex.stats["refused"] == 3
+    for bad in (Offer("job", "t", "c1", ["0.5"], 10.0), Offer("job", "t", ["c1"], "0.5", 10.0),
+                Offer("job", "t", "c1", "0.5", float("nan")), Grant(b"job", "c1", "0.1", 1.0)):
+        assert of(ex.handle(bad, 0.0), Refused)
+    assert ex.busy() == 1 and ex.queued() == 0
 
 
 def test_a_dead_coordinator_takes_its_reservations_but_running_tasks_go_on():
