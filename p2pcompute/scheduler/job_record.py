@@ -12,7 +12,8 @@ full record (``RecordGap``); a delta from below (the replica got a full
 record meanwhile) holds every change since, and applies. A new coordinator
 (a higher epoch) sends each replica a full record first (``to_record``,
 which leaves the delta stream alone): its deltas to a replica still holding
-an older epoch are a ``RecordGap`` too; deltas of an older epoch than the
+an older epoch, or of a sibling coordinator of the same epoch (two replicas
+that both took over: the nonce tells them apart), are a ``RecordGap`` too; deltas of an older epoch than the
 record held come from a replaced coordinator and change nothing. ``from_record`` rebuilds a ``JobState`` for a
 replica that takes over (job_state.py says what it re-offers, and why no
 result is taken twice). A record comes from a peer: everything in it is
@@ -41,7 +42,8 @@ class RecordGap(PlanError):
 
 
 def _head(js: JobState) -> dict[str, Any]:
-    return {"format": FORMAT, "job_id": js.job_id, "version": js.version, "epoch": js.epoch, "seq": js._seq,
+    return {"format": FORMAT, "job_id": js.job_id, "version": js.version, "epoch": js.epoch, "nonce": js.nonce,
+            "seq": js._seq,
             "state": js.state, "reason": js.reason, "created": js.created, "stats": dict(js.stats)}
 
 
@@ -63,6 +65,8 @@ def apply_delta(record: dict[str, Any], d: dict[str, Any]) -> dict[str, Any]:
             raise PlanError(f"delta of job {d.get('job_id')!r} format {d.get('format')!r} does not fit this record")
         if d["epoch"] > record["epoch"]:
             raise RecordGap(f"delta of epoch {d['epoch']} but the record held is of epoch {record['epoch']}")
+        if d["epoch"] == record["epoch"] and d["nonce"] != record["nonce"]:
+            raise RecordGap(f"delta of another coordinator of epoch {d['epoch']}")
         if d["epoch"] < record["epoch"] or d["version"] <= record["version"]:
             return record                 # old news, or a coordinator that was replaced: fenced off
         if d["base"] > record["version"]:

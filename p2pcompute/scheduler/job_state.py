@@ -36,12 +36,14 @@ pulled and pinned by the driver; inline-only results skip this) and then to
 ``done`` once, at ``Fetched``. Any other result is not taken and is counted:
 ``duplicate_results`` (the lease whose result was taken already),
 ``stale_results`` (a lease of ours that is no longer current: lapsed,
-revoked, lost to another peer, or of an earlier coordinator, even one issued
-after the record we took over from), or refused (a lease of this epoch we
-never issued to that peer). A heartbeat or accept on a stale lease is
-answered with ``Revoke``, so that its executor frees the slot.
+revoked, lost to another peer; or another coordinator's of this job, even
+one issued after the record we took over from), or refused (a lease of our
+own we never issued to that peer). A heartbeat or accept on a stale lease
+is answered with ``Revoke``, so that its executor frees the slot.
 The job record carries the epoch of its coordinator; lease ids are
-``"<epoch>.<n>"``. A replica that takes over (``from_record`` then
+``"<epoch>.<nonce>.<n>"``, the nonce drawn by each coordinator, so that two
+replicas taking over from the same record (or a stale one) never issue the
+same lease id. A replica that takes over (``from_record`` then
 ``start``) begins the next epoch: it revokes every offer and lease of the
 record's placing, offered and running tasks and queues them again, not
 charged; ``fetching`` tasks fetch again from the same lease. So in one line
@@ -89,6 +91,7 @@ class JobState:
         self.reason = ""
         self.version = 0
         self.epoch = 0
+        self.nonce = rng.getrandbits(32)
         self.created = now
         self.stats: Counter = Counter()
         self.tasks: dict[str, TaskRun] = {t.task_id: TaskRun(t, self.config.story_len) for t in plan.tasks}
@@ -120,6 +123,10 @@ class JobState:
         self._resume: list[ev.Command] = []     # revokes and fetches a takeover owes (from_record)
         self._changed: set[str] = set()          # tasks changed since the last delta()
         self._delta_base = 0                     # the version the last delta() carried
+
+    @property
+    def _lease_prefix(self) -> str:
+        return f"{self.epoch}.{self.nonce:08x}."
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -494,7 +501,7 @@ class JobState:
 
     def _new_lease(self) -> str:
         self._seq += 1
-        return f"{self.epoch}.{self._seq}"
+        return f"{self._lease_prefix}{self._seq}"
 
     def _malformed(self, e: ev.Event) -> str | None:
         """Why an event built from a peer's message cannot even be looked at (None: it can)."""
@@ -511,12 +518,11 @@ class JobState:
         return None
 
     def _ours(self, t: TaskRun, lease: Any, peer: Any) -> bool:
-        """A lease of this task we issued to ``peer``, or one of an earlier coordinator's (we may not know
-        it: it was issued after the record we took over from): stale, answered by a revoke, not refused."""
+        """A lease of this task we issued to ``peer``, or another coordinator's (we may not know it: it was
+        issued after the record we took over from): stale, answered by a revoke, not refused."""
         if t.issued.get(lease, _NONE) == peer:
             return True
-        epoch, dot, _ = str(lease).partition(".")
-        return bool(dot) and epoch.isdigit() and int(epoch) < self.epoch
+        return lease.count(".") == 2 and not lease.startswith(self._lease_prefix)
 
     def _text(self, s: Any) -> str:
         return str(s)[: self.config.max_text]

@@ -9,7 +9,10 @@ slot is free the oldest live reservation is *accepted* (``Accept``: the
 driver sends ``OfferAccepted``) and holds the slot until the coordinator
 grants the lease (``Run``) or revokes it (the task went to another peer
 first); an accept left unanswered for ``accept_timeout_s`` gives the slot
-back. A reservation whose offer deadline passed is dropped. So a peer never
+back. A grant for an accept no longer open here (given back, or this peer
+restarted) is declined, so that the coordinator queues the task again at
+once instead of waiting for the lease to lapse. A reservation whose offer
+deadline passed is dropped. So a peer never
 runs more tasks than its slots, and each task runs at the first reserved
 peer with a free slot.
 
@@ -57,6 +60,7 @@ class Offer:
 @dataclass(frozen=True, slots=True)
 class Grant:
     job_id: str
+    task: str
     coordinator: Any
     lease_id: str
     expires: float
@@ -198,7 +202,11 @@ class ExecutorLeases:
             self._on_offer(event, now, out)
         elif isinstance(event, Grant):
             x = self._leases.get((event.job_id, event.lease_id))
-            if x is None or x.state != "accepting" or x.offer.coordinator != event.coordinator:
+            if x is None:                     # we gave up the accept (timeout, restart): give the lease back
+                self.stats["grants_given_back"] += 1
+                out.append(Decline(event.job_id, event.task, event.coordinator, event.lease_id,
+                                   "no accept of this lease is open here"))
+            elif x.state != "accepting" or x.offer.coordinator != event.coordinator or x.offer.task != event.task:
                 self.stats["refused"] += 1
                 out.append(Refused(event.coordinator, f"grant of lease {event.lease_id!r} we did not accept"))
             else:

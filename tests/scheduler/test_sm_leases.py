@@ -22,7 +22,7 @@ def test_one_slot_accepts_the_oldest_reservation_and_the_next_when_it_ends():
     ex = ExecutorLeases(ExecutorConfig(slots=1, heartbeat_s=5.0))
     assert of(ex.handle(offer(1), 0.0), Accept)[0].lease_id == "0.1"
     assert not of(ex.handle(offer(2), 0.0), Accept) and ex.queued() == 1 and ex.free_slots() == 0
-    out = ex.handle(Grant("job", "c1", "0.1", 30.0), 1.0)
+    out = ex.handle(Grant("job", "t1", "c1", "0.1", 30.0), 1.0)
     assert of(out, Run) == [Run("job", "t1", "c1", "0.1", "spec1")] and SetTimer(6.0) in out
     beats = [of(ex.handle(Wake(), t), SendHeartbeat) for t in (6.0, 11.0, 12.0)]
     assert [len(b) for b in beats] == [1, 1, 0]
@@ -37,7 +37,7 @@ def test_a_revoked_accept_frees_the_slot_and_a_revoked_run_stops():
     ex.handle(offer(2), 0.0)
     out = ex.handle(Revoked("job", "c1", "0.1", "taken by another peer"), 0.5)
     assert of(out, Accept)[0].lease_id == "0.2" and not of(out, Stop)
-    ex.handle(Grant("job", "c1", "0.2", 30.0), 1.0)
+    ex.handle(Grant("job", "t2", "c1", "0.2", 30.0), 1.0)
     out = ex.handle(Revoked("job", "c1", "0.2", "job cancelled"), 2.0)
     assert of(out, Stop) == [Stop("job", "t2", "0.2", "job cancelled")] and ex.free_slots() == 1
 
@@ -58,13 +58,14 @@ def test_a_full_queue_declines_and_lapsed_reservations_and_unanswered_accepts_go
 def test_grants_and_offers_from_the_wrong_peer_are_refused():
     ex = ExecutorLeases(ExecutorConfig(slots=2))
     ex.handle(offer(1), 0.0)
-    assert of(ex.handle(Grant("job", "mallory", "0.1", 30.0), 0.0), Refused)
-    assert of(ex.handle(Grant("job", "c1", "0.9", 30.0), 0.0), Refused)
+    assert of(ex.handle(Grant("job", "t1", "mallory", "0.1", 30.0), 0.0), Refused)
+    out = ex.handle(Grant("job", "t9", "c1", "0.9", 30.0), 0.0)   # never accepted (or forgotten): given back
+    assert of(out, Decline)[0].lease_id == "0.9" and not of(out, Run)
     assert of(ex.handle(offer(1), 0.0), Refused)
     ex.handle(Revoked("job", "mallory", "0.1"), 0.0)
-    assert ex.busy() == 1 and ex.stats["stale_revokes"] == 1 and ex.stats["refused"] == 3
+    assert ex.busy() == 1 and ex.stats["stale_revokes"] == 1 and ex.stats["refused"] == 2
     for bad in (Offer("job", "t", "c1", ["0.5"], 10.0), Offer("job", "t", ["c1"], "0.5", 10.0),
-                Offer("job", "t", "c1", "0.5", float("nan")), Grant(b"job", "c1", "0.1", 1.0)):
+                Offer("job", "t", "c1", "0.5", float("nan")), Grant(b"job", "t1", "c1", "0.1", 1.0)):
         assert of(ex.handle(bad, 0.0), Refused)
     assert ex.busy() == 1 and ex.queued() == 0
 
@@ -72,7 +73,7 @@ def test_grants_and_offers_from_the_wrong_peer_are_refused():
 def test_a_dead_coordinator_takes_its_reservations_but_running_tasks_go_on():
     ex = ExecutorLeases(ExecutorConfig(slots=2))
     ex.handle(offer(1, "c1"), 0.0)
-    ex.handle(Grant("job", "c1", "0.1", 30.0), 0.0)
+    ex.handle(Grant("job", "t1", "c1", "0.1", 30.0), 0.0)
     ex.handle(offer(2, "c1"), 0.0)                                    # accepting
     ex.handle(offer(3, "c1"), 0.0)                                    # queued
     out = ex.handle(CoordinatorDied("c1"), 1.0)
@@ -87,7 +88,7 @@ def test_accepts_only_fill_free_slots(steps, slots):
     now, runs, most = 0.0, set(), slots
     for kind, n, dt in steps:
         now += dt
-        e = [offer(n, deadline=now + 10.0), Grant("job", "c1", f"0.{n}", now + 30.0), Revoked("job", "c1", f"0.{n}"),
+        e = [offer(n, deadline=now + 10.0), Grant("job", f"t{n}", "c1", f"0.{n}", now + 30.0), Revoked("job", "c1", f"0.{n}"),
              Ended("job", f"0.{n}"), CoordinatorDied("c1"), SetSlots(n % 4), Wake()][kind]
         out = ex.handle(e, now)
         most = max(most, ex.slots)

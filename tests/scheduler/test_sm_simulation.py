@@ -76,7 +76,7 @@ class Sim:
                 offer = lx.Offer(c.job_id, c.task, COORD, c.lease_id, c.deadline)
                 self.at(self.now + self.latency(), "ex", c.peer, offer)
             elif isinstance(c, ev.GrantLease):
-                self.at(self.now + self.latency(), "ex", c.peer, lx.Grant(c.job_id, COORD, c.lease_id, c.expires))
+                self.at(self.now + self.latency(), "ex", c.peer, lx.Grant(c.job_id, c.task, COORD, c.lease_id, c.expires))
             elif isinstance(c, ev.Revoke):
                 self.at(self.now + self.latency(), "ex", c.peer, lx.Revoked(c.job_id, COORD, c.lease_id, c.reason))
             elif isinstance(c, ev.FetchResult):
