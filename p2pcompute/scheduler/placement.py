@@ -37,6 +37,7 @@ was given in this batch, minus free slots), locality as a tie-breaker.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -141,53 +142,18 @@ class Placement:
                     placed[d.job_id, d.task] = Placed(d.task, (), reason)
                 continue
             lone = len(candidates) == 1
-            wanted = max(1, max(d.wanted for d in ds))
-            probe = self.rng.sample(eligible, min(len(eligible), wanted * len(ds)))   # d·m, once per batch
+            batch = _Batch(self, eligible, by_peer, providers, used, lone)
+            if self.config.mode == "sparrow":
+                wanted = max(1, max(d.wanted for d in ds))
+                batch.probe(self.rng.sample(eligible, min(len(eligible), wanted * len(ds))))   # d·m, once
             for d in ds:
-                placed[d.job_id, d.task] = self._one(d, eligible, probe, by_peer, providers, used, lone)
+                placed[d.job_id, d.task] = batch.place(d)
         return [placed[d.job_id, d.task] for d in dispatches]
-
-    # --- one dispatch -----------------------------------------------------------------------------
 
     def _budget(self, c: Candidate, used: dict, lone: bool) -> bool:
         if lone or self.config.mode == "oracle":
             return True
         return used.get(c.peer, 0) < c.free_slots + self.config.max_queued
-
-    def _one(self, d: Dispatch, eligible: list[Candidate], probe: list[Candidate], by_peer: dict,
-             providers: Mapping, used: dict, lone: bool) -> Placed:
-        held = self._held(d, by_peer, providers)
-        mode = self.config.mode
-        room = [c for c in eligible if self._budget(c, used, lone)]
-        levels = [room]
-        if mode == "sparrow":
-            # the batch's probed peers and the holders of this task's inputs first; all eligible if those are full
-            names = {c.peer for c in probe}
-            eligible_names = {c.peer for c in eligible}
-            near = probe + [by_peer[p] for p in held if p not in names and p in eligible_names]
-            levels.insert(0, [c for c in near if self._budget(c, used, lone)])
-        # peers that failed the task only when no other peer with room can run it
-        pool = next((x for x in ([c for c in level if c.peer not in d.avoid] for level in levels) if x), room)
-        if not pool:
-            return Placed(d.task, (), f"all {len(eligible)} peers that can run it are busy")
-        if mode == "random":
-            chosen = [self.rng.choice(pool)]
-        elif mode == "oracle":
-            chosen = [min(pool, key=lambda c: (c.queue + used.get(c.peer, 0) - c.free_slots,
-                                               -held.get(c.peer, 0.0), self.rng.random()))]
-        else:
-            w = self.config.locality_weight
-            holders = [c for c in pool if held.get(c.peer, 0.0) >= self.config.holders_only_share] if w > 0 else []
-            pool = holders or pool
-            ranked = sorted(pool, key=lambda c: (self._load(c, used) - w * held.get(c.peer, 0.0), self.rng.random()))
-            chosen = ranked[:max(1, d.wanted)]
-        for c in chosen:
-            used[c.peer] = used.get(c.peer, 0) + 1
-        return Placed(d.task, tuple(c.peer for c in chosen))
-
-    @staticmethod
-    def _load(c: Candidate, used: dict) -> float:
-        return (used.get(c.peer, 0) + c.load) / max(1, c.free_slots)
 
     @staticmethod
     def _held(d: Dispatch, by_peer: dict, providers: Mapping) -> dict[Any, float]:
@@ -200,3 +166,81 @@ class Placement:
                 if p in by_peer:
                     held[p] = held.get(p, 0.0) + size / total
         return held
+
+
+class _Batch:
+    """One group of dispatches with the same requirements, placed one after another."""
+
+    def __init__(self, pl: Placement, eligible: list[Candidate], by_peer: dict, providers: Mapping, used: dict,
+                 lone: bool) -> None:
+        self.pl, self.cfg, self.rng = pl, pl.config, pl.rng
+        self.eligible, self.by_peer, self.providers, self.used, self.lone = eligible, by_peer, providers, used, lone
+        self.names = {c.peer for c in eligible}
+        self.heap: list[tuple[float, float, int]] = []     # (load when pushed, tie-break, index in probed)
+        self.probed: list[Candidate] = []
+        self.full = False                                  # no eligible peer has room left (it only shrinks)
+
+    def probe(self, probed: list[Candidate]) -> None:
+        self.probed = probed
+        self.heap = [(self.load(c), self.rng.random(), i) for i, c in enumerate(probed)]
+        heapq.heapify(self.heap)
+
+    def room(self, c: Candidate) -> bool:
+        return self.pl._budget(c, self.used, self.lone)
+
+    def load(self, c: Candidate) -> float:
+        return (self.used.get(c.peer, 0) + c.load) / max(1, c.free_slots)
+
+    def place(self, d: Dispatch) -> Placed:
+        held = Placement._held(d, self.by_peer, self.providers)
+        mode, want = self.cfg.mode, max(1, d.wanted)
+        chosen: list[Candidate] = []
+        if mode == "sparrow":
+            chosen = self._sparrow(d, held, want)
+        if not chosen:
+            room = [] if self.full else [c for c in self.eligible if self.room(c)]
+            # peers that failed the task only when no other peer with room can run it
+            pool = [c for c in room if c.peer not in d.avoid] or room
+            if not pool:
+                self.full = True
+                return Placed(d.task, (), f"all {len(self.eligible)} peers that can run it are busy")
+            if mode == "random":
+                chosen = [self.rng.choice(pool)]
+            elif mode == "oracle":
+                chosen = [min(pool, key=lambda c: (c.queue + self.used.get(c.peer, 0) - c.free_slots,
+                                                   -held.get(c.peer, 0.0), self.rng.random()))]
+            else:
+                chosen = self._rank(pool, held)[:want]
+        for c in chosen:
+            self.used[c.peer] = self.used.get(c.peer, 0) + 1
+        return Placed(d.task, tuple(c.peer for c in chosen))
+
+    def _rank(self, cs: list[Candidate], held: dict) -> list[Candidate]:
+        w = self.cfg.locality_weight
+        return sorted(cs, key=lambda c: (self.load(c) - w * held.get(c.peer, 0.0), self.rng.random()))
+
+    def _sparrow(self, d: Dispatch, held: dict, want: int) -> list[Candidate]:
+        """Holders of most of the input with room, else the least loaded probed peers (and partial holders)."""
+        near = [self.by_peer[p] for p in held if p in self.names and self.room(self.by_peer[p])
+                and p not in d.avoid]
+        if self.cfg.locality_weight > 0:
+            holders = [c for c in near if held[c.peer] >= self.cfg.holders_only_share]
+            if holders:
+                return self._rank(holders, held)[:want]
+        picked, aside = [], []
+        while self.heap and len(picked) < want:
+            entry = heapq.heappop(self.heap)
+            c = self.probed[entry[2]]
+            if not self.room(c):
+                continue                                   # room only shrinks within a batch
+            now = self.load(c)
+            if now > entry[0]:
+                heapq.heappush(self.heap, (now, entry[1], entry[2]))     # placed on since: re-sort it
+            elif c.peer in d.avoid:
+                aside.append(entry)
+            else:
+                picked.append(entry)
+        for entry in picked + aside:
+            heapq.heappush(self.heap, entry)               # its load is refreshed when next popped
+        seen = {self.probed[e[2]].peer for e in picked}
+        return self._rank([self.probed[e[2]] for e in picked] + [c for c in near if c.peer not in seen], held)[:want]
