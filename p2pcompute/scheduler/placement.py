@@ -13,19 +13,21 @@ peers known`` (``unmet``; the CLI calls it at submit time, too).
 
 *Sparrow* (the default). For a batch of m ``Dispatch``es with the same
 requirements, probe d·m distinct peers drawn at random from those that meet
-them (d = ``Dispatch.wanted``, 2 by default), and add the peers that hold each
-task's largest input (provider hints). Each task is offered to its d best
-probed peers, ranked by data locality (the share of the task's input bytes
-the peer holds, times ``locality_weight``) minus load (reservations already
-made in this batch plus the record's load, per free slot), ties broken at
-random. If ``locality_weight`` > 0 and peers with room hold at least ``holders_only_share`` of the
-task's input bytes, only they are offered it: a second offer elsewhere
-would win the race whenever the holder is busy, and the holder's queue is
-bounded anyway. A peer takes at most ``free_slots + max_queued`` reservations per
-batch: never more tasks on a peer than its free slots, a short queue of
+them (d = ``Dispatch.wanted``, 2 by default), kept in a heap by load
+(reservations made in this batch plus the record's load, per free slot).
+Each task is offered to the d least loaded probed peers, and to peers
+holding part of its input (provider hints), ranked by load minus locality
+(the share of the task's input bytes the peer holds, times
+``locality_weight``), ties broken at random. If ``locality_weight`` > 0 and
+peers with room hold at least ``holders_only_share`` of the task's input
+bytes, only they are offered it: a second offer elsewhere would win the
+race whenever the holder is busy, and the holder's queue is bounded anyway.
+A peer takes at most ``free_slots + max_queued`` reservations per batch:
+never more tasks on a peer than its free slots, a short queue of
 reservations beyond them (its executor accepts only within its slots, so
 the first reserved peer to have a free slot gets the task: late binding).
-Peers a task failed on (``Dispatch.avoid``) are used only if nobody else can.
+Peers a task failed on (``Dispatch.avoid``) are used only if no other peer
+with room can run it. Probed peers full: any eligible peer with room.
 
 *A lone peer*, the only candidate there is, takes every task it meets.
 
