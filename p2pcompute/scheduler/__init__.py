@@ -15,7 +15,7 @@ Files:
     placement.py   Placement: Sparrow batch sampling with data locality; oracle and random modes; unmet()
     leases.py      ExecutorLeases: an executing peer's reservations, slots and heartbeats, pure
 
-The rest is being built (issue 10): spec.py (job.yaml v1 and its JSON Schema),
-plan.py (map, split, stages into a JobPlan), and the pure state machines
-(job state, placement, leases, replication) with their trio driver.
+Still to come (issue 10): the trio driver (a SchedulerService per peer: wire
+messages, replication of job records to the k closest peers, executors), the
+CLI and the job simulation.
 """
