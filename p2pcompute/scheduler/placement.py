@@ -108,6 +108,19 @@ def unmet(req: Requirements, candidates: Iterable[Candidate]) -> str | None:
     return f"no single peer offers {', '.join(w for w, _ in checks)}: {known}"
 
 
+def unmet_plan(plan: Any, candidates: Iterable[Candidate]) -> list[str]:
+    """For ``submit``: one line per stage whose tasks no known peer can run (``[]``: every task has a peer)."""
+    cands, seen, out = list(candidates), set(), []
+    for t in plan.tasks:
+        key = (t.stage, _key(t.requirements))
+        if key not in seen:
+            seen.add(key)
+            reason = unmet(t.requirements, cands)
+            if reason:
+                out.append(f"stage {t.stage}: {reason}")
+    return out
+
+
 @dataclass
 class PlacementConfig:
     mode: str = "sparrow"

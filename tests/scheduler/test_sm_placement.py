@@ -13,7 +13,7 @@ from p2pcompute.gossip.capability import CapabilityRecord
 from p2pcompute.node.identity import Identity
 from p2pcompute.scheduler.events import Dispatch
 from p2pcompute.scheduler.model import Requirements
-from p2pcompute.scheduler.placement import Candidate, Placement, PlacementConfig, meets, unmet
+from p2pcompute.scheduler.placement import Candidate, Placement, PlacementConfig, meets, unmet, unmet_plan
 
 GiB = 1 << 30
 
@@ -177,3 +177,13 @@ def test_placement_invariants(scene, mode, seed):
         use.update(p.peers)
     if mode != "oracle" and len(cands) > 1:
         assert all(use[c.peer] <= c.free_slots + cfg.max_queued for c in cands)
+
+
+def test_unmet_plan_names_each_stage_no_known_peer_can_run():
+    from sm_harness import plan, task
+    p = plan(task("a"), task("b", req=Requirements(arch="arm64")), task("c", req=Requirements(arch="arm64")),
+             task("d", req=Requirements(wasm=True)))
+    cands = peers(12, wasm=False)
+    assert unmet_plan(p, cands) == ["stage s: no peer offers arch=arm64: 12 peers known",
+                                    "stage s: no peer offers wasm: 12 peers known"]
+    assert unmet_plan(p, peers(3) + [Candidate("pi", 1, 4, 8 * GiB, "arm64")]) == []
