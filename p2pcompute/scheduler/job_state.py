@@ -48,15 +48,19 @@ same lease id. A replica that takes over (``from_record`` then
 record's placing, offered and running tasks and queues them again, not
 charged; ``fetching`` tasks fetch again from the same lease. So in one line
 of records a task becomes ``done`` once. A ``done`` the dead coordinator
-never replicated is lost with it and the task runs again: the driver carries
-out ``Replicate`` before any ``Report`` emitted after it, so nothing the
-submitter was told is lost, and no result it was told of is taken twice.
+never replicated is lost with it and the task runs again. So the driver
+must have a version acknowledged by a replica before it carries out a
+``Report`` that follows that version's ``Replicate`` (they come in that
+order): nothing the submitter was told is lost, no result it was told of is
+taken twice.
 (Two coordinators that both believe they lead, across a partition, could
 each take a result: fencing them is the replication layer's job.)
 
 *Record and stories.* ``version`` rises by one per ``handle`` that changed
-anything, followed by ``Replicate(version)``. Each task keeps its ``story``
-(now, stimulus, old state, new state), as dask's worker state machine does.
+anything, followed by ``Replicate(version)``; the replicas get ``to_record``
+once, then ``delta``s (job_record.py). Each task keeps its ``story`` (now,
+stimulus, old state, new state), as dask's worker state machine does; it is
+not in the record (a takeover starts it afresh, attempts carry over).
 Hostile input (a result for someone else's lease, a malformed result, an
 unknown task) becomes ``Refused`` and a counter, never an exception.
 """
