@@ -1,0 +1,187 @@
+"""The scheduler's wire messages (codes 400–419 of the registry in node/messages.py; append-only).
+
+Every one is a request answered by ``SchedAck`` (ok, or refused with a reason),
+except ``TaskHeartbeat`` (one-way). Times cross the wire as durations
+(``valid_s``, ``expires_s``): peers' clocks are not compared. A message is
+checked when it is decoded (``__post_init__``: lengths, counts, finite
+numbers); a bad one never reaches the service, and the transport answers the
+sender ``bad_request`` with the reason. Payloads and records are CBOR bytes,
+bounded by the transport's message limit (1 MiB) and by the plan's own bounds
+(``model.MAX_PAYLOAD_BYTES``), checked again where they are decoded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..node.wire import message
+
+MAX_ID = 128                 # a job id, task id or lease id
+MAX_REASON = 4096
+MAX_INPUTS = 1024 * 4        # (name, cid) pairs of one grant (a mapped task's items times its inputs)
+MAX_OUTPUTS = 1024
+MAX_CID = 256
+MAX_REPLICAS = 8
+
+
+def _ids(**values: str) -> None:
+    for name, v in values.items():
+        if type(v) is not str or not 0 < len(v) <= MAX_ID:
+            raise ValueError(f"{name} must be 1 to {MAX_ID} characters")
+
+
+def _seconds(name: str, v: float) -> None:
+    if not (math.isfinite(v) and 0 <= v <= 30 * 86400):
+        raise ValueError(f"{name} {v!r} is not a duration of at most 30 days")
+
+
+@message(400)
+@dataclass(frozen=True)
+class TaskOffer:
+    """Coordinator -> executor: reserve a slot for ``task`` (Sparrow's late binding); lapses in ``valid_s``."""
+
+    job_id: str
+    task: str
+    lease_id: str
+    valid_s: float
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+        _seconds("valid_s", self.valid_s)
+
+
+@message(401)
+@dataclass(frozen=True)
+class TaskAccept:
+    """Executor -> coordinator: a slot is free, the task of offer ``lease_id`` may come."""
+
+    job_id: str
+    task: str
+    lease_id: str
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+
+
+@message(402)
+@dataclass(frozen=True)
+class TaskGrant:
+    """Coordinator -> executor: run it. ``payload``: ``plan.full_payload``; ``inputs``: (name, CID) pairs."""
+
+    job_id: str
+    task: str
+    lease_id: str
+    expires_s: float
+    payload: bytes
+    inputs: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+        _seconds("expires_s", self.expires_s)
+        if len(self.inputs) > MAX_INPUTS:
+            raise ValueError(f"more than {MAX_INPUTS} inputs")
+        for name, cid in self.inputs:
+            if not (0 < len(name) <= MAX_ID and 0 < len(cid) <= MAX_CID):
+                raise ValueError("an input is not a (name, CID) pair of short strings")
+
+
+@message(403)
+@dataclass(frozen=True)
+class TaskRevoke:
+    job_id: str
+    task: str
+    lease_id: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+        if len(self.reason) > MAX_REASON:
+            raise ValueError(f"reason over {MAX_REASON} characters")
+
+
+@message(404)
+@dataclass(frozen=True)
+class TaskHeartbeat:
+    job_id: str
+    task: str
+    lease_id: str
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+
+
+@message(405)
+@dataclass(frozen=True)
+class TaskDone:
+    """Executor -> coordinator: outputs as CIDs (pinned at the executor), small scalars inline."""
+
+    job_id: str
+    task: str
+    lease_id: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    inline: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+        for what, d in (("outputs", self.outputs), ("inline", self.inline), ("sizes", self.sizes)):
+            if len(d) > MAX_OUTPUTS:
+                raise ValueError(f"more than {MAX_OUTPUTS} {what}")
+        # the values' kinds are job_state's check (task_run.check_result): refused there with the reason
+
+
+@message(406)
+@dataclass(frozen=True)
+class TaskFailure:
+    """Executor -> coordinator: the attempt failed (or, kind ``rejected``, the offer or grant is refused)."""
+
+    job_id: str
+    task: str
+    lease_id: str
+    kind: str
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+        if len(self.kind) > 32 or len(self.message) > MAX_REASON:
+            raise ValueError("kind or message too long")
+
+
+@message(407)
+@dataclass(frozen=True)
+class JobRecordFull:
+    """Coordinator -> replica: the whole job record (CBOR of ``JobState.to_record``) and the replica set."""
+
+    job_id: str
+    record: bytes
+    replicas: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id)
+        if len(self.replicas) > MAX_REPLICAS or any(len(r) > 128 for r in self.replicas):
+            raise ValueError(f"more than {MAX_REPLICAS} replicas")
+
+
+@message(408)
+@dataclass(frozen=True)
+class JobRecordDelta:
+    """Coordinator -> replica: ``JobState.delta`` in CBOR; a replica that misses a version answers ``gap``."""
+
+    job_id: str
+    delta: bytes
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id)
+
+
+@message(409)
+@dataclass(frozen=True)
+class SchedAck:
+    ok: bool
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.reason) > MAX_REASON:
+            raise ValueError(f"reason over {MAX_REASON} characters")

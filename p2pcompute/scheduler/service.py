@@ -1,0 +1,701 @@
+"""The trio driver of the scheduler: every peer executes tasks, coordinates the jobs submitted to it,
+and keeps replicas of other coordinators' job records.
+
+Theory of operation
+-------------------
+The decisions are the pure state machines': ``ExecutorLeases`` (leases.py)
+for this peer's slots, one ``JobState`` (job_state.py) per job coordinated
+here, ``Placement`` (placement.py) across the dispatches of all of them.
+This module only carries their commands over the Transport's request/response
+(messages.py) and feeds back what comes in, with ``trio.current_time()`` as
+``now``. Peers in the state machines are peer-id strings (CBOR-friendly, so
+the job record travels as it is); times on the wire are durations.
+
+*Executor role.* A ``TaskOffer`` becomes a reservation; ``Accept`` goes back
+as ``TaskAccept``; the ``TaskGrant`` brings the full payload and the input
+CIDs, and ``Run`` runs them (runner.py) on the compute service's executor,
+heartbeating every ``heartbeat_s``; the result goes back as ``TaskDone``
+(output CIDs pinned here, scalars inline) or ``TaskFailure``. A revoke
+cancels the run. Offers from the peer itself short-cut the network.
+
+*Coordinator role.* ``submit(plan)`` starts a ``JobState`` (at most
+``max_jobs`` here). ``Dispatch``es are batched and placed on the candidates:
+this peer and the live members with a capability record. Offers, grants and
+revokes are requests; a peer that cannot be reached or refuses an offer is
+a ``rejected`` failure (not charged). ``FetchResult`` pulls the output CIDs
+through the storage service and pins them. ``SetTimer`` arms one timer per
+job. Membership is polled: a member that turns dead or left is
+``MemberDied`` for every job (and ``CoordinatorDied`` for the leases).
+
+*Replication.* On ``Replicate`` the record goes to the ``K`` live members
+closest to the job id by XOR (replicas.py): a full record to a replica
+first, then deltas (a replica that answers ``gap`` gets the full record
+again). The rule of job_state.py is kept: a ``Report`` is carried out (made
+visible to ``GET /v1/jobs``) only once a replica acknowledged the version
+before it; with no replica acknowledging, the reports wait and replication
+is retried every ``replicate_retry_s``. A peer with no other live member
+has nobody to wait for. A replica holds at most ``max_replicas_held``
+records. When a job's coordinator dies and this peer is the closest live
+replica the coordinator named, it takes the job over
+(``JobState.from_record``, a new epoch) and coordinates it from here.
+
+Everything from a peer is checked: the wire types check their fields on
+decoding, the state machines refuse what does not fit (``Refused``: the
+reply says why), and a state machine's exception (a bug) is logged and
+counted, never fatal to the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import cbor2
+import trio
+
+from ..errors import P2PComputeError, UserError
+from ..node.api import HttpError, json_response, parse_json_body
+from ..node.identity import PeerId
+from . import events as ev
+from . import leases as lx
+from .events import JobConfig
+from .job_record import RecordGap, apply_delta
+from .job_state import JobState
+from .messages import (JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure, TaskGrant,
+                       TaskHeartbeat, TaskOffer, TaskRevoke)
+from .model import JobPlan, PlanError
+from .placement import Candidate, Placement, unmet_plan
+from .plan import full_payload
+from .replicas import K, closest, successor
+from .runner import Outcome, run_granted
+
+log = logging.getLogger(__name__)
+TERMINAL = ("done", "failed", "cancelled")
+
+
+@dataclass
+class SchedulerConfig:
+    job: JobConfig = field(default_factory=lambda: JobConfig(lease_s=30.0, offer_timeout_s=60.0))
+    heartbeat_s: float = 10.0          # a third of the lease
+    accept_timeout_s: float = 10.0
+    max_queued: int = 16               # reservations waiting for a slot here
+    slots: int | None = None           # tasks run at once here (default: the compute service's cpus)
+    max_jobs: int = 1000               # jobs coordinated here at once (finished ones count until evicted)
+    max_replicas_held: int = 1000
+    replicas: int = K
+    request_timeout_s: float = 10.0
+    fetch_timeout_s: float = 60.0
+    replicate_retry_s: float = 2.0
+    max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
+    poll_s: float = 1.0                # membership poll
+
+
+class _Job:
+    def __init__(self, js: JobState, submitted: float) -> None:
+        self.js = js
+        self.lock = trio.Lock()
+        self.timer: float | None = None
+        self.inputs: dict[str, tuple] = {}          # task -> the inputs of its latest Dispatch
+        self.full_sent: set[PeerId] = set()
+        self.replicas: list[PeerId] = []
+        self.held: list[ev.Report] = []             # reports waiting for an acknowledged version
+        self.retry_at: float | None = None
+        self.report: ev.Report | None = None        # the last report carried out
+        self.done = trio.Event()
+        self.submitted = submitted
+
+
+@dataclass
+class _Replica:
+    record: dict
+    coordinator: PeerId
+    replicas: tuple[PeerId, ...]
+
+
+class SchedulerService:
+    name = "scheduler"
+
+    def __init__(self, config: SchedulerConfig | None = None, rng: random.Random | None = None) -> None:
+        self.config = config or SchedulerConfig()
+        self.rng = rng or random.Random()
+        self.node: Any = None
+        self.jobs: dict[str, _Job] = {}
+        self.held: dict[str, _Replica] = {}
+        self.placement = Placement(random.Random(self.rng.getrandbits(64)))
+        self.leases: lx.ExecutorLeases | None = None
+        self._dispatches: list[ev.Dispatch] = []
+        self._place_wake = trio.Event()
+        self._timer_wake = trio.Event()
+        self._exec_timer: float | None = None
+        self._granted: dict[tuple[str, str], tuple[bytes, tuple]] = {}
+        self._runs: dict[tuple[str, str], trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self._inflight = 0
+        self._alive: set[PeerId] = set()
+        self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "replication_failures": 0, "dropped_sends": 0,
+                      "tasks_run": 0}
+        self._local: dict[type, Any] = {}
+
+    # --- Service protocol ----------------------------------------------------------------------
+
+    def attach(self, node: Any) -> None:
+        self.node = node
+        if "compute" not in node.services or "storage" not in node.services:
+            raise UserError("the scheduler service needs the storage and compute services attached first")
+        handlers = {TaskOffer: self._on_offer, TaskAccept: self._on_accept, TaskGrant: self._on_grant,
+                    TaskRevoke: self._on_revoke, TaskDone: self._on_done, TaskFailure: self._on_failure,
+                    JobRecordFull: self._on_record, JobRecordDelta: self._on_delta}
+        for msg_type, handler in handlers.items():
+            node.transport.on_request(msg_type, handler)
+        node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
+        self._local = {**handlers, TaskHeartbeat: self._on_heartbeat}
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        compute = self.node.services["compute"]
+        slots = self.config.slots or compute._cpus or max(1, int(self.node.resources.cpus))
+        self.leases = lx.ExecutorLeases(lx.ExecutorConfig(slots=slots, max_queued=self.config.max_queued,
+                                                          heartbeat_s=self.config.heartbeat_s,
+                                                          accept_timeout_s=self.config.accept_timeout_s))
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._place_loop)
+            nursery.start_soon(self._poll_loop)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def status(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for job in self.jobs.values():
+            states[job.js.state] = states.get(job.js.state, 0) + 1
+        out = {"jobs": states, "replicas_held": len(self.held), **self.stats}
+        if self.leases is not None:
+            out["slots"] = {"total": self.leases.slots, "busy": self.leases.busy(), "queued": self.leases.queued()}
+        return out
+
+    def api_routes(self) -> dict:
+        return {("POST", "/v1/jobs"): self._api_submit, ("GET", "/v1/jobs"): self._api_list,
+                ("GET", "/v1/jobs/{id}"): self._api_describe, ("POST", "/v1/jobs/cancel/{id}"): self._api_cancel}
+
+    # --- what callers use ------------------------------------------------------------------------
+
+    async def submit(self, plan: JobPlan) -> str:
+        """Coordinate ``plan`` from this peer; returns its job id. ``UserError`` if it cannot be taken."""
+        if self.leases is None:
+            raise UserError("the scheduler is starting")
+        try:
+            plan.check()
+        except PlanError as exc:
+            raise UserError(f"the plan is malformed: {exc}") from None
+        if plan.job_id in self.jobs:
+            raise UserError(f"job {plan.job_id} is already here")
+        self._evict_finished()
+        if len(self.jobs) >= self.config.max_jobs:
+            raise UserError(f"{len(self.jobs)} jobs coordinated here: at most {self.config.max_jobs}")
+        problems = unmet_plan(plan, self.candidates())
+        if problems:
+            raise UserError("no known peer can run part of the job: " + "; ".join(problems))
+        now = trio.current_time()
+        job = _Job(JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.config.job), now)
+        self.jobs[plan.job_id] = job
+        async with job.lock:
+            await self._carry(job, job.js.start(now))
+        return plan.job_id
+
+    async def wait(self, job_id: str) -> ev.Report:
+        """The job's final report, once it is carried out (replicated)."""
+        job = self.jobs[job_id]
+        await job.done.wait()
+        assert job.report is not None
+        return job.report
+
+    async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise UserError(f"no job {job_id} is coordinated here")
+        await self._feed(job, ev.Cancel(reason[:512]))
+
+    def summary(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs[job_id]
+        r = job.report
+        return {"job_id": job_id, "name": job.js.plan.name, "coordinator": str(self.node.peer_id),
+                "state": r.kind if r else "submitted", "reason": r.reason if r else "",
+                "progress": asdict(r.progress) if r else None, "epoch": job.js.epoch,
+                "replicas": [str(p) for p in job.replicas],
+                "outputs": [list(o) for o in r.outputs] if r else []}
+
+    def candidates(self) -> list[Candidate]:
+        from ..gossip.capability import OPSET_VERSION, detect_resources
+
+        res = self.node.resources
+        slots = self.leases.slots if self.leases else 1
+        out = [Candidate(str(self.node.peer_id), slots, res.cpus, res.memory, detect_resources()["arch"],
+                         dict(res.labels), (OPSET_VERSION,), True, 0.0)]
+        membership = self.node.services.get("membership")
+        if membership is not None and membership.sm is not None:
+            for m in membership.sm.members():
+                if m.state == "alive" and m.record is not None and m.peer != self.node.peer_id:
+                    out.append(replace(Candidate.from_record(m.record), peer=str(m.peer)))
+        return out
+
+    # --- coordinator: feeding jobs and carrying out their commands ---------------------------------
+
+    async def _feed(self, job: _Job, event: Any) -> list[str]:
+        """Feed one event to a job; the reasons of anything it refused."""
+        async with job.lock:
+            try:
+                cmds = job.js.handle(event, trio.current_time())
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("job %s failed on %s (the service goes on)", job.js.job_id, type(event).__name__)
+                return ["internal error"]
+            return await self._carry(job, cmds)
+
+    async def _carry(self, job: _Job, cmds: list) -> list[str]:
+        refused: list[str] = []
+        for c in cmds:
+            if isinstance(c, ev.Dispatch):
+                job.inputs[c.task] = c.inputs
+                self._dispatches.append(c)
+                self._place_wake.set()
+            elif isinstance(c, ev.SendOffer):
+                self._spawn(self._offer, c, reject=(job, c))
+            elif isinstance(c, ev.GrantLease):
+                self._spawn(self._grant, job, c)
+            elif isinstance(c, ev.Revoke):
+                self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096]))
+            elif isinstance(c, ev.FetchResult):
+                self._spawn(self._fetch, job, c)
+            elif isinstance(c, ev.Replicate):
+                if await self._replicate(job):
+                    self._release(job)
+                else:
+                    job.retry_at = trio.current_time() + self.config.replicate_retry_s
+                    self._timer_wake.set()
+            elif isinstance(c, ev.Report):
+                job.held.append(c)
+                if job.retry_at is None:
+                    self._release(job)
+            elif isinstance(c, ev.Refused):
+                self.stats["refused"] += 1
+                refused.append(c.reason)
+                log.info("job %s refused a message from %s: %s", job.js.job_id, c.peer, c.reason)
+            elif isinstance(c, ev.SetTimer):
+                job.timer = c.at
+                self._timer_wake.set()
+        return refused
+
+    def _release(self, job: _Job) -> None:
+        job.retry_at = None
+        for r in job.held:
+            job.report = r
+            if r.kind in TERMINAL:
+                log.info("job %s %s %s", job.js.job_id, r.kind, r.reason)
+                job.done.set()
+        job.held.clear()
+
+    def _spawn(self, fn: Any, *args: Any, reject: tuple | None = None) -> None:
+        if self._nursery is None or self._inflight >= self.config.max_inflight:
+            self.stats["dropped_sends"] += 1
+            if reject is not None and self._nursery is not None:    # an offer not sent: refused, not charged
+                job, c = reject
+                self._nursery.start_soon(self._feed, job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.REJECTED,
+                                                                        "too many messages in flight"))
+            return
+
+        async def run() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("scheduler task %s failed", getattr(fn, "__name__", fn))
+            finally:
+                self._inflight -= 1
+
+        self._inflight += 1
+        self._nursery.start_soon(run)
+
+    async def _ask(self, peer: PeerId | str, msg: Any, timeout: float | None = None) -> SchedAck:
+        """A request to ``peer`` (this peer's own handler for itself); transport errors become a refusal."""
+        peer = peer if isinstance(peer, PeerId) else PeerId.from_string(peer)
+        try:
+            if peer == self.node.peer_id:
+                reply = await self._local[type(msg)](peer, msg)
+            else:
+                reply = await self.node.transport.request(peer, msg, timeout or self.config.request_timeout_s)
+        except P2PComputeError as exc:
+            return SchedAck(False, f"{type(exc).__name__}: {exc}"[:4096])
+        return reply if isinstance(reply, SchedAck) else SchedAck(False, f"unexpected reply {type(reply).__name__}")
+
+    async def _tell(self, peer: PeerId | str, msg: Any) -> None:
+        reply = await self._ask(peer, msg)
+        if not reply.ok:
+            log.debug("%s to %s: %s", type(msg).__name__, str(peer)[:16], reply.reason)
+
+    async def _offer(self, c: ev.SendOffer) -> None:
+        reply = await self._ask(c.peer, TaskOffer(c.job_id, c.task, c.lease_id,
+                                                  max(0.0, c.deadline - trio.current_time())))
+        job = self.jobs.get(c.job_id)
+        if not reply.ok and job is not None:
+            await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.REJECTED, reply.reason))
+
+    async def _grant(self, job: _Job, c: ev.GrantLease) -> None:
+        spec = job.js.tasks[c.task].spec
+        try:
+            payload = full_payload(job.js.plan, spec)
+        except PlanError as exc:
+            await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, str(exc)))
+            return
+        inputs = tuple((name, cid) for name, cid, _ in job.inputs.get(c.task, ()))
+        msg = TaskGrant(c.job_id, c.task, c.lease_id, max(0.0, c.expires - trio.current_time()), payload, inputs)
+        reply = await self._ask(c.peer, msg)
+        if not reply.ok:      # unreachable or refused: the lease lapses unless the executor gives it back
+            log.info("grant of %s/%s to %s: %s", c.job_id, c.task, c.peer[:16], reply.reason)
+
+    async def _fetch(self, job: _Job, c: ev.FetchResult) -> None:
+        from ..storage.cid import Cid
+
+        storage = self.node.services["storage"]
+        try:
+            for _, cid in c.cids:
+                await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
+        except P2PComputeError as exc:
+            await self._feed(job, ev.FetchFailed(c.task, c.lease_id, str(exc)[:4096]))
+            return
+        await self._feed(job, ev.Fetched(c.task, c.lease_id))
+
+    # --- replication -------------------------------------------------------------------------------
+
+    async def _replicate(self, job: _Job) -> bool:
+        """Send the job's record to its replicas; True once one acknowledged (or there is none)."""
+        me = self.node.peer_id
+        job.replicas = closest(job.js.job_id, [p for p in self._alive if p != me], self.config.replicas)
+        delta = job.js.delta()
+        if not job.replicas:
+            return True
+        full = cbor2.dumps(job.js.to_record())
+        names = tuple(str(p) for p in job.replicas)
+        state = {"acked": 0, "left": len(job.replicas)}
+        first = trio.Event()              # the first acknowledgement, or every replica answered
+
+        async def one(peer: PeerId) -> None:
+            reply = SchedAck(False, "")
+            try:
+                if peer in job.full_sent:
+                    reply = await self._ask(peer, JobRecordDelta(job.js.job_id, cbor2.dumps(delta)))
+                if not reply.ok:
+                    reply = await self._ask(peer, JobRecordFull(job.js.job_id, full, names))
+                    if reply.ok:
+                        job.full_sent.add(peer)
+                if not reply.ok:
+                    job.full_sent.discard(peer)
+                    log.debug("replica %s of %s: %s", peer.short, job.js.job_id, reply.reason)
+            finally:
+                state["left"] -= 1
+                if reply.ok:
+                    state["acked"] += 1
+                if reply.ok or not state["left"]:
+                    first.set()
+
+        if self._nursery is None:
+            return False
+        for p in job.replicas:            # the slower replicas are answered in the background
+            self._nursery.start_soon(one, p)
+        with trio.move_on_after(2 * self.config.request_timeout_s):
+            await first.wait()
+        if not state["acked"]:
+            self.stats["replication_failures"] += 1
+        return state["acked"] > 0
+
+    async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
+        if msg.job_id not in self.held and len(self.held) >= self.config.max_replicas_held:
+            return SchedAck(False, f"{len(self.held)} job records held here: at most {self.config.max_replicas_held}")
+        try:
+            record = cbor2.loads(msg.record)
+            if not isinstance(record, dict) or record.get("job_id") != msg.job_id:
+                raise PlanError("the record is not a job record of this job")
+            JobPlan.from_wire(record["plan"])           # a record we could not take over from is refused now
+            replicas = tuple(PeerId.from_string(p) for p in msg.replicas)
+        except Exception as exc:   # cbor2 and the plan's checks raise several types on garbage
+            return SchedAck(False, f"bad job record: {type(exc).__name__}: {exc}"[:4096])
+        old = self.held.get(msg.job_id)
+        if old is not None and old.record.get("epoch", 0) > record.get("epoch", 0):
+            return SchedAck(False, "a newer coordinator's record is held")
+        self.held[msg.job_id] = _Replica(record, peer, replicas)
+        return SchedAck(True)
+
+    async def _on_delta(self, peer: PeerId, msg: JobRecordDelta) -> SchedAck:
+        held = self.held.get(msg.job_id)
+        if held is None:
+            return SchedAck(False, "gap: no record of this job here")
+        try:
+            delta = cbor2.loads(msg.delta)
+            if not isinstance(delta, dict):
+                raise PlanError("a delta is a map")
+            held.record = apply_delta(held.record, delta)
+        except RecordGap as exc:
+            return SchedAck(False, f"gap: {exc}")
+        except Exception as exc:
+            return SchedAck(False, f"bad delta: {type(exc).__name__}: {exc}"[:4096])
+        held.coordinator = peer if delta.get("epoch", -1) == held.record.get("epoch") else held.coordinator
+        return SchedAck(True)
+
+    async def _take_over(self, job_id: str) -> None:
+        held = self.held.pop(job_id)
+        if job_id in self.jobs:
+            return
+        now = trio.current_time()
+        try:
+            js = JobState.from_record(held.record, now, random.Random(self.rng.getrandbits(64)), self.config.job)
+        except PlanError as exc:
+            log.warning("cannot take job %s over: %s", job_id, exc)
+            return
+        self.stats["takeovers"] += 1
+        log.warning("coordinator %s of job %s died: taking it over (epoch %d)", held.coordinator.short, job_id,
+                    js.epoch)
+        job = _Job(js, now)
+        for t in js.plan.tasks:                 # fetching tasks need no inputs; dispatches bring them anew
+            job.inputs[t.task_id] = ()
+        self.jobs[job_id] = job
+        async with job.lock:
+            await self._carry(job, js.start(now))
+
+    # --- membership --------------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            membership = self.node.services.get("membership")
+            if membership is not None and membership.sm is not None:
+                rows = membership.sm.members()
+                alive = {m.peer for m in rows if m.state in ("alive", "suspect")}
+                gone = {m.peer for m in rows if m.state in ("dead", "left")} & self._alive
+                self._alive = alive
+                for peer in gone:
+                    await self._member_died(peer)
+            await trio.sleep(self.config.poll_s)
+
+    async def _member_died(self, peer: PeerId) -> None:
+        log.info("member %s is gone: its leases and jobs are handed on", peer.short)
+        self._exec(lx.CoordinatorDied(peer))
+        for job in list(self.jobs.values()):
+            if job.js.state == "running":
+                await self._feed(job, ev.MemberDied(str(peer)))
+        me = self.node.peer_id
+        for job_id, held in list(self.held.items()):
+            if held.coordinator == peer and held.record.get("state") == "running":
+                if successor(job_id, held.replicas, self._alive | {me}) == me:
+                    await self._take_over(job_id)
+
+    # --- timers and placement ----------------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_wake = trio.Event()
+            times = [j.timer for j in self.jobs.values() if j.timer is not None]
+            times += [j.retry_at for j in self.jobs.values() if j.retry_at is not None]
+            if self._exec_timer is not None:
+                times.append(self._exec_timer)
+            with trio.move_on_at(min(times) if times else float("inf")):
+                await self._timer_wake.wait()
+            now = trio.current_time()
+            if self._exec_timer is not None and self._exec_timer <= now:
+                self._exec_timer = None
+                self._exec(lx.Wake())
+            for job in list(self.jobs.values()):
+                if job.timer is not None and job.timer <= now:
+                    job.timer = None
+                    await self._feed(job, ev.Tick())
+                if job.retry_at is not None and job.retry_at <= now:
+                    async with job.lock:
+                        if await self._replicate(job):
+                            self._release(job)
+                        else:
+                            job.retry_at = now + self.config.replicate_retry_s
+
+    async def _place_loop(self) -> None:
+        while True:
+            await self._place_wake.wait()
+            self._place_wake = trio.Event()
+            batch, self._dispatches = self._dispatches, []
+            try:
+                placed = self.placement.place(batch, self.candidates())
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("placement failed (the tasks are placed again when their placing lapses)")
+                continue
+            for d, p in zip(batch, placed):
+                job = self.jobs.get(d.job_id)
+                if job is not None:
+                    await self._feed(job, p)
+
+    # --- coordinator: what executors send ------------------------------------------------------------
+
+    async def _to_job(self, job_id: str, event: Any) -> SchedAck:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return SchedAck(False, f"no job {job_id[:128]} is coordinated here")
+        refused = await self._feed(job, event)
+        return SchedAck(not refused, "; ".join(refused)[:4096])
+
+    async def _on_accept(self, peer: PeerId, msg: TaskAccept) -> SchedAck:
+        return await self._to_job(msg.job_id, ev.OfferAccepted(msg.task, str(peer), msg.lease_id))
+
+    async def _on_heartbeat(self, peer: PeerId, msg: TaskHeartbeat) -> SchedAck:
+        return await self._to_job(msg.job_id, ev.Heartbeat(msg.task, str(peer), msg.lease_id))
+
+    async def _on_done(self, peer: PeerId, msg: TaskDone) -> SchedAck:
+        return await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id, dict(msg.outputs),
+                                                             dict(msg.inline), dict(msg.sizes)))
+
+    async def _on_failure(self, peer: PeerId, msg: TaskFailure) -> SchedAck:
+        return await self._to_job(msg.job_id, ev.TaskFailed(msg.task, str(peer), msg.lease_id, msg.kind, msg.message))
+
+    # --- executor role -------------------------------------------------------------------------------
+
+    def _exec(self, event: Any) -> list[str]:
+        """Feed the leases one event and carry out their commands; the reasons of what they refused."""
+        if self.leases is None:
+            return ["the scheduler is starting"]
+        try:
+            cmds = self.leases.handle(event, trio.current_time())
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("executor leases failed on %s (the service goes on)", type(event).__name__)
+            return ["internal error"]
+        refused = []
+        for c in cmds:
+            if isinstance(c, lx.Accept):
+                self._spawn(self._tell, c.coordinator, TaskAccept(c.job_id, c.task, c.lease_id))
+            elif isinstance(c, lx.Decline):
+                self._spawn(self._tell, c.coordinator, TaskFailure(c.job_id, c.task, c.lease_id, ev.REJECTED,
+                                                                   c.reason[:4096]))
+            elif isinstance(c, lx.Run):
+                granted = self._granted.pop((c.job_id, c.lease_id), None)
+                if granted is not None and self._nursery is not None:
+                    self._nursery.start_soon(self._run, c, granted)
+            elif isinstance(c, lx.Stop):
+                scope = self._runs.get((c.job_id, c.lease_id))
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(c, lx.SendHeartbeat):
+                self._spawn(self._beat, c)
+            elif isinstance(c, ev.SetTimer):
+                self._exec_timer = c.at
+                self._timer_wake.set()
+            elif isinstance(c, ev.Refused):
+                self.stats["refused"] += 1
+                refused.append(c.reason)
+        return refused
+
+    async def _on_offer(self, peer: PeerId, msg: TaskOffer) -> SchedAck:
+        refused = self._exec(lx.Offer(msg.job_id, msg.task, peer, msg.lease_id, trio.current_time() + msg.valid_s))
+        return SchedAck(not refused, "; ".join(refused))
+
+    async def _on_grant(self, peer: PeerId, msg: TaskGrant) -> SchedAck:
+        key = (msg.job_id, msg.lease_id)
+        self._granted[key] = (msg.payload, msg.inputs)
+        refused = self._exec(lx.Grant(msg.job_id, msg.task, peer, msg.lease_id, trio.current_time() + msg.expires_s))
+        self._granted.pop(key, None)          # not run: nothing of it is kept
+        return SchedAck(not refused, "; ".join(refused))
+
+    async def _on_revoke(self, peer: PeerId, msg: TaskRevoke) -> SchedAck:
+        return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason)))
+
+    async def _beat(self, c: lx.SendHeartbeat) -> None:
+        msg = TaskHeartbeat(c.job_id, c.task, c.lease_id)
+        if c.coordinator == self.node.peer_id:
+            await self._on_heartbeat(c.coordinator, msg)
+            return
+        try:
+            with trio.move_on_after(self.config.request_timeout_s):
+                await self.node.transport.send(c.coordinator, msg)
+        except P2PComputeError as exc:
+            log.debug("heartbeat to %s not sent: %s", c.coordinator.short, exc)
+
+    async def _run(self, c: lx.Run, granted: tuple[bytes, tuple]) -> None:
+        key = (c.job_id, c.lease_id)
+        payload, inputs = granted
+        outcome: Outcome | None = None
+        try:
+            with trio.CancelScope() as scope:
+                self._runs[key] = scope
+                try:
+                    executor = self.node.services["compute"].executor
+                    if executor is None:
+                        outcome = Outcome(ev.REJECTED, "the executor is starting")
+                    else:
+                        outcome = await run_granted(self.node.services["storage"], executor, payload, inputs,
+                                                    self.config.fetch_timeout_s)
+                except Exception as exc:
+                    log.exception("running %s/%s failed", c.job_id, c.task)
+                    outcome = Outcome(ev.CRASH, f"{type(exc).__name__}: {exc}")
+            if outcome is None:
+                return                              # revoked: the coordinator does not want it any more
+            self.stats["tasks_run"] += 1
+            if outcome.kind:
+                msg: Any = TaskFailure(c.job_id, c.task, c.lease_id, outcome.kind, outcome.message[:4096])
+            else:
+                msg = TaskDone(c.job_id, c.task, c.lease_id, outcome.outputs, outcome.inline, outcome.sizes)
+            for attempt in range(3):
+                reply = await self._ask(c.coordinator, msg)
+                if reply.ok or not reply.reason.startswith(("RequestTimeout", "PeerUnreachable", "TransportError")):
+                    break
+                await trio.sleep(1.0 + attempt)
+            if not reply.ok:
+                log.info("result of %s/%s not taken: %s", c.job_id, c.task, reply.reason)
+        finally:
+            self._runs.pop(key, None)
+            self._exec(lx.Ended(c.job_id, c.lease_id))
+
+    # --- the control API -----------------------------------------------------------------------------
+
+    def _evict_finished(self) -> None:
+        """Past ``max_jobs``, the oldest finished jobs are forgotten (their results stay pinned)."""
+        if len(self.jobs) < self.config.max_jobs:
+            return
+        for job_id in sorted((j for j, x in self.jobs.items() if x.done.is_set()),
+                             key=lambda j: self.jobs[j].submitted)[: max(1, len(self.jobs) // 10)]:
+            del self.jobs[job_id]
+
+    async def _api_submit(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
+        from .submit import plan_from_request
+
+        request = parse_json_body(body)
+        plan = await plan_from_request(request, self.node.services["storage"], "j" + uuid.uuid4().hex[:20])
+        job_id = await self.submit(plan)
+        return json_response(self.summary(job_id) | {"tasks": len(plan.tasks)})
+
+    async def _api_list(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
+        return json_response({"jobs": [self.summary(j) for j in self.jobs]})
+
+    async def _api_describe(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
+        job_id = query.get("id", "")
+        if job_id not in self.jobs:
+            raise HttpError(404, f"no job {job_id[:128]} is coordinated here")
+        job = self.jobs[job_id]
+        return json_response(self.summary(job_id) | {"tasks": _jsonable(job.js.describe()),
+                                                     "stats": dict(job.js.stats)})
+
+    async def _api_cancel(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
+        job_id = query.get("id", "")
+        if job_id not in self.jobs:
+            raise HttpError(404, f"no job {job_id[:128]} is coordinated here")
+        reason = parse_json_body(body).get("reason", "cancelled by the user")
+        await self.cancel(job_id, str(reason))
+        return json_response(self.summary(job_id))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

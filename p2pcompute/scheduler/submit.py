@@ -1,0 +1,89 @@
+"""POST /v1/jobs: a job.yaml and its base dir on this machine -> a JobPlan, local inputs added and pinned.
+
+The body is JSON ``{"job": "<job.yaml text>", "base": "/abs/dir"}`` (or
+``{"path": "/abs/job.yaml"}``). The text is checked (``spec.check``: every
+problem with its line, a 400 listing them); each local input file is added
+to the daemon's blockstore and pinned (so executing peers fetch it by
+bitswap); ``ipfs://CID`` inputs are used as they are; other sources (HTTP
+URLs, registry handles, local programs) are refused for now, naming them.
+The resolution then goes to ``plan_job``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+import yaml
+
+from ..errors import UserError
+from ..ops.jobfile import MAX_JOB_BYTES
+from . import spec as specmod
+from .model import JobPlan, PlanError
+from .plan import Resolved, plan_job, resolution
+from .spec_check import lines_of, with_lines
+
+
+def load_request(request: dict[str, Any]) -> specmod.JobSpec:
+    """The checked JobSpec of a request body; ``UserError`` listing every problem."""
+    if "path" in request:
+        path = Path(str(request["path"]))
+        if not path.is_absolute():
+            raise UserError("\"path\" must be an absolute path on the daemon's machine")
+        return specmod.load(path)
+    text, base = request.get("job"), request.get("base")
+    if not isinstance(text, str) or not isinstance(base, str) or not Path(base).is_absolute():
+        raise UserError("give {\"job\": \"<job.yaml text>\", \"base\": \"/absolute/dir\"} or {\"path\": \"/abs/job.yaml\"}")
+    if len(text.encode()) > MAX_JOB_BYTES:
+        raise UserError(f"the job file is larger than {MAX_JOB_BYTES} bytes")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"not valid YAML: {exc}") from None
+    spec, problems = specmod.check(data, Path(base))
+    if problems:
+        raise specmod.SpecError(sorted(with_lines(problems, lines_of(text)), key=lambda p: (p.line or 0, p.path)))
+    assert spec is not None
+    return spec
+
+
+async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) -> JobPlan:
+    spec = load_request(request)
+    for s in spec.stages:
+        if s.program and not s.program.startswith(("builtin:", "ipfs://")):
+            raise UserError(f"stage {s.name}: a local program ({s.program}) cannot be submitted yet; "
+                            "add it and name it ipfs://CID")
+    added: dict[str, Resolved] = {}
+
+    def add(path: str) -> Resolved:
+        from ..storage.importer import import_path
+
+        with storage.blockstore.session():
+            result = import_path(path, storage.blockstore.put)
+            storage.blockstore.pin(result.cid)
+        return Resolved(str(result.cid), Path(path).stat().st_size)
+
+    for path in spec.local_files():
+        added[path] = await trio.to_thread.run_sync(add, path)
+        await storage.pin(_cid(added[path].cid))             # and announce it
+
+    def resolve(src: Any, hint: Any) -> Resolved:
+        shape, dtype = (hint.shape, hint.dtype.name) if hint is not None else (None, None)
+        if src.kind == "file":
+            r = added[src.text]
+            return Resolved(r.cid, r.size, shape, dtype)
+        if src.kind == "uri" and src.text.startswith("ipfs://"):
+            return Resolved(src.text.removeprefix("ipfs://").split("/")[0], None, shape, dtype)
+        raise UserError(f"input {src.text[:200]}: only local files and ipfs:// inputs can be submitted yet")
+
+    try:
+        return plan_job(spec, resolution(spec, resolve), job_id)
+    except PlanError as exc:
+        raise UserError(f"the job cannot be planned: {exc}") from None
+
+
+def _cid(text: str) -> Any:
+    from ..storage.cid import Cid
+
+    return Cid.parse(text)
