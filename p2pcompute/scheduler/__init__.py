@@ -14,8 +14,11 @@ Files:
     job_record.py  the job record: full record, deltas for replicas (apply_delta), from_record for a takeover
     placement.py   Placement: Sparrow batch sampling with data locality; oracle and random modes; unmet()
     leases.py      ExecutorLeases: an executing peer's reservations, slots and heartbeats, pure
+    messages.py    the scheduler's wire messages (codes 400-409): offers, grants, results, job records
+    replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over
+    runner.py      an executing peer runs one granted task: inputs by CID, the executor, outputs pinned
+    service.py     SchedulerService, the trio driver: executor, coordinator, replication, /v1/jobs
+    submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
 
-Still to come (issue 10): the trio driver (a SchedulerService per peer: wire
-messages, replication of job records to the k closest peers, executors), the
-CLI and the job simulation.
+Still to come (issue 10): the CLI and the job simulation.
 """

@@ -465,6 +465,22 @@ class SchedulerService:
         self.jobs[job_id] = job
         async with job.lock:
             await self._carry(job, js.start(now))
+        self._spawn(self._pull_results, job)
+
+    async def _pull_results(self, job: _Job) -> None:
+        """After a takeover: bring here the job's results its old coordinator had fetched (best effort:
+        a result only the dead coordinator held is lost with it; JobState cannot re-run a done task)."""
+        from ..storage.cid import Cid
+
+        storage = self.node.services["storage"]
+        for task, _, cid in job.js.outputs():
+            if cid and job.js.tasks[task].state == "done":
+                try:
+                    await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
+                except P2PComputeError as exc:
+                    self.stats["results_lost"] = self.stats.get("results_lost", 0) + 1
+                    log.warning("job %s: result %s of %s not found after the takeover: %s", job.js.job_id, cid,
+                                task, exc)
 
     # --- membership --------------------------------------------------------------------------------
 

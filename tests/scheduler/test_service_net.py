@@ -158,19 +158,9 @@ async def test_an_executing_peer_killed_mid_task_its_task_runs_elsewhere_and_the
         nodes, scopes = await start_peers(nursery, tmp_path)
         a, victim = nodes[0], nodes[2]
         # the victim's executor hangs on every task, so that it is surely killed mid-task
-        started = trio.Event()
         compute = victim.services["compute"]
-        real = compute.executor
-
-        class Hanging:
-            async def run(self, task, out_dir=None):
-                started.set()
-                await trio.sleep_forever()
-
-            def __getattr__(self, name):
-                return getattr(real, name)
-
-        compute.executor = Hanging()
+        compute.executor = _Hanging(compute.executor)
+        started = compute.executor.started
         job_id = await submit(a, tmp_path)
         with trio.fail_after(90):
             await started.wait()
@@ -186,3 +176,105 @@ async def test_an_executing_peer_killed_mid_task_its_task_runs_elsewhere_and_the
         assert lost and all(x["outcome"] != "ok" for x in lost)       # it never finished there
         assert all(t.state == "done" for t in svc.jobs[job_id].js.tasks.values())
         nursery.cancel_scope.cancel()
+
+
+async def test_the_coordinator_dies_mid_job_and_the_closest_replica_takes_it_over(tmp_path):
+    arrays = workspace(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nodes, scopes = await start_peers(nursery, tmp_path)
+        a = nodes[0]
+        for node in nodes[1:]:      # the inputs are on every peer (A's copy goes with it)
+            store = node.services["storage"].blockstore
+            from p2pcompute.storage.importer import import_path
+            for f in sorted((tmp_path / "x").iterdir()):
+                store.pin(import_path(f, store.put).cid)
+        for node in nodes[1:]:      # every task takes a second, so that A dies with the job half done
+            compute = node.services["compute"]
+            real = compute.executor
+
+            class Slow:
+                async def run(self, task, out_dir=None, real=real):
+                    await trio.sleep(1.0)
+                    return await real.run(task, out_dir)
+
+                def __getattr__(self, name, real=real):
+                    return getattr(real, name)
+
+            compute.executor = Slow()
+        a.services["compute"].executor = _Hanging(a.services["compute"].executor)   # A only coordinates:
+        job_id = await submit(a, tmp_path)           # a result held by A alone would be lost with it
+
+        def some_done_replicated():
+            held = [n.services["scheduler"].held.get(job_id) for n in nodes[1:]]
+            return any(h and sum(t["state"] == "done" for t in h.record["tasks"]) >= 1 for h in held)
+
+        await wait_for(some_done_replicated, 90)
+        scopes[0].cancel()                                  # the coordinator goes away
+        await wait_for(lambda: any(job_id in n.services["scheduler"].jobs for n in nodes[1:]), 60)
+        heir = next(n for n in nodes[1:] if job_id in n.services["scheduler"].jobs)
+        svc = heir.services["scheduler"]
+        assert svc.stats["takeovers"] == 1 and svc.jobs[job_id].js.epoch == 1
+        with trio.fail_after(150):
+            report = await svc.wait(job_id)
+        assert report.kind == "done", report.reason
+        pins = heir.services["storage"].blockstore
+        await wait_for(lambda: all(Cid.parse(cid) in pins.pins for _, _, cid in report.outputs), 60)  # pulled
+        check_results(heir, report, arrays)
+        nursery.cancel_scope.cancel()
+
+
+async def test_bad_messages_from_a_peer_are_refused_with_a_reason_and_the_service_goes_on(tmp_path):
+    from p2pcompute.errors import RequestTimeout
+    from p2pcompute.scheduler.messages import JobRecordDelta, JobRecordFull, TaskAccept, TaskDone, TaskOffer
+
+    arrays = workspace(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nodes, _ = await start_peers(nursery, tmp_path)
+        a, b = nodes[0], nodes[1]
+        job_id = await submit(a, tmp_path)
+        ask = b.transport.request
+        reply = await ask(a.peer_id, TaskDone("no-such-job", "t", "0.0.1", {"y": "x"}), 10)
+        assert not reply.ok and "no job no-such-job" in reply.reason
+        reply = await ask(a.peer_id, TaskDone(job_id, "sq/00000", "forged", {}), 10)   # a lease never issued
+        assert not reply.ok and "it does not hold" in reply.reason
+        reply = await ask(a.peer_id, TaskAccept(job_id, "no/such/task", "0.0.1"), 10)
+        assert not reply.ok and "has no task" in reply.reason
+        reply = await ask(a.peer_id, JobRecordFull("j1", b"\xff\x00garbage"), 10)
+        assert not reply.ok and "bad job record" in reply.reason
+        reply = await ask(a.peer_id, JobRecordDelta("j2", b"\xa0"), 10)
+        assert not reply.ok and "gap" in reply.reason
+        # a message that breaks its type's bounds does not even decode: the transport drops it, logged
+        rejected = sum(a.transport.stats.rejected.values())
+        with pytest.raises(RequestTimeout):
+            await ask(a.peer_id, _unchecked(TaskOffer, job_id=job_id, task="t", lease_id="l", valid_s=-5.0), 3)
+        assert sum(a.transport.stats.rejected.values()) == rejected + 1
+        svc = a.services["scheduler"]
+        with trio.fail_after(120):
+            report = await svc.wait(job_id)
+        assert report.kind == "done", report.reason
+        check_results(a, report, arrays)
+        assert svc.stats["errors"] == 0
+        nursery.cancel_scope.cancel()
+
+
+def _unchecked(cls, **fields):
+    """A message built without its checks, as a hostile peer could encode it."""
+    msg = object.__new__(cls)
+    for k, v in fields.items():
+        object.__setattr__(msg, k, v)
+    return msg
+
+
+class _Hanging:
+    """An executor whose runs never end (``started`` is set by the first)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.started = trio.Event()
+
+    async def run(self, task, out_dir=None):
+        self.started.set()
+        await trio.sleep_forever()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
