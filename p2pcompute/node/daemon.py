@@ -155,12 +155,13 @@ def default_services(config: Config) -> list:
     from ..dht.service import DhtConfig, DhtService
     from ..gossip.service import MembershipService
     from ..ops.service import ComputeService
+    from ..scheduler.service import SchedulerService
     from ..storage.bitswap_service import BitswapService
     from ..storage.registry_service import RegistryService
     from ..storage.service import StorageService
 
     return [MembershipService(), DhtService(DhtConfig(protocols=tuple(config.dht_protocols))), StorageService(max_bytes=config.storage_max or None),
-            BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus)))]
+            BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus))), SchedulerService()]
 
 
 def advertised_host() -> str:

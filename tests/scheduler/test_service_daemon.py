@@ -1,0 +1,70 @@
+"""The scheduler's control-API routes on real daemons (subprocesses, the default services):
+POST /v1/jobs with a job.yaml and its base dir, GET /v1/jobs, GET /v1/jobs/{id}, POST /v1/jobs/cancel/{id}."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from p2pcompute.node.client import ApiError, ControlClient
+from test_cli import start_daemon, stop
+
+JOB = """
+name: double
+inputs:
+  x: x/*.npy
+stages:
+  - name: d
+    map: {over: inputs.x}
+    ops: {"opset": 1, "inputs": {"x": {}}, "nodes": [{"name": "y", "op": "add", "inputs": ["x", "x"]}],
+          "outputs": ["y"]}
+"""
+
+
+def test_a_job_submitted_over_the_api_of_one_of_two_daemons_completes_with_its_results_there(tmp_path):
+    for i in range(4):
+        (tmp_path / "x").mkdir(exist_ok=True)
+        np.save(tmp_path / "x" / f"x{i}.npy", np.full((2, 2), i, dtype=np.float32))
+    a, a_status = start_daemon(tmp_path / "a")
+    try:
+        boot = next(x for x in a_status["addresses"] if "/127.0.0.1/" in x)
+        b, _ = start_daemon(tmp_path / "b", "--bootstrap", boot)
+        try:
+            client = ControlClient(tmp_path / "a", timeout=60)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:     # b is known (alive, with its capabilities) before we submit
+                if any(p.get("state") == "alive" and p.get("free_slots") for p in client.peers()):
+                    break
+                time.sleep(0.3)
+            with pytest.raises(ApiError, match="problem"):
+                client._call("POST", "/v1/jobs", {"job": "name: x\nstages: 3\n", "base": str(tmp_path)})
+            job = client._call("POST", "/v1/jobs", {"job": JOB, "base": str(tmp_path)})
+            assert job["tasks"] == 4
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                described = client._call("GET", f"/v1/jobs/{job['job_id']}")
+                if described["state"] in ("done", "failed", "cancelled"):
+                    break
+                time.sleep(0.3)
+            assert described["state"] == "done", described["reason"]
+            assert described["progress"]["done"] == 4 and len(described["outputs"]) == 4
+            assert all(t["state"] == "done" and t["attempts"] for t in described["tasks"])
+            listed = client._call("GET", "/v1/jobs")["jobs"]
+            assert [j["job_id"] for j in listed] == [job["job_id"]]
+            # the outputs are here: cat one of them
+            cid = described["outputs"][3][2]
+            data = client.request("GET", "/v1/cat", params={"cid": cid}).content
+            from p2pcompute.ops import tensor_format
+            np.testing.assert_array_equal(tensor_format.decode(data), np.full((2, 2), 6, dtype=np.float32))
+            # cancelling a finished job changes nothing; an unknown one is a 404
+            assert client._call("POST", f"/v1/jobs/cancel/{job['job_id']}", {})["state"] == "done"
+            with pytest.raises(ApiError, match="no job"):
+                client._call("POST", "/v1/jobs/cancel/nope", {})
+            assert "scheduler" in json.dumps(client.status())
+        finally:
+            stop(b)
+    finally:
+        stop(a)
