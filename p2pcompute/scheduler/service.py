@@ -278,8 +278,8 @@ class SchedulerService:
                 else:
                     job.retry_at = trio.current_time() + self.config.replicate_retry_s
                     self._timer_wake.set()
-            elif isinstance(c, ev.Report):
-                job.held.append(c)
+            elif isinstance(c, ev.Report):     # of the progress reports waiting, only the newest matters
+                job.held = [r for r in job.held if r.kind != "progress"] + [c]
                 if job.retry_at is None:
                     self._release(job)
             elif isinstance(c, ev.Refused):
@@ -375,7 +375,7 @@ class SchedulerService:
     async def _replicate(self, job: _Job) -> bool:
         """Send the job's record to its replicas; True once one acknowledged (or there is none)."""
         me = self.node.peer_id
-        job.replicas = closest(job.js.job_id, [p for p in self._alive if p != me], self.config.replicas)
+        job.replicas = closest(job.js.job_id, [p for p in self._live() if p != me], self.config.replicas)
         delta = job.js.delta()
         if not job.replicas:
             return True
@@ -415,7 +415,11 @@ class SchedulerService:
 
     async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
         if msg.job_id not in self.held and len(self.held) >= self.config.max_replicas_held:
-            return SchedAck(False, f"{len(self.held)} job records held here: at most {self.config.max_replicas_held}")
+            finished = next((j for j, h in self.held.items() if h.record.get("state") != "running"), None)
+            if finished is None:
+                return SchedAck(False, f"{len(self.held)} records of running jobs held here: at most "
+                                       f"{self.config.max_replicas_held}")
+            del self.held[finished]              # the oldest record of a finished job makes room
         try:
             record = cbor2.loads(msg.record)
             if not isinstance(record, dict) or record.get("job_id") != msg.job_id:
@@ -484,16 +488,19 @@ class SchedulerService:
 
     # --- membership --------------------------------------------------------------------------------
 
+    def _live(self) -> set[PeerId]:
+        """The members alive (or only suspected) now."""
+        membership = self.node.services.get("membership")
+        if membership is None or membership.sm is None:
+            return set()
+        return {m.peer for m in membership.sm.members() if m.state in ("alive", "suspect")}
+
     async def _poll_loop(self) -> None:
         while True:
-            membership = self.node.services.get("membership")
-            if membership is not None and membership.sm is not None:
-                rows = membership.sm.members()
-                alive = {m.peer for m in rows if m.state in ("alive", "suspect")}
-                gone = {m.peer for m in rows if m.state in ("dead", "left")} & self._alive
-                self._alive = alive
-                for peer in gone:
-                    await self._member_died(peer)
+            alive = self._live()
+            gone, self._alive = self._alive - alive, alive
+            for peer in gone:                  # dead, left, or dropped from the table
+                await self._member_died(peer)
             await trio.sleep(self.config.poll_s)
 
     async def _member_died(self, peer: PeerId) -> None:

@@ -143,8 +143,8 @@ async def test_a_map_job_submitted_to_a_runs_across_three_peers_and_its_results_
         assert sum(1 for n in nodes if n.services["scheduler"].stats["tasks_run"]) >= 2   # spread out
         # the record is replicated on the two others, which hold it done
         for other in nodes[1:]:
-            held = other.services["scheduler"].held[job_id]
-            await wait_for(lambda held=held: held.record["state"] == "done", 30)
+            held = other.services["scheduler"].held
+            await wait_for(lambda held=held: job_id in held and held[job_id].record["state"] == "done", 30)
         # GET /v1/jobs/{id} describes it
         status, _, body = await svc._api_describe(b"", {"id": job_id})
         described = json.loads(body)
@@ -278,3 +278,27 @@ class _Hanging:
 
     def __getattr__(self, name):
         return getattr(self.real, name)
+
+
+async def test_a_cancelled_job_stops_its_running_tasks_on_every_peer(tmp_path):
+    workspace(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nodes, _ = await start_peers(nursery, tmp_path)
+        hanging = []
+        for node in nodes:
+            compute = node.services["compute"]
+            compute.executor = _Hanging(compute.executor)
+            hanging.append(compute.executor)
+        a = nodes[0]
+        job_id = await submit(a, tmp_path)
+        svc = a.services["scheduler"]
+        await wait_for(lambda: sum(h.started.is_set() for h in hanging) >= 2, 60)
+        status, _, body = await svc._api_cancel(json.dumps({"reason": "enough"}).encode(), {"id": job_id})
+        assert status == 200
+        with trio.fail_after(60):
+            report = await svc.wait(job_id)
+        assert report.kind == "cancelled" and report.reason == "enough"
+        # every run was revoked: no slot stays busy, no run goes on
+        await wait_for(lambda: all(not n.services["scheduler"]._runs and n.services["scheduler"].leases.busy() == 0
+                                   for n in nodes), 30)
+        nursery.cancel_scope.cancel()
