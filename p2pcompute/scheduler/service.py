@@ -58,6 +58,7 @@ import trio
 
 from ..errors import P2PComputeError, UserError
 from ..node.api import HttpError, json_response, parse_json_body
+from ..node import wire
 from ..node.identity import PeerId
 from . import events as ev
 from . import leases as lx
@@ -353,7 +354,13 @@ class SchedulerService:
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, str(exc)))
             return
         inputs = tuple((name, cid) for name, cid, _ in job.inputs.get(c.task, ()))
-        msg = TaskGrant(c.job_id, c.task, c.lease_id, max(0.0, c.expires - trio.current_time()), payload, inputs)
+        try:
+            msg = TaskGrant(c.job_id, c.task, c.lease_id, max(0.0, c.expires - trio.current_time()), payload, inputs)
+            if c.peer != str(self.node.peer_id):
+                wire.encode(msg, max_size=self.node.transport.max_message)      # too large: the job's fault
+        except (ValueError, P2PComputeError) as exc:
+            await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, f"cannot be granted: {exc}"))
+            return
         reply = await self._ask(c.peer, msg)
         if not reply.ok:      # unreachable or refused: the lease lapses unless the executor gives it back
             log.info("grant of %s/%s to %s: %s", c.job_id, c.task, c.peer[:16], reply.reason)
