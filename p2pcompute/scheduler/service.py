@@ -65,8 +65,8 @@ from . import leases as lx
 from .events import JobConfig
 from .job_record import RecordGap, apply_delta
 from .job_state import JobState
-from .messages import (JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure, TaskGrant,
-                       TaskHeartbeat, TaskOffer, TaskRevoke)
+from .messages import (MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
+                       TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
@@ -156,7 +156,7 @@ class SchedulerService:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         compute = self.node.services["compute"]
-        slots = self.config.slots or compute._cpus or max(1, int(self.node.resources.cpus))
+        slots = self.config.slots or getattr(compute.executor, "cpus", None) or max(1, int(self.node.resources.cpus))
         self.leases = lx.ExecutorLeases(lx.ExecutorConfig(slots=slots, max_queued=self.config.max_queued,
                                                           heartbeat_s=self.config.heartbeat_s,
                                                           accept_timeout_s=self.config.accept_timeout_s))
@@ -194,6 +194,8 @@ class SchedulerService:
             plan.check()
         except PlanError as exc:
             raise UserError(f"the plan is malformed: {exc}") from None
+        if not 0 < len(plan.job_id) <= MAX_ID:
+            raise UserError(f"a job id has 1 to {MAX_ID} characters")
         if plan.job_id in self.jobs:
             raise UserError(f"job {plan.job_id} is already here")
         self._evict_finished()
