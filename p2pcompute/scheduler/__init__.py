@@ -17,7 +17,10 @@ Files:
     messages.py    the scheduler's wire messages (codes 400-409): offers, grants, results, job records
     replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over
     runner.py      an executing peer runs one granted task: inputs by CID, the executor, outputs pinned
-    service.py     SchedulerService, the trio driver: executor, coordinator, replication, /v1/jobs
+    service.py     SchedulerService, the trio driver: coordinator role, placement, timers, membership
+    executing.py   its executor role: offers, grants, runs, heartbeats, results (a mixin)
+    replication.py its replication of job records to the k closest peers, and takeover (a mixin)
+    jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, cancel (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
 
 Still to come (issue 10): the CLI and the job simulation.

@@ -11,12 +11,10 @@ This module only carries their commands over the Transport's request/response
 ``now``. Peers in the state machines are peer-id strings (CBOR-friendly, so
 the job record travels as it is); times on the wire are durations.
 
-*Executor role.* A ``TaskOffer`` becomes a reservation; ``Accept`` goes back
-as ``TaskAccept``; the ``TaskGrant`` brings the full payload and the input
-CIDs, and ``Run`` runs them (runner.py) on the compute service's executor,
-heartbeating every ``heartbeat_s``; the result goes back as ``TaskDone``
-(output CIDs pinned here, scalars inline) or ``TaskFailure``. A revoke
-cancels the run. Offers from the peer itself short-cut the network.
+*Executor role* (executing.py). Offers become reservations of this peer's
+slots, grants bring the full payload and the input CIDs, runs (runner.py)
+use the compute service's executor, results go back as output CIDs pinned
+here and scalars inline. Offers from the peer itself short-cut the network.
 
 *Coordinator role.* ``submit(plan)`` starts a ``JobState`` (at most
 ``max_jobs`` here). ``Dispatch``es are batched and placed on the candidates:
@@ -27,17 +25,17 @@ through the storage service and pins them. ``SetTimer`` arms one timer per
 job. Membership is polled: a member that turns dead or left is
 ``MemberDied`` for every job (and ``CoordinatorDied`` for the leases).
 
-*Replication.* On ``Replicate`` the record goes to the ``K`` live members
-closest to the job id by XOR (replicas.py): a full record to a replica
-first, then deltas (a replica that answers ``gap`` gets the full record
-again). The rule of job_state.py is kept: a ``Report`` is carried out (made
-visible to ``GET /v1/jobs``) only once a replica acknowledged the version
-before it; with no replica acknowledging, the reports wait and replication
-is retried every ``replicate_retry_s``. A peer with no other live member
-has nobody to wait for. A replica holds at most ``max_replicas_held``
-records. When a job's coordinator dies and this peer is the closest live
-replica the coordinator named, it takes the job over
-(``JobState.from_record``, a new epoch) and coordinates it from here.
+*Replication* (replication.py). On ``Replicate`` the record goes to the
+``K`` live members closest to the job id by XOR (replicas.py), full then
+deltas. job_state.py's rule is kept: a ``Report`` is carried out (made
+visible to ``GET /v1/jobs``, ``wait``) only once a replica acknowledged the
+version before it; with none acknowledging, the reports wait (the newest
+progress one and any final one) and replication is retried every
+``replicate_retry_s``. A peer with no other live member has nobody to wait
+for. When a job's coordinator dies and this peer is the closest live replica
+it named, it takes the job over.
+
+*Control API* (jobs_api.py): ``/v1/jobs`` to submit, list, describe, cancel.
 
 Everything from a peer is checked: the wire types check their fields on
 decoding, the state machines refuse what does not fit (``Refused``: the
@@ -49,29 +47,27 @@ from __future__ import annotations
 
 import logging
 import random
-import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import cbor2
 import trio
 
 from ..errors import P2PComputeError, UserError
-from ..node.api import HttpError, json_response, parse_json_body
 from ..node import wire
 from ..node.identity import PeerId
 from . import events as ev
 from . import leases as lx
 from .events import JobConfig
-from .job_record import RecordGap, apply_delta
+from .executing import ExecutingMixin
 from .job_state import JobState
+from .jobs_api import JobsApiMixin
 from .messages import (MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
                        TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
-from .replicas import K, closest, successor
-from .runner import Outcome, run_granted
+from .replicas import K, successor
+from .replication import ReplicationMixin
 
 log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled")
@@ -109,14 +105,7 @@ class _Job:
         self.submitted = submitted
 
 
-@dataclass
-class _Replica:
-    record: dict
-    coordinator: PeerId
-    replicas: tuple[PeerId, ...]
-
-
-class SchedulerService:
+class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
     name = "scheduler"
 
     def __init__(self, config: SchedulerConfig | None = None, rng: random.Random | None = None) -> None:
@@ -124,7 +113,7 @@ class SchedulerService:
         self.rng = rng or random.Random()
         self.node: Any = None
         self.jobs: dict[str, _Job] = {}
-        self.held: dict[str, _Replica] = {}
+        self.held: dict = {}                        # job id -> replication._Replica
         self.placement = Placement(random.Random(self.rng.getrandbits(64)))
         self.leases: lx.ExecutorLeases | None = None
         self._dispatches: list[ev.Dispatch] = []
@@ -246,6 +235,9 @@ class SchedulerService:
                 if m.state == "alive" and m.record is not None and m.peer != self.node.peer_id:
                     out.append(replace(Candidate.from_record(m.record), peer=str(m.peer)))
         return out
+
+    def _new_job(self, js: JobState, now: float) -> _Job:
+        return _Job(js, now)
 
     # --- coordinator: feeding jobs and carrying out their commands ---------------------------------
 
@@ -379,122 +371,6 @@ class SchedulerService:
             return
         await self._feed(job, ev.Fetched(c.task, c.lease_id))
 
-    # --- replication -------------------------------------------------------------------------------
-
-    async def _replicate(self, job: _Job) -> bool:
-        """Send the job's record to its replicas; True once one acknowledged (or there is none)."""
-        me = self.node.peer_id
-        job.replicas = closest(job.js.job_id, [p for p in self._live() if p != me], self.config.replicas)
-        delta = job.js.delta()
-        if not job.replicas:
-            return True
-        full = cbor2.dumps(job.js.to_record())
-        names = tuple(str(p) for p in job.replicas)
-        state = {"acked": 0, "left": len(job.replicas)}
-        first = trio.Event()              # the first acknowledgement, or every replica answered
-
-        async def one(peer: PeerId) -> None:
-            reply = SchedAck(False, "")
-            try:
-                if peer in job.full_sent:
-                    reply = await self._ask(peer, JobRecordDelta(job.js.job_id, cbor2.dumps(delta)))
-                if not reply.ok:
-                    reply = await self._ask(peer, JobRecordFull(job.js.job_id, full, names))
-                    if reply.ok:
-                        job.full_sent.add(peer)
-                if not reply.ok:
-                    job.full_sent.discard(peer)
-                    log.debug("replica %s of %s: %s", peer.short, job.js.job_id, reply.reason)
-            finally:
-                state["left"] -= 1
-                if reply.ok:
-                    state["acked"] += 1
-                if reply.ok or not state["left"]:
-                    first.set()
-
-        if self._nursery is None:
-            return False
-        for p in job.replicas:            # the slower replicas are answered in the background
-            self._nursery.start_soon(one, p)
-        with trio.move_on_after(2 * self.config.request_timeout_s):
-            await first.wait()
-        if not state["acked"]:
-            self.stats["replication_failures"] += 1
-        return state["acked"] > 0
-
-    async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
-        if msg.job_id not in self.held and len(self.held) >= self.config.max_replicas_held:
-            finished = next((j for j, h in self.held.items() if h.record.get("state") != "running"), None)
-            if finished is None:
-                return SchedAck(False, f"{len(self.held)} records of running jobs held here: at most "
-                                       f"{self.config.max_replicas_held}")
-            del self.held[finished]              # the oldest record of a finished job makes room
-        try:
-            record = cbor2.loads(msg.record)
-            if not isinstance(record, dict) or record.get("job_id") != msg.job_id:
-                raise PlanError("the record is not a job record of this job")
-            JobPlan.from_wire(record["plan"])           # a record we could not take over from is refused now
-            replicas = tuple(PeerId.from_string(p) for p in msg.replicas)
-        except Exception as exc:   # cbor2 and the plan's checks raise several types on garbage
-            return SchedAck(False, f"bad job record: {type(exc).__name__}: {exc}"[:4096])
-        old = self.held.get(msg.job_id)
-        if old is not None and old.record.get("epoch", 0) > record.get("epoch", 0):
-            return SchedAck(False, "a newer coordinator's record is held")
-        self.held[msg.job_id] = _Replica(record, peer, replicas)
-        return SchedAck(True)
-
-    async def _on_delta(self, peer: PeerId, msg: JobRecordDelta) -> SchedAck:
-        held = self.held.get(msg.job_id)
-        if held is None:
-            return SchedAck(False, "gap: no record of this job here")
-        try:
-            delta = cbor2.loads(msg.delta)
-            if not isinstance(delta, dict):
-                raise PlanError("a delta is a map")
-            held.record = apply_delta(held.record, delta)
-        except RecordGap as exc:
-            return SchedAck(False, f"gap: {exc}")
-        except Exception as exc:
-            return SchedAck(False, f"bad delta: {type(exc).__name__}: {exc}"[:4096])
-        held.coordinator = peer if delta.get("epoch", -1) == held.record.get("epoch") else held.coordinator
-        return SchedAck(True)
-
-    async def _take_over(self, job_id: str) -> None:
-        held = self.held.pop(job_id)
-        if job_id in self.jobs:
-            return
-        now = trio.current_time()
-        try:
-            js = JobState.from_record(held.record, now, random.Random(self.rng.getrandbits(64)), self.config.job)
-        except PlanError as exc:
-            log.warning("cannot take job %s over: %s", job_id, exc)
-            return
-        self.stats["takeovers"] += 1
-        log.warning("coordinator %s of job %s died: taking it over (epoch %d)", held.coordinator.short, job_id,
-                    js.epoch)
-        job = _Job(js, now)
-        for t in js.plan.tasks:                 # fetching tasks need no inputs; dispatches bring them anew
-            job.inputs[t.task_id] = ()
-        self.jobs[job_id] = job
-        async with job.lock:
-            await self._carry(job, js.start(now))
-        self._spawn(self._pull_results, job)
-
-    async def _pull_results(self, job: _Job) -> None:
-        """After a takeover: bring here the job's results its old coordinator had fetched (best effort:
-        a result only the dead coordinator held is lost with it; JobState cannot re-run a done task)."""
-        from ..storage.cid import Cid
-
-        storage = self.node.services["storage"]
-        for task, _, cid in job.js.outputs():
-            if cid and job.js.tasks[task].state == "done":
-                try:
-                    await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
-                except P2PComputeError as exc:
-                    self.stats["results_lost"] = self.stats.get("results_lost", 0) + 1
-                    log.warning("job %s: result %s of %s not found after the takeover: %s", job.js.job_id, cid,
-                                task, exc)
-
     # --- membership --------------------------------------------------------------------------------
 
     def _live(self) -> set[PeerId]:
@@ -587,147 +463,3 @@ class SchedulerService:
 
     async def _on_failure(self, peer: PeerId, msg: TaskFailure) -> SchedAck:
         return await self._to_job(msg.job_id, ev.TaskFailed(msg.task, str(peer), msg.lease_id, msg.kind, msg.message))
-
-    # --- executor role -------------------------------------------------------------------------------
-
-    def _exec(self, event: Any) -> list[str]:
-        """Feed the leases one event and carry out their commands; the reasons of what they refused."""
-        if self.leases is None:
-            return ["the scheduler is starting"]
-        try:
-            cmds = self.leases.handle(event, trio.current_time())
-        except Exception:
-            self.stats["errors"] += 1
-            log.exception("executor leases failed on %s (the service goes on)", type(event).__name__)
-            return ["internal error"]
-        refused = []
-        for c in cmds:
-            if isinstance(c, lx.Accept):
-                self._spawn(self._tell, c.coordinator, TaskAccept(c.job_id, c.task, c.lease_id))
-            elif isinstance(c, lx.Decline):
-                self._spawn(self._tell, c.coordinator, TaskFailure(c.job_id, c.task, c.lease_id, ev.REJECTED,
-                                                                   c.reason[:4096]))
-            elif isinstance(c, lx.Run):
-                granted = self._granted.pop((c.job_id, c.lease_id), None)
-                if granted is not None and self._nursery is not None:
-                    self._nursery.start_soon(self._run, c, granted)
-            elif isinstance(c, lx.Stop):
-                scope = self._runs.get((c.job_id, c.lease_id))
-                if scope is not None:
-                    scope.cancel()
-            elif isinstance(c, lx.SendHeartbeat):
-                self._spawn(self._beat, c)
-            elif isinstance(c, ev.SetTimer):
-                self._exec_timer = c.at
-                self._timer_wake.set()
-            elif isinstance(c, ev.Refused):
-                self.stats["refused"] += 1
-                refused.append(c.reason)
-        return refused
-
-    async def _on_offer(self, peer: PeerId, msg: TaskOffer) -> SchedAck:
-        refused = self._exec(lx.Offer(msg.job_id, msg.task, peer, msg.lease_id, trio.current_time() + msg.valid_s))
-        return SchedAck(not refused, "; ".join(refused))
-
-    async def _on_grant(self, peer: PeerId, msg: TaskGrant) -> SchedAck:
-        key = (msg.job_id, msg.lease_id)
-        self._granted[key] = (msg.payload, msg.inputs)
-        refused = self._exec(lx.Grant(msg.job_id, msg.task, peer, msg.lease_id, trio.current_time() + msg.expires_s))
-        self._granted.pop(key, None)          # not run: nothing of it is kept
-        return SchedAck(not refused, "; ".join(refused))
-
-    async def _on_revoke(self, peer: PeerId, msg: TaskRevoke) -> SchedAck:
-        return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason)))
-
-    async def _beat(self, c: lx.SendHeartbeat) -> None:
-        msg = TaskHeartbeat(c.job_id, c.task, c.lease_id)
-        if c.coordinator == self.node.peer_id:
-            await self._on_heartbeat(c.coordinator, msg)
-            return
-        try:
-            with trio.move_on_after(self.config.request_timeout_s):
-                await self.node.transport.send(c.coordinator, msg)
-        except P2PComputeError as exc:
-            log.debug("heartbeat to %s not sent: %s", c.coordinator.short, exc)
-
-    async def _run(self, c: lx.Run, granted: tuple[bytes, tuple]) -> None:
-        key = (c.job_id, c.lease_id)
-        payload, inputs = granted
-        outcome: Outcome | None = None
-        try:
-            with trio.CancelScope() as scope:
-                self._runs[key] = scope
-                try:
-                    executor = self.node.services["compute"].executor
-                    if executor is None:
-                        outcome = Outcome(ev.REJECTED, "the executor is starting")
-                    else:
-                        outcome = await run_granted(self.node.services["storage"], executor, payload, inputs,
-                                                    self.config.fetch_timeout_s)
-                except Exception as exc:
-                    log.exception("running %s/%s failed", c.job_id, c.task)
-                    outcome = Outcome(ev.CRASH, f"{type(exc).__name__}: {exc}")
-            if outcome is None:
-                return                              # revoked: the coordinator does not want it any more
-            self.stats["tasks_run"] += 1
-            if outcome.kind:
-                msg: Any = TaskFailure(c.job_id, c.task, c.lease_id, outcome.kind, outcome.message[:4096])
-            else:
-                msg = TaskDone(c.job_id, c.task, c.lease_id, outcome.outputs, outcome.inline, outcome.sizes)
-            for attempt in range(3):
-                reply = await self._ask(c.coordinator, msg)
-                if reply.ok or not reply.reason.startswith(("RequestTimeout", "PeerUnreachable", "TransportError")):
-                    break
-                await trio.sleep(1.0 + attempt)
-            if not reply.ok:
-                log.info("result of %s/%s not taken: %s", c.job_id, c.task, reply.reason)
-        finally:
-            self._runs.pop(key, None)
-            self._exec(lx.Ended(c.job_id, c.lease_id))
-
-    # --- the control API -----------------------------------------------------------------------------
-
-    def _evict_finished(self) -> None:
-        """Past ``max_jobs``, the oldest finished jobs are forgotten (their results stay pinned)."""
-        if len(self.jobs) < self.config.max_jobs:
-            return
-        for job_id in sorted((j for j, x in self.jobs.items() if x.done.is_set()),
-                             key=lambda j: self.jobs[j].submitted)[: max(1, len(self.jobs) // 10)]:
-            del self.jobs[job_id]
-
-    async def _api_submit(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
-        from .submit import plan_from_request
-
-        request = parse_json_body(body)
-        plan = await plan_from_request(request, self.node.services["storage"], "j" + uuid.uuid4().hex[:20])
-        job_id = await self.submit(plan)
-        return json_response(self.summary(job_id) | {"tasks": len(plan.tasks)})
-
-    async def _api_list(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
-        return json_response({"jobs": [self.summary(j) for j in self.jobs]})
-
-    async def _api_describe(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
-        job_id = query.get("id", "")
-        if job_id not in self.jobs:
-            raise HttpError(404, f"no job {job_id[:128]} is coordinated here")
-        job = self.jobs[job_id]
-        return json_response(self.summary(job_id) | {"tasks": _jsonable(job.js.describe()),
-                                                     "stats": dict(job.js.stats)})
-
-    async def _api_cancel(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
-        job_id = query.get("id", "")
-        if job_id not in self.jobs:
-            raise HttpError(404, f"no job {job_id[:128]} is coordinated here")
-        reason = parse_json_body(body).get("reason", "cancelled by the user")
-        await self.cancel(job_id, str(reason))
-        return json_response(self.summary(job_id))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

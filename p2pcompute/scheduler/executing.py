@@ -1,0 +1,135 @@
+"""The scheduler service's executor role (a mixin of ``SchedulerService``, service.py).
+
+Theory of operation. ``ExecutorLeases`` (leases.py) decides; this carries
+out its commands. A ``TaskOffer`` becomes an ``Offer`` (its deadline this
+peer's clock plus ``valid_s``); ``Accept`` goes to the coordinator as
+``TaskAccept``, ``Decline`` as a ``rejected`` ``TaskFailure``. A
+``TaskGrant``'s payload and inputs are kept only while the grant is handled:
+if the leases answer ``Run``, a run starts (runner.py) in a cancel scope that
+``Stop`` (a revoke) cancels; otherwise nothing of it stays. ``SendHeartbeat``
+is a one-way ``TaskHeartbeat``. A finished run sends ``TaskDone`` or
+``TaskFailure`` (tried three times while the coordinator is unreachable) and
+then ``Ended`` frees the slot. The leases' refusals are the reply's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from ..errors import P2PComputeError
+from ..node.identity import PeerId
+from . import events as ev
+from . import leases as lx
+from .messages import SchedAck, TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke
+from .runner import Outcome, run_granted
+
+log = logging.getLogger("p2pcompute.scheduler.service")
+
+
+class ExecutingMixin:
+    """Needs of the service: node, config, leases, stats, _granted, _runs, _nursery, _spawn, _tell, _ask,
+    _timer_wake, _exec_timer, _on_heartbeat."""
+
+    node: Any
+    config: Any
+    leases: Any
+    stats: dict
+    _nursery: Any
+
+    def _exec(self, event: Any) -> list[str]:
+        """Feed the leases one event and carry out their commands; the reasons of what they refused."""
+        if self.leases is None:
+            return ["the scheduler is starting"]
+        try:
+            cmds = self.leases.handle(event, trio.current_time())
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("executor leases failed on %s (the service goes on)", type(event).__name__)
+            return ["internal error"]
+        refused = []
+        for c in cmds:
+            if isinstance(c, lx.Accept):
+                self._spawn(self._tell, c.coordinator, TaskAccept(c.job_id, c.task, c.lease_id))
+            elif isinstance(c, lx.Decline):
+                self._spawn(self._tell, c.coordinator, TaskFailure(c.job_id, c.task, c.lease_id, ev.REJECTED,
+                                                                   c.reason[:4096]))
+            elif isinstance(c, lx.Run):
+                granted = self._granted.pop((c.job_id, c.lease_id), None)
+                if granted is not None and self._nursery is not None:
+                    self._nursery.start_soon(self._run, c, granted)
+            elif isinstance(c, lx.Stop):
+                scope = self._runs.get((c.job_id, c.lease_id))
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(c, lx.SendHeartbeat):
+                self._spawn(self._beat, c)
+            elif isinstance(c, ev.SetTimer):
+                self._exec_timer = c.at
+                self._timer_wake.set()
+            elif isinstance(c, ev.Refused):
+                self.stats["refused"] += 1
+                refused.append(c.reason)
+        return refused
+
+    async def _on_offer(self, peer: PeerId, msg: TaskOffer) -> SchedAck:
+        refused = self._exec(lx.Offer(msg.job_id, msg.task, peer, msg.lease_id, trio.current_time() + msg.valid_s))
+        return SchedAck(not refused, "; ".join(refused))
+
+    async def _on_grant(self, peer: PeerId, msg: TaskGrant) -> SchedAck:
+        key = (msg.job_id, msg.lease_id)
+        self._granted[key] = (msg.payload, msg.inputs)
+        refused = self._exec(lx.Grant(msg.job_id, msg.task, peer, msg.lease_id, trio.current_time() + msg.expires_s))
+        self._granted.pop(key, None)          # not run: nothing of it is kept
+        return SchedAck(not refused, "; ".join(refused))
+
+    async def _on_revoke(self, peer: PeerId, msg: TaskRevoke) -> SchedAck:
+        return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason)))
+
+    async def _beat(self, c: lx.SendHeartbeat) -> None:
+        msg = TaskHeartbeat(c.job_id, c.task, c.lease_id)
+        if c.coordinator == self.node.peer_id:
+            await self._on_heartbeat(c.coordinator, msg)
+            return
+        try:
+            with trio.move_on_after(self.config.request_timeout_s):
+                await self.node.transport.send(c.coordinator, msg)
+        except P2PComputeError as exc:
+            log.debug("heartbeat to %s not sent: %s", c.coordinator.short, exc)
+
+    async def _run(self, c: lx.Run, granted: tuple[bytes, tuple]) -> None:
+        key = (c.job_id, c.lease_id)
+        payload, inputs = granted
+        outcome: Outcome | None = None
+        try:
+            with trio.CancelScope() as scope:
+                self._runs[key] = scope
+                try:
+                    executor = self.node.services["compute"].executor
+                    if executor is None:
+                        outcome = Outcome(ev.REJECTED, "the executor is starting")
+                    else:
+                        outcome = await run_granted(self.node.services["storage"], executor, payload, inputs,
+                                                    self.config.fetch_timeout_s)
+                except Exception as exc:
+                    log.exception("running %s/%s failed", c.job_id, c.task)
+                    outcome = Outcome(ev.CRASH, f"{type(exc).__name__}: {exc}")
+            if outcome is None:
+                return                              # revoked: the coordinator does not want it any more
+            self.stats["tasks_run"] += 1
+            if outcome.kind:
+                msg: Any = TaskFailure(c.job_id, c.task, c.lease_id, outcome.kind, outcome.message[:4096])
+            else:
+                msg = TaskDone(c.job_id, c.task, c.lease_id, outcome.outputs, outcome.inline, outcome.sizes)
+            for attempt in range(3):
+                reply = await self._ask(c.coordinator, msg)
+                if reply.ok or not reply.reason.startswith(("RequestTimeout", "PeerUnreachable", "TransportError")):
+                    break
+                await trio.sleep(1.0 + attempt)
+            if not reply.ok:
+                log.info("result of %s/%s not taken: %s", c.job_id, c.task, reply.reason)
+        finally:
+            self._runs.pop(key, None)
+            self._exec(lx.Ended(c.job_id, c.lease_id))

@@ -1,0 +1,171 @@
+"""The scheduler service's replication of job records (a mixin of ``SchedulerService``, service.py).
+
+Theory of operation. On a ``Replicate`` the coordinator sends the job record
+to the ``K`` live members closest to the job id by XOR (replicas.py): the
+full record (CBOR of ``JobState.to_record``, with the replica set) to a
+replica that has none from this coordinator yet, then deltas
+(``JobState.delta``, computed once per ``Replicate``); a replica that misses
+one answers ``gap`` and gets the full record. The sends run in the
+service's nursery; ``_replicate`` returns once one replica acknowledged (or
+every one answered, or twice the request timeout passed): the service
+carries out the ``Report``s that follow only then (job_state.py's rule).
+A replica checks a record before keeping it (CBOR, the job id, a plan
+``from_wire`` accepts, peer ids) and holds at most ``max_replicas_held``
+(a finished job's record makes room). When the coordinator of a record held
+here dies and this peer is the closest live replica of the set it named,
+it takes the job over: ``JobState.from_record`` (the next epoch), ``start``,
+and the results the old coordinator had fetched are pulled here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import trio
+
+from ..errors import P2PComputeError
+from ..node.identity import PeerId
+from .job_record import RecordGap, apply_delta
+from .job_state import JobState
+from .messages import JobRecordDelta, JobRecordFull, SchedAck
+from .model import JobPlan, PlanError
+from .replicas import closest
+
+log = logging.getLogger("p2pcompute.scheduler.service")
+
+
+@dataclass
+class _Replica:
+    record: dict
+    coordinator: PeerId
+    replicas: tuple[PeerId, ...]
+
+
+class ReplicationMixin:
+    """Needs of the service: node, config, jobs, held, stats, rng, _nursery, _ask, _carry, _spawn, _live, _new_job."""
+
+    node: Any
+    config: Any
+    jobs: dict
+    held: dict
+    stats: dict
+    rng: random.Random
+    _nursery: Any
+
+    async def _replicate(self, job: Any) -> bool:
+        """Send the job's record to its replicas; True once one acknowledged (or there is none)."""
+        me = self.node.peer_id
+        job.replicas = closest(job.js.job_id, [p for p in self._live() if p != me], self.config.replicas)
+        delta = job.js.delta()
+        if not job.replicas:
+            return True
+        full = cbor2.dumps(job.js.to_record())
+        names = tuple(str(p) for p in job.replicas)
+        state = {"acked": 0, "left": len(job.replicas)}
+        first = trio.Event()              # the first acknowledgement, or every replica answered
+
+        async def one(peer: PeerId) -> None:
+            reply = SchedAck(False, "")
+            try:
+                if peer in job.full_sent:
+                    reply = await self._ask(peer, JobRecordDelta(job.js.job_id, cbor2.dumps(delta)))
+                if not reply.ok:
+                    reply = await self._ask(peer, JobRecordFull(job.js.job_id, full, names))
+                    if reply.ok:
+                        job.full_sent.add(peer)
+                if not reply.ok:
+                    job.full_sent.discard(peer)
+                    log.debug("replica %s of %s: %s", peer.short, job.js.job_id, reply.reason)
+            finally:
+                state["left"] -= 1
+                if reply.ok:
+                    state["acked"] += 1
+                if reply.ok or not state["left"]:
+                    first.set()
+
+        if self._nursery is None:
+            return False
+        for p in job.replicas:            # the slower replicas are answered in the background
+            self._nursery.start_soon(one, p)
+        with trio.move_on_after(2 * self.config.request_timeout_s):
+            await first.wait()
+        if not state["acked"]:
+            self.stats["replication_failures"] += 1
+        return state["acked"] > 0
+
+    async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
+        if msg.job_id not in self.held and len(self.held) >= self.config.max_replicas_held:
+            finished = next((j for j, h in self.held.items() if h.record.get("state") != "running"), None)
+            if finished is None:
+                return SchedAck(False, f"{len(self.held)} records of running jobs held here: at most "
+                                       f"{self.config.max_replicas_held}")
+            del self.held[finished]              # the oldest record of a finished job makes room
+        try:
+            record = cbor2.loads(msg.record)
+            if not isinstance(record, dict) or record.get("job_id") != msg.job_id:
+                raise PlanError("the record is not a job record of this job")
+            JobPlan.from_wire(record["plan"])           # a record we could not take over from is refused now
+            replicas = tuple(PeerId.from_string(p) for p in msg.replicas)
+        except Exception as exc:   # cbor2 and the plan's checks raise several types on garbage
+            return SchedAck(False, f"bad job record: {type(exc).__name__}: {exc}"[:4096])
+        old = self.held.get(msg.job_id)
+        if old is not None and old.record.get("epoch", 0) > record.get("epoch", 0):
+            return SchedAck(False, "a newer coordinator's record is held")
+        self.held[msg.job_id] = _Replica(record, peer, replicas)
+        return SchedAck(True)
+
+    async def _on_delta(self, peer: PeerId, msg: JobRecordDelta) -> SchedAck:
+        held = self.held.get(msg.job_id)
+        if held is None:
+            return SchedAck(False, "gap: no record of this job here")
+        try:
+            delta = cbor2.loads(msg.delta)
+            if not isinstance(delta, dict):
+                raise PlanError("a delta is a map")
+            held.record = apply_delta(held.record, delta)
+        except RecordGap as exc:
+            return SchedAck(False, f"gap: {exc}")
+        except Exception as exc:
+            return SchedAck(False, f"bad delta: {type(exc).__name__}: {exc}"[:4096])
+        held.coordinator = peer if delta.get("epoch", -1) == held.record.get("epoch") else held.coordinator
+        return SchedAck(True)
+
+    async def _take_over(self, job_id: str) -> None:
+        held = self.held.pop(job_id)
+        if job_id in self.jobs:
+            return
+        now = trio.current_time()
+        try:
+            js = JobState.from_record(held.record, now, random.Random(self.rng.getrandbits(64)), self.config.job)
+        except PlanError as exc:
+            log.warning("cannot take job %s over: %s", job_id, exc)
+            return
+        self.stats["takeovers"] += 1
+        log.warning("coordinator %s of job %s died: taking it over (epoch %d)", held.coordinator.short, job_id,
+                    js.epoch)
+        job = self._new_job(js, now)
+        for t in js.plan.tasks:                 # fetching tasks need no inputs; dispatches bring them anew
+            job.inputs[t.task_id] = ()
+        self.jobs[job_id] = job
+        async with job.lock:
+            await self._carry(job, js.start(now))
+        self._spawn(self._pull_results, job)
+
+    async def _pull_results(self, job: Any) -> None:
+        """After a takeover: bring here the job's results its old coordinator had fetched (best effort:
+        a result only the dead coordinator held is lost with it; JobState cannot re-run a done task)."""
+        from ..storage.cid import Cid
+
+        storage = self.node.services["storage"]
+        for task, _, cid in job.js.outputs():
+            if cid and job.js.tasks[task].state == "done":
+                try:
+                    await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
+                except P2PComputeError as exc:
+                    self.stats["results_lost"] = self.stats.get("results_lost", 0) + 1
+                    log.warning("job %s: result %s of %s not found after the takeover: %s", job.js.job_id, cid,
+                                task, exc)
