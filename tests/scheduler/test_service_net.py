@@ -164,7 +164,12 @@ async def test_an_executing_peer_killed_mid_task_its_task_runs_elsewhere_and_the
         job_id = await submit(a, tmp_path)
         with trio.fail_after(90):
             await started.wait()
-        scopes[2].cancel()                      # the peer goes away with its task
+        async def silently():
+            pass
+
+        victim._say_goodbye = silently          # it goes away without a word: no goodbye, no leave;
+        victim.services["membership"]._leave = silently   # the others' failure detector finds it dead
+        scopes[2].cancel()
         svc = a.services["scheduler"]
         with trio.fail_after(150):
             report = await svc.wait(job_id)
