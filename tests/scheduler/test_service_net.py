@@ -307,3 +307,34 @@ async def test_a_cancelled_job_stops_its_running_tasks_on_every_peer(tmp_path):
         await wait_for(lambda: all(not n.services["scheduler"]._runs and n.services["scheduler"].leases.busy() == 0
                                    for n in nodes), 30)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_two_stage_pipeline_with_a_condition_runs_over_the_network(tmp_path):
+    """Stage 2 reads stage 1's outputs by CID and runs only where stage 1's scalar (carried inline) > 0.5."""
+    import yaml
+    from jobspec_helpers import pipeline
+
+    (tmp_path / "x").mkdir()
+    xs = [np.full((4, 4), i, dtype=np.float32) for i in range(3)]          # means 0, 1, 2
+    for i, x in enumerate(xs):
+        np.save(tmp_path / "x" / f"x{i}.npy", x)
+    async with trio.open_nursery() as nursery:
+        nodes, _ = await start_peers(nursery, tmp_path)
+        svc = nodes[1].services["scheduler"]
+        body = json.dumps({"job": yaml.safe_dump(pipeline()), "base": str(tmp_path)}).encode()
+        status, _, answer = await svc._api_submit(body, {})
+        assert status == 200, answer
+        job_id = json.loads(answer)["job_id"]
+        with trio.fail_after(120):
+            report = await svc.wait(job_id)
+        assert report.kind == "done", report.reason
+        states = {tid: t.state for tid, t in svc.jobs[job_id].js.tasks.items()}
+        assert states == {"stats/00000": "done", "stats/00001": "done", "stats/00002": "done",
+                          "scaled/00000": "skipped", "scaled/00001": "done", "scaled/00002": "done"}
+        result = {(t, o): cid for t, o, cid in report.outputs}
+        assert result[("scaled/00000", "y/00000")] is None
+        store = nodes[1].services["storage"].blockstore
+        for i in (1, 2):
+            got = tensor_format.decode(read_file(store.get, Cid.parse(result[(f"scaled/0000{i}", f"y/0000{i}")])))
+            np.testing.assert_allclose(got, xs[i] * xs[i].mean())
+        nursery.cancel_scope.cancel()
