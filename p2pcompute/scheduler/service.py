@@ -18,7 +18,9 @@ here and scalars inline. Offers from the peer itself short-cut the network.
 
 *Coordinator role.* ``submit(plan)`` starts a ``JobState`` (at most
 ``max_jobs`` here). ``Dispatch``es are batched and placed on the candidates:
-this peer and the live members with a capability record. Offers, grants and
+this peer and the live members with a capability record, with provider
+hints for data locality: an output CID is known to be held by the executor
+whose result was taken and, once fetched, by this peer. Offers, grants and
 revokes are requests; a peer that cannot be reached or refuses an offer is
 a ``rejected`` failure (not charged). ``FetchResult`` pulls the output CIDs
 through the storage service and pins them. ``SetTimer`` arms one timer per
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -71,6 +74,8 @@ from .replication import ReplicationMixin
 
 log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled")
+MAX_PROVIDERS = 100_000      # CIDs whose holders the coordinator remembers for placement (oldest dropped)
+MAX_HOLDERS = 8
 
 
 @dataclass
@@ -125,6 +130,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self._nursery: trio.Nursery | None = None
         self._inflight = 0
         self._alive: set[PeerId] = set()
+        self._providers: OrderedDict[str, set[str]] = OrderedDict()   # CID -> peers that hold it (locality)
         self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "replication_failures": 0, "dropped_sends": 0,
                       "tasks_run": 0}
         self._local: dict[type, Any] = {}
@@ -369,7 +375,18 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         except P2PComputeError as exc:
             await self._feed(job, ev.FetchFailed(c.task, c.lease_id, str(exc)[:4096]))
             return
+        for _, cid in c.cids:
+            self._note(cid, str(self.node.peer_id))
         await self._feed(job, ev.Fetched(c.task, c.lease_id))
+
+    def _note(self, cid: str, peer: str) -> None:
+        """``peer`` holds ``cid`` (it made it, or fetched it): placement prefers it for tasks reading it."""
+        holders = self._providers.pop(cid, set())
+        if len(holders) < MAX_HOLDERS:
+            holders.add(peer)
+        self._providers[cid] = holders
+        while len(self._providers) > MAX_PROVIDERS:
+            self._providers.popitem(last=False)
 
     # --- membership --------------------------------------------------------------------------------
 
@@ -432,7 +449,9 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             self._place_wake = trio.Event()
             batch, self._dispatches = self._dispatches, []
             try:
-                placed = self.placement.place(batch, self.candidates())
+                providers = {cid: tuple(self._providers[cid]) for d in batch for _, cid, _ in d.inputs
+                             if cid in self._providers}
+                placed = self.placement.place(batch, self.candidates(), providers)
             except Exception:
                 self.stats["errors"] += 1
                 log.exception("placement failed (the tasks are placed again when their placing lapses)")
@@ -458,8 +477,12 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         return await self._to_job(msg.job_id, ev.Heartbeat(msg.task, str(peer), msg.lease_id))
 
     async def _on_done(self, peer: PeerId, msg: TaskDone) -> SchedAck:
-        return await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id, dict(msg.outputs),
-                                                             dict(msg.inline), dict(msg.sizes)))
+        ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id, dict(msg.outputs),
+                                                            dict(msg.inline), dict(msg.sizes)))
+        if ack.ok:                            # a result taken: its outputs are at that peer
+            for cid in msg.outputs.values():
+                self._note(cid, str(peer))
+        return ack
 
     async def _on_failure(self, peer: PeerId, msg: TaskFailure) -> SchedAck:
         return await self._to_job(msg.job_id, ev.TaskFailed(msg.task, str(peer), msg.lease_id, msg.kind, msg.message))

@@ -333,6 +333,11 @@ async def test_a_two_stage_pipeline_with_a_condition_runs_over_the_network(tmp_p
                           "scaled/00000": "skipped", "scaled/00001": "done", "scaled/00002": "done"}
         result = {(t, o): cid for t, o, cid in report.outputs}
         assert result[("scaled/00000", "y/00000")] is None
+        # placement's provider hints: each stage-1 output is held by the peer that made it and by the coordinator
+        for i in range(3):
+            t = svc.jobs[job_id].js.tasks[f"stats/0000{i}"]
+            made_by = next(a["peer"] for a in t.attempts if a["outcome"] == "ok")
+            assert svc._providers[t.outputs[f"m/0000{i}"]] == {made_by, str(nodes[1].peer_id)}
         store = nodes[1].services["storage"].blockstore
         for i in (1, 2):
             got = tensor_format.decode(read_file(store.get, Cid.parse(result[(f"scaled/0000{i}", f"y/0000{i}")])))
