@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..node.wire import message
+from .model import MAX_INPUTS_PER_TASK
 
 MAX_ID = 128                 # a job id, task id or lease id
 MAX_REASON = 4096
-MAX_INPUTS = 1024 * 4        # (name, cid) pairs of one grant (a mapped task's items times its inputs)
+MAX_INPUTS = MAX_INPUTS_PER_TASK   # (name, CID) pairs of one grant: the task's inputs
 MAX_OUTPUTS = 1024
 MAX_CID = 256
 MAX_REPLICAS = 8
