@@ -1,0 +1,151 @@
+"""The scheduler service on the in-memory network (memnet, real time): six peers, a peer crashed mid-task.
+
+The executor here is an in-process stand-in (the graph run by ``Graph.run``, outputs written as the
+sandboxed worker writes them): memnet's peers are many in one process, and the real executor's worker
+processes would make the test slow, not different. Storage and bitswap are the real services over
+memnet streams. A crash is memnet's: the peer goes deaf and mute (its run goes on, unheard), the
+others' failure detectors find it dead, its task runs again elsewhere.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from p2pcompute.gossip.service import MembershipService
+from p2pcompute.node.identity import Identity
+from p2pcompute.node.messages import Resources
+from p2pcompute.node.node import Node
+from p2pcompute.ops import tensor_format
+from p2pcompute.ops.graph import Graph
+from p2pcompute.ops.loaders import describe, load_array, write_output
+from p2pcompute.ops.tasks import TaskResult
+from p2pcompute.scheduler.events import JobConfig
+from p2pcompute.scheduler.model import JobPlan, RetryPolicy
+from p2pcompute.scheduler.plan import Resolved, plan_job
+from p2pcompute.scheduler.service import SchedulerConfig, SchedulerService
+from p2pcompute.scheduler.spec import check
+from p2pcompute.simulations.memnet import MemNetwork
+from p2pcompute.storage.bitswap_service import BitswapService
+from p2pcompute.storage.blockstore import Blockstore
+from p2pcompute.storage.cid import Cid
+from p2pcompute.storage.exporter import read_file
+from p2pcompute.storage.importer import import_path
+from p2pcompute.storage.service import StorageService
+
+GRAPH = {"opset": 1, "inputs": {"x": {}}, "nodes": [{"name": "y", "op": "add", "inputs": ["x", "x"]}],
+         "outputs": ["y"]}
+
+
+class InProcessExecutor:
+    """Runs a graph task as the worker would, in this process; every run takes ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.cpus = 1
+        self.running = 0
+
+    async def run(self, task, out_dir=None):
+        self.running += 1
+        try:
+            await trio.sleep(self.delay)
+            feeds = {name: load_array(f.path, f.band) for name, f in task.inputs.items()}
+            out_dir = Path(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            outputs = {}
+            for name, value in Graph.from_cbor(task.graph).run(feeds).items():
+                path = write_output(out_dir, name, np.asarray(value), task.outputs.get(name, "tensor"))
+                outputs[name] = describe(path, np.asarray(value)) | {"path": str(path)}
+            return TaskResult("ok", outputs=outputs)
+        finally:
+            self.running -= 1
+
+
+class StandInCompute:
+    name = "compute"
+
+    def __init__(self, delay: float) -> None:
+        self.executor = InProcessExecutor(delay)
+        self._cpus = 1
+
+    def attach(self, node) -> None:
+        pass
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    def status(self) -> dict:
+        return {}
+
+    def api_routes(self) -> dict:
+        return {}
+
+
+def plan_for(root: Path, n: int) -> tuple[JobPlan, list[np.ndarray]]:
+    (root / "x").mkdir(parents=True, exist_ok=True)
+    arrays = [np.full((3, 3), i, dtype=np.float32) for i in range(n)]
+    for i, a in enumerate(arrays):
+        np.save(root / "x" / f"x{i:02d}.npy", a)
+    spec, problems = check({"name": "twice", "inputs": {"x": "x/*.npy"},
+                            "stages": [{"name": "t", "map": {"over": "inputs.x"}, "ops": GRAPH}]}, root)
+    assert problems == []
+    resolved = []
+    for f in sorted((root / "x").iterdir()):
+        resolved.append(Resolved(str(import_path(f).cid), f.stat().st_size))
+    plan = plan_job(spec, {"x": resolved}, "memjob")
+    return JobPlan(plan.job_id, plan.name, plan.tasks, RetryPolicy(retries=5, backoff_s=0.2, backoff_max_s=1.0),
+                   outputs=plan.outputs, templates=plan.templates), arrays
+
+
+async def test_six_peers_on_memnet_one_crashed_mid_task_and_the_job_completes(tmp_path):
+    n_peers, n_items = 6, 12
+    net = MemNetwork(7, latency=(0.001, 0.004))
+    idents = [Identity.from_seed(random.Random(70 + i).randbytes(32)) for i in range(n_peers)]
+    plan, arrays = plan_for(tmp_path, n_items)
+    nodes = []
+    config = SchedulerConfig(job=JobConfig(lease_s=4.0, offer_timeout_s=10.0, placement_retry_s=0.3),
+                             heartbeat_s=1.0, accept_timeout_s=3.0, request_timeout_s=3.0, fetch_timeout_s=20.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        for i, ident in enumerate(idents):
+            t = net.add_peer(ident, default_timeout=3.0)
+            boot = [(idents[0].peer_id, [idents[0].peer_id.text])] if i else []
+            storage = StorageService(Blockstore(tmp_path / f"blocks{i}"), announce_every=3600.0)
+            node = Node(t, resources=Resources(1.0, 1 << 30, {}), bootstrap=boot, rng=random.Random(i),
+                        services=[MembershipService(rng=random.Random(100 + i)), storage, BitswapService(),
+                                  StandInCompute(delay=0.4), SchedulerService(config, rng=random.Random(200 + i))])
+            nodes.append(node)
+            await nursery.start(node.run)
+        coordinator, victim = nodes[0], nodes[3]
+        with trio.fail_after(60):
+            while not all(len(n.services["scheduler"].candidates()) == n_peers for n in nodes):
+                await trio.sleep(0.1)
+        for f in sorted((tmp_path / "x").iterdir()):       # the inputs are the coordinator's
+            store = coordinator.services["storage"].blockstore
+            store.pin(import_path(f, store.put).cid)
+        svc = coordinator.services["scheduler"]
+        job_id = await svc.submit(plan)
+        with trio.fail_after(60):
+            while not victim.services["compute"].executor.running:
+                await trio.sleep(0.01)
+        net.crash(victim.peer_id)                             # deaf and mute, mid-task
+        with trio.fail_after(120):
+            report = await svc.wait(job_id)
+        assert report.kind == "done", report.reason
+        store = coordinator.services["storage"].blockstore
+        outputs = {task: cid for task, _, cid in report.outputs}
+        assert len(outputs) == n_items
+        for i, a in enumerate(arrays):
+            got = tensor_format.decode(read_file(store.get, Cid.parse(outputs[f"t/{i:05d}"])))
+            np.testing.assert_array_equal(got, a + a)
+        js = svc.jobs[job_id].js
+        victim_id = str(victim.peer_id)
+        lost = [x for t in js.tasks.values() for x in t.attempts if x["peer"] == victim_id and x["outcome"] != "ok"]
+        assert lost and {x["outcome"] for x in lost} <= {"died", "expired"}
+        ran = {x["peer"] for t in js.tasks.values() for x in t.attempts if x["outcome"] == "ok"}
+        assert victim_id not in {t.peer for t in js.tasks.values()} and len(ran) >= 3
+        nursery.cancel_scope.cancel()
