@@ -8,7 +8,8 @@ peer's clock plus ``valid_s``); ``Accept`` goes to the coordinator as
 if the leases answer ``Run``, a run starts (runner.py) in a cancel scope that
 ``Stop`` (a revoke) cancels; otherwise nothing of it stays. ``SendHeartbeat``
 is a one-way ``TaskHeartbeat``. A finished run sends ``TaskDone`` or
-``TaskFailure`` (tried three times while the coordinator is unreachable) and
+``TaskFailure`` (tried three times while the coordinator is unreachable, no
+more once membership has it dead: its successor re-offered the task) and
 then ``Ended`` frees the slot. The leases' refusals are the reply's reason.
 """
 
@@ -126,6 +127,8 @@ class ExecutingMixin:
             for attempt in range(3):
                 reply = await self._ask(c.coordinator, msg)
                 if reply.ok or not reply.reason.startswith(("RequestTimeout", "PeerUnreachable", "TransportError")):
+                    break
+                if c.coordinator in self._gone:      # dead: its successor re-offered the task already
                     break
                 await trio.sleep(1.0 + attempt)
             if not reply.ok:

@@ -130,6 +130,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self._nursery: trio.Nursery | None = None
         self._inflight = 0
         self._alive: set[PeerId] = set()
+        self._gone: set[PeerId] = set()                # members seen alive, then dead or left (until back)
         self._providers: OrderedDict[str, set[str]] = OrderedDict()   # CID -> peers that hold it (locality)
         self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "replication_failures": 0, "dropped_sends": 0,
                       "tasks_run": 0}
@@ -401,6 +402,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         while True:
             alive = self._live()
             gone, self._alive = self._alive - alive, alive
+            self._gone = (self._gone | gone) - alive if len(self._gone) < 4096 else gone
             for peer in gone:                  # dead, left, or dropped from the table
                 await self._member_died(peer)
             await trio.sleep(self.config.poll_s)

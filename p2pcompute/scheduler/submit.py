@@ -34,7 +34,8 @@ def load_request(request: dict[str, Any]) -> specmod.JobSpec:
         return specmod.load(path)
     text, base = request.get("job"), request.get("base")
     if not isinstance(text, str) or not isinstance(base, str) or not Path(base).is_absolute():
-        raise UserError("give {\"job\": \"<job.yaml text>\", \"base\": \"/absolute/dir\"} or {\"path\": \"/abs/job.yaml\"}")
+        raise UserError("give {\"job\": \"<job.yaml text>\", \"base\": \"/absolute/dir\"} "
+                        "or {\"path\": \"/abs/job.yaml\"}")
     if len(text.encode()) > MAX_JOB_BYTES:
         raise UserError(f"the job file is larger than {MAX_JOB_BYTES} bytes")
     try:

@@ -101,32 +101,53 @@ def plan_for(root: Path, n: int) -> tuple[JobPlan, list[np.ndarray]]:
                    outputs=plan.outputs, templates=plan.templates), arrays
 
 
-async def test_six_peers_on_memnet_one_crashed_mid_task_and_the_job_completes(tmp_path):
-    n_peers, n_items = 6, 12
-    net = MemNetwork(7, latency=(0.001, 0.004))
-    idents = [Identity.from_seed(random.Random(70 + i).randbytes(32)) for i in range(n_peers)]
-    plan, arrays = plan_for(tmp_path, n_items)
+CONFIG = SchedulerConfig(job=JobConfig(lease_s=4.0, offer_timeout_s=10.0, placement_retry_s=0.3),
+                         heartbeat_s=1.0, accept_timeout_s=3.0, request_timeout_s=3.0, fetch_timeout_s=20.0)
+
+
+async def start_peers(nursery, net: MemNetwork, root: Path, n: int, delays: dict[int, float]) -> list[Node]:
+    idents = [Identity.from_seed(random.Random(70 + i).randbytes(32)) for i in range(n)]
     nodes = []
-    config = SchedulerConfig(job=JobConfig(lease_s=4.0, offer_timeout_s=10.0, placement_retry_s=0.3),
-                             heartbeat_s=1.0, accept_timeout_s=3.0, request_timeout_s=3.0, fetch_timeout_s=20.0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        for i, ident in enumerate(idents):
-            t = net.add_peer(ident, default_timeout=3.0)
-            boot = [(idents[0].peer_id, [idents[0].peer_id.text])] if i else []
-            storage = StorageService(Blockstore(tmp_path / f"blocks{i}"), announce_every=3600.0)
-            node = Node(t, resources=Resources(1.0, 1 << 30, {}), bootstrap=boot, rng=random.Random(i),
-                        services=[MembershipService(rng=random.Random(100 + i)), storage, BitswapService(),
-                                  StandInCompute(delay=0.4), SchedulerService(config, rng=random.Random(200 + i))])
-            nodes.append(node)
-            await nursery.start(node.run)
-        coordinator, victim = nodes[0], nodes[3]
-        with trio.fail_after(60):
-            while not all(len(n.services["scheduler"].candidates()) == n_peers for n in nodes):
-                await trio.sleep(0.1)
-        for f in sorted((tmp_path / "x").iterdir()):       # the inputs are the coordinator's
-            store = coordinator.services["storage"].blockstore
+    await nursery.start(net.run)
+    for i, ident in enumerate(idents):
+        t = net.add_peer(ident, default_timeout=3.0)
+        boot = [(idents[0].peer_id, [idents[0].peer_id.text])] if i else []
+        storage = StorageService(Blockstore(root / f"blocks{i}"), announce_every=3600.0)
+        node = Node(t, resources=Resources(1.0, 1 << 30, {}), bootstrap=boot, rng=random.Random(i),
+                    services=[MembershipService(rng=random.Random(100 + i)), storage, BitswapService(),
+                              StandInCompute(delay=delays.get(i, 0.4)),
+                              SchedulerService(CONFIG, rng=random.Random(200 + i))])
+        nodes.append(node)
+        await nursery.start(node.run)
+    with trio.fail_after(60):
+        while not all(len(x.services["scheduler"].candidates()) == n for x in nodes):
+            await trio.sleep(0.1)
+    return nodes
+
+
+def add_inputs(nodes: list[Node], root: Path) -> None:
+    for node in nodes:
+        store = node.services["storage"].blockstore
+        for f in sorted((root / "x").iterdir()):
             store.pin(import_path(f, store.put).cid)
+
+
+def check_outputs(node: Node, report, arrays) -> None:
+    store = node.services["storage"].blockstore
+    outputs = {task: cid for task, _, cid in report.outputs}
+    assert len(outputs) == len(arrays)
+    for i, a in enumerate(arrays):
+        got = tensor_format.decode(read_file(store.get, Cid.parse(outputs[f"t/{i:05d}"])))
+        np.testing.assert_array_equal(got, a + a)
+
+
+async def test_six_peers_on_memnet_one_crashed_mid_task_and_the_job_completes(tmp_path):
+    net = MemNetwork(7, latency=(0.001, 0.004))
+    plan, arrays = plan_for(tmp_path, 12)
+    async with trio.open_nursery() as nursery:
+        nodes = await start_peers(nursery, net, tmp_path, 6, {})
+        coordinator, victim = nodes[0], nodes[3]
+        add_inputs(nodes[:1], tmp_path)                       # the inputs are the coordinator's
         svc = coordinator.services["scheduler"]
         job_id = await svc.submit(plan)
         with trio.fail_after(60):
@@ -136,16 +157,47 @@ async def test_six_peers_on_memnet_one_crashed_mid_task_and_the_job_completes(tm
         with trio.fail_after(120):
             report = await svc.wait(job_id)
         assert report.kind == "done", report.reason
-        store = coordinator.services["storage"].blockstore
-        outputs = {task: cid for task, _, cid in report.outputs}
-        assert len(outputs) == n_items
-        for i, a in enumerate(arrays):
-            got = tensor_format.decode(read_file(store.get, Cid.parse(outputs[f"t/{i:05d}"])))
-            np.testing.assert_array_equal(got, a + a)
+        check_outputs(coordinator, report, arrays)
         js = svc.jobs[job_id].js
         victim_id = str(victim.peer_id)
         lost = [x for t in js.tasks.values() for x in t.attempts if x["peer"] == victim_id and x["outcome"] != "ok"]
         assert lost and {x["outcome"] for x in lost} <= {"died", "expired"}
         ran = {x["peer"] for t in js.tasks.values() for x in t.attempts if x["outcome"] == "ok"}
-        assert victim_id not in {t.peer for t in js.tasks.values()} and len(ran) >= 3
+        assert len(ran) >= 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_coordinator_crashes_on_memnet_and_the_closest_replica_finishes_the_job(tmp_path):
+    net = MemNetwork(8, latency=(0.001, 0.004))
+    plan, arrays = plan_for(tmp_path, 12)
+    async with trio.open_nursery() as nursery:
+        nodes = await start_peers(nursery, net, tmp_path, 5, {0: 1e6})   # the coordinator runs nothing itself
+        coordinator = nodes[0]
+        add_inputs(nodes, tmp_path)                           # the inputs are everywhere
+        job_id = await coordinator.services["scheduler"].submit(plan)
+        others = nodes[1:]
+
+        def replicated_done(k):
+            held = [x.services["scheduler"].held.get(job_id) for x in others]
+            return any(h and sum(t["state"] == "done" for t in h.record["tasks"]) >= k for h in held)
+
+        with trio.fail_after(60):
+            while not replicated_done(2):
+                await trio.sleep(0.01)
+        net.crash(coordinator.peer_id)                        # no leave, no goodbye: found dead
+        with trio.fail_after(60):
+            while not any(job_id in x.services["scheduler"].jobs for x in others):
+                await trio.sleep(0.05)
+        heirs = [x for x in others if job_id in x.services["scheduler"].jobs]
+        assert len(heirs) == 1                                # one replica takes over, not two
+        svc = heirs[0].services["scheduler"]
+        with trio.fail_after(120):
+            report = await svc.wait(job_id)
+        assert report.kind == "done", report.reason
+        assert svc.jobs[job_id].js.epoch == 1
+        store = heirs[0].services["storage"].blockstore
+        with trio.fail_after(60):                             # the results taken before the crash are pulled
+            while not all(Cid.parse(cid) in store.pins for _, _, cid in report.outputs):
+                await trio.sleep(0.05)
+        check_outputs(heirs[0], report, arrays)
         nursery.cancel_scope.cancel()
