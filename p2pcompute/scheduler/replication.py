@@ -27,7 +27,9 @@ from typing import Any
 import cbor2
 import trio
 
-from ..errors import P2PComputeError
+from ..errors import P2PComputeError, WireError
+from ..node import wire
+from ..node.framing import FrameReader, frame
 from ..node.identity import PeerId
 from .job_record import RecordGap, apply_delta
 from .job_state import JobState
@@ -36,6 +38,9 @@ from .model import JobPlan, PlanError
 from .replicas import closest
 
 log = logging.getLogger("p2pcompute.scheduler.service")
+RECORD_PROTOCOL = "/p2pcompute/sched/record/1.0.0"
+MAX_RECORD_BYTES = 64 << 20      # a full record sent over a stream (a message carries at most 1 MiB)
+RECORD_STREAMS = 2               # full records received at once (each held in memory while it is checked)
 
 
 @dataclass
@@ -74,7 +79,7 @@ class ReplicationMixin:
                 if peer in job.full_sent:
                     reply = await self._ask(peer, JobRecordDelta(job.js.job_id, cbor2.dumps(delta)))
                 if not reply.ok:
-                    reply = await self._ask(peer, JobRecordFull(job.js.job_id, full, names))
+                    reply = await self._send_full(peer, JobRecordFull(job.js.job_id, full, names))
                     if reply.ok:
                         job.full_sent.add(peer)
                 if not reply.ok:
@@ -96,6 +101,47 @@ class ReplicationMixin:
         if not state["acked"]:
             self.stats["replication_failures"] += 1
         return state["acked"] > 0
+
+    async def _send_full(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
+        """A full record: as a request when it is small, else as one frame on a stream of its own."""
+        if len(msg.record) <= self.config.record_stream_over:
+            return await self._ask(peer, msg)
+        try:
+            data = wire.encode(msg, max_size=MAX_RECORD_BYTES)
+            with trio.fail_after(self.config.request_timeout_s + len(data) / (1 << 20)):   # 1 MiB/s at least
+                stream = await self.node.transport.open_stream(peer, RECORD_PROTOCOL)
+                try:
+                    await stream.write(frame(data))
+                    answer = await FrameReader(stream, 1 << 16).read_frame()
+                finally:
+                    await stream.close()
+            reply = wire.decode(answer or b"", max_size=1 << 16).message
+        except (P2PComputeError, trio.TooSlowError) as exc:
+            return SchedAck(False, f"record stream: {type(exc).__name__}: {exc}"[:4096])
+        return reply if isinstance(reply, SchedAck) else SchedAck(False, "the record stream's answer is no SchedAck")
+
+    async def _record_stream(self, peer: PeerId, stream: Any) -> None:
+        """A full record on a stream: one frame in (a ``JobRecordFull``), one ``SchedAck`` out."""
+        try:
+            self._record_slots.acquire_nowait()
+        except trio.WouldBlock:
+            await stream.reset()             # busy: the coordinator tries again at its next replication
+            return
+        try:
+            reply = SchedAck(False, "no record within the time allowed")
+            with trio.move_on_after(self.config.request_timeout_s + MAX_RECORD_BYTES / (1 << 20)):
+                try:
+                    data = await FrameReader(stream, MAX_RECORD_BYTES + 1024).read_frame()
+                    msg = wire.decode(data or b"", max_size=MAX_RECORD_BYTES + 1024).message
+                    if not isinstance(msg, JobRecordFull):
+                        raise WireError(f"a {type(msg).__name__} on the record stream")
+                    reply = await self._on_record(peer, msg)
+                except WireError as exc:
+                    reply = SchedAck(False, f"bad record frame: {exc}"[:4096])
+            await stream.write(frame(wire.encode(reply)))
+            await stream.close()
+        finally:
+            self._record_slots.release()
 
     async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
         if msg.job_id not in self.held and len(self.held) >= self.config.max_replicas_held:

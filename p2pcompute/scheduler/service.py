@@ -53,6 +53,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import cbor2
 import trio
 
 from ..errors import P2PComputeError, UserError
@@ -70,7 +71,7 @@ from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
 from .replicas import K, successor
-from .replication import ReplicationMixin
+from .replication import MAX_RECORD_BYTES, RECORD_PROTOCOL, RECORD_STREAMS, ReplicationMixin
 
 log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled")
@@ -93,6 +94,7 @@ class SchedulerConfig:
     replicate_retry_s: float = 2.0
     max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
     poll_s: float = 1.0                # membership poll
+    record_stream_over: int = 512 << 10   # full records larger than this go over a stream (replication.py)
 
 
 class _Job:
@@ -135,6 +137,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "replication_failures": 0, "dropped_sends": 0,
                       "tasks_run": 0}
         self._local: dict[type, Any] = {}
+        self._record_slots = trio.Semaphore(RECORD_STREAMS)
 
     # --- Service protocol ----------------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         for msg_type, handler in handlers.items():
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
+        node.transport.on_stream(RECORD_PROTOCOL, self._record_stream)
         self._local = {**handlers, TaskHeartbeat: self._on_heartbeat}
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -201,7 +205,12 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         if problems:
             raise UserError("no known peer can run part of the job: " + "; ".join(problems))
         now = trio.current_time()
-        job = _Job(JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.config.job), now)
+        js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.config.job)
+        size = len(cbor2.dumps(js.to_record()))
+        if size > MAX_RECORD_BYTES // 2:     # room to grow with attempts and results
+            raise UserError(f"the job's record would be {size:,} bytes, over the {MAX_RECORD_BYTES // 2:,} its "
+                            "replication carries: split it into smaller jobs")
+        job = _Job(js, now)
         self.jobs[plan.job_id] = job
         async with job.lock:
             await self._carry(job, job.js.start(now))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import cbor2
 import numpy as np
 import trio
 
@@ -200,4 +201,28 @@ async def test_the_coordinator_crashes_on_memnet_and_the_closest_replica_finishe
             while not all(Cid.parse(cid) in store.pins for _, _, cid in report.outputs):
                 await trio.sleep(0.05)
         check_outputs(heirs[0], report, arrays)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_record_over_the_message_limit_reaches_the_replicas_over_a_stream(tmp_path):
+    net = MemNetwork(9, latency=(0.001, 0.004))
+    (tmp_path / "x").mkdir()
+    np.save(tmp_path / "x" / "x0.npy", np.zeros(1, dtype=np.float32))
+    spec, problems = check({"name": "big", "inputs": {"x": "x/*.npy"},
+                            "stages": [{"name": "t", "map": {"over": "inputs.x"}, "ops": GRAPH}]}, tmp_path)
+    assert problems == []
+    cid = str(Cid.of(b"never fetched"))
+    plan = plan_job(spec, {"x": [Resolved(cid, 4)] * 4000}, "bigjob")
+    async with trio.open_nursery() as nursery:
+        nodes = await start_peers(nursery, net, tmp_path, 3, {0: 1e6, 1: 1e6, 2: 1e6})
+        svc = nodes[0].services["scheduler"]
+        job_id = await svc.submit(plan)
+        size = len(cbor2.dumps(svc.jobs[job_id].js.to_record()))
+        assert size > (1 << 20)                               # more than one message may carry
+        with trio.fail_after(60):
+            while not all(job_id in x.services["scheduler"].held for x in nodes[1:]):
+                await trio.sleep(0.05)
+        held = nodes[1].services["scheduler"].held[job_id].record
+        assert len(held["tasks"]) == 4000 and held["job_id"] == job_id
+        await svc.cancel(job_id)
         nursery.cancel_scope.cancel()

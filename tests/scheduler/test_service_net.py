@@ -51,7 +51,8 @@ stages:
 
 def config() -> SchedulerConfig:
     return SchedulerConfig(job=JobConfig(lease_s=6.0, offer_timeout_s=20.0, placement_retry_s=0.5),
-                           heartbeat_s=1.5, accept_timeout_s=5.0, request_timeout_s=8.0, fetch_timeout_s=30.0)
+                           heartbeat_s=1.5, accept_timeout_s=5.0, request_timeout_s=8.0, fetch_timeout_s=30.0,
+                           record_stream_over=0)    # every full record over the record stream (memnet: as requests)
 
 
 def make_peer(i: int, root: Path, bootstrap=()) -> Node:
