@@ -4,10 +4,12 @@ Every one is a request answered by ``SchedAck`` (ok, or refused with a reason),
 except ``TaskHeartbeat`` (one-way). Times cross the wire as durations
 (``valid_s``, ``expires_s``): peers' clocks are not compared. A message is
 checked when it is decoded (``__post_init__``: lengths, counts, finite
-numbers); a bad one never reaches the service, and the transport answers the
-sender ``bad_request`` with the reason. Payloads and records are CBOR bytes,
-bounded by the transport's message limit (1 MiB) and by the plan's own bounds
-(``model.MAX_PAYLOAD_BYTES``), checked again where they are decoded.
+numbers); a bad one never reaches the service (the transport answers the
+sender nothing: the frame is dropped and counted, as every undecodable frame).
+Payloads and records are CBOR bytes, bounded by the transport's message
+limit (1 MiB; a larger full record travels on a stream, replication.py) and
+by the plan's own bounds (``model.MAX_PAYLOAD_BYTES``), checked again where
+they are decoded.
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ to the ``K`` live members closest to the job id by XOR (replicas.py): the
 full record (CBOR of ``JobState.to_record``, with the replica set) to a
 replica that has none from this coordinator yet, then deltas
 (``JobState.delta``, computed once per ``Replicate``); a replica that misses
-one answers ``gap`` and gets the full record. The sends run in the
+one answers ``gap`` (and a delta over the message limit fails) and gets the
+full record. A full record over ``record_stream_over`` bytes goes as one
+frame on a stream of its own (``RECORD_PROTOCOL``, at most
+``MAX_RECORD_BYTES``; a replica reads ``RECORD_STREAMS`` at once and resets
+the others), a smaller one as a request. The sends run in the
 service's nursery; ``_replicate`` returns once one replica acknowledged (or
 every one answered, or twice the request timeout passed): the service
 carries out the ``Report``s that follow only then (job_state.py's rule).
