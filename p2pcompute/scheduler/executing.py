@@ -6,7 +6,9 @@ peer's clock plus ``valid_s``); ``Accept`` goes to the coordinator as
 ``TaskAccept``, ``Decline`` as a ``rejected`` ``TaskFailure``. A
 ``TaskGrant``'s payload and inputs are kept only while the grant is handled:
 if the leases answer ``Run``, a run starts (runner.py) in a cancel scope that
-``Stop`` (a revoke) cancels; otherwise nothing of it stays. ``SendHeartbeat``
+``Stop`` (a revoke) cancels; otherwise nothing of it stays. A revoke comes
+from the coordinator that granted the run, or, once membership here has that
+one dead, from any peer (its successor: the run's result could go nowhere). ``SendHeartbeat``
 is a one-way ``TaskHeartbeat``. A finished run sends ``TaskDone`` or
 ``TaskFailure`` (tried three times while the coordinator is unreachable, no
 more once membership has it dead: its successor re-offered the task) and
@@ -87,6 +89,9 @@ class ExecutingMixin:
         return SchedAck(not refused, "; ".join(refused))
 
     async def _on_revoke(self, peer: PeerId, msg: TaskRevoke) -> SchedAck:
+        granted_by = self._run_coordinator.get((msg.job_id, msg.lease_id))
+        if granted_by is not None and granted_by != peer and granted_by in self._gone:
+            peer = granted_by       # the dead coordinator's successor stops its run (a result nobody can take)
         return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason)))
 
     async def _beat(self, c: lx.SendHeartbeat) -> None:
@@ -107,6 +112,7 @@ class ExecutingMixin:
         try:
             with trio.CancelScope() as scope:
                 self._runs[key] = scope
+                self._run_coordinator[key] = c.coordinator
                 try:
                     executor = self.node.services["compute"].executor
                     if executor is None:
@@ -135,4 +141,5 @@ class ExecutingMixin:
                 log.info("result of %s/%s not taken: %s", c.job_id, c.task, reply.reason)
         finally:
             self._runs.pop(key, None)
+            self._run_coordinator.pop(key, None)
             self._exec(lx.Ended(c.job_id, c.lease_id))

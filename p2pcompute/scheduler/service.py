@@ -129,6 +129,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self._exec_timer: float | None = None
         self._granted: dict[tuple[str, str], tuple[bytes, tuple]] = {}
         self._runs: dict[tuple[str, str], trio.CancelScope] = {}
+        self._run_coordinator: dict[tuple[str, str], PeerId] = {}
         self._nursery: trio.Nursery | None = None
         self._inflight = 0
         self._alive: set[PeerId] = set()
