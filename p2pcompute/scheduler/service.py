@@ -234,7 +234,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         job = self.jobs[job_id]
         r = job.report
         return {"job_id": job_id, "name": job.js.plan.name, "coordinator": str(self.node.peer_id),
-                "state": r.kind if r else "submitted", "reason": r.reason if r else "",
+                "state": ("running" if r.kind == "progress" else r.kind) if r else "submitted",
+                "reason": r.reason if r else "",
                 "progress": asdict(r.progress) if r else None, "epoch": job.js.epoch,
                 "replicas": [str(p) for p in job.replicas],
                 "outputs": [list(o) for o in r.outputs] if r else []}
