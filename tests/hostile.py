@@ -61,7 +61,8 @@ def poisoned_capability(ident: Identity, **fields) -> bytes:
 def poisoned_others(n: int = 3) -> tuple[list[Identity], list[bytes]]:
     """``n`` other identities and a poisoned record for each (huge memory, huge cpus, NaN and 1000 labels)."""
     others = [Identity.generate() for _ in range(n)]
-    kinds = [dict(memory=10**5000), dict(cpus=10**400), dict(cpus=float("nan"), labels={str(i): "x" for i in range(1000)})]
+    kinds = [dict(memory=10**5000), dict(cpus=10**400),
+             dict(cpus=float("nan"), labels={str(i): "x" for i in range(1000)})]
     return others, [poisoned_claim(o, **kinds[i % len(kinds)]) for i, o in enumerate(others)]
 
 

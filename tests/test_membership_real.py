@@ -17,8 +17,8 @@ from p2pcompute.node.identity import Identity
 from p2pcompute.node.libp2p_transport import Libp2pTransport
 from p2pcompute.node.messages import Resources
 from p2pcompute.node.node import Node
-from hostile import (fake_member_gossip, fake_members, forged_incarnations, poisoned_claim, poisoned_others,  # tests/hostile.py
-                     serve_poisoned_exchange)
+from hostile import (fake_member_gossip, fake_members, forged_incarnations,  # tests/hostile.py
+                     poisoned_claim, poisoned_others, serve_poisoned_exchange)
 
 
 def make_node(i, bootstrap=(), config=None):
