@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from p2pcompute.gossip.events import MembershipConfig, TimerKind
-from p2pcompute.gossip.messages import ALIVE, DEAD, MAX_INCARNATION, SUSPECT, Gossip, Update
+from p2pcompute.gossip.messages import Gossip
 from p2pcompute.gossip.service import MembershipService
 from p2pcompute.node.client import ControlClient
 from p2pcompute.node.devnet import Devnet
@@ -17,6 +17,8 @@ from p2pcompute.node.identity import Identity
 from p2pcompute.node.libp2p_transport import Libp2pTransport
 from p2pcompute.node.messages import Resources
 from p2pcompute.node.node import Node
+from hostile import (fake_member_gossip, fake_members, forged_incarnations,  # tests/hostile.py
+                     poisoned_claim, poisoned_others, serve_poisoned_exchange)
 
 
 def make_node(i, bootstrap=(), config=None):
@@ -106,12 +108,6 @@ def test_devnet_peer_killed_or_frozen_is_seen_dead_by_all(tmp_path):
         net.stop()
 
 
-def forged(peer, state, incarnation):
-    u = Update(peer, state, 0)
-    object.__setattr__(u, "incarnation", incarnation)  # skip the checks, as a hostile encoder would
-    return u
-
-
 async def test_a_hostile_peer_cannot_crash_a_daemon_with_a_forged_incarnation():
     """Issue 9: Update(victim, alive, 2^63-1) made the victim overflow its incarnation and die."""
     fast = MembershipConfig(push_pull_interval=0.5)  # push-pull built the update that raised
@@ -125,11 +121,9 @@ async def test_a_hostile_peer_cannot_crash_a_daemon_with_a_forged_incarnation():
         hostile = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
         await nursery.start(hostile.run)
         v = victim.peer_id
-        attacks = [forged(v, ALIVE, 2**63 - 1), forged(v, DEAD, 2**63 - 1), Update(v, ALIVE, MAX_INCARNATION),
-                   Update(v, SUSPECT, MAX_INCARNATION - 1), Update(v, DEAD, 2**40)]
         for target in (victim, honest):  # straight to the victim, and through a third peer
             await hostile.connect(f"{address_of(target)}/p2p/{target.peer_id}")
-            for update in attacks:
+            for update in forged_incarnations(v):
                 await hostile.send(target.peer_id, Gossip(updates=(update,)))
         vsm, hsm = victim.services["membership"].sm, honest.services["membership"].sm
         await wait_for(lambda: vsm.stats["implausible_updates"] >= 2 and hsm.stats["implausible_updates"] >= 2)
@@ -169,9 +163,7 @@ async def test_a_state_machine_exception_is_logged_and_the_daemon_keeps_probing(
 
 async def test_a_hostile_peer_gossiping_50000_made_up_members_cannot_fill_or_stall_a_daemon():
     """Issue 9: 50,000 fake 'alive' members were accepted unchecked and dialled."""
-    from p2pcompute.node.identity import PeerId
-
-    fakes = [PeerId(b"\x12\x20" + os.urandom(32)) for _ in range(50_000)]
+    fakes = fake_members(50_000)
     async with trio.open_nursery() as nursery:
         victim = make_node(0)
         await nursery.start(victim.run)
@@ -182,10 +174,8 @@ async def test_a_hostile_peer_gossiping_50000_made_up_members_cannot_fill_or_sta
         await nursery.start(hostile.run)
         await hostile.connect(f"{address_of(victim)}/p2p/{victim.peer_id}")
         start = trio.current_time()
-        for i in range(0, len(fakes), 256):
-            batch = tuple(Update(p, ALIVE, 0, (), f"/ip4/127.0.0.1/tcp/{1 + (i + k) % 60000}")
-                          for k, p in enumerate(fakes[i:i + 256]))
-            await hostile.send(victim.peer_id, Gossip(updates=batch))
+        for gossip in fake_member_gossip(fakes):
+            await hostile.send(victim.peer_id, gossip)
         sm, cfg = victim.services["membership"].sm, victim.services["membership"].config
         await wait_for(lambda: sm.stats["new_members_refused"] > 40_000, timeout=60)
         await trio.sleep(2.0)  # a few probe periods with the flood in the table
@@ -204,32 +194,12 @@ async def test_poisoned_peer_records_are_refused_and_peers_still_answers():
     import json
 
     from p2pcompute.errors import RemoteError
-    from p2pcompute.node import wire
     from p2pcompute.node.api import _json
-    from p2pcompute.node.messages import GetPeers, Hello, HelloReply, PeerRecord, Peers
+    from p2pcompute.node.messages import Hello
 
-    def poisoned_claim(ident, **resources):
-        res = Resources(1.0, 1 << 30)
-        for name, value in resources.items():
-            object.__setattr__(res, name, value)  # skip the checks, as a hostile encoder would
-        return wire.sign_claim(ident, PeerRecord(ident.peer_id, 1, ("/ip4/127.0.0.1/tcp/9",), res))
-
-    others = [Identity.generate() for _ in range(3)]
-    bad = [poisoned_claim(others[0], memory=10**5000), poisoned_claim(others[1], cpus=10**400),
-           poisoned_claim(others[2], cpus=float("nan"), labels={str(i): "x" for i in range(1000)})]
+    others, bad = poisoned_others()
     hostile = Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=2.0)
-    own = wire.sign_claim(hostile.identity, PeerRecord(hostile.local_id, 1, (), Resources(1.0, 1 << 30)))
-    served = []
-
-    async def hello(peer, msg):
-        return HelloReply(own)
-
-    async def get_peers(peer, msg):
-        served.append(peer)
-        return Peers(tuple(bad))  # peer exchange forwards the poison
-
-    hostile.on_request(Hello, hello)
-    hostile.on_request(GetPeers, get_peers)
+    served = serve_poisoned_exchange(hostile, bad)  # peer exchange forwards the poison
     async with trio.open_nursery() as nursery:
         victim = make_node(0)
         await nursery.start(victim.run)

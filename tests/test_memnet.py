@@ -500,3 +500,16 @@ def test_deterministic_trio_restores_the_scheduler_state():
         assert run_mod._r.random() == first
     assert run_mod._ALLOW_DETERMINISTIC_SCHEDULING == flag
     assert run_mod._r.getstate() == state
+
+
+async def test_a_peer_sending_garbage_frames_gets_one_warning_a_minute_and_every_frame_counted(autojump_clock, caplog):
+    async with network(2) as (net, (a, b), _):
+        with caplog.at_level("DEBUG", logger="p2pcompute.node.transport"):
+            for _ in range(100):
+                b._on_frame(a.local_id, b"\xff not cbor")
+            await trio.sleep(61)
+            b._on_frame(a.local_id, b"\xff not cbor")
+        warnings = [r for r in caplog.records if r.levelname == "WARNING" and "dropped a frame" in r.message]
+        assert len(warnings) == 2  # the first, and the first a minute later
+        assert sum(b.stats.rejected.values()) == 101
+        assert await a.request(b.local_id, Ping(1, b"still")) == Pong(1, b"still")

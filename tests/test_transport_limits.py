@@ -287,3 +287,36 @@ def test_addresses_given_for_peers_are_bounded_newest_kept():
     assert len(t._addrs) == 40
     assert peers[0] in t._addrs and all(p not in t._addrs for p in peers[1:11]) and peers[11] in t._addrs
     assert t.addresses_of(peers[-1]) == ["/ip4/127.0.0.1/tcp/1049"]
+
+
+class _FakeSocket:
+    def __init__(self, ip, port):
+        self.addr = (ip, port)
+
+    def getpeername(self):
+        return self.addr
+
+
+class _FakeStream:
+    def __init__(self, ip, port):
+        self.socket = _FakeSocket(ip, port)
+
+
+async def test_handshakes_from_one_ip_are_paced_then_refused(autojump_clock):
+    """A crowd of throwaway identities from one IP gets handshakes at the set rate, not the whole CPU."""
+    from p2pcompute.node.inbound import InboundGate
+
+    gate = InboundGate(max_connections=100, max_per_ip=100, handshake_rate=1.0, handshake_burst=3,
+                       handshake_wait=2.0)
+    started: list[float] = []
+
+    async def handler(stream):
+        started.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for port in range(6):
+            nursery.start_soon(gate.serve, _FakeStream("10.1.2.3", 1000 + port), handler)
+        nursery.start_soon(gate.serve, _FakeStream("10.9.9.9", 1), handler)  # another IP has its own burst
+    times = sorted(round(t, 3) for t in started)
+    assert times == [0.0, 0.0, 0.0, 0.0, 1.0, 2.0]  # burst of 3 (+1 from the other IP), then 1/s, up to 2 s
+    assert gate.refused == 1  # the sixth from 10.1.2.3 would have waited 3 s

@@ -156,6 +156,7 @@ def cmd_ops_scene(args: argparse.Namespace) -> int:
     data = scene.make_scene(args.size, args.seed)
     path = Path(args.path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as the examples ask: examples/scenes/scene-0.tif
         scene.write_geotiff(path, data)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None

@@ -9,7 +9,6 @@ over the Transport (libp2p or memnet) runs it. Files:
     records.py    signed value records (/p2pc/<peer>/<name>), validation, newest-wins store
     pb.py         the libp2p kad-dht protobuf message codec, binary multiaddr helpers
     server.py     answers to kad requests from the routing table and stores
-    ratelimit.py  per-peer token buckets for inbound kad requests (wait a little, or drop)
     driver.py     trio plumbing: kad streams out (one reused stream per peer) and in (bounded), lookup runner
     service.py    DhtService: the node service (bootstrap, refresh, provide/find, values, control API)
 """

@@ -56,7 +56,7 @@ from ..node.identity import PeerId
 from ..node.transport import ProtocolNotSupported
 from . import pb
 from .lookup import Lookup, Query
-from .ratelimit import PeerRateLimiter
+from ..node.ratelimit import PeerRateLimiter
 from .server import KadServer
 
 log = logging.getLogger(__name__)

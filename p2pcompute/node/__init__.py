@@ -8,6 +8,7 @@ Files:
     transport.py         the Transport interface and its shared request/dispatch machinery
     libp2p_transport.py  Transport over py-libp2p: TCP + Noise + yamux
     inbound.py           our TCP listener for libp2p: exclusive port, inbound slots released and capped
+    ratelimit.py         per-key token buckets (pure): inbound kad requests per peer, handshakes per IP
     peerstore.py         libp2p's peerstore that never evicts our own key, and guarded libp2p handlers
     addrs.py             pure rules: which of our addresses to announce, which of a peer's to keep
     peering.py           pure state machine: bootstrap, dial backoff, rejoin, target peers

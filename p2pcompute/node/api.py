@@ -23,7 +23,8 @@ request itself, e.g. a signed link), is called as ``handler(body, query,
 headers)`` with the request headers (lower-case names) and may return a
 fourth element, extra response headers. Public routes take no body (one is
 refused with 413 before any of it is read), at most ``MAX_PUBLIC`` run at
-once (then 503). Any route may stream: a payload that is an async function
+once (then 503), and one client IP gets ``PUBLIC_RATE`` requests a second
+after a burst of ``PUBLIC_BURST`` (then 429). Any route may stream: a payload that is an async function
 ``payload(write)`` is called to ``await write(chunk)`` its body (the route
 gives its own content-length, if any). A client that goes away (disconnect)
 cancels its request, handler and stream alike.
@@ -45,6 +46,7 @@ import trio
 from ..errors import P2PComputeError, UserError
 from .identity import PeerId
 from .metrics import metrics_text
+from .ratelimit import PeerRateLimiter
 from .node import Node
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ API_FILE = "api"
 TOKEN_FILE = "api_token"
 MAX_BODY = 64 << 20  # loopback and token only; routes bound what they accept
 MAX_PUBLIC = 16  # public (tokenless) requests served at once
+PUBLIC_RATE, PUBLIC_BURST = 20.0, 60  # public requests per second per client IP, after a burst
 
 
 def create_token(data_dir: Path) -> str:
@@ -88,6 +91,7 @@ class ControlApi:
         self._token = token.encode()
         self.public_only = public_only
         self._public_slots = trio.Semaphore(MAX_PUBLIC)
+        self._public_rate = PeerRateLimiter(PUBLIC_RATE, PUBLIC_BURST, max_wait=0.0)
         self.routes = {
             ("GET", "/v1/status"): self.status,
             ("GET", "/v1/peers"): self.peers,
@@ -131,6 +135,9 @@ class ControlApi:
                 nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
                 status, content_type, payload = await handler(body, query)
             else:
+                client = (scope.get("client") or ("?", 0))[0]
+                if self._public_rate.reserve(client, trio.current_time()) is None:
+                    raise HttpError(429, "too many requests from this address; slow down")
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
                 if headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers:
                     raise HttpError(413, "this route takes no request body")
@@ -152,6 +159,9 @@ class ControlApi:
             status, content_type, payload = 500, "application/json", _json({"error": f"internal: {exc}"})
         try:
             await _respond(send, status, content_type, payload, extra[0] if extra else ())
+        except (trio.BusyResourceError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # a client that sent a body we refused unread: the server is tearing its connection down
+            log.debug("control API: answer to %s %s not sent: %r", scope["method"], scope["path"], exc)
         finally:
             if slot:
                 self._public_slots.release()

@@ -25,6 +25,12 @@ decides when it ends:
   newcomer (as go-libp2p's connection
   manager trims); with none to close, the newcomer is refused;
 * a connection beyond ``max_per_ip`` from one non-loopback IP is refused;
+* handshakes cost CPU (Noise: key agreement and signatures), so each IP
+  (loopback too) starts at most ``handshake_rate`` per second after a burst
+  of ``handshake_burst``; a newcomer past that waits for its turn (at most
+  ``handshake_wait`` seconds, and at most ``max_pending`` wait at once) or
+  is refused: a crowd of throwaway identities gets a bounded share of the CPU
+  instead of starving the peers already connected;
   refusals and evictions are logged at WARNING at most once a minute.
 """
 
@@ -40,6 +46,8 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+
+from .ratelimit import PeerRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,8 @@ class InboundGate:
 
     def __init__(self, max_connections: int = 512, max_per_ip: int = 16, max_pending: int = 64,
                  handshake_timeout: float = 10.0, grace: float = 10.0,
-                 last_active: Callable[[Any], float] = lambda peer: -math.inf) -> None:
+                 last_active: Callable[[Any], float] = lambda peer: -math.inf,
+                 handshake_rate: float = 20.0, handshake_burst: int = 64, handshake_wait: float = 10.0) -> None:
         self.max_connections = max_connections
         self.grace = grace
         self.last_active = last_active
@@ -72,11 +81,13 @@ class InboundGate:
         self._warned_at = -math.inf
         self.refused = 0
         self.evicted = 0
+        self._handshakes = PeerRateLimiter(handshake_rate, handshake_burst, max_wait=handshake_wait)
+        self._waiting = 0  # accepted sockets waiting for their handshake's turn
 
     def counts(self) -> dict[str, int]:
         pending = sum(1 for e in self._entries.values() if not e.established)
-        return {"inbound": len(self._entries), "pending": pending, "refused": self.refused,
-                "evicted": self.evicted}
+        return {"inbound": len(self._entries), "pending": pending, "waiting": self._waiting,
+                "refused": self.refused, "evicted": self.evicted}
 
     def refusal(self, ip: str) -> str | None:
         """Why a connection from ``ip`` is refused now, or None to admit it (maybe closing an idle one)."""
@@ -114,6 +125,18 @@ class InboundGate:
             ip, port = stream.socket.getpeername()[:2]
         except OSError:
             return
+        wait = self._handshakes.reserve(ip, trio.current_time())
+        if wait is None or (wait > 0 and self._waiting >= self.max_pending):
+            self.refused += 1
+            self._warn(f"refusing inbound connections: {ip} starts handshakes faster than "
+                       f"{self._handshakes.rate:g}/s")
+            return  # trio closes the socket
+        if wait > 0:
+            self._waiting += 1
+            try:
+                await trio.sleep(wait)
+            finally:
+                self._waiting -= 1
         reason = self.refusal(ip)
         if reason is not None:
             self.refused += 1

@@ -32,7 +32,7 @@ import itertools
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -64,6 +64,7 @@ StreamHandler = Callable[[PeerId, Stream], Awaitable[None]]
 PeerListener = Callable[[PeerId, bool], None]
 
 DEFAULT_TIMEOUT = 10.0
+BAD_FRAME_LOG_EVERY = 60.0  # seconds between WARNING lines about one peer's bad frames
 
 
 class ProtocolNotSupported(PeerUnreachable):
@@ -130,6 +131,7 @@ class Transport(ABC):
         self._max_handlers = max_handlers
         self._active_handlers = 0
         self._nursery: trio.Nursery | None = None
+        self._warned: OrderedDict[PeerId, float] = OrderedDict()  # peer -> when its bad frames were last logged
 
     # --- what protocols use ---------------------------------------------------
 
@@ -243,6 +245,20 @@ class Transport(ABC):
 
     # --- what implementations call ---------------------------------------------
 
+    def _log_bad_frame(self, peer: PeerId, exc: WireError) -> None:
+        """A peer's bad frames: one WARNING per peer a minute (a hostile peer cannot flood the log), the rest DEBUG."""
+        now = trio.current_time()
+        last = self._warned.get(peer)
+        if last is not None and now - last < BAD_FRAME_LOG_EVERY:
+            log.debug("dropped a frame from %s: %s", peer.short, exc)
+            return
+        self._warned[peer] = now
+        self._warned.move_to_end(peer)
+        while len(self._warned) > 1024:
+            self._warned.popitem(last=False)
+        log.warning("dropped a frame from %s: %s (more from this peer within a minute: at debug level; "
+                    "counted in metrics)", peer.short, exc)
+
     def _on_frame(self, peer: PeerId, frame: bytes) -> None:
         """A frame arrived from authenticated ``peer``. Never raises."""
         self.stats.bytes_received += len(frame)
@@ -252,7 +268,7 @@ class Transport(ABC):
                 raise WireError(f"frame signed by {env.signer.short} but sent by {peer.short}")
         except WireError as exc:
             self.stats.rejected[exc.reason] += 1
-            log.warning("dropped a frame from %s: %s", peer.short, exc)
+            self._log_bad_frame(peer, exc)
             return
         self.stats.received[env.type_name] += 1
         try:

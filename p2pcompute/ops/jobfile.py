@@ -241,15 +241,23 @@ def _limits(raw: Any) -> Limits:
     return Limits(**values)
 
 
+def builtin_program(value: str) -> Path:
+    """The file of ``builtin:NAME.wat``; UserError naming the programs we ship otherwise."""
+    path = BUILTIN / value.removeprefix("builtin:")
+    if path.suffix != ".wat" or not path.is_file() or path.parent != BUILTIN:
+        shipped = ", ".join(f"builtin:{p.name}" for p in sorted(BUILTIN.glob("*.wat")))
+        raise UserError(f"no built-in program {value!r}; built-ins: {shipped}")
+    return path
+
+
 def _program(value: Any, base: Path, fetch: Callable[[str], Path] | None = None) -> Path:
     if not isinstance(value, str) or not value:
         raise UserError("job.yaml program: a path to a .wat or .wasm file")
     if value.startswith("builtin:"):
-        path = BUILTIN / value.removeprefix("builtin:")
-        if path.suffix != ".wat" or not path.is_file():
-            shipped = sorted(p.name for p in BUILTIN.glob("*.wat"))
-            raise UserError(f"job.yaml program: no built-in program {value!r}; built-ins: {shipped}")
-        return path
+        try:
+            return builtin_program(value)
+        except UserError as exc:
+            raise UserError(f"job.yaml program: {exc}") from None
     if value.startswith("ipfs://"):
         if fetch is None:
             raise UserError("job.yaml program: ipfs:// programs need a blockstore to read them from")

@@ -30,7 +30,7 @@ import yaml
 
 from ..errors import P2PComputeError, UserError
 from ..ops.graph import Graph
-from ..ops.jobfile import BUILTIN, MAX_JOB_BYTES, parse_duration, parse_size
+from ..ops.jobfile import MAX_JOB_BYTES, builtin_program, parse_duration, parse_size
 from ..ops.tasks import Limits
 from .model import PlanError, Requirements
 from .spec_check import Problem, lines_of, schema_problems, with_lines
@@ -333,9 +333,10 @@ class _Builder:
 
     def _program(self, value: str, where: str) -> str | None:
         if value.startswith("builtin:"):
-            if not (BUILTIN / value.removeprefix("builtin:")).is_file() or not value.endswith(".wat"):
-                shipped = sorted(p.name for p in BUILTIN.glob("*.wat"))
-                self.add(where, f"no built-in program {value!r}; built-ins: {shipped}")
+            try:
+                builtin_program(value)
+            except UserError as exc:
+                self.add(where, str(exc))
             return value
         if value.startswith("ipfs://"):
             from ..storage.cid import Cid

@@ -362,3 +362,16 @@ async def test_at_most_max_public_link_requests_run_at_once_and_answers_are_stre
     assert [(s, b == DATA) for s, b, _ in results] == [(200, True)] * MAX_PUBLIC
     status, body, _ = await call_asgi(api, link)  # the slots were given back
     assert status == 200 and body == DATA
+
+
+async def test_one_client_address_is_held_to_the_public_rate_with_429s(tmp_path, autojump_clock):
+    from p2pcompute.node.api import PUBLIC_BURST, PUBLIC_RATE
+
+    client, registry = make_api(tmp_path)
+    api = client._transport.app
+    async with client:
+        link = (await client.post("/data/sign", json={"cid": str(CID), "ttl": 60})).json()["path"]
+    statuses = [(await call_asgi(api, link))[0] for _ in range(PUBLIC_BURST + 10)]
+    assert statuses[:PUBLIC_BURST] == [200] * PUBLIC_BURST and statuses[PUBLIC_BURST:] == [429] * 10
+    await trio.sleep(1.0)  # the bucket refills
+    assert [(await call_asgi(api, link))[0] for _ in range(int(PUBLIC_RATE))] == [200] * int(PUBLIC_RATE)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from p2pcompute.dht.ratelimit import PeerRateLimiter
+from p2pcompute.node.ratelimit import PeerRateLimiter
 
 
 def test_a_burst_is_served_then_requests_wait_then_are_dropped():

@@ -1,4 +1,4 @@
-"""Per-peer token buckets for inbound kad requests (pure: ``now`` is given).
+"""Per-peer token buckets (pure: ``now`` is given): inbound kad requests, inbound handshakes per IP.
 
 Theory of operation
 -------------------
