@@ -226,3 +226,64 @@ async def test_a_record_over_the_message_limit_reaches_the_replicas_over_a_strea
         assert len(held["tasks"]) == 4000 and held["job_id"] == job_id
         await svc.cancel(job_id)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_flood_of_random_messages_is_refused_without_an_error_and_the_job_completes(tmp_path):
+    from p2pcompute.scheduler.messages import (JobRecordDelta, JobRecordFull, TaskAccept, TaskDone, TaskFailure,
+                                               TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
+
+    net = MemNetwork(10, latency=(0.001, 0.004))
+    plan, arrays = plan_for(tmp_path, 6)
+    rng = random.Random(5)
+    async with trio.open_nursery() as nursery:
+        nodes = await start_peers(nursery, net, tmp_path, 4, {})
+        coordinator, hostile = nodes[0], nodes[3]
+        add_inputs(nodes[:1], tmp_path)
+        svc = coordinator.services["scheduler"]
+        job_id = await svc.submit(plan)
+        tasks = [t.task_id for t in plan.tasks]
+
+        def text():
+            return rng.choice([job_id, "x", "0.0.1", "1.deadbeef.3", rng.choice(tasks), "é" * 100])
+
+        def blob():
+            return rng.choice([b"", b"\xff" * 7, rng.randbytes(rng.randrange(1, 300)), b"\xa1\x61a\x61b"])
+
+        def message():
+            kind = rng.randrange(9)
+            if kind == 0:
+                return TaskOffer(text(), text(), text(), rng.uniform(0, 100))
+            if kind == 1:
+                return TaskAccept(text(), text(), text())
+            if kind == 2:
+                return TaskGrant(text(), text(), text(), rng.uniform(0, 100), blob(), (("x", "QmNotACid"),))
+            if kind == 3:
+                return TaskRevoke(text(), text(), text(), "no")
+            if kind == 4:
+                return TaskDone(text(), text(), text(), {"y": text()}, {"y": rng.choice([1.5, "s", None])},
+                                {"y": rng.randrange(-5, 5)})
+            if kind == 5:
+                return TaskFailure(text(), text(), text(), rng.choice(["crash", "bogus", "rejected"]), "m")
+            if kind == 6:
+                return JobRecordFull(text(), blob(), ())
+            if kind == 7:
+                return JobRecordDelta(text(), blob())
+            return TaskHeartbeat(text(), text(), text())
+
+        for _ in range(300):
+            target = rng.choice(nodes[:3])
+            msg = message()
+            try:
+                if isinstance(msg, TaskHeartbeat):
+                    await hostile.transport.send(target.peer_id, msg)
+                else:
+                    await hostile.transport.request(target.peer_id, msg, 3.0)
+            except Exception as exc:   # a refusal as an error reply is fine too; the service must not fail
+                assert "internal" not in str(exc), exc
+        with trio.fail_after(120):
+            report = await svc.wait(job_id)
+        assert report.kind == "done", report.reason
+        check_outputs(coordinator, report, arrays)
+        assert all(n.services["scheduler"].stats["errors"] == 0 for n in nodes)
+        assert svc.stats["refused"] > 0
+        nursery.cancel_scope.cancel()
