@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,12 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
         return Outcome(ev.FAILED, f"bad payload: {exc}")
     scratch = Path(tempfile.mkdtemp(prefix="p2pcompute-task-"))
     try:
+        if task.kind == "wasm":
+            try:
+                task = replace(task, program=await _program(storage, task.program, scratch, fetch_timeout))
+            except P2PComputeError as exc:
+                return Outcome(ev.INPUT_NOT_FOUND if task.program.startswith("ipfs://") else ev.FAILED,
+                               f"program {task.program}: {exc}")
         paths: dict[str, str] = {}
         for i, (name, cid) in enumerate(inputs):
             try:
@@ -119,6 +125,20 @@ async def _bring(storage: Any, cid_text: str, stem: Path, timeout: float) -> str
     except BlockNotFound:
         await storage.fetch(cid, pin=True, timeout=timeout)
         return await trio.to_thread.run_sync(export)
+
+
+async def _program(storage: Any, ref: str, scratch: Path, timeout: float) -> str:
+    """A wasm task's program as a local file: ``builtin:NAME.wat`` ships with us, ``ipfs://CID`` is fetched."""
+    from ..ops.jobfile import builtin_program
+
+    if ref.startswith("builtin:"):
+        return str(builtin_program(ref))
+    if ref.startswith("ipfs://"):
+        path = Path(await _bring(storage, ref.removeprefix("ipfs://").split("/")[0], scratch / "program", timeout))
+        with open(path, "rb") as fh:
+            wasm = fh.read(4) == b"\0asm"
+        return str(path.rename(path.with_suffix(".wasm" if wasm else ".wat")))
+    raise P2PComputeError("a program is builtin:NAME.wat or ipfs://CID on the network")
 
 
 async def _keep(storage: Any, path: Path) -> tuple[str, int]:

@@ -68,3 +68,46 @@ def test_a_job_submitted_over_the_api_of_one_of_two_daemons_completes_with_its_r
             stop(b)
     finally:
         stop(a)
+
+
+def test_submit_jobs_describe_results_and_cancel_from_the_command_line(tmp_path):
+    """The CLI as a user types it, against a lone daemon (it runs every task itself)."""
+    from test_cli import run
+
+    (tmp_path / "x").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "x" / f"x{i}.npy", np.full((2, 2), i, dtype=np.float32))
+    (tmp_path / "job.yaml").write_text(JOB)
+    (tmp_path / "bad.yaml").write_text("name: x\nstages: 3\n")
+    a, _ = start_daemon(tmp_path / "a")
+    home = ["--data-dir", str(tmp_path / "a")]
+    try:
+        res = run(*home, "submit", str(tmp_path / "job.yaml"), "-o", str(tmp_path / "out"), timeout=180)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "done: 3 tasks done" in res.stdout
+        written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.tensor"))
+        assert written == [f"d/0000{i}/y/0000{i}.tensor" for i in range(3)]
+        from p2pcompute.ops import tensor_format
+        for i in range(3):
+            got = tensor_format.decode((tmp_path / "out" / written[i]).read_bytes())
+            np.testing.assert_array_equal(got, np.full((2, 2), 2 * i, dtype=np.float32))
+
+        jobs = json.loads(run(*home, "jobs", "--json").stdout)
+        assert [j["state"] for j in jobs] == ["done"]
+        job_id = jobs[0]["job_id"]
+        described = json.loads(run(*home, "describe", job_id, "--json").stdout)
+        assert [t["state"] for t in described["tasks"]] == ["done"] * 3
+        res = run(*home, "results", job_id, "-o", str(tmp_path / "again"))
+        assert res.returncode == 0 and len(list((tmp_path / "again").rglob("*.tensor"))) == 3
+
+        detached = run(*home, "submit", "--detach", str(tmp_path / "job.yaml"))
+        assert detached.returncode == 0 and detached.stdout.strip().startswith("j")
+        assert run(*home, "cancel", detached.stdout.strip()).returncode == 0  # done already, or cancelled now
+
+        bad = run(*home, "submit", str(tmp_path / "bad.yaml"))
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        assert "stages" in bad.stderr
+        missing = run(*home, "describe", "nope")
+        assert missing.returncode == 1 and "no job nope" in missing.stderr
+    finally:
+        stop(a)
