@@ -137,3 +137,6 @@ def test_demo_runs_a_network_moves_data_and_computes():
     assert all(row["state"] == "alive" for row in report["membership"]["peer0_view"])
     assert report["data"]["intact"] and report["data"]["providers_found"] >= 1
     assert report["compute"]["identical"]
+    job = report["job"]  # cloud detection mapped over 4 scenes, submitted to one peer, run across the network
+    assert job["state"] == "done" and job["tasks"] == 4 and job["correct"], job
+    assert len(job["cloud_fractions"]) == 4 and job["ran_on_peers"]

@@ -162,16 +162,19 @@ def _run_demo(net: Devnet, args: argparse.Namespace) -> int:
 
     try:
         _start(net, args.json)
-        with _step(args, "1/3 membership: peer 0's view, pings…"):
+        with _step(args, "1/4 membership: peer 0's view, pings…"):
             members = demo.membership_step(net)
-        with _step(args, "2/3 data: add a file on one peer, fetch it from another…"):
+        with _step(args, "2/4 data: add a file on one peer, fetch it from another…"):
             data = demo.data_step(net)
-        with _step(args, "3/3 compute: run a graph on a peer's sandboxed executor…"):
+        with _step(args, "3/4 compute: run a graph on a peer's sandboxed executor…"):
             compute = demo.compute_step(net)
+        with _step(args, "4/4 a job: cloud detection over 4 scenes, submitted to one peer, run across the network…"):
+            job = demo.job_step(net)
+        ok = data["intact"] and compute["identical"] and job["correct"]
         if args.json:
             print_json({"peers": [p.status for p in net.peers], "membership": members, "data": data,
-                        "compute": compute})
-            return 0
+                        "compute": compute, "job": job})
+            return 0 if ok else 1
         console.print(_peer_table(net))
         ids = peer_labels([row["peer_id"] for row in members["peer0_view"]])
         table = Table("peer (as seen by peer 0)", "state", "cpus", "arch", "labels", "median RTT (5 pings)")
@@ -190,8 +193,13 @@ def _run_demo(net: Devnet, args: argparse.Namespace) -> int:
         console.print(f"compute: {compute['graph']} on peer {compute['peer']} = {compute['remote']:.6f} in "
                       f"{compute['seconds']:.2f} s; identical to the local result: {compute['identical']}",
                       highlight=False)
+        fractions = ", ".join(f"{v:.4f}" for _, v in sorted(job["cloud_fractions"].items()))
+        console.print(f"job: {job['tasks']} cloud-detection tasks (WebAssembly) submitted to peer {job['coordinator']}, "
+                      f"run on peers {', '.join(map(str, job['ran_on_peers']))}, {job['state']} in "
+                      f"{job['seconds']:.2f} s; cloud fractions {fractions}; equal to numpy's here: {job['correct']}"
+                      + (f" ({job['reason']})" if job["reason"] else ""), highlight=False)
         console.print(f"{net.n} daemons on loopback did all of this over libp2p; all stopped now.")
-        return 0 if data["intact"] and compute["identical"] else 1
+        return 0 if ok else 1
     except Exception:
         for p in net.peers:
             err_console.print(f"[red]peer {p.index} log ({p.log_path}):[/]\n{p.log_tail()}")

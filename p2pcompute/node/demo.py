@@ -5,7 +5,10 @@ Each step uses real daemons and returns what it measured; nothing is made up:
     2. data: a random file added on one peer is fetched by another (DHT providers, bitswap)
        and its bytes are checked against the original's SHA-256;
     3. compute: an operator graph runs on a peer's sandboxed executor, its large input
-       travelling as a CID, and the result is compared with the same graph run here.
+       travelling as a CID, and the result is compared with the same graph run here;
+    4. a job: cloud detection (the WebAssembly program) mapped over synthetic scenes is
+       submitted to one peer, which plans it, places its tasks on peers, gathers the masks
+       and cloud fractions as CIDs; each fraction is checked against numpy's detection here.
 """
 
 from __future__ import annotations
@@ -61,3 +64,58 @@ def compute_step(net: Devnet) -> dict[str, Any]:
     return {"graph": "matmul(a, b) + 1 -> relu -> reduce_sum, a and b 256x256 float64 (512 KiB: sent as CIDs)",
             "peer": peer.index, "remote": remote, "local": local, "identical": remote == local,
             "seconds": round(seconds, 3)}
+
+
+DEMO_JOB = """
+name: demo-clouds
+inputs:
+  blue: {glob: "scenes/*.tif", band: 0}
+  green: {glob: "scenes/*.tif", band: 1}
+  red: {glob: "scenes/*.tif", band: 2}
+  nir: {glob: "scenes/*.tif", band: 3}
+  swir1: {glob: "scenes/*.tif", band: 4}
+stages:
+- name: detect
+  program: builtin:cloud_detect.wat
+  inputs: {blue: inputs.blue, green: inputs.green, red: inputs.red, nir: inputs.nir, swir1: inputs.swir1}
+  map: {over: [inputs.blue, inputs.green, inputs.red, inputs.nir, inputs.swir1]}
+  outputs:
+    formats: {mask: png, cloud_fraction: tensor}
+  limits: {fuel: 2000000000, wasm_memory: 256MiB}
+"""
+
+
+def job_step(net: Devnet, scenes: int = 4, size: int = 256, timeout: float = 120.0) -> dict[str, Any]:
+    from ..ops import cloud, scene, tensor_format
+
+    work = net.root / "demo-job"
+    (work / "scenes").mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for i in range(scenes):
+        data = scene.make_scene(size, i)
+        scene.write_geotiff(work / "scenes" / f"scene-{i}.tif", data)
+        expected[f"{i:05d}"] = float(cloud.detect_numpy(*data)[1])
+    coordinator = net.peers[min(2, len(net.peers) - 1)]
+    client = ControlClient(coordinator.data_dir, timeout=60)
+    started = time.monotonic()
+    job = client._call("POST", "/v1/jobs", {"job": DEMO_JOB, "base": str(work)})
+    while (described := client._call("GET", f"/v1/jobs/{job['job_id']}"))["state"] not in ("done", "failed",
+                                                                                            "cancelled"):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"job {job['job_id']} did not end within {timeout:.0f} s")
+        time.sleep(0.2)
+    seconds = time.monotonic() - started
+    by_peer = {str(p.status["peer_id"]): p.index for p in net.peers}
+    ran_on = sorted({by_peer.get(a["peer"], -1) for t in described["tasks"] for a in t["attempts"]
+                     if a.get("outcome") == "ok"})
+    fractions = {}
+    for task, output, cid in described["outputs"]:
+        if output.startswith("cloud_fraction/") and cid:
+            value = tensor_format.decode(client.request("GET", "/v1/cat", params={"cid": cid}).content)
+            fractions[output.split("/")[1]] = float(value)
+    return {"job_id": job["job_id"], "coordinator": coordinator.index, "state": described["state"],
+            "reason": described["reason"], "tasks": job["tasks"], "ran_on_peers": ran_on,
+            "seconds": round(seconds, 2), "cloud_fractions": fractions,
+            "outputs": len(described["outputs"]),
+            "correct": described["state"] == "done" and fractions.keys() == expected.keys()
+            and all(abs(fractions[k] - expected[k]) < 1e-9 for k in expected)}
