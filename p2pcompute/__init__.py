@@ -2,6 +2,8 @@
 
 Package map:
     errors.py     the one exception hierarchy (wire, transport, config, user errors)
+    client.py     ``Client(data_dir).submit("job.yaml").wait()``: jobs from Python, through the local daemon
+    tensor.py     the lazy tensor DSL (``from p2pcompute import tensor as t``)
     node/         the daemon: identity, config, wire format, Transport, libp2p, control API
     dht/          Kademlia discovery and provider records
     gossip/       SWIM + Lifeguard membership and capability dissemination
@@ -13,3 +15,11 @@ Package map:
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # ``from p2pcompute import Client`` without importing httpx for every user
+    if name in ("Client", "Job", "JobFailed"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'p2pcompute' has no attribute {name!r}")

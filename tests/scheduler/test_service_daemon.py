@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from p2pcompute.errors import P2PComputeError
 from p2pcompute.node.client import ApiError, ControlClient
 from test_cli import start_daemon, stop
 
@@ -21,6 +22,15 @@ stages:
     map: {over: inputs.x}
     ops: {"opset": 1, "inputs": {"x": {}}, "nodes": [{"name": "y", "op": "add", "inputs": ["x", "x"]}],
           "outputs": ["y"]}
+"""
+
+STARVED = """
+name: starved
+retries: 0
+inputs: {blue: {path: s.tif, band: 0}, green: {path: s.tif, band: 1}, red: {path: s.tif, band: 2},
+         nir: {path: s.tif, band: 3}, swir1: {path: s.tif, band: 4}}
+program: builtin:cloud_detect.wat
+limits: {fuel: 1}
 """
 
 
@@ -109,5 +119,33 @@ def test_submit_jobs_describe_results_and_cancel_from_the_command_line(tmp_path)
         assert "stages" in bad.stderr
         missing = run(*home, "describe", "nope")
         assert missing.returncode == 1 and "no job nope" in missing.stderr
+    finally:
+        stop(a)
+
+
+def test_the_python_client_submits_waits_and_reads_results(tmp_path):
+    from p2pcompute import Client, JobFailed
+
+    (tmp_path / "x").mkdir()
+    for i in range(2):
+        np.save(tmp_path / "x" / f"x{i}.npy", np.full((3,), i + 1, dtype=np.float32))
+    a, _ = start_daemon(tmp_path / "a")
+    try:
+        with Client(tmp_path / "a") as client:
+            job = client.submit(JOB, base=tmp_path)
+            assert job.wait(timeout=120)["state"] == "done"
+            results = job.results()
+            assert sorted(results) == [("d/00000", "y/00000"), ("d/00001", "y/00001")]
+            np.testing.assert_array_equal(results[("d/00001", "y/00001")], np.full((3,), 4, dtype=np.float32))
+            assert [j["job_id"] for j in client.jobs()] == [job.id]
+            with pytest.raises(P2PComputeError, match="unknown operator 'no_such_op'"):  # refused at submit
+                client.submit(JOB.replace('"add"', '"no_such_op"'), base=tmp_path)
+            with pytest.raises(P2PComputeError, match="no such job file"):
+                client.submit(tmp_path / "missing.yaml")
+            from p2pcompute.ops import scene
+            scene.write_geotiff(tmp_path / "s.tif", scene.make_scene(32, 1))
+            starved = client.submit(STARVED, base=tmp_path)  # one unit of WebAssembly fuel: fails wherever it runs
+            with pytest.raises(JobFailed, match="fuel"):
+                starved.wait(timeout=120)
     finally:
         stop(a)
