@@ -31,7 +31,12 @@ wait until every peer has found every other, then show it working:
   2. data: a random file added on one peer is fetched by another through the DHT
      and bitswap, and checked byte for byte;
   3. compute: an operator graph runs on a peer's sandboxed executor (its inputs
-     sent as CIDs) and matches the same graph run here.
+     sent as CIDs) and matches the same graph run here;
+  4. a job: cloud detection mapped over 4 scenes, submitted to one peer and run
+     across the network; each cloud fraction is checked against numpy here.
+With --pipeline it runs instead the two-stage pipeline over 100 small scenes:
+cloud detection on each, then a PNG mask only for scenes more than half cloudy
+(a `when` condition), and checks that exactly those scenes got one.
 Then it stops them. Needs no external daemon and nothing but this package.
 """
 
@@ -48,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("demo", help="run a local network end to end and show what it does",
                        description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("--peers", type=int, default=4, metavar="N", help="number of peers (default 4, at least 3)")
+    m.add_argument("--pipeline", action="store_true",
+                   help="run the two-stage pipeline over 100 small scenes instead of steps 2-4")
     add_json_flag(m)
     m.set_defaults(func=cmd_demo)
 
@@ -162,6 +169,8 @@ def _run_demo(net: Devnet, args: argparse.Namespace) -> int:
 
     try:
         _start(net, args.json)
+        if args.pipeline:
+            return _run_pipeline(net, args)
         with _step(args, "1/4 membership: peer 0's view, pings…"):
             members = demo.membership_step(net)
         with _step(args, "2/4 data: add a file on one peer, fetch it from another…"):
@@ -204,3 +213,22 @@ def _run_demo(net: Devnet, args: argparse.Namespace) -> int:
         for p in net.peers:
             err_console.print(f"[red]peer {p.index} log ({p.log_path}):[/]\n{p.log_tail()}")
         raise
+
+
+def _run_pipeline(net: Devnet, args: argparse.Namespace) -> int:
+    from ..node import demo
+
+    with _step(args, "pipeline: 100 scenes, detect clouds, masks where more than half cloudy…"):
+        result = demo.pipeline_step(net)
+    if args.json:
+        print_json({"peers": [p.status for p in net.peers], "pipeline": result})
+        return 0 if result["correct"] else 1
+    console.print(_peer_table(net))
+    stages = "; ".join(f"{name}: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+                       for name, counts in result["stages"].items())
+    per_peer = ", ".join(f"peer {p}: {n}" for p, n in sorted(result["tasks_per_peer"].items()))
+    console.print(f"pipeline: {result['tasks']} tasks over {result['scenes']} scenes, submitted to peer "
+                  f"{result['coordinator']}, {result['state']} in {result['seconds']:.1f} s ({stages}); tasks run by "
+                  f"{per_peer}; masks made for exactly the {result['cloudy_scenes']} scenes more than half cloudy: "
+                  f"{result['correct']}" + (f" ({result['reason']})" if result["reason"] else ""), highlight=False)
+    return 0 if result["correct"] else 1

@@ -18,6 +18,8 @@ import os
 import time
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 
 from .client import ControlClient
@@ -97,17 +99,8 @@ def job_step(net: Devnet, scenes: int = 4, size: int = 256, timeout: float = 120
         expected[f"{i:05d}"] = float(cloud.detect_numpy(*data)[1])
     coordinator = net.peers[min(2, len(net.peers) - 1)]
     client = ControlClient(coordinator.data_dir, timeout=60)
-    started = time.monotonic()
-    job = client._call("POST", "/v1/jobs", {"job": DEMO_JOB, "base": str(work)})
-    while (described := client._call("GET", f"/v1/jobs/{job['job_id']}"))["state"] not in ("done", "failed",
-                                                                                            "cancelled"):
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"job {job['job_id']} did not end within {timeout:.0f} s")
-        time.sleep(0.2)
-    seconds = time.monotonic() - started
-    by_peer = {str(p.status["peer_id"]): p.index for p in net.peers}
-    ran_on = sorted({by_peer.get(a["peer"], -1) for t in described["tasks"] for a in t["attempts"]
-                     if a.get("outcome") == "ok"})
+    job, described, seconds = _run_job(client, DEMO_JOB, work, timeout)
+    ran_on = sorted(_tasks_per_peer(net, described))
     fractions = {}
     for task, output, cid in described["outputs"]:
         if output.startswith("cloud_fraction/") and cid:
@@ -119,3 +112,71 @@ def job_step(net: Devnet, scenes: int = 4, size: int = 256, timeout: float = 120
             "outputs": len(described["outputs"]),
             "correct": described["state"] == "done" and fractions.keys() == expected.keys()
             and all(abs(fractions[k] - expected[k]) < 1e-9 for k in expected)}
+
+
+def _run_job(client: ControlClient, text: str, base: Path, timeout: float) -> tuple[dict, dict, float]:
+    """Submit ``text`` and poll until it ends: (submitted summary, final description, seconds)."""
+    started = time.monotonic()
+    job = client._call("POST", "/v1/jobs", {"job": text, "base": str(base)})
+    while (described := client._call("GET", f"/v1/jobs/{job['job_id']}"))["state"] not in ("done", "failed",
+                                                                                            "cancelled"):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"job {job['job_id']} did not end within {timeout:.0f} s")
+        time.sleep(0.2)
+    return job, described, time.monotonic() - started
+
+
+def _tasks_per_peer(net: Devnet, described: dict) -> dict[int, int]:
+    by_peer = {str(p.status["peer_id"]): p.index for p in net.peers}
+    counts: dict[int, int] = {}
+    for task in described["tasks"]:
+        for attempt in task["attempts"]:
+            if attempt.get("outcome") == "ok":
+                peer = by_peer.get(attempt["peer"], -1)
+                counts[peer] = counts.get(peer, 0) + 1
+    return counts
+
+
+PIPELINE_JOB = DEMO_JOB.replace("name: demo-clouds", "name: demo-pipeline").replace(
+    "formats: {mask: png, cloud_fraction: tensor}", "formats: {mask: tensor, cloud_fraction: tensor}") + """
+- name: masks
+  inputs: {mask: stages.detect.outputs.mask}
+  map: {over: stages.detect.outputs.mask}
+  when: detect.cloud_fraction > 0.5
+  ops:
+    opset: 1
+    inputs: {mask: {dtype: uint8}}
+    nodes:
+    - {name: cloud_mask, op: cast, inputs: [mask], dtype: uint8}
+    outputs: [cloud_mask]
+  outputs:
+    formats: {cloud_mask: png}
+"""
+
+
+def pipeline_step(net: Devnet, scenes: int = 100, size: int = 64, timeout: float = 600.0) -> dict[str, Any]:
+    """The two-stage pipeline over ``scenes`` small scenes: masks only where detect's cloud fraction > 0.5."""
+    from ..ops import cloud, scene
+
+    work = net.root / "demo-pipeline"
+    (work / "scenes").mkdir(parents=True, exist_ok=True)
+    cloudy = set()
+    for i in range(scenes):
+        data = scene.make_scene(size, 100 + i)
+        scene.write_geotiff(work / "scenes" / f"scene-{i:03d}.tif", data)
+        if cloud.detect_numpy(*data)[1] > 0.5:
+            cloudy.add(f"{i:05d}")
+    coordinator = net.peers[min(1, len(net.peers) - 1)]
+    client = ControlClient(coordinator.data_dir, timeout=60)
+    job, described, seconds = _run_job(client, PIPELINE_JOB, work, timeout)
+    states: dict[str, dict[str, int]] = {}
+    masked = set()
+    for task in described["tasks"]:
+        stage = states.setdefault(task["stage"], {})
+        stage[task["state"]] = stage.get(task["state"], 0) + 1
+        if task["stage"] == "masks" and task["state"] == "done":
+            masked.add(task["task"].split("/")[1])
+    return {"job_id": job["job_id"], "coordinator": coordinator.index, "state": described["state"],
+            "reason": described["reason"], "scenes": scenes, "tasks": job["tasks"], "seconds": round(seconds, 2),
+            "stages": states, "tasks_per_peer": _tasks_per_peer(net, described),
+            "correct": described["state"] == "done" and masked == cloudy, "cloudy_scenes": len(cloudy)}
