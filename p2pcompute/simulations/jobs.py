@@ -26,8 +26,11 @@ no live peer holds its record, the client submits it again elsewhere.
 *Churn.* ``churn_fraction`` of the peers are replaced every ``churn_period``
 (silent crash, a fresh peer joins), as in churn.py. A crashed peer loses its
 runs, its reservations and the jobs it coordinates; replicas take over.
-``kill_coordinators``: each job, once, at a random moment of its expected
-run, has its coordinator crashed (and replaced by a fresh peer).
+``kill_coordinators``: every ``kill_every_s`` the coordinator of the oldest
+running job whose coordinator was not killed yet is crashed (and replaced
+by a fresh peer); every job it coordinates counts as killed. Spacing the
+kills keeps the network able to notice each death (about 5 s) before the
+next; ``jobs_killed`` says how many jobs it reached.
 
 *Metrics.* A job ends when its coordinator carries out the final ``Report``
 (after a replica acked it). ``tasks_lost``: tasks of jobs with no outcome
@@ -93,6 +96,8 @@ class JobsScenario:
     settle: float = 10.0
     drain_s: float = 1800.0             # after the last submission, how long to wait for the jobs
     submit_timeout_s: float = 10.0
+    takeover_wait_s: float = 10.0       # the r-th live replica takes over after r times this, if nobody did
+    kill_every_s: float = 5.0           # kill_coordinators: one coordinator crashed this often
     capability_every: float = 30.0
     seeds_per_join: int = 3
     job_config: JobConfig = field(default_factory=lambda: JobConfig(offer_timeout_s=120.0))
@@ -361,8 +366,8 @@ class JobsRun:
         at(0.0, self._start, [self.cluster.new_peer() for _ in range(s.peers)], None)
         for jr in self.jobs:
             at(jr.submit_at, self._submit, jr, None)
-            if s.kill_coordinators:
-                at(jr.submit_at + self.kill_rng.uniform(0.1, 1.0) * (s.task_s + s.combine_s), self._kill, jr, None)
+        if s.kill_coordinators:
+            at(self.jobs[0].submit_at + self.kill_rng.uniform(0.5, 1.0) * s.kill_every_s, self._kill, None, None)
         if s.churn_fraction > 0:
             interval = s.churn_period / (s.churn_fraction * s.peers)
             at(s.settle + self.rng.uniform(0, interval), self._churn, interval, None)
@@ -447,16 +452,23 @@ class JobsRun:
             self._replace(live[self.rng.randrange(len(live))])
         self.engine.after(interval, self._churn, interval, None)
 
-    def _kill(self, jr: JobRun, _: Any) -> None:
-        if jr.outcome is not None or jr.killed:
+    def _kill(self, _: Any, __: Any) -> None:
+        """Crash the coordinator of the oldest running job whose coordinator was not killed yet."""
+        if self.done:
             return
-        jr.killed = True
-        peer = self.cluster.live.get(jr.coordinator)
-        if peer is None or jr.plan.job_id not in self.sched[peer.id].jobs:
-            return                                 # its coordinator is already gone: that is its kill
-        for job in self.sched[peer.id].jobs:
-            self.by_id[job].killed = True
-        self._replace(peer)
+        now = self.now
+        for jr in self.jobs:
+            if jr.submit_at > now:
+                break
+            if jr.outcome is not None or jr.killed:
+                continue
+            peer = self.cluster.live.get(jr.coordinator)
+            if peer is not None and jr.plan.job_id in self.sched[peer.id].jobs:
+                for job in self.sched[peer.id].jobs:
+                    self.by_id[job].killed = True
+                self._replace(peer)
+                break
+        self.engine.after(self.s.kill_every_s, self._kill, None, None)
 
     # --- running ---------------------------------------------------------------------------------
 

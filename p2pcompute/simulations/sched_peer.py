@@ -23,7 +23,10 @@ drives the scheduler's pure state machines exactly as the trio driver will:
 * *Takeover.* When this peer's membership declares a job's coordinator dead
   and this peer is the first replica of the record's list still alive in
   its view, it resumes the job with ``JobState.from_record`` and ``start``,
-  picks its own replicas and sends them the full record.
+  picks its own replicas and sends them the full record. The r-th live
+  replica waits r · ``takeover_wait_s`` and takes over only if no newer
+  record came meanwhile (the first may not hold the record, or be dead
+  unnoticed).
 * *Executor.* ``ExecutorLeases`` holds reservations and slots. A granted task
   "runs" for the duration the scenario gives it, plus the time to pull its
   inputs when this peer does not hold them; then the result (outputs as
@@ -278,12 +281,22 @@ class SchedPeer:
             self.held[job] = Held(record, src, list(replicas))
         self.world.send(self, src, "ack", (job, record["version"], False))
 
-    def _maybe_take_over(self, job: str) -> None:
+    def _take_over_late(self, job: str, seen: tuple) -> None:
+        h = self.held.get(job)
+        if self.peer.alive and h is not None and (h.record["epoch"], h.coordinator) == seen:
+            self._maybe_take_over(job, force=True)   # nobody sent a newer record: the first did not take over
+
+    def _maybe_take_over(self, job: str, force: bool = False) -> None:
         h = self.held.get(job)
         if h is None or self.alive(h.coordinator) or job in self.jobs:
             return
-        first = next((p for p in h.replicas if self.alive(p)), None)
-        if first != self.id:
+        alive = [p for p in h.replicas if self.alive(p)]
+        if self.id not in alive:
+            return
+        rank = alive.index(self.id)
+        if rank > 0 and not force:        # the first live replica takes over; the next ones, later, if not
+            w = self.world
+            w.engine.after(w.s.takeover_wait_s * rank, self._take_over_late, job, (h.record["epoch"], h.coordinator))
             return
         del self.held[job]
         w = self.world

@@ -1,0 +1,90 @@
+"""Seeded job simulations: the real scheduler state machines on a churning simulated cluster."""
+
+from __future__ import annotations
+
+import json
+
+from p2pcompute.cli.main import main
+from p2pcompute.simulations.jobs import JobsRun, JobsScenario, workload
+from p2pcompute.simulations.jobs_report import JOB_PLOTS
+
+REPORT_KEYS = {"peers", "jobs", "succeeded", "failed", "failure_reasons", "job_latency_s", "locality_share",
+               "msgs_per_job", "tasks_lost", "duplicate_results_accepted", "wall_seconds", "seed", "placement"}
+
+
+def _without_timing(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in ("wall_seconds", "cpu_seconds")}
+
+
+def _churned(seed: int) -> tuple[dict, JobsRun]:
+    """30 peers, 300 jobs of 4 files + a combine at 80% load; 10% of the peers replaced every minute
+    (ten times the issue's rate), 1% loss, 0.1% of scheduler messages dropped, 1% of runs crashing."""
+    run = JobsRun(JobsScenario(peers=30, jobs=300, churn_period=60.0, seed=seed, attempt_fail=0.01))
+    return run.run(), run
+
+
+def test_a_churned_run_ends_every_job_and_replays_exactly():
+    report, run = _churned(4)
+    print("\n30-peer jobs report:", json.dumps(_without_timing(report), sort_keys=True))
+    assert REPORT_KEYS <= set(report)
+    assert report["succeeded"] + report["failed"] == report["jobs"] == 300
+    assert report["tasks_lost"] == 0 and report["unfinished_jobs"] == 0
+    assert report["duplicate_results_accepted"] == 0
+    assert sum(report["failure_reasons"].values()) == report["failed"]
+    assert all(reason for reason in report["failure_reasons"])
+    assert report["succeeded"] >= 297
+    # the churn did hit running work and coordinators, and replicas took over
+    assert report["churn"]["crashes"] >= 5 and report["runs_lost_in_crashes"] > 0
+    assert report["takeovers"] >= 1
+    assert report["locality_share"] >= 0.9                    # one copy per file: run where it is
+    assert report["job_latency_s"]["median"] < report["job_latency_s"]["p99"]
+    assert not report["refused"]                             # well-behaved peers are never refused
+    again, _ = _churned(4)
+    assert _without_timing(again) == _without_timing(report)
+    assert json.dumps(_without_timing(again), sort_keys=True) == json.dumps(_without_timing(report), sort_keys=True)
+    other, _ = _churned(5)
+    assert _without_timing(other) != _without_timing(report)
+
+
+def test_killing_the_coordinators_every_job_still_completes():
+    """Every few seconds the coordinator of the oldest job whose coordinator was not killed yet crashes."""
+    run = JobsRun(JobsScenario(peers=30, jobs=12, seed=2, files_per_job=2, kill_coordinators=True, task_s=60.0,
+                               load=0.2, kill_every_s=5.0))
+    report = run.run()
+    print("\nkill-coordinators report:", json.dumps(_without_timing(report), sort_keys=True))
+    assert report["succeeded"] == report["jobs"] == 12
+    assert report["jobs_killed"] == 12
+    assert report["takeovers"] >= report["coordinator_losses"] >= 10
+    assert report["tasks_lost"] == 0 and report["duplicate_results_accepted"] == 0
+
+
+def test_every_placement_mode_gets_the_same_jobs_and_completes_them():
+    base = JobsScenario(peers=12, jobs=40, seed=8, files_per_job=2, churn_fraction=0.0)
+    jobs = [(j.plan, j.submit_at, j.durations) for j in workload(base)]
+    for mode in ("random", "oracle"):
+        s = JobsScenario(peers=12, jobs=40, seed=8, files_per_job=2, churn_fraction=0.0, placement=mode)
+        assert [(j.plan, j.submit_at, j.durations) for j in workload(s)] == jobs
+        report = JobsRun(s).run()
+        assert report["placement"] == mode
+        assert report["succeeded"] == 40 and report["tasks_lost"] == 0
+
+
+def test_simulate_jobs_command_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "sim"
+    code = main(["simulate", "jobs", "--peers", "12", "--jobs", "20", "--churn", "10%/1min", "--files-per-job", "2",
+                 "--load", "0.5", "--placement", "sparrow", "--seed", "9", "--out", str(out), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "report.json").read_text())
+    assert printed == saved and saved["seed"] == 9 and saved["peers"] == 12 and saved["jobs"] == 20
+    assert REPORT_KEYS <= set(saved)
+    for name in JOB_PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_jobs_explains_bad_values(tmp_path, capsys):
+    for flag, value, words in [("--churn", "10%", "FRACTION/PERIOD"), ("--load", "0", "--load"),
+                               ("--jobs", "0", "--jobs")]:
+        code = main(["simulate", "jobs", "--peers", "10", flag, value, "--out", str(tmp_path)])
+        assert code == 1
+        assert words in capsys.readouterr().err
