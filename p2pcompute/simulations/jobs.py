@@ -46,7 +46,6 @@ is reported apart.
 from __future__ import annotations
 
 import copy
-import math
 import random
 import re
 import time
@@ -77,6 +76,8 @@ class JobsScenario:
     kill_coordinators: bool = False
     load: float = 0.8
     placement: str = "sparrow"
+    locality_weight: float = 1.0        # PlacementConfig's, for the sparrow mode
+    holders_only_share: float = 0.5     # PlacementConfig's: above 1 turns holders-only offers off
     slots: int = 4                      # task slots per peer
     task_s: float = 10.0                # mean map task duration
     combine_s: float = 1.0
@@ -98,7 +99,7 @@ class JobsScenario:
     submit_timeout_s: float = 10.0
     takeover_wait_s: float = 10.0       # the r-th live replica takes over after r times this, if nobody did
     kill_every_s: float = 5.0           # kill_coordinators: one coordinator crashed this often
-    capability_every: float = 30.0
+    capability_every: float = 5.0       # a peer republishes its capability record (free slots, load) if changed
     seeds_per_join: int = 3
     job_config: JobConfig = field(default_factory=lambda: JobConfig(offer_timeout_s=120.0))
     config: ClusterConfig = field(default_factory=ClusterConfig)
@@ -203,7 +204,7 @@ class JobsRun:
         self.runs_done: Counter = Counter()          # peer index -> runs finished
         self.runs_lost = 0
         self.crashes = self.joins = self.takeovers = self.coordinator_losses = 0
-        self.resubmits = self.repeated_reports = 0
+        self.resubmits = self.repeated_reports = self.fenced_coordinators = 0
         self.failures_made = 0
         self.finished = 0
         self.duplicates = 0
@@ -300,6 +301,9 @@ class JobsRun:
 
     def refused(self, reason: str) -> None:
         self.refusals[_normal_reason(reason)] += 1
+
+    def fenced(self) -> None:
+        self.fenced_coordinators += 1
 
     def stale(self, kind: str) -> None:
         self.stale_msgs[kind] += 1
@@ -535,6 +539,7 @@ class JobsRun:
             "runs_lost_in_crashes": self.runs_lost,
             "runs_finished": sum(self.runs_done.values()),
             "repeated_final_reports": self.repeated_reports,
+            "fenced_coordinators": self.fenced_coordinators,
             "msgs_by_kind": dict(sorted(self.msgs.items())),
             "msgs_dropped": dict(sorted(self.dropped.items())),
             "gossip_dht_msgs_per_job": r(sum(gossip.values()) / n, 2),

@@ -20,6 +20,9 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   acked a version at least that of the ``Replicate`` before it
   (job_state.py's rule); until then the flush repeats every
   ``replicate_retry_s``. Then the replicas are told to forget the job.
+  An ack names the record's line (epoch, nonce): a coordinator that hears
+  of a newer epoch was replaced (declared dead while alive) and drops the
+  job, reporting nothing.
 * *Takeover.* When this peer's membership declares a job's coordinator dead
   and this peer is the first replica of the record's list still alive in
   its view, it resumes the job with ``JobState.from_record`` and ``start``,
@@ -87,7 +90,8 @@ class SchedPeer:
     def __init__(self, world: Any, peer: Any, rng: random.Random) -> None:
         self.world, self.peer, self.id, self.rng = world, peer, peer.id, rng
         s = world.s
-        self.placement = Placement(random.Random(rng.getrandbits(64)), PlacementConfig(mode=s.placement))
+        self.placement = Placement(random.Random(rng.getrandbits(64)), PlacementConfig(
+            mode=s.placement, locality_weight=s.locality_weight, holders_only_share=s.holders_only_share))
         self.ex = lx.ExecutorLeases(lx.ExecutorConfig(slots=s.slots, max_queued=s.max_queued,
                                                       heartbeat_s=s.job_config.lease_s / 3))
         self.ex_timer: float | None = None
@@ -248,9 +252,14 @@ class SchedPeer:
             for p in c.replicas:                  # the submitter knows: the replicas may forget the job
                 self.world.send(self, p, "forget", (c.js.job_id, c.js.epoch))
 
-    def on_ack(self, src: Any, job: str, version: int, gap: bool) -> None:
+    def on_ack(self, src: Any, job: str, version: int, gap: bool, line: tuple) -> None:
         c = self.jobs.get(job)
         if c is None or src not in c.synced:
+            return
+        if not gap and line != (c.js.epoch, c.js.nonce):
+            if line[0] > c.js.epoch:          # a newer coordinator took the job over: we are fenced off
+                del self.jobs[job]
+                self.world.fenced()
             return
         c.synced[src] = -1 if gap else max(c.synced[src], version)
         if gap:
@@ -263,23 +272,21 @@ class SchedPeer:
         held = self.held.get(job)
         try:
             if full:
-                if held is not None and (held.record["epoch"], held.record["version"]) > (body["epoch"], body["version"]):
-                    record = held.record          # an older coordinator's record: keep ours
-                else:
-                    record = body
+                mine = (held.record["epoch"], held.record["version"]) if held is not None else (-1, -1)
+                record = held.record if mine > (body["epoch"], body["version"]) else body   # older: keep ours
             elif held is None:
                 raise RecordGap("no record held")
             else:
                 record = apply_delta(held.record, body)
         except RecordGap:
-            self.world.send(self, src, "ack", (job, -1, True))
+            self.world.send(self, src, "ack", (job, -1, True, ()))
             return
         except PlanError as e:
             self.world.refused(f"record: {e}")
             return
         if record is not (held.record if held else None):
             self.held[job] = Held(record, src, list(replicas))
-        self.world.send(self, src, "ack", (job, record["version"], False))
+        self.world.send(self, src, "ack", (job, record["version"], False, (record["epoch"], record["nonce"])))
 
     def _take_over_late(self, job: str, seen: tuple) -> None:
         h = self.held.get(job)
@@ -388,8 +395,8 @@ class SchedPeer:
             if h is not None and h.record["epoch"] <= epoch:
                 del self.held[job]
         elif kind == "ack":
-            job, version, gap = body
-            self.on_ack(src, job, version, gap)
+            job, version, gap, line = body
+            self.on_ack(src, job, version, gap, line)
         else:
             job = body[0]
             c = self.jobs.get(job)
