@@ -88,3 +88,22 @@ def test_simulate_jobs_explains_bad_values(tmp_path, capsys):
         code = main(["simulate", "jobs", "--peers", "10", flag, value, "--out", str(tmp_path)])
         assert code == 1
         assert words in capsys.readouterr().err
+
+
+def test_the_report_is_byte_identical_across_processes(tmp_path):
+    """Another process with another hash seed (set iteration order) writes the same report.json bytes."""
+    import os
+    import subprocess
+    import sys
+
+    texts = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"run{hash_seed}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-m", "p2pcompute", "simulate", "jobs", "--peers", "16", "--jobs", "40",
+                        "--churn", "10%/30s", "--files-per-job", "3", "--seed", "21", "--out", str(out), "--json"],
+                       env=env, check=True, capture_output=True, timeout=300)
+        report = json.loads((out / "report.json").read_text())
+        assert report["churn"]["crashes"] >= 1 and report["tasks_lost"] == 0
+        texts.append(json.dumps(_without_timing(report), indent=2, sort_keys=True))
+    assert texts[0] == texts[1]
