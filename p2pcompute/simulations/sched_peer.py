@@ -20,16 +20,20 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   acked a version at least that of the ``Replicate`` before it
   (job_state.py's rule); until then the flush repeats every
   ``replicate_retry_s``. Then the replicas are told to forget the job.
-  An ack names the record's line (epoch, nonce): a coordinator that hears
-  of a newer epoch was replaced (declared dead while alive) and drops the
-  job, reporting nothing.
+  An ack names the record's line (epoch, nonce): a replica keeps the higher
+  line (a newer epoch; between two replicas that both took over, the
+  higher nonce), and a coordinator that hears of a higher line than its own
+  was replaced (declared dead while alive, or a sibling) and drops the job,
+  reporting nothing.
 * *Takeover.* When this peer's membership declares a job's coordinator dead
   and this peer is the first replica of the record's list still alive in
   its view, it resumes the job with ``JobState.from_record`` and ``start``,
   picks its own replicas and sends them the full record. The r-th live
   replica waits r · ``takeover_wait_s`` and takes over only if no newer
   record came meanwhile (the first may not hold the record, or be dead
-  unnoticed).
+  unnoticed). The new coordinator sends the full record to the old replicas
+  it did not choose, too: a record whose replica list leaves this peer out
+  makes it drop its copy, so that it never takes over a second time.
 * *Executor.* ``ExecutorLeases`` holds reservations and slots. A granted task
   "runs" for the duration the scenario gives it, plus the time to pull its
   inputs when this peer does not hold them; then the result (outputs as
@@ -154,6 +158,9 @@ class SchedPeer:
         view = [p for p in self.peer.membership.alive_members()]
         view.sort(key=lambda p: (peer_key(p) ^ c.key, self.world.index_of(p)))
         keep = view[: self.world.s.replicas]
+        for p in c.replicas:                  # a replica left out (a closer peer joined) forgets the job
+            if p not in keep:
+                self.world.send(self, p, "forget", (c.js.job_id, c.js.epoch))
         for p in keep:
             if p not in c.synced:
                 c.synced[p] = -1
@@ -257,7 +264,7 @@ class SchedPeer:
         if c is None or src not in c.synced:
             return
         if not gap and line != (c.js.epoch, c.js.nonce):
-            if line[0] > c.js.epoch:          # a newer coordinator took the job over: we are fenced off
+            if line > (c.js.epoch, c.js.nonce):   # another coordinator's line won: we are fenced off
                 del self.jobs[job]
                 self.world.fenced()
             return
@@ -269,24 +276,33 @@ class SchedPeer:
     # --- replica ---------------------------------------------------------------------------------
 
     def on_record(self, src: Any, job: str, body: dict, replicas: list, full: bool) -> None:
+        """A full record or a delta from a coordinator. Of two lines (epoch, nonce), the higher one wins:
+        a sender of a lower line is answered with ours, which fences it off (``on_ack``)."""
         held = self.held.get(job)
+        w = self.world
         try:
+            line = (int(body["epoch"]), int(body["nonce"]))
+            mine = (held.record["epoch"], held.record["nonce"]) if held is not None else (-1, -1)
+            if mine > line:
+                w.send(self, src, "ack", (job, held.record["version"], False, mine))
+                return
             if full:
-                mine = (held.record["epoch"], held.record["version"]) if held is not None else (-1, -1)
-                record = held.record if mine > (body["epoch"], body["version"]) else body   # older: keep ours
-            elif held is None:
-                raise RecordGap("no record held")
+                record = held.record if mine == line and held.record["version"] > body["version"] else body
+            elif mine < line:
+                raise RecordGap("no record of this line held")
             else:
                 record = apply_delta(held.record, body)
         except RecordGap:
-            self.world.send(self, src, "ack", (job, -1, True, ()))
+            w.send(self, src, "ack", (job, -1, True, ()))
             return
-        except PlanError as e:
-            self.world.refused(f"record: {e}")
+        except (PlanError, KeyError, TypeError, ValueError) as e:
+            w.refused(f"record: {e}")
             return
-        if record is not (held.record if held else None):
-            self.held[job] = Held(record, src, list(replicas))
-        self.world.send(self, src, "ack", (job, record["version"], False, (record["epoch"], record["nonce"])))
+        if self.id not in replicas:           # a newer coordinator chose other replicas: forget the job
+            self.held.pop(job, None)
+            return
+        self.held[job] = Held(record, src, list(replicas))
+        w.send(self, src, "ack", (job, record["version"], False, line))
 
     def _take_over_late(self, job: str, seen: tuple) -> None:
         h = self.held.get(job)
@@ -318,6 +334,11 @@ class SchedPeer:
             c.final = (js.version, ev.Report(job, js.state, js.progress(), js.reason, js.outputs()))
         self._commands(c, cmds)
         self._flush(job, None)
+        full = None
+        for p in h.replicas:                  # the record's other replicas learn who leads now, and drop it
+            if p not in c.replicas and p != self.id and self.alive(p):
+                full = full if full is not None else js.to_record()
+                w.send(self, p, "record", (job, full, c.replicas))
 
     # --- executor --------------------------------------------------------------------------------
 

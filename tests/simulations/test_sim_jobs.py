@@ -30,6 +30,7 @@ def test_a_churned_run_ends_every_job_and_replays_exactly():
     assert report["succeeded"] + report["failed"] == report["jobs"] == 300
     assert report["tasks_lost"] == 0 and report["unfinished_jobs"] == 0
     assert report["duplicate_results_accepted"] == 0
+    assert report["repeated_final_reports"] == 0             # one coordinator line per job told the submitter
     assert sum(report["failure_reasons"].values()) == report["failed"]
     assert all(reason for reason in report["failure_reasons"])
     assert report["succeeded"] >= 297
@@ -56,6 +57,7 @@ def test_killing_the_coordinators_every_job_still_completes():
     assert report["jobs_killed"] == 12
     assert report["takeovers"] >= report["coordinator_losses"] >= 10
     assert report["tasks_lost"] == 0 and report["duplicate_results_accepted"] == 0
+    assert report["repeated_final_reports"] == 0
 
 
 def test_every_placement_mode_gets_the_same_jobs_and_completes_them():
