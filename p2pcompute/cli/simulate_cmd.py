@@ -127,6 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input files per job: one map task each, then a combine task (default 4)")
     j.add_argument("--kill-coordinators", action="store_true",
                    help="crash the coordinator of every running job once (replaced by a fresh peer)")
+    j.add_argument("--kill-every", default="5s",
+                   help="with --kill-coordinators: one coordinator crashed this often (default 5s; about a "
+                   "failure detection time, so that each death is noticed before the next)")
     j.add_argument("--load", type=float, default=0.8, help="offered load, a share of all task slots (default 0.8)")
     j.add_argument("--placement", choices=("sparrow", "random", "oracle"), default="sparrow",
                    help="sparrow (default), random, or oracle (an omniscient scheduler, for comparison)")
@@ -173,6 +176,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     scenario = JobsScenario(peers=args.peers, jobs=args.jobs, churn_fraction=fraction, churn_period=period,
                             seed=seed, files_per_job=args.files_per_job, kill_coordinators=args.kill_coordinators,
+                            kill_every_s=parse_duration(args.kill_every),
                             load=args.load, placement=args.placement, task_s=args.task_seconds,
                             loss=parse_fraction(args.loss, "loss"), latency=parse_latency(args.latency))
     if not args.json:

@@ -531,6 +531,7 @@ class JobsRun:
             "tasks": sum(len(j.plan.tasks) for j in self.jobs),
             "kill_coordinators": s.kill_coordinators,
             "jobs_killed": sum(j.killed for j in self.jobs),
+            "kill_every_s": s.kill_every_s if s.kill_coordinators else None,
             "churn": {"fraction": s.churn_fraction, "period_s": s.churn_period, "crashes": self.crashes,
                       "joins": self.joins},
             "takeovers": self.takeovers,
