@@ -46,7 +46,7 @@ def write_jobs_report(out_dir: str | Path, report: dict, series: dict[str, Any])
     per_peer = sorted(series["tasks_per_peer"], reverse=True)
     if per_peer:
         ax.bar(range(len(per_peer)), per_peer, width=1.0, color="tab:green")
-    ax.set_xlabel("peers (every peer that ever ran, most runs first; churned peers ran for less time)")
+    ax.set_xlabel("peers (every peer that ever started, most runs first; churned and new peers were up for less time)")
     ax.set_ylabel("runs finished")
     ax.set_title(f"Tasks per peer — {title}", fontsize=9)
     written.append(_save(fig, out / JOB_PLOTS[1], plt))

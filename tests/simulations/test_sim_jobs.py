@@ -109,3 +109,24 @@ def test_the_report_is_byte_identical_across_processes(tmp_path):
         assert report["churn"]["crashes"] >= 1 and report["tasks_lost"] == 0
         texts.append(json.dumps(_without_timing(report), indent=2, sort_keys=True))
     assert texts[0] == texts[1]
+
+
+def test_a_replica_holding_a_newer_line_fences_the_old_coordinator_off():
+    """A coordinator that was replaced (declared dead while alive) hears of the newer epoch from a replica's
+    ack, drops the job and reports nothing; the replica keeps the newer record."""
+    import copy
+
+    run = JobsRun(JobsScenario(peers=6, jobs=1, churn_fraction=0.0, files_per_job=2, task_s=200.0, drop=0.0))
+    job = run.jobs[0].plan.job_id
+    run.engine.run_until(run.jobs[0].submit_at + 5.0)
+    coordinator = next(sp for sp in run.sched.values() if job in sp.jobs)
+    replicas = [sp for sp in run.sched.values() if job in sp.held]
+    assert len(replicas) == 3 and coordinator not in replicas
+    newer = copy.deepcopy(replicas[0].held[job].record)
+    newer["epoch"] += 1
+    replicas[0].held[job].record = newer
+    coordinator._flush(job, None)                     # its next update reaches the replica holding the newer line
+    run.engine.run_until(run.now + 2.0)
+    assert job not in coordinator.jobs and run.fenced_coordinators == 1
+    assert replicas[0].held[job].record["epoch"] == newer["epoch"]
+    assert run.jobs[0].outcome is None                # the old coordinator told the submitter nothing
