@@ -15,10 +15,10 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   ``replicate_delay`` later the changes go to the job's k replicas (the k
   peers of this view closest to the job ID): a full record to a new or
   lagging replica, then deltas. A replica applies them (``apply_delta``) and
-  acks the version; a ``RecordGap`` asks for the full record. A ``Report``
-  that ends the job is flushed at once and carried out only once a replica
-  acked a version at least that of the ``Replicate`` before it
-  (job_state.py's rule); until then the flush repeats every
+  acks full records and the job's end; a ``RecordGap`` asks for the full
+  record. A ``Report`` that ends the job is flushed at once and carried out
+  only once a replica acked a version at least that of the ``Replicate``
+  before it (job_state.py's rule); until then the flush repeats every
   ``replicate_retry_s``. Then the replicas are told to forget the job.
   An ack names the record's line (epoch, nonce): a replica keeps the higher
   line (a newer epoch; between two replicas that both took over, the
@@ -302,7 +302,8 @@ class SchedPeer:
             self.held.pop(job, None)
             return
         self.held[job] = Held(record, src, list(replicas))
-        w.send(self, src, "ack", (job, record["version"], False, line))
+        if full or record["state"] != "running":   # a delta of a running job needs no ack: a gap says it
+            w.send(self, src, "ack", (job, record["version"], False, line))
 
     def _take_over_late(self, job: str, seen: tuple) -> None:
         h = self.held.get(job)
