@@ -97,6 +97,7 @@ class JobsScenario:
     settle: float = 10.0
     drain_s: float = 1800.0             # after the last submission, how long to wait for the jobs
     submit_timeout_s: float = 10.0
+    keep_ended_s: float = 60.0          # a replica keeps an ended job's record this long (if not told to forget)
     takeover_wait_s: float = 10.0       # the r-th live replica takes over after r times this, if nobody did
     kill_every_s: float = 5.0           # kill_coordinators: one coordinator crashed this often
     capability_every: float = 5.0       # a peer republishes its capability record (free slots, load) if changed

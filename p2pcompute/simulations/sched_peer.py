@@ -19,7 +19,9 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   record. A ``Report`` that ends the job is flushed at once and carried out
   only once a replica acked a version at least that of the ``Replicate``
   before it (job_state.py's rule); until then the flush repeats every
-  ``replicate_retry_s``. Then the replicas are told to forget the job.
+  ``replicate_retry_s``. Then the replicas are told to forget the job (and
+  drop an ended record ``keep_ended_s`` after it came anyway: the
+  coordinator, if alive, repeats it until acked).
   An ack names the record's line (epoch, nonce): a replica keeps the higher
   line (a newer epoch; between two replicas that both took over, the
   higher nonce), and a coordinator that hears of a higher line than its own
@@ -304,6 +306,13 @@ class SchedPeer:
         self.held[job] = Held(record, src, list(replicas))
         if full or record["state"] != "running":   # a delta of a running job needs no ack: a gap says it
             w.send(self, src, "ack", (job, record["version"], False, line))
+        if record["state"] != "running":           # ended: kept a while in case the ack or "forget" is lost
+            w.engine.after(w.s.keep_ended_s, self._drop_ended, job, record)
+
+    def _drop_ended(self, job: str, record: dict) -> None:
+        h = self.held.get(job)
+        if h is not None and h.record is record:
+            del self.held[job]
 
     def _take_over_late(self, job: str, seen: tuple) -> None:
         h = self.held.get(job)
