@@ -13,7 +13,8 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   instead. Offers, grants, revokes and fetches become messages.
 * *Replication.* ``Replicate`` marks the job dirty; at most
   ``replicate_delay`` later the changes go to the job's k replicas (the k
-  peers of this view closest to the job ID): a full record to a new or
+  peers of this view closest to the job ID: ``replicas.closest``, as the
+  trio service picks them): a full record to a new or
   lagging replica, then deltas. A replica applies them (``apply_delta``) and
   acks full records and the job's end; a ``RecordGap`` asks for the full
   record. A ``Report`` that ends the job is flushed at once and carried out
@@ -55,7 +56,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dht.keys import key_of, peer_key
 from ..gossip.messages import DEAD
 from ..scheduler import events as ev
 from ..scheduler import leases as lx
@@ -63,6 +63,7 @@ from ..scheduler.job_record import RecordGap, apply_delta
 from ..scheduler.job_state import JobState
 from ..scheduler.model import PlanError
 from ..scheduler.placement import Candidate, Placement, PlacementConfig
+from ..scheduler.replicas import closest
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -72,7 +73,6 @@ class Coordinated:
     """A job this peer coordinates."""
 
     js: JobState
-    key: int
     replicas: list = field(default_factory=list)
     synced: dict = field(default_factory=dict)       # replica -> version it acked (-1: needs the full record)
     flush_at: float | None = None
@@ -150,16 +150,14 @@ class SchedPeer:
     def submit(self, plan: Any) -> None:
         now = self.world.now
         js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.world.s.job_config)
-        c = Coordinated(js, key_of(plan.job_id.encode()))
+        c = Coordinated(js)
         self.jobs[plan.job_id] = c
         self._pick_replicas(c)
         self._commands(c, js.start(now))
         self._flush(c.js.job_id, None)
 
     def _pick_replicas(self, c: Coordinated) -> None:
-        view = [p for p in self.peer.membership.alive_members()]
-        view.sort(key=lambda p: (peer_key(p) ^ c.key, self.world.index_of(p)))
-        keep = view[: self.world.s.replicas]
+        keep = closest(c.js.job_id, self.peer.membership.alive_members(), self.world.s.replicas)
         for p in c.replicas:                  # a replica left out (a closer peer joined) forgets the job
             if p not in keep:
                 self.world.send(self, p, "forget", (c.js.job_id, c.js.epoch))
@@ -323,7 +321,7 @@ class SchedPeer:
         h = self.held.get(job)
         if h is None or self.alive(h.coordinator) or job in self.jobs:
             return
-        alive = [p for p in h.replicas if self.alive(p)]
+        alive = closest(job, [p for p in h.replicas if self.alive(p)], len(h.replicas))   # successor() first
         if self.id not in alive:
             return
         rank = alive.index(self.id)
@@ -335,7 +333,7 @@ class SchedPeer:
         w = self.world
         record = w.copy_record(h.record)
         js = JobState.from_record(record, w.now, random.Random(self.rng.getrandbits(64)), w.s.job_config)
-        c = Coordinated(js, key_of(job.encode()))
+        c = Coordinated(js)
         self.jobs[job] = c
         w.took_over(self, js)
         self._pick_replicas(c)
