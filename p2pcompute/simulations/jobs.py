@@ -40,7 +40,10 @@ takeovers in the record) beyond the tasks done. ``locality_share``: of the
 map tasks done, the share whose accepted run was on a peer holding its file.
 ``msgs_per_job``: scheduler messages (offers, accepts, grants, revokes,
 heartbeats, results, fetches, records, acks) per job; gossip and DHT traffic
-is reported apart.
+is reported apart. ``repeated_final_reports``: a job run to its end by a
+second line of coordinators (two replicas that both took over, not fenced
+in time); ``ended_jobs_reannounced``: a replica that kept an ended job's
+record (its "forget" lost) took it over and told the same outcome again.
 """
 
 from __future__ import annotations
@@ -205,7 +208,7 @@ class JobsRun:
         self.runs_done: Counter = Counter()          # peer index -> runs finished
         self.runs_lost = 0
         self.crashes = self.joins = self.takeovers = self.coordinator_losses = 0
-        self.resubmits = self.repeated_reports = self.fenced_coordinators = 0
+        self.resubmits = self.repeated_reports = self.fenced_coordinators = self.reannounced = 0
         self.failures_made = 0
         self.finished = 0
         self.duplicates = 0
@@ -316,10 +319,14 @@ class JobsRun:
         self.takeovers += 1
         self.by_id[js.job_id].coordinator = sp.id
 
-    def job_reported(self, sp: SchedPeer, js: Any, report: Any) -> None:
+    def job_reported(self, sp: SchedPeer, js: Any, report: Any, again: bool = False) -> None:
+        """The final report of a job; ``again``: from a takeover of a record that had already ended."""
         jr = self.by_id[js.job_id]
         if jr.outcome is not None:
-            self.repeated_reports += 1
+            if again:
+                self.reannounced += 1          # the same outcome told again: its "forget" was lost
+            else:
+                self.repeated_reports += 1     # a second line of coordinators ran the job to its end
             return
         jr.outcome, jr.reason, jr.ended = report.kind, report.reason, self.now
         self.finished += 1
@@ -541,6 +548,7 @@ class JobsRun:
             "runs_lost_in_crashes": self.runs_lost,
             "runs_finished": sum(self.runs_done.values()),
             "repeated_final_reports": self.repeated_reports,
+            "ended_jobs_reannounced": self.reannounced,
             "fenced_coordinators": self.fenced_coordinators,
             "msgs_by_kind": dict(sorted(self.msgs.items())),
             "msgs_dropped": dict(sorted(self.dropped.items())),

@@ -76,7 +76,7 @@ class Coordinated:
     replicas: list = field(default_factory=list)
     synced: dict = field(default_factory=dict)       # replica -> version it acked (-1: needs the full record)
     flush_at: float | None = None
-    final: tuple[int, Any] | None = None              # (version, Report) waiting for a replica's ack
+    final: tuple | None = None                        # (version, Report[, again]) waiting for a replica's ack
     timer_at: float | None = None
     fetches: dict = field(default_factory=dict)       # (task, lease) -> fetch generation
 
@@ -251,10 +251,11 @@ class SchedPeer:
         """Carry out the final report once a replica holds a version at least as new (or none can)."""
         if c.final is None:
             return
-        version, report = c.final
+        version, report = c.final[:2]
         if any(v >= version for v in c.synced.values()) or not c.replicas:
+            again = len(c.final) > 2
             c.final = None
-            self.world.job_reported(self, c.js, report)
+            self.world.job_reported(self, c.js, report, again)
             del self.jobs[c.js.job_id]
             for p in c.replicas:                  # the submitter knows: the replicas may forget the job
                 self.world.send(self, p, "forget", (c.js.job_id, c.js.epoch))
@@ -338,8 +339,8 @@ class SchedPeer:
         w.took_over(self, js)
         self._pick_replicas(c)
         cmds = js.start(w.now)
-        if js.state in FINAL:
-            c.final = (js.version, ev.Report(job, js.state, js.progress(), js.reason, js.outputs()))
+        if js.state in FINAL:                 # ended before its coordinator died: say so again (same outcome)
+            c.final = (js.version, ev.Report(job, js.state, js.progress(), js.reason, js.outputs()), True)
         self._commands(c, cmds)
         self._flush(job, None)
         full = None
