@@ -1,4 +1,4 @@
-"""``simulate churn``: run the real gossip and DHT code on a simulated network in virtual time."""
+"""``simulate churn`` and ``simulate jobs``: the real gossip, DHT and scheduler code on a simulated network."""
 
 from __future__ import annotations
 
@@ -114,6 +114,86 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "that has already converged")
     add_json_flag(c)
     c.set_defaults(func=cmd_churn)
+    j = psub.add_parser("jobs", help="jobs submitted to a churning network: the real scheduler, placement, leases",
+                        description="Simulate N peers (membership and DHT as in 'simulate churn') running the "
+                        "real scheduler state machines: jobs arrive at a steady rate, peers are replaced, "
+                        "replicas take over from dead coordinators; measure success, latency, locality and "
+                        "messages. Executors take each task's duration from the scenario.",
+                        epilog=JOBS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    j.add_argument("--peers", type=int, default=100, help="number of peers (default 100)")
+    j.add_argument("--jobs", type=int, default=10_000, help="number of jobs (default 10000)")
+    j.add_argument("--churn", default="10%/10min", help="FRACTION/PERIOD of peers replaced (default 10%%/10min)")
+    j.add_argument("--files-per-job", type=int, default=4,
+                   help="input files per job: one map task each, then a combine task (default 4)")
+    j.add_argument("--kill-coordinators", action="store_true",
+                   help="crash the coordinator of every running job once (replaced by a fresh peer)")
+    j.add_argument("--kill-every", default="5s",
+                   help="with --kill-coordinators: one coordinator crashed this often (default 5s; about a "
+                   "failure detection time, so that each death is noticed before the next)")
+    j.add_argument("--load", type=float, default=0.8, help="offered load, a share of all task slots (default 0.8)")
+    j.add_argument("--placement", choices=("sparrow", "random", "oracle"), default="sparrow",
+                   help="sparrow (default), random, or oracle (an omniscient scheduler, for comparison)")
+    j.add_argument("--task-seconds", type=float, default=10.0, help="mean duration of a map task (default 10)")
+    j.add_argument("--loss", default="0.01", help="message loss probability per link (default 0.01)")
+    j.add_argument("--latency", default="20-120ms", help="one-way latency range (default 20-120ms)")
+    j.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed)")
+    j.add_argument("--out", metavar="DIR", default="sim-jobs", help="output directory (default ./sim-jobs)")
+    add_json_flag(j)
+    j.set_defaults(func=cmd_jobs)
+
+
+JOBS_EPILOG = """\
+formats as for 'simulate churn'. Writes DIR/report.json and DIR/{job_latency,tasks_per_peer}.png.
+The same --seed gives the same report (except wall and cpu seconds), and the same
+jobs for every --placement, so that modes compare on one workload.
+"""
+
+JOBS_TARGETS = [
+    ("succeeded", "jobs succeeded", "", None),
+    ("failed", "jobs failed", "", None),
+    ("tasks_lost", "tasks lost", "0", lambda v: v == 0),
+    ("duplicate_results_accepted", "duplicate results accepted", "0", lambda v: v == 0),
+    ("job_latency_s.median", "job latency median (s)", "", None),
+    ("job_latency_s.p99", "job latency p99 (s)", "", None),
+    ("locality_share", "map tasks run where their file was", "", None),
+    ("msgs_per_job", "scheduler msgs / job", "", None),
+    ("takeovers", "coordinator takeovers", "", None),
+    ("wall_seconds", "wall seconds", "", None),
+]
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from ..simulations.jobs import JobsRun, JobsScenario
+    from ..simulations.jobs_report import write_jobs_report
+
+    if args.peers < 2 or args.jobs < 1 or args.files_per_job < 1:
+        raise UserError("--peers must be at least 2, --jobs and --files-per-job at least 1")
+    if not 0.0 < args.load <= 10.0 or args.task_seconds <= 0:
+        raise UserError("--load must be in (0, 10] and --task-seconds positive")
+    if args.files_per_job > 1000:
+        raise UserError("--files-per-job: at most 1000")
+    fraction, period = parse_churn(args.churn)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    scenario = JobsScenario(peers=args.peers, jobs=args.jobs, churn_fraction=fraction, churn_period=period,
+                            seed=seed, files_per_job=args.files_per_job, kill_coordinators=args.kill_coordinators,
+                            kill_every_s=parse_duration(args.kill_every),
+                            load=args.load, placement=args.placement, task_s=args.task_seconds,
+                            loss=parse_fraction(args.loss, "loss"), latency=parse_latency(args.latency))
+    if not args.json:
+        console.print(f"seed {seed}: {scenario.peers} peers, {scenario.jobs} jobs of {scenario.files_per_job} "
+                      f"files at load {scenario.load:g} ({scenario.rate:.2f} jobs/s), placement "
+                      f"{scenario.placement}, churn {fraction:.0%}/{period:g} s"
+                      + (", killing coordinators" if scenario.kill_coordinators else ""), highlight=False)
+    run = JobsRun(scenario)
+    report = run.run() if args.json else _run_with_progress(run)
+    files = write_jobs_report(args.out, report, run.series())
+    if args.json:
+        print_json(report)
+    else:
+        _print_table(f"jobs simulation: {report['peers']} peers, {report['jobs']} jobs, {report['placement']}",
+                     report, JOBS_TARGETS)
+        console.print(f"seed {seed}; wrote {', '.join(str(f) for f in files)}", highlight=False)
+    return 0 if report["tasks_lost"] == 0 and report["duplicate_results_accepted"] == 0 else 1
 
 
 def cmd_churn(args: argparse.Namespace) -> int:
@@ -178,14 +258,26 @@ def _lookup(report: dict, dotted: str):
 
 
 def _print_summary(report: dict) -> None:
+    table = _print_table(f"churn simulation: {report['peers']} peers, {report['virtual_seconds']:g} virtual s",
+                         report, TARGETS, show=False)
+    virtual, wall = report.get("virtual_seconds") or 0, report.get("wall_seconds")
+    if virtual and wall is not None:
+        per_hour = wall * 3600.0 / virtual
+        goal = WALL_PER_VIRTUAL_HOUR.get(report["peers"])
+        mark = "" if goal is None else ("[green]ok[/]" if per_hour <= goal else "[red]missed[/]")
+        table.add_row("wall s per virtual hour", f"{per_hour:.0f}", "" if goal is None else f"≤ {goal:g}", mark)
+    console.print(table)
+
+
+def _print_table(title: str, report: dict, targets: list, show: bool = True):
     from rich.table import Table
 
-    table = Table(title=f"churn simulation: {report['peers']} peers, {report['virtual_seconds']:g} virtual s")
+    table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
     table.add_column("", justify="center")
-    for key, label, target, check in TARGETS:
+    for key, label, target, check in targets:
         value = _lookup(report, key)
         if check is None:
             mark = ""
@@ -194,10 +286,6 @@ def _print_summary(report: dict) -> None:
         else:
             mark = "[green]ok[/]" if check(value) else "[red]missed[/]"
         table.add_row(label, "—" if value is None else f"{value:g}", target, mark)
-    virtual, wall = report.get("virtual_seconds") or 0, report.get("wall_seconds")
-    if virtual and wall is not None:
-        per_hour = wall * 3600.0 / virtual
-        goal = WALL_PER_VIRTUAL_HOUR.get(report["peers"])
-        mark = "" if goal is None else ("[green]ok[/]" if per_hour <= goal else "[red]missed[/]")
-        table.add_row("wall s per virtual hour", f"{per_hour:.0f}", "" if goal is None else f"≤ {goal:g}", mark)
-    console.print(table)
+    if show:
+        console.print(table)
+    return table

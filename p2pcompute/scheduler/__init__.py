@@ -23,5 +23,5 @@ Files:
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, cancel (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
 
-Still to come (issue 10): the CLI and the job simulation.
+The job simulation drives these machines with simulations/sched_peer.py (``simulate jobs``).
 """

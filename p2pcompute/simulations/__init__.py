@@ -8,4 +8,7 @@ Files:
     cluster.py    Cluster of SimPeers running the real Membership and Kademlia machines on the engine
     churn.py      the churn scenario (join wave, steady replacement, load) and its metrics
     report.py     report.json and the PNG plots of a churn run (matplotlib, Agg)
+    jobs.py       the jobs scenario: workload at a load, churn, killed coordinators, metrics, report
+    sched_peer.py SchedPeer: one peer's coordinator, replica and executor over the real scheduler machines
+    jobs_report.py  report.json and the PNG plots of a jobs run (job latency, tasks per peer)
 """

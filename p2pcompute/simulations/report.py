@@ -22,8 +22,8 @@ from ..errors import UserError
 PLOTS = ("members_seen.png", "detection.png", "lookup_hops.png")
 
 
-def write_report(out_dir: str | Path, report: dict, series: dict[str, Any]) -> list[Path]:
-    """Write report.json and the plots into ``out_dir`` (created); return the files written."""
+def write_report(out_dir: str | Path, report: dict, series: dict[str, Any] | None, plots: bool = True) -> list[Path]:
+    """Write report.json and (``plots``) the churn plots into ``out_dir`` (created); return the files written."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -31,7 +31,7 @@ def write_report(out_dir: str | Path, report: dict, series: dict[str, Any]) -> l
         path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     except OSError as exc:
         raise UserError(f"cannot write the report into {out}: {exc}; choose another --out directory") from None
-    return [path, *_plots(out, report, series)]
+    return [path, *_plots(out, report, series)] if plots else [path]
 
 
 def _plots(out: Path, report: dict, series: dict[str, Any]) -> list[Path]:
