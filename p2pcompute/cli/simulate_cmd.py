@@ -126,7 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--files-per-job", type=int, default=4,
                    help="input files per job: one map task each, then a combine task (default 4)")
     j.add_argument("--kill-coordinators", action="store_true",
-                   help="crash the coordinator of every running job once (replaced by a fresh peer)")
+                   help="crash coordinators of running jobs, one at a time (each job at most once; replaced by "
+                        "a fresh peer); report.json says how many jobs were hit (jobs_killed)")
     j.add_argument("--kill-every", default="5s",
                    help="with --kill-coordinators: one coordinator crashed this often (default 5s; about a "
                    "failure detection time, so that each death is noticed before the next)")
