@@ -67,6 +67,7 @@ from ..errors import (
 from ..node.api import HttpError, json_response, parse_json_body
 from ..node.framing import FrameReader, frame
 from ..node.identity import PeerId
+from ..node.transport import ProtocolNotSupported
 from . import bitswap_pb as pb
 from .bitswap import Batch, Engine, EngineConfig, Failed, Finished, Need, SendWants, Session, SessionConfig, Store
 from .blockstore import Blockstore
@@ -467,9 +468,11 @@ class BitswapService:
                             raise _NotReading(f"a write took over {self.engine.config.send_timeout:g} s")
         except (TransportError, P2PComputeError) as exc:
             now = trio.current_time()
-            stuck = isinstance(exc, _NotReading) or (peer in self.engine.ledgers
-                                                     and peer in self._transport.connected_peers())
-            if stuck:  # it asks, yet takes no replies (writes stall, or no stream opens while connected)
+            # a write that stalls or fails on two streams, or a peer that asks yet refuses bitswap streams,
+            # takes no replies; a stream that merely failed to open is the transport's trouble (py-libp2p
+            # fails some opens under load): banning for that locked honest peers out of inputs for a minute
+            stuck = isinstance(exc, (_NotReading, ProtocolNotSupported))
+            if stuck:
                 if not self.engine.banned(peer, now):
                     self.engine.send_failed(peer, now, f"it does not read our replies: {exc}")
                     self._drop_peers()
