@@ -175,3 +175,31 @@ async def test_a_cancelled_fetch_withdraws_its_wants_and_its_session(tmp_path):
         assert not scope.cancelled_caught
         assert fetcher.status()["sessions"] == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_that_fails_to_open_once_bans_nobody_and_the_fetch_completes(tmp_path):
+    """Under load py-libp2p fails some stream opens; that is not a peer refusing replies (it was banned 60 s)."""
+    from p2pcompute.errors import TransportError
+    from p2pcompute.storage.bitswap_service import PROTOCOL
+
+    async with trio.open_nursery() as nursery:
+        (a, served, store_a), (b, fetcher, store_b) = make_peer(tmp_path, 0), make_peer(tmp_path, 1)
+        await start(nursery, a)
+        await start(nursery, b)
+        root = import_bytes(DATA, store_a.put).cid
+        real_open, failed = a.transport.open_stream, []
+
+        async def flaky_open(peer, protocol):
+            if protocol == PROTOCOL and not failed:
+                failed.append(peer)
+                raise TransportError("Failed to create stream (injected, as py-libp2p does under load)")
+            return await real_open(peer, protocol)
+
+        a.transport.open_stream = flaky_open
+        with trio.fail_after(60):
+            assert (await fetcher.fetch(root, [address(a)])).done
+        assert failed == [b.peer_id]
+        assert not served.engine.banned(b.peer_id, trio.current_time())
+        assert served.engine.counts["peers_dropped"] == 0
+        assert read_file(store_b.get, root) == DATA
+        nursery.cancel_scope.cancel()
