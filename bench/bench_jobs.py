@@ -112,18 +112,10 @@ def story_phases(task: dict) -> dict[str, float]:
     return out
 
 
-def bitswap_received(status: dict) -> int:
-    """bitswap bytes received by a peer, from its status (0 if not there)."""
-    def walk(d: Any) -> int | None:
-        if isinstance(d, dict):
-            if "bytes_received" in d and "blocks_received" in d:
-                return int(d["bytes_received"])
-            for v in d.values():
-                found = walk(v)
-                if found is not None:
-                    return found
-        return None
-    return walk(status.get("bitswap", status)) or 0
+def bitswap_counts(status: dict) -> tuple[int, int]:
+    """(bytes received, duplicate blocks) of a peer's bitswap, from its status ((0, 0) if not there)."""
+    b = status.get("bitswap") or {}
+    return int(b.get("bytes_received", 0)), int(b.get("duplicate_blocks", 0))
 
 
 LOG_LEVEL = ["warning"]
@@ -354,7 +346,7 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
     net = start_devnet(root / f"net-matmul-{n}", peers)
     try:
         clients = [ControlClient(p.data_dir, timeout=600) for p in net.peers]
-        before = [bitswap_received(c.status()) for c in clients]
+        before = [bitswap_counts(c.status()) for c in clients]
         c0 = clients[0]
         t0 = time.monotonic()
         job = c0._call("POST", "/v1/jobs", {"job": MATMUL_JOB.replace("TILE", str(tile)), "base": str(work)})
@@ -365,7 +357,7 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
                 return {"n": n, "tile": tile, "state": "timeout", "after_s": 170}
             time.sleep(0.1)
         wall = time.monotonic() - t0
-        after = [bitswap_received(c.status()) for c in clients]
+        after = [bitswap_counts(c.status()) for c in clients]
         result: dict[str, Any] = {"n": n, "tile": tile, "peers": peers, "state": d["state"], "reason": d["reason"],
                                   "tasks": len(d["tasks"]), "numpy_s": round(numpy_s, 3),
                                   "submit_call_s": round(t_submitted - t0, 3), "wall_s": round(wall, 3),
@@ -387,7 +379,8 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
         ph = [story_phases(t) for t in tiles]
         starts = [t["story"][0][0] for t in d["tasks"]]
         combine_ph = story_phases(combine)
-        bytes_in = [x - y for x, y in zip(after, before)]
+        bytes_in = [x[0] - y[0] for x, y in zip(after, before)]
+        dups = [x[1] - y[1] for x, y in zip(after, before)]
         result |= {
             "correct": bool(got.shape == want.shape and err <= 1e-9), "max_abs_error": err,
             "in_job_s": round(max(t["story"][-1][0] for t in d["tasks"]) - min(starts), 3),
@@ -404,7 +397,10 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
                              for k in ("placing", "offer_to_grant", "run", "fetch")},
             "combine_phase_s": {k: r3(v) for k, v in combine_ph.items()},
             "bytes": {"A_plus_B": int(a.nbytes + b.nbytes), "C": int(want.nbytes),
-                      "bitswap_received_per_peer": bytes_in, "bitswap_received_total": sum(bytes_in)},
+                      "bitswap_received_per_peer": bytes_in, "bitswap_received_total": sum(bytes_in),
+                      "duplicate_blocks_per_peer": dups,
+                      "needed": "each executing peer other than peer 0 pulls A and B once; peer 0 pulls the "
+                                "tiles run elsewhere (tile*tile*8 bytes each)"},
             "compute_estimate_s": {"numpy_one_call": round(numpy_s, 3),
                                    "note": "the tiles together do the same flops as one numpy call"},
         }
@@ -434,7 +430,8 @@ def table(doc: dict) -> str:
     if "dispatch" in doc:
         d = doc["dispatch"]
         ph = d["phase_s"]
-        lines.append(f"2. dispatch: {d['tasks']} tasks, {d['state']}, wall {d['wall_s']} s "
+        lines.append(f"2. dispatch: {d['tasks']} tasks ({d['tasks_done']} done, {d['tasks_retried_or_unfinished']} "
+                     f"retried or unfinished), {d['state']}, wall {d['wall_s']} s "
                      f"(in job {d['in_job_s']} s = {d['in_job_per_task_ms']} ms/task, {d['slots_total']} slots)")
         lines.append("   per task p50 (ms): placing {:.1f}, offer->grant {:.1f}, run {:.1f}, fetch {:.1f}; "
                      "executor alone {:.1f}".format(*(1000 * (ph[k]['p50'] or 0) for k in
@@ -454,7 +451,8 @@ def table(doc: dict) -> str:
                      f"(max {tp['run']['max']}), waiting for a slot p50 {tp['offer_to_grant']['p50']} s, "
                      f"fetch p50 {tp['fetch']['p50']} s; combine {m['combine_phase_s'].get('total')} s; "
                      f"bitswap received {m['bytes']['bitswap_received_total'] / 2**20:.0f} MiB "
-                     f"(A+B {m['bytes']['A_plus_B'] / 2**20:.0f} MiB, C {m['bytes']['C'] / 2**20:.0f} MiB)")
+                     f"(A+B {m['bytes']['A_plus_B'] / 2**20:.0f} MiB, C {m['bytes']['C'] / 2**20:.0f} MiB; "
+                     f"duplicate blocks {m['bytes']['duplicate_blocks_per_peer']}); tiles per peer {m['tiles_per_peer']}")
     return "\n".join(lines)
 
 
