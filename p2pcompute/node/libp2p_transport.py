@@ -310,18 +310,32 @@ class Libp2pTransport(Transport):
     async def open_stream(self, peer: PeerId, protocol: str) -> _StreamAdapter:
         if protocol in self._unsupported.get(peer, ()):
             raise ProtocolNotSupported(f"{peer.short} does not speak {protocol}")
-        await self._ensure_connected(peer)
+        for attempt in (1, 2):
+            await self._ensure_connected(peer)
+            try:
+                with trio.fail_after(self._dial_timeout):
+                    stream = await self._host.new_stream(self._libp2p_id(peer), [protocol])
+                return _StreamAdapter(stream)
+            except trio.TooSlowError:
+                raise PeerUnreachable(f"{peer.short} did not open a {protocol} stream in time") from None
+            except Exception as exc:
+                if _refused(exc):
+                    self._remember_unsupported(peer, protocol)
+                    raise ProtocolNotSupported(f"{peer.short} does not speak {protocol}") from None
+                if attempt == 2 or self._open_connections(peer):
+                    raise PeerUnreachable(f"cannot open {protocol} to {peer.short}: {exc}") from None
+                # every connection libp2p still lists is closed (two peers dialling each other at once
+                # keep one connection; the loser's may linger in the list): dial again, once
+                log.debug("stream to %s failed on a closed connection (%s); redialling", peer.short, exc)
+        raise AssertionError("unreachable")
+
+    def _open_connections(self, peer: PeerId) -> list[Any]:
+        """libp2p's connections to ``peer`` that are not closed (it keeps closed ones listed for a while)."""
         try:
-            with trio.fail_after(self._dial_timeout):
-                stream = await self._host.new_stream(self._libp2p_id(peer), [protocol])
-        except trio.TooSlowError:
-            raise PeerUnreachable(f"{peer.short} did not open a {protocol} stream in time") from None
-        except Exception as exc:
-            if _refused(exc):
-                self._remember_unsupported(peer, protocol)
-                raise ProtocolNotSupported(f"{peer.short} does not speak {protocol}") from None
-            raise PeerUnreachable(f"cannot open {protocol} to {peer.short}: {exc}") from None
-        return _StreamAdapter(stream)
+            conns = self._host.get_network().get_connections(self._libp2p_id(peer))
+        except Exception:
+            return []
+        return [c for c in conns if not getattr(c, "is_closed", False)]
 
     def _remember_unsupported(self, peer: PeerId, protocol: str) -> None:
         refused = self._unsupported.setdefault(peer, set())
@@ -449,17 +463,22 @@ class Libp2pTransport(Transport):
         if self._host is None:
             raise TransportError("transport is not running")
         pid = self._libp2p_id(peer)
-        if self._host.get_network().get_connections(pid):
+        if self._open_connections(peer):
             return
-        addrs = self._addrs.get(peer)
+        addrs = self._addrs.get(peer) or self.addresses_of(peer)  # else what identify told libp2p
         if not addrs:
             raise PeerUnreachable(f"no known address for {peer}")
         from libp2p.peer.peerinfo import PeerInfo
 
         info = PeerInfo(pid, [multiaddr.Multiaddr(a) for a in addrs])
+        network = self._host.get_network()
         try:
             with trio.fail_after(self._dial_timeout):
-                await self._host.connect(info)
+                if network.get_connections(pid):  # only closed ones: host.connect would take them as they are
+                    self._host.get_peerstore().add_addrs(pid, info.addrs, 120)
+                    await network.dial_peer(pid)
+                else:
+                    await self._host.connect(info)
         except trio.TooSlowError:
             raise PeerUnreachable(f"dialing {peer.short} at {', '.join(addrs)} timed out") from None
         except Exception as exc:
