@@ -171,8 +171,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         raise UserError("--peers must be at least 2, --jobs and --files-per-job at least 1")
     if not 0.0 < args.load <= 10.0 or args.task_seconds <= 0:
         raise UserError("--load must be in (0, 10] and --task-seconds positive")
-    if args.files_per_job > 1000:
-        raise UserError("--files-per-job: at most 1000")
+    if args.files_per_job > 10_000:
+        raise UserError("--files-per-job: at most 10,000 (one job of that many map tasks)")
     fraction, period = parse_churn(args.churn)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     scenario = JobsScenario(peers=args.peers, jobs=args.jobs, churn_fraction=fraction, churn_period=period,

@@ -59,7 +59,7 @@ from typing import Any
 
 from ..gossip.messages import DEAD
 from ..scheduler.events import JobConfig
-from ..scheduler.model import InputRef, JobPlan, Requirements, TaskSpec
+from ..scheduler.model import MAX_INPUTS_PER_TASK, InputRef, JobPlan, Requirements, TaskSpec
 from ..scheduler.placement import MODES, Candidate
 from .churn import quantile
 from .cluster import Cluster, ClusterConfig, SimPeer
@@ -150,9 +150,15 @@ def make_plan(job_id: str, files: list[tuple[str, int]]) -> JobPlan:
     tasks = list(maps)
     outputs = (("m0", "out"),)
     if len(maps) > 1:
-        tasks.append(TaskSpec("c", "combine", "combine", b"",
-                              inputs=tuple(InputRef(f"in{i}", task=f"m{i}", output="out") for i in range(len(maps))),
-                              requirements=Requirements()))
+        sources = [f"m{i}" for i in range(len(maps))]
+        if len(sources) > MAX_INPUTS_PER_TASK:  # a tree: partial combines of at most that many outputs each
+            groups = [sources[k:k + MAX_INPUTS_PER_TASK] for k in range(0, len(sources), MAX_INPUTS_PER_TASK)]
+            for g, group in enumerate(groups):
+                tasks.append(TaskSpec(f"c{g}", "combine", "combine", b"", requirements=Requirements(),
+                                      inputs=tuple(InputRef(f"in{i}", task=t, output="out") for i, t in enumerate(group))))
+            sources = [f"c{g}" for g in range(len(groups))]
+        tasks.append(TaskSpec("c", "combine", "combine", b"", requirements=Requirements(),
+                              inputs=tuple(InputRef(f"in{i}", task=t, output="out") for i, t in enumerate(sources))))
         outputs = (("c", "out"),)
     return JobPlan(job_id, "simulated", tuple(tasks), outputs=outputs)
 
@@ -167,9 +173,9 @@ def workload(s: JobsScenario) -> list[JobRun]:
         files = [(f"file-{j}-{i}", wl.randint(*s.file_mb) * MB) for i in range(s.files_per_job)]
         durations = {f"m{i}": min(8 * s.task_s, max(0.05 * s.task_s, wl.expovariate(1 / s.task_s)))
                      for i in range(s.files_per_job)}
-        if s.files_per_job > 1:
-            durations["c"] = s.combine_s
-        out.append(JobRun(make_plan(job_id, files), t, durations, dict(files)))
+        plan = make_plan(job_id, files)
+        durations |= {task.task_id: s.combine_s for task in plan.tasks if task.kind == "combine"}
+        out.append(JobRun(plan, t, durations, dict(files)))
     return out
 
 
