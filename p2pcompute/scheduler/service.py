@@ -374,8 +374,10 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, f"cannot be granted: {exc}"))
             return
         reply = await self._ask(c.peer, msg)
-        if not reply.ok:      # unreachable or refused: the lease lapses unless the executor gives it back
+        if not reply.ok:  # unreachable or refused: given back now (not charged), rather than after its whole lease
             log.info("grant of %s/%s to %s: %s", c.job_id, c.task, c.peer[:16], reply.reason)
+            await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.REJECTED,
+                                                f"grant not taken: {reply.reason}"[:4096]))
 
     async def _fetch(self, job: _Job, c: ev.FetchResult) -> None:
         from ..storage.cid import Cid
