@@ -13,6 +13,7 @@ it; results are pinned there and read from its blockstore.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,23 +61,27 @@ class Job:
     def cancel(self, reason: str = "cancelled by the user") -> dict:
         return self.client.api._call("POST", f"/v1/jobs/cancel/{self.id}", {"reason": reason})
 
-    def results(self) -> dict[tuple[str, str], Any]:
-        """Each result of a finished job: a numpy array for tensor outputs, else the file's bytes."""
-        from .ops import tensor_format
+    def result_bytes(self, summary: dict | None = None) -> Iterator[tuple[str, str, bytes]]:
+        """(task, output, bytes) of each result of a finished job (skipped tasks have none), read from the
+        blockstore of the daemon that coordinated it, where they are pinned."""
         from .storage import exporter
         from .storage.blockstore import Blockstore
         from .storage.cid import Cid
 
-        summary = self.describe()
+        summary = summary or self.describe()
         if summary["state"] != "done":
             raise UserError(f"job {self.id} is {summary['state']}, not done: no results")
         store = Blockstore.for_data_dir(self.client.data_dir)
-        out: dict[tuple[str, str], Any] = {}
         for task, output, cid in summary["outputs"]:
             if cid:
-                data = b"".join(exporter.iter_file(store.get, Cid.parse(cid), 0, None))
-                out[(task, output)] = tensor_format.decode(data) if data.startswith(tensor_format.MAGIC) else data
-        return out
+                yield task, output, b"".join(exporter.iter_file(store.get, Cid.parse(cid), 0, None))
+
+    def results(self) -> dict[tuple[str, str], Any]:
+        """Each result of a finished job: a numpy array for tensor outputs, else the file's bytes."""
+        from .ops import tensor_format
+
+        return {(task, output): tensor_format.decode(data) if data.startswith(tensor_format.MAGIC) else data
+                for task, output, data in self.result_bytes()}
 
 
 class Client:

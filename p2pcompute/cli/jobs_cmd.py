@@ -140,17 +140,11 @@ def _print_end(summary: dict, written: list[Path]) -> None:
 
 
 def _write_results(args: argparse.Namespace, summary: dict, out_dir: Path) -> list[Path]:
+    from ..client import Client
     from ..scheduler.runner import suffix_of
-    from ..storage import exporter
-    from ..storage.blockstore import Blockstore
-    from ..storage.cid import Cid
 
-    store = Blockstore.for_data_dir(data_dir_of(args))
     written = []
-    for task, output, cid in summary.get("outputs", []):
-        if not cid:
-            continue
-        data = b"".join(exporter.iter_file(store.get, Cid.parse(cid), 0, None))
+    for task, output, data in Client(data_dir_of(args)).job(summary["job_id"]).result_bytes(summary):
         suffix = ".png" if data.startswith(b"\x89PNG") else suffix_of(data[:16])
         rel = _safe_path(output)
         path = out_dir / _safe_path(task) / rel.with_name(rel.name + suffix)

@@ -115,15 +115,19 @@ def job_step(net: Devnet, scenes: int = 4, size: int = 256, timeout: float = 120
 
 
 def _run_job(client: ControlClient, text: str, base: Path, timeout: float) -> tuple[dict, dict, float]:
-    """Submit ``text`` and poll until it ends: (submitted summary, final description, seconds)."""
+    """Submit ``text`` and wait until it ends: (submitted summary, final description, seconds)."""
+    from ..client import Client, JobFailed
+
+    jobs = Client(client.data_dir, timeout=60)
     started = time.monotonic()
-    job = client._call("POST", "/v1/jobs", {"job": text, "base": str(base)})
-    while (described := client._call("GET", f"/v1/jobs/{job['job_id']}"))["state"] not in ("done", "failed",
-                                                                                            "cancelled"):
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"job {job['job_id']} did not end within {timeout:.0f} s")
-        time.sleep(0.2)
-    return job, described, time.monotonic() - started
+    job = jobs.submit(text, base=base)
+    try:
+        job.wait(timeout=timeout, poll=0.2)
+    except JobFailed:
+        pass  # the caller reports the state and reason
+    seconds = time.monotonic() - started
+    described = job.describe()
+    return {"job_id": job.id, "tasks": len(described["tasks"])}, described, seconds
 
 
 def _tasks_per_peer(net: Devnet, described: dict) -> dict[int, int]:

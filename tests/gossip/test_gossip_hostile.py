@@ -15,6 +15,7 @@ from p2pcompute.gossip.membership import Membership
 from p2pcompute.gossip.messages import ALIVE, DEAD, LEFT, MAX_INCARNATION, SUSPECT, Gossip, PushPull, Update
 from p2pcompute.node import wire
 from gossip_sim import identities
+from hostile import forged, poisoned  # tests/hostile.py: messages no honest peer builds
 
 IDS = [i.peer_id for i in identities(8, salt=41)]
 ME, FRIEND, HOSTILE = IDS[0], IDS[1], IDS[2]
@@ -26,13 +27,6 @@ def machine(config: MembershipConfig | None = None, incarnation: int = 0) -> Mem
     news = tuple(Update(p, ALIVE, 0, (), f"mem/{k}") for k, p in enumerate(IDS[1:6], 1))
     m.handle(ev.Received(FRIEND, Gossip(updates=news)), 0.0)
     return m
-
-
-def forged(peer, state, incarnation) -> Update:
-    """An Update no honest peer can build: its checks are skipped, as a hostile encoder would."""
-    u = Update(peer, state, 0)
-    object.__setattr__(u, "incarnation", incarnation)
-    return u
 
 
 def run_timers(m: Membership, until: float) -> None:
@@ -195,12 +189,6 @@ hostile_numbers = st.one_of(
 )
 hostile_texts = st.one_of(st.text(max_size=8), st.text(min_size=120, max_size=140), st.just("x" * 5000))
 hostile_labels = st.dictionaries(hostile_texts, hostile_texts, max_size=40)
-
-
-def poisoned(obj, **fields):
-    for name, value in fields.items():
-        object.__setattr__(obj, name, value)  # skip the checks, as a hostile encoder would
-    return obj
 
 
 def assert_sane_resources(cpus, memory, labels):
