@@ -24,16 +24,8 @@ from pathlib import Path
 
 import psutil
 
-from p2pcompute.node.client import ControlClient
+from bench_failure_detection import members  # bench/ is on sys.path when a bench script runs
 from p2pcompute.node.devnet import Devnet
-
-
-def members(peer) -> dict[str, str]:
-    client = ControlClient(peer.data_dir, timeout=20)
-    try:
-        return {m["peer_id"]: m["state"] for m in client._call("GET", "/v1/members")["members"]}
-    finally:
-        client.close()
 
 
 def tree(pid: int) -> list[psutil.Process]:

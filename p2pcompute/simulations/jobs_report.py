@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .report import _save, write_report
+from .report import _save, histogram, write_report
 
 JOB_PLOTS = ("job_latency.png", "tasks_per_peer.png")
 
@@ -31,12 +31,8 @@ def write_jobs_report(out_dir: str | Path, report: dict, series: dict[str, Any])
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     lat = series["latencies"]
-    if lat:
-        ax.hist(lat, bins=min(60, max(5, len(lat) // 20)), color="tab:blue", alpha=0.85)
-        q = report["job_latency_s"]
-        ax.axvline(q["median"], color="black", linestyle="--", label=f"median {q['median']:.1f} s")
-        ax.axvline(q["p99"], color="black", linestyle=":", label=f"p99 {q['p99']:.1f} s")
-        ax.legend(fontsize=8)
+    histogram(ax, lat, report["job_latency_s"], bins=min(60, max(5, len(lat) // 20)), colour="tab:blue",
+              alpha=0.85, digits=1)
     ax.set_xlabel("job latency (s), submission to the final report")
     ax.set_ylabel("jobs")
     ax.set_title(f"Job latency — {title}", fontsize=9)

@@ -60,12 +60,8 @@ def _plots(out: Path, report: dict, series: dict[str, Any]) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     det = series["detections"]
-    if det:
-        ax.hist(det, bins=min(40, max(5, len(det) // 3)), color="tab:red", alpha=0.8)
-        d = report["detection_s"]
-        ax.axvline(d["median"], color="black", linestyle="--", label=f"median {d['median']:.2f} s")
-        ax.axvline(d["p99"], color="black", linestyle=":", label=f"p99 {d['p99']:.2f} s")
-        ax.legend(fontsize=8)
+    histogram(ax, det, report["detection_s"], bins=min(40, max(5, len(det) // 3)), colour="tab:red",
+              alpha=0.8, digits=2)
     ax.set_xlabel("seconds from crash until every live peer has it dead")
     ax.set_ylabel("crashes")
     ax.set_title(f"Failure detection — {title}")
@@ -82,6 +78,17 @@ def _plots(out: Path, report: dict, series: dict[str, Any]) -> list[Path]:
     ax.set_title(f"DHT lookup hops — {title}, success {report['lookup_success']}")
     written.append(_save(fig, out / PLOTS[2], plt))
     return written
+
+
+def histogram(ax: Any, values: list[float], quantiles: dict, *, bins: int, colour: str, alpha: float,
+              digits: int) -> None:
+    """``values`` as a histogram with their median and p99 (from ``quantiles``) marked; nothing if empty."""
+    if not values:
+        return
+    ax.hist(values, bins=bins, color=colour, alpha=alpha)
+    for name, style in (("median", "--"), ("p99", ":")):
+        ax.axvline(quantiles[name], color="black", linestyle=style, label=f"{name} {quantiles[name]:.{digits}f} s")
+    ax.legend(fontsize=8)
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
