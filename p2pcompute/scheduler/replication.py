@@ -52,6 +52,7 @@ class _Replica:
     record: dict
     coordinator: PeerId
     replicas: tuple[PeerId, ...]
+    size: int = 0          # bytes received for it (the full record and the deltas since): its share of the budget
 
 
 class ReplicationMixin:
@@ -147,13 +148,36 @@ class ReplicationMixin:
         finally:
             self._record_slots.release()
 
-    async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
-        if msg.job_id not in self.held and len(self.held) >= self.config.max_replicas_held:
-            finished = next((j for j, h in self.held.items() if h.record.get("state") != "running"), None)
+    def _room_for(self, peer: PeerId, job_id: str, size: int) -> str | None:
+        """Make room for ``size`` more bytes of ``job_id``'s record from ``peer``; why not, if it cannot be made.
+
+        Held records are bounded in count (``max_replicas_held``) and in bytes (``max_replica_bytes``),
+        and one coordinator may fill at most an eighth of the bytes (a hostile peer cannot crowd out the
+        records of others). Records of finished jobs, oldest first, make room; running ones never do."""
+        budget = self.config.max_replica_bytes
+        from_peer = sum(h.size for j, h in self.held.items() if h.coordinator == peer and j != job_id)
+        if from_peer + size > budget // 8:
+            return f"records from this coordinator would pass {budget // 8} bytes held here"
+
+        def over() -> bool:
+            old = self.held[job_id].size if job_id in self.held else 0
+            count = len(self.held) + (job_id not in self.held)
+            return (count > self.config.max_replicas_held
+                    or sum(h.size for h in self.held.values()) - old + size > budget)
+
+        while over():
+            finished = next((j for j, h in self.held.items() if h.record.get("state") != "running" and j != job_id),
+                            None)
             if finished is None:
-                return SchedAck(False, f"{len(self.held)} records of running jobs held here: at most "
-                                       f"{self.config.max_replicas_held}")
+                return (f"{len(self.held)} records of running jobs held here: at most "
+                        f"{self.config.max_replicas_held} and {budget} bytes")
             del self.held[finished]              # the oldest record of a finished job makes room
+        return None
+
+    async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
+        refused = self._room_for(peer, msg.job_id, len(msg.record))
+        if refused is not None:
+            return SchedAck(False, refused)
         try:
             record = cbor2.loads(msg.record)
             if not isinstance(record, dict) or record.get("job_id") != msg.job_id:
@@ -165,13 +189,16 @@ class ReplicationMixin:
         old = self.held.get(msg.job_id)
         if old is not None and old.record.get("epoch", 0) > record.get("epoch", 0):
             return SchedAck(False, "a newer coordinator's record is held")
-        self.held[msg.job_id] = _Replica(record, peer, replicas)
+        self.held[msg.job_id] = _Replica(record, peer, replicas, len(msg.record))
         return SchedAck(True)
 
     async def _on_delta(self, peer: PeerId, msg: JobRecordDelta) -> SchedAck:
         held = self.held.get(msg.job_id)
         if held is None:
             return SchedAck(False, "gap: no record of this job here")
+        refused = self._room_for(peer, msg.job_id, held.size + len(msg.delta))
+        if refused is not None:
+            return SchedAck(False, refused)
         try:
             delta = cbor2.loads(msg.delta)
             if not isinstance(delta, dict):
@@ -182,6 +209,7 @@ class ReplicationMixin:
         except Exception as exc:
             return SchedAck(False, f"bad delta: {type(exc).__name__}: {exc}"[:4096])
         held.coordinator = peer if delta.get("epoch", -1) == held.record.get("epoch") else held.coordinator
+        held.size += len(msg.delta)
         return SchedAck(True)
 
     async def _take_over(self, job_id: str) -> None:

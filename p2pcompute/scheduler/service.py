@@ -88,6 +88,7 @@ class SchedulerConfig:
     slots: int | None = None           # tasks run at once here (default: the compute service's cpus)
     max_jobs: int = 1000               # jobs coordinated here at once (finished ones count until evicted)
     max_replicas_held: int = 1000
+    max_replica_bytes: int = 256 << 20  # job records held for others, in all (one coordinator: an eighth)
     replicas: int = K
     request_timeout_s: float = 10.0
     fetch_timeout_s: float = 60.0
