@@ -69,7 +69,8 @@ class Close(Comparison):
             return x == y
         if math.isnan(x) or math.isnan(y):
             return math.isnan(x) and math.isnan(y)
-        return abs(x - y) <= self.atol + self.rtol * max(abs(x), abs(y)) or x == y
+        return x == y or math.isfinite(x) and math.isfinite(y) and \
+            abs(x - y) <= self.atol + self.rtol * max(abs(x), abs(y))
 
     def arrays_close(self, x: Any, y: Any) -> bool:
         x, y = np.asarray(x), np.asarray(y)
@@ -79,7 +80,7 @@ class Close(Comparison):
             return bool(np.array_equal(x, y))
         with np.errstate(all="ignore"):  # symmetric, unlike numpy.allclose: the order of a and b never matters
             bound = self.atol + self.rtol * np.maximum(np.abs(x), np.abs(y))
-            ok = (np.abs(x - y) <= bound) | (x == y) | (np.isnan(x) & np.isnan(y))
+            ok = (np.abs(x - y) <= bound) & np.isfinite(x) & np.isfinite(y) | (x == y) | (np.isnan(x) & np.isnan(y))
         return bool(ok.all())
 
     def conclusive(self, portable: bool) -> bool:

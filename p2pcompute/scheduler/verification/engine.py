@@ -261,8 +261,8 @@ class TaskVerification:
         return [Load(i, inputs) for i in missing]
 
     def ready(self, indexes: Sequence[int]) -> bool:
-        """Can ``compare`` decide between these results now (tensors loaded where it needs them)?"""
-        return not self.strategy.compare.needs_tensors or \
+        """Can ``compare`` decide between these results now? Identical ones need no tensors; else all are loaded."""
+        return not self.strategy.compare.needs_tensors or len({self.results[i].key for i in indexes}) <= 1 or \
             all(i in self.tensors or not self.results[i].outputs for i in indexes)
 
     def same(self, i: int, j: int) -> bool:
