@@ -100,6 +100,8 @@ def _inline(data: bytes) -> dict[str, Any]:
     value = cbor2.loads(data)
     if type(value) is not dict or not all(type(k) is str for k in value):
         raise ValueError("inline values are not a map of names")
+    if _inline_bytes(value) != data:
+        raise ValueError("inline values are not in canonical CBOR (one spelling per accusation)")
     return value
 
 
@@ -133,7 +135,7 @@ def open_accusation(data: Any) -> tuple[Accusation | None, str | None]:
         return None, f"unknown strategy: {exc}"
     try:
         accused_inline, truth_inline = _inline(acc.accused_inline), _inline(acc.truth_inline)
-    except (ValueError, cbor2.CBORDecodeError) as exc:
+    except Exception as exc:  # cbor2 raises several types on hostile bytes
         return None, f"bad inline values: {exc}"
     why = _claim_matches("accused", acc.accused_claim, acc, acc.accused_outputs, accused_inline)
     if why:

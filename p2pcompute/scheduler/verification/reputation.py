@@ -74,13 +74,13 @@ class Ledger:
         self._touch(peer, now).timed_out += 1
 
     def ban(self, peer: Hashable, reason: str, now: float) -> bool:
-        """Ban ``peer`` for a proven wrong result; True if it was not banned already."""
-        if peer in self.bans:
-            return False
-        self.bans[peer] = Ban(now, str(reason)[:MAX_REASON])
+        """Ban ``peer`` for a proven wrong result (counted as invalid each time); True if the ban is new."""
         r = self._touch(peer, now)
         r.invalid += 1
         r.consecutive = 0
+        if peer in self.bans:
+            return False
+        self.bans[peer] = Ban(now, str(reason)[:MAX_REASON])
         while len(self.bans) > self.max_bans:
             self.bans.popitem(last=False)
         return True
