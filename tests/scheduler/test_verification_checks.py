@@ -108,3 +108,25 @@ def test_close_does_not_depend_on_order(u, v):
     x, y = Outcome.of("a", {"o": "1"}), Outcome.of("b", {"o": "2"})
     tu, tv = {"o": np.asarray(u[:n])}, {"o": np.asarray(v[:n])}
     assert c.same(x, tu, y, tv) == c.same(y, tv, x, tu)
+
+
+def test_a_split_matmul_tile_declares_the_matmul_check_and_its_operands_are_the_slices(tile):
+    from p2pcompute.ops.graph import Graph
+    from p2pcompute.scheduler.plan import tile_graph
+    from p2pcompute.scheduler.verification.checks import graph_check, matmul_operands
+
+    a, b, _ = tile
+    g = tile_graph("A", "B", (256, 512), (0, 256))
+    assert graph_check(g) == "matmul"
+    ops = matmul_operands(g, {"A": a, "B": b})
+    assert list(ops) == ["a_rows", "b_cols"] and ops["a_rows"].shape == (256, 1024)
+    block = g.run({"A": a, "B": b})["block"]
+    assert run_check("matmul", ops, {"block": block}, seed=1).ok
+    block[17, 200] *= 1.0001
+    assert not run_check("matmul", ops, {"block": block}, seed=1).ok
+    plain = Graph.from_dict({"opset": 1, "inputs": {"x": {}, "y": {}},
+                             "nodes": [{"name": "p", "op": "matmul", "inputs": ["x", "y"]}], "outputs": ["p"]})
+    assert graph_check(plain) == "matmul" and list(matmul_operands(plain, {"x": a[:4], "y": b})) == ["x", "y"]
+    mean = Graph.from_dict({"opset": 1, "inputs": {"x": {}},
+                            "nodes": [{"name": "m", "op": "reduce_mean", "inputs": ["x"]}], "outputs": ["m"]})
+    assert graph_check(mean) is None

@@ -76,12 +76,12 @@ def outcome(i: int, outputs=GOOD) -> Outcome:
 
 
 def test_evidence_of_a_replicated_task_satisfies_the_submitter():
-    v, acc = verified("replicate(3, agree=2)", [outcome(0), outcome(1)])
+    v, acc = verified("replicate(3, agree=2)", [outcome(0), outcome(1), outcome(2)])
     ev_bytes = make_evidence(IDS[7], v, acc)
     assert len(ev_bytes) <= MAX_EVIDENCE_BYTES
     ev, why = check_evidence(ev_bytes, "job", "t1", INPUTS, GOOD, {}, "replicate(3, agree=2)",
                              coordinators={bytes(IDS[7].peer_id)})
-    assert why is None and ev.how == "2 of 2 agree (exact)" and len(ev.agreeing) == 2
+    assert why is None and ev.how == "3 of 3 agree (exact)" and len(ev.agreeing) == 3
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -91,7 +91,7 @@ def test_evidence_of_a_replicated_task_satisfies_the_submitter():
     (dict(coordinators={b"someone else"}), "not a coordinator of this job"),
 ])
 def test_the_submitter_refuses_evidence_that_does_not_match(change, reason):
-    v, acc = verified("replicate(3, agree=2)", [outcome(0), outcome(1)])
+    v, acc = verified("replicate(3, agree=2)", [outcome(0), outcome(1), outcome(2)])
     args = dict(data=make_evidence(IDS[7], v, acc), job_id="job", task_id="t1", input_cids=INPUTS, outputs=GOOD,
                 inline={}, strategy_text="replicate(3, agree=2)")
     args.update(change)

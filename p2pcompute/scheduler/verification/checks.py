@@ -108,3 +108,26 @@ def _matmul_check(inputs: dict[str, Any], outputs: dict[str, Any], seed: int) ->
 
 
 register_check("matmul", _matmul_check)
+
+
+# --- the checks an operator graph declares ---------------------------------------------------------
+
+def graph_check(graph: Any) -> str | None:
+    """The check a graph declares (``TaskInfo.check``): ``"matmul"`` when its one output is a matmul node
+    (a split matmul's tile: slices, then matmul), None when it has no cheap check."""
+    if len(graph.outputs) != 1:
+        return None
+    node = next((n for n in graph.nodes if n.name == graph.outputs[0]), None)
+    return "matmul" if node is not None and node.op == "matmul" and len(node.inputs) == 2 else None
+
+
+def matmul_operands(graph: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """The two operands of a ``graph_check == "matmul"`` graph's output, computed from its inputs by the
+    graph's other nodes (for a tile: two slices, cheap); what ``run_check("matmul", ...)`` takes as inputs."""
+    from ...ops.graph import Graph
+
+    node = next(n for n in graph.nodes if n.name == graph.outputs[0])
+    rest = [n for n in graph.nodes if n is not node]
+    computed = [name for name in node.inputs if any(n.name == name for n in rest)]
+    values = Graph(graph.inputs, rest, computed, graph.opset).run(feeds) if computed else {}
+    return {name: np.asarray(values[name] if name in values else feeds[name]) for name in node.inputs}

@@ -237,6 +237,14 @@ class TaskVerification:
         cmd = self._ask(n, trusted, why)
         return [cmd] if cmd.n > 0 else []
 
+    def again(self, why: str) -> list[Command]:
+        """Nothing while executions are out; else one more, or ``GiveUp`` once ``max_executions`` were asked."""
+        if self.pending:
+            return []
+        if self.can_ask():
+            return self.ask(1, why=why)
+        return [GiveUp(f"no usable result in {self.asked} executions")]
+
     def exclude(self) -> frozenset:
         return frozenset(r.peer for r in self.results)
 

@@ -32,7 +32,7 @@ class NoVerification(Strategy):
     def decide(self, v: TaskVerification) -> list[Command]:
         if v.results:
             return [Accept(0, (0,), "single result, not verified", verified=False)]
-        return [] if v.pending else v.ask(1, why="execution lost")
+        return v.again("execution lost")
 
     @property
     def max_executions(self) -> int:  # type: ignore[override]
@@ -43,7 +43,8 @@ class NoVerification(Strategy):
 class Replicate(Strategy):
     """``replicate(n, agree=k)``: n executions on distinct peers, accepted when k agree and none dissents.
 
-    A dissent, or no k agreeing once all n are in, goes to a trusted peer; with
+    The decision waits for all n (or their loss), so that k colluding peers
+    that answer first cannot be taken before an honest one dissents. A dissent, or no k agreeing once all n are in, goes to a trusted peer; with
     no trusted peer available, k agreeing results are accepted and the
     dissenters are outvoted (not proven wrong), else more executions are asked
     (up to ``2n + 1`` in all) and then the task gives up.
@@ -81,13 +82,13 @@ def vote(v: TaskVerification, agree: int, want: int, how: str = "") -> list[Comm
     dissent = len(groups) > 1
     if dissent and not v.no_trusted_peer:
         return v.ask(1, trusted=True, why="results disagree")
+    if v.pending:
+        return []             # every execution asked for has its say: a colluding quorum cannot outrun a dissent
     if groups and len(groups[0]) >= agree and (not dissent or len(groups[1]) < len(groups[0])):
         winner = groups[0]
         out: list[Command] = [Reject(v.results[i].peer, i, False, f"outvoted: {len(winner)} agreeing results differ",
                                      winner[0]) for g in groups[1:] for i in g]
         return out + [Accept(winner[0], tuple(winner), f"{len(winner)} of {len(idx)} agree ({v.strategy.compare}){how}")]
-    if v.pending:
-        return []
     if len(idx) < want and v.can_ask():
         return v.ask(want - len(idx), why="replacing lost executions")
     if v.can_ask():
@@ -114,7 +115,7 @@ class Adaptive(Strategy):
 
     def decide(self, v: TaskVerification) -> list[Command]:
         if not v.results:
-            return [] if v.pending else v.ask(1, why="execution lost")
+            return v.again("execution lost")
         first = v.results[0]
         if len(v.results) == 1 and not first.trusted and not v.pending and v.is_trusted_peer(first.peer) \
                 and not v.draw("replicate-trusted", self.rate):
@@ -143,7 +144,7 @@ class SpotCheck(Strategy):
         if v.trusted_result() is not None:
             return v.settle_by_trusted("spot check by a trusted peer")
         if not v.results:
-            return [] if v.pending else v.ask(1, why="execution lost")
+            return v.again("execution lost")
         if v.pending_trusted:
             return []
         if v.draw("spot", self.rate):
