@@ -21,6 +21,11 @@ strategy's ``decide`` looks at the whole state and returns commands:
   bans it, an accusation can be made); not proven: outvoted (counted only).
 * ``GiveUp(reason)`` no agreement within ``max_executions``: the task fails.
 
+Outputs that cannot be fetched (``unavailable``: a lazy peer claimed results
+it never computed, or it left) make that result not count, unproven.
+``to_record``/``from_record`` + ``resume`` let a replica that takes over a
+job go on: the executions out at the takeover are given back and asked again.
+
 A strategy keeps its per-task memory (random draws made once) in ``memo``;
 randomness comes only from the injected ``random.Random``, drawn once per
 decision point, so deciding again on the same state gives the same answer.
@@ -202,6 +207,65 @@ class TaskVerification:
             self.inputs = dict(inputs)
         return self._run([], now)
 
+    def unavailable(self, index: int, now: float = 0.0) -> list[Command]:
+        """The outputs of result ``index`` could not be fetched (a lazy peer's, or a peer gone): it does not
+        count. Not proof of a lie (a peer may just have left), so the peer is rejected unproven."""
+        if self.state != "running" or index not in self.loading:
+            self.refused += 1
+            return []
+        self.loading.discard(index)
+        r = self.results[index]
+        self.no_trusted_peer |= r.trusted
+        cmd = Reject(r.peer, index, False, "its outputs could not be fetched")
+        self.rejected[index] = cmd
+        return self._run([cmd], now)
+
+    # --- the job record: a replica that takes over goes on from here ----------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        """What a replica needs to go on (plain CBOR values; tensors and loads in flight are not kept)."""
+        return {"results": [[bytes(r.peer) if isinstance(r.peer, bytes) else r.peer, [list(o) for o in r.outputs],
+                             [list(i) for i in r.inline], r.claim, r.trusted] for r in self.results],
+                "asked": self.asked, "pending": self.pending, "pending_trusted": self.pending_trusted,
+                "no_trusted": self.no_trusted_peer, "memo": dict(self.memo), "state": self.state,
+                "rejected": [[i, c.proven, c.reason, c.against] for i, c in sorted(self.rejected.items())],
+                "accepted": [self.accepted.index, list(self.accepted.agreeing), self.accepted.how,
+                             self.accepted.verified] if self.accepted else None}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any], task: TaskInfo, strategy: Strategy, rng: random.Random,
+                    trusted_peer: Callable[[Hashable], bool] = lambda p: False,
+                    peer_of: Callable[[Any], Hashable] = lambda p: p) -> TaskVerification:
+        """The state ``to_record`` saved (``peer_of`` turns stored peers back into peer ids). Then ``resume``.
+        ValueError for a malformed record."""
+        v = cls(task, strategy, rng, trusted_peer)
+        try:
+            for peer, outputs, inline, claim, trusted in rec["results"][:MAX_RESULTS]:
+                v.results.append(Outcome(peer_of(peer), tuple((str(a), str(b)) for a, b in outputs),
+                                         tuple((str(a), b) for a, b in inline), bytes(claim), bool(trusted)))
+            v.asked, v.pending, v.pending_trusted = int(rec["asked"]), int(rec["pending"]), int(rec["pending_trusted"])
+            v.no_trusted_peer, v.memo, v.state = bool(rec["no_trusted"]), dict(rec["memo"]), str(rec["state"])
+            for i, proven, reason, against in rec["rejected"]:
+                v.rejected[int(i)] = Reject(v.results[int(i)].peer, int(i), bool(proven), str(reason), against)
+            if rec["accepted"]:
+                i, agreeing, how, verified = rec["accepted"]
+                v.accepted = Accept(int(i), tuple(int(a) for a in agreeing), str(how), bool(verified))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"not a verification record: {exc}") from None
+        if v.state not in ("running", "accepted", "failed") or (v.state == "accepted") != (v.accepted is not None):
+            raise ValueError("not a verification record: bad state")
+        return v
+
+    def resume(self, now: float = 0.0) -> list[Command]:
+        """After a takeover: the executions the old coordinator had out are gone (their leases are revoked),
+        so they are given back and asked again; tensors being loaded are asked for again."""
+        if self.state != "running":
+            return []
+        self.asked -= self.pending
+        self.pending = self.pending_trusted = 0
+        self.loading.clear()
+        return self._run([], now)
+
     # --- helpers for strategies ----------------------------------------------------------------
 
     def _run(self, out: list[Command], now: float) -> list[Command]:
@@ -249,10 +313,11 @@ class TaskVerification:
         return frozenset(r.peer for r in self.results)
 
     def untrusted(self) -> list[int]:
-        return [i for i, r in enumerate(self.results) if not r.trusted]
+        """Results from ordinary executions, except those whose outputs could not be fetched."""
+        return [i for i, r in enumerate(self.results) if not r.trusted and i not in self.rejected]
 
     def trusted_result(self) -> int | None:
-        return next((i for i, r in enumerate(self.results) if r.trusted), None)
+        return next((i for i, r in enumerate(self.results) if r.trusted and i not in self.rejected), None)
 
     def can_ask(self) -> bool:
         return self.asked < self.strategy.max_executions
