@@ -70,7 +70,8 @@ def run(strategy: str, tasks: int, peers: int, malicious: float, behaviour: str,
             gave_up += 1
     # a ban re-verifies every accepted result that rests on the banned peer (one trusted re-execution each)
     redo = [lie for peers_, lie in taken if any(ledger.banned(p) for p in peers_)]
-    return {"wrong_accepted": wrong, "reverified": len(redo), "wrong_left": wrong - sum(redo), "executions_per_task": executions / tasks,
+    return {"wrong_accepted": wrong, "reverified": len(redo), "wrong_left": wrong - sum(redo),
+            "executions_per_task": executions / tasks,
             "trusted_per_task": trusted_runs / tasks, "gave_up": gave_up,
             "malicious_banned": sum(ledger.banned(p) for p in bad), "malicious": len(bad),
             "honest_banned": sum(ledger.banned(p) for p in range(peers) if p not in bad)}

@@ -6,7 +6,6 @@ import dataclasses
 import random
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -28,7 +28,7 @@ nowhere, and an honest peer is never banned for a rounding difference.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import cbor2
 

@@ -39,7 +39,7 @@ event returns nothing.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
 from .compare import Comparison, Exact

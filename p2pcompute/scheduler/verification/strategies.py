@@ -44,7 +44,8 @@ class Replicate(Strategy):
     """``replicate(n, agree=k)``: n executions on distinct peers, accepted when k agree and none dissents.
 
     The decision waits for all n (or their loss), so that k colluding peers
-    that answer first cannot be taken before an honest one dissents. A dissent, or no k agreeing once all n are in, goes to a trusted peer; with
+    that answer first cannot be taken before an honest one dissents. A dissent,
+    or no k agreeing once all n are in, goes to a trusted peer; with
     no trusted peer available, k agreeing results are accepted and the
     dissenters are outvoted (not proven wrong), else more executions are asked
     (up to ``2n + 1`` in all) and then the task gives up.
@@ -88,7 +89,8 @@ def vote(v: TaskVerification, agree: int, want: int, how: str = "") -> list[Comm
         winner = groups[0]
         out: list[Command] = [Reject(v.results[i].peer, i, False, f"outvoted: {len(winner)} agreeing results differ",
                                      winner[0]) for g in groups[1:] for i in g]
-        return out + [Accept(winner[0], tuple(winner), f"{len(winner)} of {len(idx)} agree ({v.strategy.compare}){how}")]
+        how = f"{len(winner)} of {len(idx)} agree ({v.strategy.compare}){how}"
+        return out + [Accept(winner[0], tuple(winner), how)]
     if len(idx) < want and v.can_ask():
         return v.ask(want - len(idx), why="replacing lost executions")
     if v.can_ask():

@@ -75,7 +75,8 @@ def allowed(candidate: PeerFacts, chosen: Sequence[PeerFacts], rules: SybilRules
 
 def pick_replicas(candidates: Sequence[PeerFacts], k: int, chosen: Sequence[PeerFacts], rng: random.Random,
                   rules: SybilRules = SybilRules()) -> list[PeerFacts]:
-    """Up to ``k`` candidates, in a random order the coordinator draws, none conflicting with ``chosen`` or each other."""
+    """Up to ``k`` candidates, in a random order the coordinator draws, none conflicting with ``chosen``
+    or with each other."""
     order = list(candidates)
     rng.shuffle(order)
     picked: list[PeerFacts] = []
