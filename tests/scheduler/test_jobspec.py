@@ -206,6 +206,9 @@ def test_run_local_shares_the_schema(ws):
     assert problems_of(ws, doc) == []
     with pytest.raises(Exception, match=r"job.yaml retries: -1 is less than the minimum of 0"):
         jobfile.parse({**doc, "retries": -1}, ws)
+    jobfile.parse({**doc, "verification": "replicate(3, agree=2)"}, ws)
+    with pytest.raises(Exception, match=r"job.yaml verification: replicate: agree is between 1 and n \(3\)"):
+        jobfile.parse({**doc, "verification": "replicate(3, agree=5)"}, ws)
     with pytest.raises(Exception, match=r"`map` makes a job of many tasks.*p2pcompute validate"):
         jobfile.parse({**doc, "map": {"over": "inputs.a"}}, ws)
 
