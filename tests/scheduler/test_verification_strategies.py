@@ -91,7 +91,7 @@ def test_replicate_asks_for_more_when_executions_are_lost_and_gives_up_at_its_bo
     v.start()
     v.result(res("p1"))
     out = v.lost()
-    assert out == [Execute(1, frozenset({"p1"}), False, "replacing lost executions")]
+    assert out == [Execute(1, frozenset({"p1"}), False, "1 of 2 results to compare")]
     for _ in range(2):
         assert of(v.lost(), Execute)
     out = v.lost()                                        # 5 = 2n + 1 asked: no more
@@ -110,7 +110,7 @@ def test_adaptive_replicates_untrusted_peers_and_trusts_trusted_ones_mostly():
     v = tv("adaptive(threshold=5, rate=0.1)")
     v.start()
     out = v.result(res("new"))
-    assert out == [Execute(1, frozenset({"new"}), False, "replacing lost executions")]
+    assert out == [Execute(1, frozenset({"new"}), False, "1 of 2 results to compare")]
     assert of(v.result(res("other")), Accept)[0].agreeing == (0, 1)
     taken = replicated = 0
     for seed in range(400):
@@ -319,7 +319,7 @@ def test_unfetchable_outputs_do_not_count_and_another_execution_is_asked():
     v.loaded(0, {"out": np.ones(2)})
     out = v.unavailable(1)
     assert out[0] == Reject("lazy", 1, False, "its outputs could not be fetched")
-    assert of(out, Execute) == [Execute(1, frozenset({"h", "lazy"}), False, "replacing lost executions")]
+    assert of(out, Execute) == [Execute(1, frozenset({"h", "lazy"}), False, "1 of 2 results to compare")]
     assert v.unavailable(1) == [] and v.refused == 1                 # not loading any more
     out = v.result(res("h2", "c3"))
     assert out == [Load(2)]

@@ -244,3 +244,42 @@ def test_picked_replicas_never_conflict(peers, k, seed):
     for i, x in enumerate(picked):
         for y in picked[i + 1:]:
             assert conflict(x, y, SybilRules(join_window_s=10.0)) is None
+
+
+def test_a_coordinator_accuses_from_its_own_verification_and_another_peer_convicts():
+    from p2pcompute.scheduler.verification.accusation import accusation_for
+
+    # replication: the trusted re-execution is the proof
+    v = TaskVerification(TaskInfo("job", "t1", INPUTS), parse("replicate(2, agree=2)"), random.Random(1))
+    v.start()
+    v.result(out(HONEST, "bafyGood"))
+    v.result(out(LIAR, "bafyLie"))
+    cmds = v.result(out(TRUSTED, "bafyGood", trusted=True))
+    reject = next(c for c in cmds if isinstance(c, Reject))
+    acc, why = open_accusation(accusation_for(ACCUSER, v, reject))
+    assert why is None and acc.accused == LIAR.peer_id and acc.kind == "mismatch"
+    assert judge(acc, own=Outcome.of(OTHER.peer_id, {"C": "bafyGood"})).guilty
+    assert accusation_for(ACCUSER, v, dataclasses.replace(reject, proven=False)) is None
+
+    # a check: its seed is the proof, and the judge reruns it
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((40, 30)), rng.standard_normal((30, 20))
+    wrong = a @ b
+    wrong[0, 0] += 3
+    v = TaskVerification(TaskInfo("job", "t1", INPUTS, check="matmul"), parse("check"), random.Random(1))
+    v.start()
+    v.result(out(LIAR, "bafyLie"))
+    cmds = v.loaded(0, {"C": wrong}, {"A": a, "B": b})
+    reject = next(c for c in cmds if isinstance(c, Reject))
+    acc, why = open_accusation(accusation_for(ACCUSER, v, reject))
+    assert why is None and acc.kind == "check" and acc.check == "matmul"
+    assert judge(acc, inputs={"A": a, "B": b}, accused_tensors={"C": wrong}).guilty
+    assert not judge(acc, inputs={"A": a, "B": b}, accused_tensors={"C": a @ b}).guilty
+
+    # an unsigned result cannot be shown to others
+    v = TaskVerification(TaskInfo("job", "t1", INPUTS), parse("replicate(2, agree=2)"), random.Random(1))
+    v.start()
+    v.result(Outcome.of(HONEST.peer_id, {"C": "bafyGood"}))
+    v.result(Outcome.of(LIAR.peer_id, {"C": "bafyLie"}))
+    cmds = v.result(out(TRUSTED, "bafyGood", trusted=True))
+    assert accusation_for(ACCUSER, v, next(c for c in cmds if isinstance(c, Reject))) is None

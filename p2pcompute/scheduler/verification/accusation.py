@@ -205,3 +205,24 @@ def judge(acc: Accusation, *, accused_tensors: dict[str, Any] | None = None, own
         return Verdict(False, "the results differ, but exactly compared results of a non-portable graph "
                               "may differ by rounding: no proof")
     return Verdict(True, f"my recomputation differs from the accused's result ({compare})")
+
+
+def accusation_for(identity: Identity, v: Any, reject: Any) -> bytes | None:
+    """The accusation a coordinator spreads for ``reject`` (a proven ``Reject`` of the TaskVerification ``v``):
+    the trusted result it differed from, or the check it failed with that check's seed. None when it
+    cannot be made (not proven, or the accused's result carries no valid claim: nothing to show others)."""
+    if not reject.proven:
+        return None
+    accused = v.results[reject.index]
+    try:
+        open_result(accused.claim)
+        if reject.against is not None:
+            return accuse(identity, v.task.job_id, v.task.task_id, v.strategy.canonical(), v.task.inputs, accused,
+                          truth=v.results[reject.against], reason=reject.reason)
+        seed = v.memo.get(f"seed{reject.index}")
+        if seed is None or not v.task.check:
+            return None
+        return accuse(identity, v.task.job_id, v.task.task_id, v.strategy.canonical(), v.task.inputs, accused,
+                      check=v.task.check, seed=seed, reason=reject.reason)
+    except (WireError, ValueError):
+        return None

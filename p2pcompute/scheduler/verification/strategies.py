@@ -92,7 +92,7 @@ def vote(v: TaskVerification, agree: int, want: int, how: str = "") -> list[Comm
         how = f"{len(winner)} of {len(idx)} agree ({v.strategy.compare}){how}"
         return out + [Accept(winner[0], tuple(winner), how)]
     if len(idx) < want and v.can_ask():
-        return v.ask(want - len(idx), why="replacing lost executions")
+        return v.ask(want - len(idx), why=f"{len(idx)} of {want} results to compare")
     if v.can_ask():
         return v.ask(1, why="no agreement yet")
     return [GiveUp(f"no {agree} agreeing results in {len(idx)} executions")]
