@@ -283,3 +283,18 @@ def test_a_coordinator_accuses_from_its_own_verification_and_another_peer_convic
     v.result(Outcome.of(LIAR.peer_id, {"C": "bafyLie"}))
     cmds = v.result(out(TRUSTED, "bafyGood", trusted=True))
     assert accusation_for(ACCUSER, v, next(c for c in cmds if isinstance(c, Reject))) is None
+
+
+def test_a_peer_id_proof_of_work_is_found_checked_and_bound_to_its_peer():
+    from p2pcompute.scheduler.verification.sybil import mint, pow_ok
+
+    peer = bytes(LIAR.peer_id)
+    nonce = mint(peer, 12)
+    assert pow_ok(peer, nonce, 12) and pow_ok(peer, nonce, 0)
+    assert not pow_ok(bytes(HONEST.peer_id), nonce, 12)                 # another ID needs its own work
+    assert mint(peer, 12, start=nonce + 1) > nonce
+    assert not any(pow_ok(peer, n, 12) for n in range(nonce))          # mint finds the first one
+    assert not pow_ok(peer, -1, 0) and not pow_ok(peer, 2**64, 0) and not pow_ok(peer, "1", 0)
+    assert not pow_ok(peer, nonce, 33) and mint(peer, 20, tries=10) is None
+    work = [mint(bytes([i]) * 38, 8) for i in range(64)]
+    assert 64 * 2**8 / 4 < sum(work) + 64 < 64 * 2**8 * 4              # about 2**bits tries on average

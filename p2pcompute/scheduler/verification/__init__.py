@@ -9,7 +9,7 @@ Files:
     signed.py      ResultClaim signed by the executor, Evidence signed by the coordinator, their checks
     reputation.py  Ledger: per-peer valid/invalid/timed-out counts, trust for adaptive, bans; bounded
     accusation.py  a signed accusation of a proven wrong result, and how another peer judges it
-    sybil.py       replicas never on peers sharing an IP /24 or joining in the same window (predicates)
+    sybil.py       replicas never on peers sharing an IP /24 or joining in the same window; peer-ID proof of work
 
 INTEGRATION.md says which events and commands the scheduler's parts use.
 """

@@ -8,10 +8,17 @@ Loopback addresses say nothing about where a peer is and are ignored (a
 devnet on one host is not refused); a peer with no other address is judged
 by its join time only. The coordinator chooses replicas at random among the
 peers placement offers (``pick_replicas``), never letting peers choose.
+
+A peer ID others accept may also have to carry a small proof of work
+(``pow_ok``: SHA-256 of a domain tag, the peer ID and a nonce has ``bits``
+leading zero bits; ``mint`` finds the nonce, about 2**bits hashes), so that
+minting thousands of IDs costs thousands of times that. Where the nonce
+travels (the peer record) is for the integration.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import random
 from dataclasses import dataclass
@@ -86,3 +93,25 @@ def pick_replicas(candidates: Sequence[PeerFacts], k: int, chosen: Sequence[Peer
         if allowed(c, [*chosen, *picked], rules) is None:
             picked.append(c)
     return picked
+
+
+POW_DOMAIN = b"p2pcompute/peer-pow/v1\x00"
+MAX_POW_BITS = 32
+
+
+def pow_ok(peer: bytes, nonce: int, bits: int) -> bool:
+    """Does ``nonce`` prove ``bits`` bits of work for ``peer`` (its ID's bytes)? Never raises."""
+    if type(nonce) is not int or not 0 <= nonce < 1 << 64 or not 0 <= bits <= MAX_POW_BITS:
+        return False
+    digest = hashlib.sha256(POW_DOMAIN + bytes(peer) + nonce.to_bytes(8, "big")).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - bits) == 0 if bits else True
+
+
+def mint(peer: bytes, bits: int, start: int = 0, tries: int = 1 << 40) -> int | None:
+    """The first nonce from ``start`` proving ``bits`` bits for ``peer`` (about 2**bits hashes), or None."""
+    if not 0 <= bits <= MAX_POW_BITS:
+        raise ValueError(f"bits is between 0 and {MAX_POW_BITS}")
+    for nonce in range(start, min(start + tries, 1 << 64)):
+        if pow_ok(peer, nonce, bits):
+            return nonce
+    return None
