@@ -133,3 +133,17 @@ def test_garbage_evidence_is_refused_not_raised():
     for data in (b"", b"\xff" * 100, "text", claim(0), b"x" * (MAX_EVIDENCE_BYTES + 1)):
         ev, why = check_evidence(data, "job", "t1", INPUTS, GOOD, {}, "none")
         assert ev is None and why
+
+
+def test_the_largest_replication_fits_its_evidence():
+    ids = [Identity.from_seed(bytes([40 + i]) * 32) for i in range(16)]
+    v = TaskVerification(TaskInfo("job", "t1", INPUTS), parse("replicate(16, agree=16)"), random.Random(1))
+    assert v.start()[0].n == 16
+    out = []
+    for ident in ids:
+        out += v.result(Outcome.of(ident.peer_id, GOOD, claim=sign_result(ident, "job", "t1", "l", INPUTS, GOOD)))
+    acc = next(c for c in out if isinstance(c, Accept))
+    data = make_evidence(IDS[7], v, acc)
+    assert len(data) <= MAX_EVIDENCE_BYTES
+    ev, why = check_evidence(data, "job", "t1", INPUTS, GOOD, {}, "replicate(16, agree=16)")
+    assert why is None and len(ev.agreeing) == 16

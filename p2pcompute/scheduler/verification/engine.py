@@ -44,7 +44,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 from .compare import Comparison, Exact
 
-MAX_RESULTS = 32            # results kept per task; more are refused (a bound on memory and on evidence)
+MAX_RESULTS = 48            # results kept per task (2 x 16 replicas + 1, and trusted runs); beyond: as if lost
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,12 @@ class TaskVerification:
 
     def result(self, outcome: Outcome, now: float = 0.0) -> list[Command]:
         pending = self.pending_trusted if outcome.trusted else self.pending
-        if self.state != "running" or pending <= 0 or len(self.results) >= MAX_RESULTS or \
+        if self.state != "running" or pending <= 0 or \
                 any(r.peer == outcome.peer and r.trusted == outcome.trusted for r in self.results):
             self.refused += 1
             return []
+        if len(self.results) >= MAX_RESULTS:
+            return self.lost(outcome.trusted, now)
         if outcome.trusted:
             self.pending_trusted -= 1
         else:

@@ -35,7 +35,7 @@ from .policy import parse
 
 MAX_ID = 128
 MAX_TEXT = 512
-MAX_CLAIMS = 8                 # agreeing (and rejected) claims kept in one Evidence
+MAX_CLAIMS = 16                # agreeing (and rejected) claims kept in one Evidence (policy.MAX_REPLICAS)
 MAX_CLAIM_BYTES = 1024         # a ResultClaim frame is ~250 bytes
 MAX_EVIDENCE_BYTES = 2 * MAX_CLAIMS * MAX_CLAIM_BYTES + 4096
 DIGEST = 32
