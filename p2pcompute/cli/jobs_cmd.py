@@ -1,4 +1,4 @@
-"""``submit``, ``jobs``, ``describe``, ``cancel``, ``results``: jobs across the network, through the local daemon.
+"""``submit``, ``jobs``, ``describe``, ``logs``, ``cancel``, ``results``: jobs across the network, through the local daemon.
 
 The daemon of the data dir coordinates the jobs submitted to it (its
 scheduler service: scheduler/service.py); these commands talk to its
@@ -52,6 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_dir(d)
     add_json_flag(d)
     d.set_defaults(func=cmd_describe)
+
+    lg = sub.add_parser("logs", help="show a job's task stderr: every attempt, with the peer that ran it",
+                        description="Show the stderr of a task of a job (or of the tasks that ran, at most "
+                        "--limit), each attempt with its peer and outcome. The executing peer keeps the text "
+                        "(its last 64 KiB) and this daemon fetches it by CID.")
+    lg.add_argument("job_id", metavar="JOB")
+    lg.add_argument("task", nargs="?", metavar="TASK", help="a task id (as `describe` shows); default: every "
+                    "task that ran")
+    lg.add_argument("--limit", type=int, default=100, help="at most this many tasks (default 100)")
+    add_data_dir(lg)
+    add_json_flag(lg)
+    lg.set_defaults(func=cmd_logs)
 
     c = sub.add_parser("cancel", help="cancel a job: its running tasks stop on every peer",
                        description="Cancel a job coordinated by the local daemon.")
@@ -204,6 +216,38 @@ def cmd_describe(args: argparse.Namespace) -> int:
                 isinstance(a.get("start"), (int, float)) else ""
             console.print(f"      {a.get('outcome') or 'running'} on {str(a.get('peer'))[:20]}…{took}"
                           + (f": {a['message']}" if a.get("message") else ""), highlight=False, style="dim")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit} | ({"task": args.task} if args.task else {})
+    logs = client_for(args)._call("GET", f"/v1/jobs/logs/{args.job_id}", params=params)
+    if args.json:
+        print_json(logs)
+        return 0
+    if not logs["tasks"]:
+        console.print(f"job {args.job_id}: no task has run yet", highlight=False)
+    for task in logs["tasks"]:
+        attempts = task["attempts"]
+        console.print(f"[bold]{task['task']}[/] ({task['state']}): "
+                      + (f"{len(attempts)} attempt" + ("s" if len(attempts) != 1 else "") if attempts
+                         else "not run yet"), highlight=False)
+        if task.get("attempts_dropped"):
+            console.print(f"  ({task['attempts_dropped']} earlier attempts not kept)", highlight=False)
+        for a in attempts:
+            took = f" in {a['end'] - a['start']:.2f} s" if isinstance(a.get("end"), (int, float)) and \
+                isinstance(a.get("start"), (int, float)) else ""
+            console.print(f"  attempt {a['attempt']} on {a.get('peer')}: {a.get('outcome')}{took}"
+                          + (f" ({a['message']})" if a.get("message") else ""), highlight=False, style="dim")
+            if a.get("stderr") is None:
+                console.print(f"    {a.get('log_error') or 'stderr not to be had'}", highlight=False, style="yellow")
+            elif not a["stderr"]:
+                console.print("    (no stderr)", highlight=False)
+            else:
+                for line in a["stderr"].splitlines():
+                    console.print(f"    | {line}", highlight=False, markup=False)
+    if logs.get("tasks_not_shown"):
+        console.print(f"({logs['tasks_not_shown']} more tasks ran: name one, or raise --limit)", highlight=False)
     return 0
 
 

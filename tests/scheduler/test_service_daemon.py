@@ -149,3 +149,56 @@ def test_the_python_client_submits_waits_and_reads_results(tmp_path):
                 starved.wait(timeout=120)
     finally:
         stop(a)
+
+
+def test_logs_shows_each_attempts_stderr_from_the_command_line_and_the_python_client(tmp_path):
+    """`p2pcompute logs JOB [TASK]` (and --json, and Job.logs()) on a lone daemon: a program that writes to its
+    stderr and succeeds, one that writes and fails (each attempt's stderr), a graph task that writes none."""
+    from test_cli import run
+    from test_service_logs import program
+
+    from p2pcompute import Client
+
+    (tmp_path / "ok.wat").write_text(program("warning: 3 pixels saturated", 0))
+    (tmp_path / "bad.wat").write_text(program("error: band 4 is missing", 3))
+    (tmp_path / "x").mkdir()
+    np.save(tmp_path / "x" / "x0.npy", np.ones((2, 2), dtype=np.float32))
+    a, _ = start_daemon(tmp_path / "a")
+    home = ["--data-dir", str(tmp_path / "a")]
+    try:
+        cids = {}
+        for name in ("ok", "bad"):
+            added = run(*home, "add", str(tmp_path / f"{name}.wat"))
+            assert added.returncode == 0, added.stderr
+            cids[name] = added.stdout.strip()
+        (tmp_path / "ok.yaml").write_text(f"name: ok\nprogram: ipfs://{cids['ok']}\n")
+        (tmp_path / "bad.yaml").write_text(f"name: bad\nretries: 1\nprogram: ipfs://{cids['bad']}\n")
+        (tmp_path / "quiet.yaml").write_text(JOB)
+        ids = {}
+        for name in ("ok", "bad", "quiet"):
+            res = run(*home, "submit", str(tmp_path / f"{name}.yaml"), "--json", timeout=180)
+            assert res.returncode == (1 if name == "bad" else 0), res.stdout + res.stderr
+            ids[name] = json.loads(res.stdout)["job_id"]
+
+        shown = run(*home, "logs", ids["ok"])
+        assert shown.returncode == 0, shown.stderr
+        assert "| warning: 3 pixels saturated" in shown.stdout and "attempt 1 on 12D3KooW" in shown.stdout
+
+        bad = json.loads(run(*home, "logs", ids["bad"], "--json").stdout)
+        [task] = bad["tasks"]
+        assert [x["stderr"] for x in task["attempts"]] == ["error: band 4 is missing\n"] * 2
+        assert [x["outcome"] for x in task["attempts"]] == ["failed", "failed"]
+        text = run(*home, "logs", ids["bad"], task["task"]).stdout
+        assert text.count("| error: band 4 is missing") == 2 and "attempt 2 on" in text and "exit code 3" in text
+
+        quiet = run(*home, "logs", ids["quiet"], "d/00000")
+        assert quiet.returncode == 0 and "(no stderr)" in quiet.stdout
+        missing = run(*home, "logs", ids["quiet"], "nope")
+        assert missing.returncode == 1 and "has no task nope" in missing.stderr
+
+        with Client(tmp_path / "a") as client:
+            got = client.job(ids["ok"]).logs()
+            assert got["tasks"][0]["attempts"][0]["stderr"] == "warning: 3 pixels saturated\n"
+            assert client.job(ids["quiet"]).logs(task="d/00000")["tasks"][0]["attempts"][0]["stderr"] == ""
+    finally:
+        stop(a)
