@@ -23,6 +23,7 @@ Files:
     replication.py its replication of job records to the k closest peers, and takeover (a mixin)
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, logs, cancel (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
+    submit_sources.py  submit's URLs (fetched here, bounded) and registry handles (resolved) -> CIDs, pinned
 
 The job simulation drives these machines with simulations/sched_peer.py (``simulate jobs``).
 """

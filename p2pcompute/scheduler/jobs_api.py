@@ -46,7 +46,8 @@ class JobsApiMixin:
         from .submit import plan_from_request
 
         request = parse_json_body(body)
-        plan = await plan_from_request(request, self.node.services["storage"], "j" + uuid.uuid4().hex[:20])
+        plan = await plan_from_request(request, self.node.services["storage"], "j" + uuid.uuid4().hex[:20],
+                                       node=self.node)
         job_id = await self.submit(plan)
         return json_response(self.summary(job_id) | {"tasks": len(plan.tasks)})
 
@@ -58,8 +59,9 @@ class JobsApiMixin:
         if job_id not in self.jobs:
             raise HttpError(404, f"no job {job_id[:128]} is coordinated here")
         job = self.jobs[job_id]
+        inputs = [{"input": i, "from": k, "source": s, "cid": c} for i, k, s, c in job.js.plan.sources]
         return json_response(self.summary(job_id) | {"tasks": _jsonable(job.js.describe()),
-                                                     "stats": dict(job.js.stats)})
+                                                     "stats": dict(job.js.stats), "inputs": inputs})
 
     async def _api_cancel(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id = query.get("id", "")
