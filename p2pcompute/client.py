@@ -109,8 +109,10 @@ class Client:
             summary = self.api._call("POST", "/v1/jobs", {"job": job, "base": str(Path(base or ".").resolve())})
         return Job(self, summary["job_id"])
 
-    def jobs(self) -> list[dict]:
-        return self.api._call("GET", "/v1/jobs")["jobs"]
+    def jobs(self, state: str | None = None) -> list[dict]:
+        """Summaries of the jobs the daemon coordinates; only those in ``state`` (submitted, running, done, failed,
+        cancelled) if given."""
+        return self.api._call("GET", "/v1/jobs", params={"state": state} if state else None)["jobs"]
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.set_defaults(func=cmd_jobs)
 
     d = sub.add_parser("describe", help="show one job: its tasks, attempts, peers and errors",
-                       description="Show a job's tasks: state, attempts (peer, outcome), and why a task failed.")
+                       description="Show a job: where each input came from (file, URL, handle, CID), and its "
+                       "tasks: state, attempts (peer, when, how long, outcome, stderr size), and why a task failed.")
     d.add_argument("job_id", metavar="JOB")
     add_data_dir(d)
     add_json_flag(d)
@@ -173,9 +174,7 @@ def _safe_path(name: str) -> Path:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    jobs = client_for(args)._call("GET", "/v1/jobs")["jobs"]
-    if args.state:
-        jobs = [j for j in jobs if j["state"] == args.state]
+    jobs = client_for(args)._call("GET", "/v1/jobs", params={"state": args.state} if args.state else None)["jobs"]
     if args.json:
         print_json(jobs)
         return 0
@@ -205,6 +204,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
                   f"tasks {p.get('total', '?')}: {p.get('done', 0)} done, {p.get('running', 0)} running, "
                   f"{p.get('queued', 0)} queued, {p.get('failed', 0)} failed, {p.get('skipped', 0)} skipped",
                   highlight=False)
+    created = job.get("created")
+    if isinstance(created, (int, float)) and isinstance(job.get("clock"), (int, float)):
+        console.print(f"submitted {job['clock'] - created:.1f} s ago (times below from then)", highlight=False)
+    inputs = job.get("inputs") or []
+    if inputs:
+        console.print("inputs:", highlight=False)
+        for i in inputs:
+            console.print(f"  {i['input']:<12} {i['from']:<6} {i['source']}" +
+                          (f" -> {i['cid']}" if i["source"] != i["cid"] else ""), highlight=False, markup=False)
     for task in job.get("tasks", []):
         attempts = task.get("attempts") or []
         line = f"  {task['task']:<24} {task['state']:<10} attempts {len(attempts)}"
@@ -212,10 +220,16 @@ def cmd_describe(args: argparse.Namespace) -> int:
             line += f"  {task['reason']}"
         console.print(line, highlight=False)
         for a in attempts:
-            took = f" in {a['end'] - a['start']:.2f} s" if isinstance(a.get("end"), (int, float)) and \
-                isinstance(a.get("start"), (int, float)) else ""
-            console.print(f"      {a.get('outcome') or 'running'} on {str(a.get('peer'))[:20]}…{took}"
-                          + (f": {a['message']}" if a.get("message") else ""), highlight=False, style="dim")
+            start, end = a.get("start"), a.get("end")
+            when = f" at +{start - created:.2f} s" if isinstance(start, (int, float)) and \
+                isinstance(created, (int, float)) else ""
+            took = f" in {end - start:.2f} s" if isinstance(end, (int, float)) and isinstance(start, (int, float)) \
+                else ""
+            log = f", stderr {a['log_bytes']} bytes (`p2pcompute logs {job['job_id']} {task['task']}`)" \
+                if a.get("log") else ""
+            console.print(f"      {a.get('outcome') or 'running'} on {a.get('peer')}{when}{took}{log}"
+                          + (f": {a['message']}" if a.get("message") else ""), highlight=False, style="dim",
+                          markup=False)
     return 0
 
 

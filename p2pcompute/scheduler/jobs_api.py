@@ -2,8 +2,11 @@
 
     POST /v1/jobs              {"job": "<job.yaml text>", "base": "/abs/dir"} or {"path": "/abs/job.yaml"}
                                -> the job's summary and its task count (submit.py resolves and plans)
-    GET  /v1/jobs              {"jobs": [summary, ...]} of the jobs coordinated here
-    GET  /v1/jobs/{id}         the summary, every task's state, attempts and story, the job's counters
+    GET  /v1/jobs              {"jobs": [summary, ...]} of the jobs coordinated here (``?state=running``: in it)
+    GET  /v1/jobs/{id}         the summary, every task's state, attempts (peer, times, outcome, message, log)
+                               and story, the job's counters, where its inputs came from (``inputs``), and
+                               ``created`` and ``clock``: the coordinator's clock then and now, which the
+                               attempts' ``start`` and ``end`` are on
     POST /v1/jobs/cancel/{id}  {"reason": "..."} (optional) -> the summary
     GET  /v1/jobs/logs/{id}    ?task=T (optional; else up to ``limit`` tasks that ran, default 100): per task,
                                each attempt's peer, outcome and stderr (task_logs.py: fetched by CID from the
@@ -25,6 +28,7 @@ from ..errors import P2PComputeError
 from ..node.api import HttpError, json_response, parse_json_body
 from . import task_logs
 
+JOB_STATES = ("submitted", "running", "done", "failed", "cancelled")
 MAX_LOG_TASKS = 1000
 LOG_FETCH_S = 10.0              # at most this long without a block of a log
 
@@ -52,7 +56,11 @@ class JobsApiMixin:
         return json_response(self.summary(job_id) | {"tasks": len(plan.tasks)})
 
     async def _api_list(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
-        return json_response({"jobs": [self.summary(j) for j in self.jobs]})
+        state = query.get("state")
+        if state is not None and state not in JOB_STATES:
+            raise HttpError(400, f"state {state[:40]!r} is not one of {', '.join(JOB_STATES)}")
+        jobs = [self.summary(j) for j in self.jobs]
+        return json_response({"jobs": [j for j in jobs if state is None or j["state"] == state]})
 
     async def _api_describe(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id = query.get("id", "")
@@ -61,7 +69,8 @@ class JobsApiMixin:
         job = self.jobs[job_id]
         inputs = [{"input": i, "from": k, "source": s, "cid": c} for i, k, s, c in job.js.plan.sources]
         return json_response(self.summary(job_id) | {"tasks": _jsonable(job.js.describe()),
-                                                     "stats": dict(job.js.stats), "inputs": inputs})
+                                                     "stats": dict(job.js.stats), "inputs": inputs,
+                                                     "created": job.js.created, "clock": trio.current_time()})
 
     async def _api_cancel(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id = query.get("id", "")

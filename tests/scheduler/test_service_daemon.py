@@ -196,7 +196,30 @@ def test_logs_shows_each_attempts_stderr_from_the_command_line_and_the_python_cl
         missing = run(*home, "logs", ids["quiet"], "nope")
         assert missing.returncode == 1 and "has no task nope" in missing.stderr
 
+        # jobs filters by state; describe shows where inputs came from, the attempts' peers, times and stderr size
+        failed = json.loads(run(*home, "jobs", "--state", "failed", "--json").stdout)
+        assert [j["job_id"] for j in failed] == [ids["bad"]]
+        done = json.loads(run(*home, "jobs", "--state", "done", "--json").stdout)
+        assert sorted(j["job_id"] for j in done) == sorted([ids["ok"], ids["quiet"]])
+        assert json.loads(run(*home, "jobs", "--state", "running", "--json").stdout) == []
+        described = json.loads(run(*home, "describe", ids["quiet"], "--json").stdout)
+        assert [(i["input"], i["from"], i["source"]) for i in described["inputs"]] == \
+            [("x", "file", str(tmp_path / "x" / "x0.npy"))]
+        described = json.loads(run(*home, "describe", ids["ok"], "--json").stdout)
+        [attempt] = described["tasks"][0]["attempts"]
+        assert attempt["end"] >= attempt["start"] >= described["created"] and described["clock"] >= attempt["end"]
+        assert attempt["log_bytes"] == 28 and attempt["peer"].startswith("12D3KooW")
+        text = run(*home, "describe", ids["quiet"]).stdout
+        assert "inputs:" in text and f"file   {tmp_path / 'x' / 'x0.npy'}" in text and " on 12D3KooW" in text
+        text = run(*home, "describe", ids["ok"]).stdout
+        assert "stderr 28 bytes" in text and " at +" in text
+        for cmd in (("jobs",), ("describe", ids["ok"]), ("logs", ids["ok"]), ("cancel", ids["ok"]),
+                    ("results", ids["ok"], "-o", str(tmp_path / "r"))):
+            res = run(*home, *cmd, "--json")
+            assert res.returncode == 0 and json.loads(res.stdout) is not None, (cmd, res.stderr)
+
         with Client(tmp_path / "a") as client:
+            assert [j["job_id"] for j in client.jobs(state="failed")] == [ids["bad"]]
             got = client.job(ids["ok"]).logs()
             assert got["tasks"][0]["attempts"][0]["stderr"] == "warning: 3 pixels saturated\n"
             assert client.job(ids["quiet"]).logs(task="d/00000")["tasks"][0]["attempts"][0]["stderr"] == ""

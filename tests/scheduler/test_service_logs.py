@@ -105,6 +105,10 @@ async def test_a_tasks_stderr_is_shown_by_logs_for_each_attempt_with_its_peer(tm
             assert task["attempts"] and all(x["stderr"] == "" and "log" not in x for x in task["attempts"])
         assert (await logs(a, quiet, limit="1"))["tasks_not_shown"] == 1
         from p2pcompute.node.api import HttpError
+        status, _, body = await svc._api_list(b"", {"state": "failed"})
+        assert [j["job_id"] for j in json.loads(body)["jobs"]] == [failing]
+        with pytest.raises(HttpError, match="is not one of"):
+            await svc._api_list(b"", {"state": "sleeping"})
         with pytest.raises(HttpError, match="has no task"):
             await svc._api_logs(b"", {"id": quiet, "task": "nope"})
         with pytest.raises(HttpError, match="no job"):
