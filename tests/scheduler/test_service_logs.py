@@ -153,3 +153,34 @@ def test_a_log_that_is_not_a_cid_and_a_bounded_size_is_refused_on_decoding():
             TaskDone("j", "t", "l", log=log, log_bytes=size)
         with pytest.raises(ValueError, match="log"):
             TaskFailure("j", "t", "l", "failed", log=log, log_bytes=size)
+
+
+def test_the_coordinator_keeps_each_attempts_log_cid_in_its_record_and_leaves_out_a_malformed_one():
+    """JobState (pure): a log comes with a result or a failure into that attempt, survives the record (what a
+    replica takes over from); a log that is not a short string with a byte count is left out, the result kept."""
+    import random
+
+    import cbor2
+    from sm_harness import Coord, plan, task
+
+    from p2pcompute.scheduler import events as ev
+    from p2pcompute.scheduler.job_state import JobState
+
+    c = Coord(plan(task("a"), task("b"), task("c"), retries=3, same=99))
+    lease = c.grant("a", "p1")
+    c.feed(ev.TaskFailed("a", "p1", lease, ev.FAILED, "exit 3", "bafy-fail", 25))
+    c.tick(c.js.tasks["a"].not_before)
+    lease = c.grant("a", "p2")
+    c.feed(ev.ResultReady("a", "p2", lease, {}, {}, {}, "bafy-ok", 28))
+    lease = c.grant("b", "p1")
+    c.feed(ev.ResultReady("b", "p1", lease, {}, {}, {}, "x" * 300, 28))    # not a CID: left out
+    lease = c.grant("c", "p1")
+    c.feed(ev.ResultReady("c", "p1", lease, {}, {}, {}, "bafy-c", -1))     # not a size: left out
+    assert [(x["peer"], x["outcome"], x.get("log"), x.get("log_bytes")) for x in c.js.tasks["a"].attempts] == \
+        [("p1", ev.FAILED, "bafy-fail", 25), ("p2", "ok", "bafy-ok", 28)]
+    for tid in ("b", "c"):
+        [attempt] = c.js.tasks[tid].attempts
+        assert attempt["outcome"] == "ok" and "log" not in attempt and c.js.tasks[tid].state == "done"
+    record = cbor2.loads(cbor2.dumps(c.js.to_record()))
+    taken = JobState.from_record(record, 5.0, random.Random(1))
+    assert taken.tasks["a"].attempts == c.js.tasks["a"].attempts
