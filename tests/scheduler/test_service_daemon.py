@@ -225,3 +225,62 @@ def test_logs_shows_each_attempts_stderr_from_the_command_line_and_the_python_cl
             assert client.job(ids["quiet"]).logs(task="d/00000")["tasks"][0]["attempts"][0]["stderr"] == ""
     finally:
         stop(a)
+
+
+def test_submit_a_url_and_a_handle_registered_on_another_daemon_from_the_command_line(tmp_path):
+    """A job whose inputs are a URL (a real HTTP server on loopback) and a handle that daemon b registered (a
+    publishes nothing: it resolves the handle through the DHT); a fetches the URL itself. describe says where
+    each input came from; a URL that answers 404 refuses the job naming it."""
+    import http.server
+    import threading
+
+    from test_cli import run
+
+    www = tmp_path / "www"
+    www.mkdir()
+    for i in range(2):
+        np.save(www / f"w{i}.npy", np.full((2, 2), 10 + i, dtype=np.float32))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: Quiet(*a, directory=str(www), **k))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    a, a_status = start_daemon(tmp_path / "a")
+    try:
+        boot = next(x for x in a_status["addresses"] if "/127.0.0.1/" in x)
+        b, _ = start_daemon(tmp_path / "b", "--bootstrap", boot)
+        try:
+            home = ["--data-dir", str(tmp_path / "a")]
+            deadline = time.monotonic() + 60
+            while True:        # b's record goes into the DHT once the two know each other
+                reg = run("--data-dir", str(tmp_path / "b"), "data", "register", f"{base}/w1.npy", "--json")
+                assert reg.returncode == 0, reg.stderr
+                registered = json.loads(reg.stdout)
+                if registered["dht"].get("stored_on", 0) or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            assert registered["dht"].get("stored_on"), registered
+            handle = registered["handle"]
+            (tmp_path / "job.yaml").write_text(JOB.replace("x/*.npy", json.dumps([f"{base}/w0.npy", handle])))
+            res = run(*home, "submit", str(tmp_path / "job.yaml"), "--json", "-o", str(tmp_path / "out"), timeout=180)
+            assert res.returncode == 0, res.stdout + res.stderr
+            job_id = json.loads(res.stdout)["job_id"]
+            from p2pcompute.ops import tensor_format
+            for i in range(2):
+                [path] = (tmp_path / "out" / f"d/0000{i}").rglob("*.tensor")
+                np.testing.assert_array_equal(tensor_format.decode(path.read_bytes()),
+                                              np.full((2, 2), 2 * (10 + i), dtype=np.float32))
+            described = json.loads(run(*home, "describe", job_id, "--json").stdout)
+            assert [(i["from"], i["source"]) for i in described["inputs"]] == \
+                [("url", f"{base}/w0.npy"), ("handle", handle)]
+            (tmp_path / "gone.yaml").write_text(JOB.replace("x/*.npy", f"{base}/gone.npy"))
+            gone = run(*home, "submit", str(tmp_path / "gone.yaml"))
+            assert gone.returncode == 1 and f"{base}/gone.npy: the server answered HTTP 404" in gone.stderr
+        finally:
+            stop(b)
+    finally:
+        stop(a)
+        server.shutdown()
