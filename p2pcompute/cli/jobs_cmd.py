@@ -1,4 +1,5 @@
-"""``submit``, ``jobs``, ``describe``, ``logs``, ``cancel``, ``results``: jobs across the network, through the local daemon.
+"""``submit``, ``jobs``, ``describe``, ``logs``, ``cancel``, ``results``: jobs across the network, through
+the local daemon.
 
 The daemon of the data dir coordinates the jobs submitted to it (its
 scheduler service: scheduler/service.py); these commands talk to its

@@ -10,9 +10,10 @@ if the leases answer ``Run``, a run starts (runner.py) in a cancel scope that
 from the coordinator that granted the run, or, once membership here has that
 one dead, from any peer (its successor: the run's result could go nowhere). ``SendHeartbeat``
 is a one-way ``TaskHeartbeat``. A finished run sends ``TaskDone`` or
-``TaskFailure``, with the run's stderr as a CID pinned here (task_logs.py) (tried three times while the coordinator is unreachable, no
+``TaskFailure`` (tried three times while the coordinator is unreachable, no
 more once membership has it dead: its successor re-offered the task) and
-then ``Ended`` frees the slot. The leases' refusals are the reply's reason.
+then ``Ended`` frees the slot; either carries the run's stderr as a CID
+pinned here (task_logs.py). The leases' refusals are the reply's reason.
 """
 
 from __future__ import annotations

@@ -80,7 +80,6 @@ class JobsApiMixin:
         await self.cancel(job_id, str(reason))
         return json_response(self.summary(job_id))
 
-
     async def _api_logs(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id, task = query.get("id", ""), query.get("task")
         if job_id not in self.jobs:
@@ -100,8 +99,8 @@ class JobsApiMixin:
             ran = [t for t in tasks.values() if t.attempts]
             chosen = ran[:limit]
         shown = [{"task": t.task_id, "state": t.state, "reason": t.reason, "attempts_dropped": t.attempts_dropped,
-                  "attempts": [{"attempt": t.attempts_dropped + n + 1} | _jsonable(a) for n, a in enumerate(t.attempts)]}
-                 for t in chosen]
+                  "attempts": [{"attempt": t.attempts_dropped + n + 1} | _jsonable(a)
+                               for n, a in enumerate(t.attempts)]} for t in chosen]
         storage = self.node.services["storage"]
         limiter = trio.CapacityLimiter(8)
         timeout = min(self.config.fetch_timeout_s, LOG_FETCH_S)

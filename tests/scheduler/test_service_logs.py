@@ -13,6 +13,7 @@ import json
 import pytest
 import trio
 
+from p2pcompute.errors import P2PComputeError
 from p2pcompute.ops.executor import open_executor
 from p2pcompute.ops.tasks import STDERR_MAX, Limits, Task
 from p2pcompute.scheduler import task_logs
@@ -113,6 +114,15 @@ async def test_a_tasks_stderr_is_shown_by_logs_for_each_attempt_with_its_peer(tm
             await svc._api_logs(b"", {"id": quiet, "task": "nope"})
         with pytest.raises(HttpError, match="no job"):
             await svc._api_logs(b"", {"id": "jnope"})
+        # a log nobody holds any more is a clear error, after a bounded search; a CID too big for a log is refused
+        storage = a.services["storage"]
+        gone = str(import_bytes(b"a log no peer holds\n").cid)
+        with pytest.raises(P2PComputeError):
+            await task_logs.read(storage, gone, 1.0)
+        with storage.blockstore.session():
+            big = import_bytes(b"z" * (task_logs.MAX_LOG_BYTES + 1), storage.blockstore.put).cid
+        with pytest.raises(task_logs.NotALog, match="a log holds at most"):
+            await task_logs.read(storage, str(big), 1.0)
         nursery.cancel_scope.cancel()
 
 
