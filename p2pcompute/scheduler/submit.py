@@ -4,13 +4,15 @@ The body is JSON ``{"job": "<job.yaml text>", "base": "/abs/dir"}`` (or
 ``{"path": "/abs/job.yaml"}``). The text is checked (``spec.check``: every
 problem with its line, a 400 listing them); each local input file is added
 to the daemon's blockstore and pinned (so executing peers fetch it by
-bitswap); ``ipfs://CID`` inputs are used as they are; other sources (HTTP
-URLs, registry handles, local programs) are refused for now, naming them.
-The resolution then goes to ``plan_job``.
+bitswap); ``ipfs://CID`` inputs are used as they are; URLs and registry
+handles are brought here and pinned (submit_sources.py, with ``node``); local
+programs are refused for now. The resolution then goes to ``plan_job``, and
+the plan keeps where each input came from (``JobPlan.sources``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from . import spec as specmod
 from .model import JobPlan, PlanError
 from .plan import Resolved, plan_job, resolution
 from .spec_check import lines_of, with_lines
+from .submit_sources import origins, resolve_remote
 
 
 def load_request(request: dict[str, Any]) -> specmod.JobSpec:
@@ -49,7 +52,7 @@ def load_request(request: dict[str, Any]) -> specmod.JobSpec:
     return spec
 
 
-async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) -> JobPlan:
+async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, node: Any = None) -> JobPlan:
     spec = load_request(request)
     for s in spec.stages:
         if s.program and not s.program.startswith(("builtin:", "ipfs://")):
@@ -69,17 +72,23 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) 
         added[path] = await trio.to_thread.run_sync(add, path)
         await storage.pin(_cid(added[path].cid))             # and announce it
 
+    remote = await resolve_remote(spec, node) if node is not None else {}
+
     def resolve(src: Any, hint: Any) -> Resolved:
         shape, dtype = (hint.shape, hint.dtype.name) if hint is not None else (None, None)
+        if src.text in remote:
+            got = remote[src.text]
+            return Resolved(got.cid, got.size, shape or got.shape, dtype or got.dtype)
         if src.kind == "file":
             r = added[src.text]
             return Resolved(r.cid, r.size, shape, dtype)
         if src.kind == "uri" and src.text.startswith("ipfs://"):
             return Resolved(src.text.removeprefix("ipfs://").split("/")[0], None, shape, dtype)
-        raise UserError(f"input {src.text[:200]}: only local files and ipfs:// inputs can be submitted yet")
+        raise UserError(f"input {src.text[:200]}: only local files, ipfs://, URLs and handles can be submitted")
 
     try:
-        return plan_job(spec, resolution(spec, resolve), job_id)
+        resolved = resolution(spec, resolve)
+        return replace(plan_job(spec, resolved, job_id), sources=origins(spec, resolved, remote))
     except PlanError as exc:
         raise UserError(f"the job cannot be planned: {exc}") from None
 
