@@ -24,6 +24,7 @@ Files:
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, logs, cancel (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
     submit_sources.py  submit's URLs (fetched here, bounded) and registry handles (resolved) -> CIDs, pinned
+    verification/  result verification strategies, signed results and evidence, reputation, bans (pure)
 
 The job simulation drives these machines with simulations/sched_peer.py (``simulate jobs``).
 """
