@@ -188,6 +188,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         out = {"jobs": states, "replicas_held": len(self.held), **self.stats}
         if self.leases is not None:
             out["slots"] = {"total": self.leases.slots, "busy": self.leases.busy(), "queued": self.leases.queued()}
+        if self.lookups is not None:
+            out["provider_lookups"] = {**self.lookups.stats, "cached": len(self.lookups.cache)}
         return out
 
     def api_routes(self) -> dict:

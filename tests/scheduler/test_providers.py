@@ -88,3 +88,38 @@ async def test_at_most_max_inflight_lookups_run_at_once_and_a_failing_one_gives_
     assert trio.current_time() >= 1.2                                    # 12 lookups, 3 at a time
     assert lookups.known("c3") == () and lookups.known("c4") == ("p",)
     assert lookups.stats["failed"] == 1 and lookups.stats["found"] == 11
+
+
+async def test_the_service_places_a_task_whose_lookup_hangs_after_the_timeout_and_the_others_at_once(autojump_clock):
+    from p2pcompute.scheduler.events import Dispatch
+    from p2pcompute.scheduler.model import Requirements
+    from p2pcompute.scheduler.service import SchedulerService
+
+    async def find(cid: str) -> list[str]:
+        if cid == "hangs":
+            await trio.sleep_forever()
+        return ["peer-b"]
+
+    svc = SchedulerService()
+    svc._note("made-here", "peer-c")                    # a holder known already: no lookup
+    svc.lookups = ProviderLookups(find, LookupConfig(timeout_s=2.0))
+
+    def dispatch(task: str, cid: str) -> Dispatch:
+        return Dispatch("j", task, 2, Requirements(), (("x", cid, 10),))
+
+    queued: dict[str, float] = {}
+    async with trio.open_nursery() as nursery:
+        svc._nursery = nursery
+
+        async def watch() -> None:
+            while len(queued) < 3:
+                for d in svc._dispatches:
+                    queued.setdefault(d.task, trio.current_time())
+                await trio.sleep(0.01)
+
+        nursery.start_soon(watch)
+        for task, cid in (("slow", "hangs"), ("known", "made-here"), ("looked-up", "added-on-b")):
+            svc._to_place(dispatch(task, cid))
+    assert queued["known"] < 0.05 and queued["looked-up"] < 0.05
+    assert 2.0 <= queued["slow"] < 2.1
+    assert svc._hints(svc._dispatches) == {"made-here": ("peer-c",), "added-on-b": ("peer-b",)}

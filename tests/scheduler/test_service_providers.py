@@ -115,6 +115,7 @@ async def test_each_task_runs_on_the_peer_where_its_input_was_added(tmp_path):
         where = ran_on(svc, job_id)
         assert where == {f"sum/{i:05d}": str(node.peer_id) for i, node in enumerate(holders)}, where
         assert svc.lookups.stats["found"] >= len(cids) and svc.lookups.stats["lookups"] <= len(cids)
+        assert svc.status()["provider_lookups"]["cached"] >= len(cids)
         # no input was moved to run a task: the holders fetched nothing, A only the outputs
         for node in (b, c):
             assert node.services["scheduler"].stats["tasks_run"] == 2
