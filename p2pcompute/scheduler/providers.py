@@ -9,6 +9,9 @@ input added and pinned on another peer it learns of only from the DHT, where
 the storage service announces every root it pins. ``ProviderLookups`` asks
 the DHT for the input CIDs of a ``Dispatch`` that have no known holder:
 
+* **Records here first.** A provider record announced to this peer (in a
+  small network every peer gets every ADD_PROVIDER) answers at once; only a
+  CID with none here takes a network lookup (the service's ``_dht_providers``).
 * **One lookup per CID**, however many tasks read it, and at most
   ``max_inflight`` lookups at once; a CID waits for a free slot.
 * **Bounded in time.** A lookup gives up after ``timeout_s``. A task waits

@@ -446,8 +446,11 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
     async def _dht_providers(self, cid: str) -> list[str]:
         from ..storage.cid import Cid
 
-        rows = await self.node.services["dht"].find_providers(Cid.parse(cid).multihash, self.config.lookups.want)
-        return [row["peer_id"] for row in rows]
+        dht, key, want = self.node.services["dht"], Cid.parse(cid).multihash, self.config.lookups.want
+        here = dht.providers.get(key, trio.current_time(), want)   # records announced to this peer: no round trip
+        if here:
+            return [str(r.provider) for r in here]
+        return [row["peer_id"] for row in await dht.find_providers(key, want)]
 
     # --- membership --------------------------------------------------------------------------------
 
