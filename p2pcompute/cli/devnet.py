@@ -246,9 +246,8 @@ def _print_demo(net: Devnet, members: dict, scene: dict, compute: dict, job: dic
         rtt = members["median_rtt_ms"].get(s.get("peer_id"))
         addr = next((a for a in s.get("addresses", []) if "/127.0.0.1/" in a), "-").split("/p2p/")[0]
         role = {holder: "holds the scene", submitter: "job submitted here"}.get(p.index, "")
-        table.add_row(str(p.index), ids[s.get("peer_id", "?")], addr, "itself" if p.index == 0 else
-                      f"{row.get('state', '-')}, {row.get('cpus') or '?'} cpus", "-" if rtt is None else
-                      f"{rtt:.2f} ms", role)
+        seen = "itself" if p.index == 0 else row.get("state", "-") + (f", {row['cpus']:g} cpus" if row.get("cpus") else "")
+        table.add_row(str(p.index), ids[s.get("peer_id", "?")], addr, seen, "-" if rtt is None else f"{rtt:.2f} ms", role)
     console.print(table)
     providers = ", ".join(f"peer {i}" for i in scene["providers_found_by_submitter"]) or "none"
     console.print(f"[b]scene[/]: {scene['size_px']}×{scene['size_px']} px, 5 bands, a {scene['bytes'] / 1e6:.1f} MB "
