@@ -31,9 +31,11 @@ job. Membership is polled: a member that turns dead or left is
 ``K`` live members closest to the job id by XOR (replicas.py), full then
 deltas. job_state.py's rule is kept: a ``Report`` is carried out (made
 visible to ``GET /v1/jobs``, ``wait``) only once a replica acknowledged the
-version before it; with none acknowledging, the reports wait (the newest
-progress one and any final one) and replication is retried every
-``replicate_retry_s``. A peer with no other live member has nobody to wait
+version before it (or a later one); with none acknowledging, the reports wait
+(the newest progress one and any final one) and replication is retried every
+``replicate_retry_s``. Replication never holds up a job's events: one round
+at a time runs per job (``_replicator``) and carries, as one delta, every
+change made while the last round was out. A peer with no other live member has nobody to wait
 for. When a job's coordinator dies and this peer is the closest live replica
 it named, it takes the job over.
 
@@ -106,8 +108,10 @@ class _Job:
         self.inputs: dict[str, tuple] = {}          # task -> the inputs of its latest Dispatch
         self.full_sent: set[PeerId] = set()
         self.replicas: list[PeerId] = []
-        self.held: list[ev.Report] = []             # reports waiting for an acknowledged version
-        self.retry_at: float | None = None
+        self.held: list[tuple[int, ev.Report]] = []  # (version it follows, report) waiting for an acknowledgement
+        self.want = 0                               # the newest version to replicate
+        self.acked = 0                              # the newest version a replica acknowledged
+        self.replicating = False                    # its replicator task runs
         self.report: ev.Report | None = None        # the last report carried out
         self.done = trio.Event()
         self.submitted = submitted
@@ -286,16 +290,14 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
                 self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096]))
             elif isinstance(c, ev.FetchResult):
                 self._spawn(self._fetch, job, c)
-            elif isinstance(c, ev.Replicate):
-                if await self._replicate(job):
-                    self._release(job)
-                else:
-                    job.retry_at = trio.current_time() + self.config.replicate_retry_s
-                    self._timer_wake.set()
+            elif isinstance(c, ev.Replicate):  # coalesced: one round at a time (_replicator), never awaited here
+                job.want = max(job.want, c.version)
+                if not job.replicating and self._nursery is not None:
+                    job.replicating = True
+                    self._nursery.start_soon(self._replicator, job)
             elif isinstance(c, ev.Report):     # of the progress reports waiting, only the newest matters
-                job.held = [r for r in job.held if r.kind != "progress"] + [c]
-                if job.retry_at is None:
-                    self._release(job)
+                job.held = [(v, r) for v, r in job.held if r.kind != "progress"] + [(job.want, c)]
+                self._release(job)
             elif isinstance(c, ev.Refused):
                 self.stats["refused"] += 1
                 refused.append(c.reason)
@@ -306,13 +308,36 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         return refused
 
     def _release(self, job: _Job) -> None:
-        job.retry_at = None
-        for r in job.held:
+        """Carry out the reports whose version (or a later one) a replica acknowledged."""
+        while job.held and job.held[0][0] <= job.acked:
+            _, r = job.held.pop(0)
             job.report = r
             if r.kind in TERMINAL:
                 log.info("job %s %s %s", job.js.job_id, r.kind, r.reason)
                 job.done.set()
-        job.held.clear()
+
+    async def _replicator(self, job: _Job) -> None:
+        """Replicate ``job`` until a replica acknowledged its newest version: one round at a time, each round
+        carrying every change since the last (a delta), so that a job's events never wait on a replica.
+        A round's first acknowledgement releases the reports it covers; the next round starts once every
+        replica answered the last (a replica's deltas stay in order), or after twice the request timeout."""
+        try:
+            while job.acked < job.want:
+                target, everyone, ok = job.js.version, trio.Event(), False
+                try:
+                    ok = await self._replicate(job, everyone)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("replicating job %s failed (tried again)", job.js.job_id)
+                if ok:
+                    job.acked = max(job.acked, target)
+                    self._release(job)
+                    with trio.move_on_after(2 * self.config.request_timeout_s):
+                        await everyone.wait()
+                else:
+                    await trio.sleep(self.config.replicate_retry_s)
+        finally:
+            job.replicating = False
 
     def _spawn(self, fn: Any, *args: Any, reject: tuple | None = None) -> None:
         if self._nursery is None or self._inflight >= self.config.max_inflight:
@@ -439,7 +464,6 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         while True:
             self._timer_wake = trio.Event()
             times = [j.timer for j in self.jobs.values() if j.timer is not None]
-            times += [j.retry_at for j in self.jobs.values() if j.retry_at is not None]
             if self._exec_timer is not None:
                 times.append(self._exec_timer)
             with trio.move_on_at(min(times) if times else float("inf")):
@@ -452,12 +476,6 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
                 if job.timer is not None and job.timer <= now:
                     job.timer = None
                     await self._feed(job, ev.Tick())
-                if job.retry_at is not None and job.retry_at <= now:
-                    async with job.lock:
-                        if await self._replicate(job):
-                            self._release(job)
-                        else:
-                            job.retry_at = now + self.config.replicate_retry_s
 
     async def _place_loop(self) -> None:
         while True:
