@@ -20,10 +20,17 @@ here and scalars inline. Offers from the peer itself short-cut the network.
 ``max_jobs`` here). ``Dispatch``es are batched and placed on the candidates:
 this peer and the live members with a capability record, with provider
 hints for data locality: an output CID is known to be held by the executor
-whose result was taken and, once fetched, by this peer. Offers, grants and
+whose result was taken and, once fetched, by this peer. Placement counts the
+offers still unanswered per peer (``_reserved``) against that peer's budget;
+a task no peer has room for waits, and is placed again as soon as offers are
+answered (``Room``), not on a timer. Offers, grants and
 revokes are requests; a peer that cannot be reached or refuses an offer is
 a ``rejected`` failure (not charged). ``FetchResult`` pulls the output CIDs
-through the storage service and pins them. ``SetTimer`` arms one timer per
+through the storage service and pins them. Small inputs and outputs travel
+inline instead (carry.py): a grant carries the blocks of the small inputs
+held here, a result those of its small outputs; CIDs stay the identity (a
+block is stored only if it hashes to its CID, anything missing is fetched).
+Pins made on a task's path are announced in the background. ``SetTimer`` arms one timer per
 job. Membership is polled: a member that turns dead or left is
 ``MemberDied`` for every job (and ``CoordinatorDied`` for the leases).
 
@@ -51,7 +58,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -67,7 +74,8 @@ from .events import JobConfig
 from .executing import ExecutingMixin
 from .job_state import JobState
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
+from . import carry
+from .messages import (MAX_CARRIED, MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
                        TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
@@ -79,6 +87,7 @@ log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled")
 MAX_PROVIDERS = 100_000      # CIDs whose holders the coordinator remembers for placement (oldest dropped)
 MAX_HOLDERS = 8
+MAX_ANNOUNCE_QUEUE = 4096    # CIDs waiting to be announced in the background (oldest dropped)
 
 
 @dataclass
@@ -130,6 +139,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self.leases: lx.ExecutorLeases | None = None
         self._dispatches: list[ev.Dispatch] = []
         self._place_wake = trio.Event()
+        self._room = False                           # offers were answered since placement last gave room
         self._timer_wake = trio.Event()
         self._exec_timer: float | None = None
         self._granted: dict[tuple[str, str], tuple[bytes, tuple]] = {}
@@ -144,6 +154,9 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
                       "tasks_run": 0}
         self._local: dict[type, Any] = {}
         self._record_slots = trio.Semaphore(RECORD_STREAMS)
+        self._carried: dict[tuple[str, str], tuple] = {}     # (job, lease) -> blocks a TaskDone carried
+        self._to_announce: OrderedDict[Any, None] = OrderedDict()   # CIDs pinned here, to announce
+        self._announce_wake = trio.Event()
 
     # --- Service protocol ----------------------------------------------------------------------
 
@@ -171,6 +184,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._place_loop)
             nursery.start_soon(self._poll_loop)
+            nursery.start_soon(self._announce_loop)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -267,12 +281,16 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
     async def _feed(self, job: _Job, event: Any) -> list[str]:
         """Feed one event to a job; the reasons of anything it refused."""
         async with job.lock:
+            offered = job.js.counts["offered"]
             try:
                 cmds = job.js.handle(event, trio.current_time())
             except Exception:
                 self.stats["errors"] += 1
                 log.exception("job %s failed on %s (the service goes on)", job.js.job_id, type(event).__name__)
                 return ["internal error"]
+            if job.js.counts["offered"] < offered:    # offers answered: reservations freed for waiting tasks
+                self._room = True
+                self._place_wake.set()
             return await self._carry(job, cmds)
 
     async def _carry(self, job: _Job, cmds: list) -> list[str]:
@@ -289,7 +307,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             elif isinstance(c, ev.Revoke):
                 self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096]))
             elif isinstance(c, ev.FetchResult):
-                self._spawn(self._fetch, job, c)
+                self._spawn(self._fetch, job, c, self._carried.pop((c.job_id, c.lease_id), ()))
             elif isinstance(c, ev.Replicate):  # coalesced: one round at a time (_replicator), never awaited here
                 job.want = max(job.want, c.version)
                 if not job.replicating and self._nursery is not None:
@@ -395,7 +413,13 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         try:
             msg = TaskGrant(c.job_id, c.task, c.lease_id, max(0.0, c.expires - trio.current_time()), payload, inputs)
             if c.peer != str(self.node.peer_id):
-                wire.encode(msg, max_size=self.node.transport.max_message)      # too large: the job's fault
+                size = len(wire.encode(msg, max_size=self.node.transport.max_message))  # too large: the job's fault
+                budget = min(MAX_CARRIED, self.node.transport.max_message - size - (64 << 10))
+                small = [cid for _, cid, n in job.inputs.get(c.task, ()) if cid and (n or 0) <= budget]
+                if small and budget > 0:       # small inputs held here go with the grant (no bitswap round trip)
+                    blocks = await trio.to_thread.run_sync(carry.gather, self.node.services["storage"].blockstore,
+                                                           small, budget)
+                    msg = replace(msg, blocks=blocks)
         except (ValueError, P2PComputeError) as exc:
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, f"cannot be granted: {exc}"))
             return
@@ -405,13 +429,19 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.REJECTED,
                                                 f"grant not taken: {reply.reason}"[:4096]))
 
-    async def _fetch(self, job: _Job, c: ev.FetchResult) -> None:
+    async def _fetch(self, job: _Job, c: ev.FetchResult, carried: tuple = ()) -> None:
         from ..storage.cid import Cid
 
         storage = self.node.services["storage"]
+        here: list[str] = []
+        if carried:        # the result carried small outputs: stored if they hash right, pinned, announced later
+            here = await trio.to_thread.run_sync(carry.keep, storage.blockstore, carried, [x for _, x in c.cids], True)
+            for cid in here:
+                self._announce_soon(Cid.parse(cid))
         try:
             for _, cid in c.cids:
-                await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
+                if cid not in here:
+                    await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
         except P2PComputeError as exc:
             await self._feed(job, ev.FetchFailed(c.task, c.lease_id, str(exc)[:4096]))
             return
@@ -427,6 +457,23 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self._providers[cid] = holders
         while len(self._providers) > MAX_PROVIDERS:
             self._providers.popitem(last=False)
+
+    def _announce_soon(self, cid: Any) -> None:
+        """Announce a CID pinned here in the background (off a task's path); the oldest are dropped beyond
+        a bound (the storage service's periodic pass announces every pin anyway)."""
+        self._to_announce[cid] = None
+        while len(self._to_announce) > MAX_ANNOUNCE_QUEUE:
+            self._to_announce.popitem(last=False)
+        self._announce_wake.set()
+
+    async def _announce_loop(self) -> None:
+        storage = self.node.services["storage"]
+        while True:
+            await self._announce_wake.wait()
+            self._announce_wake = trio.Event()
+            while self._to_announce:
+                cid, _ = self._to_announce.popitem(last=False)
+                await storage.announce(cid)
 
     # --- membership --------------------------------------------------------------------------------
 
@@ -477,15 +524,49 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
                     job.timer = None
                     await self._feed(job, ev.Tick())
 
+    def _reserved(self) -> Counter:
+        """Peer -> offers of the jobs coordinated here that it has not answered yet (its reservations)."""
+        out: Counter = Counter()
+        for job in self.jobs.values():
+            if job.js.state == "running" and job.js.counts["offered"]:
+                for t in job.js.tasks.values():
+                    if t.state == "offered":
+                        out.update(t.offers.values())
+        return out
+
+    async def _give_room(self) -> None:
+        """Offers were answered: tasks that found no peer with room are placed again now, as many as the
+        peers' budgets have room for (placement.room), instead of after their retry timer."""
+        waiting = [j for j in self.jobs.values() if j.js.state == "running" and j.js.waiting_for_room()]
+        if not waiting:
+            return
+        room = self.placement.room(self.candidates(), self._reserved())
+        n = -(-room // max(1, self.config.job.probes))
+        for job in waiting:
+            if n <= 0:
+                break
+            k = min(n, job.js.waiting_for_room())
+            await self._feed(job, ev.Room(n))
+            n -= k
+
     async def _place_loop(self) -> None:
         while True:
             await self._place_wake.wait()
             self._place_wake = trio.Event()
+            if self._room:
+                self._room = False
+                try:
+                    await self._give_room()
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("giving room to waiting tasks failed (their retry timers place them)")
             batch, self._dispatches = self._dispatches, []
+            if not batch:
+                continue
             try:
                 providers = {cid: tuple(self._providers[cid]) for d in batch for _, cid, _ in d.inputs
                              if cid in self._providers}
-                placed = self.placement.place(batch, self.candidates(), providers)
+                placed = self.placement.place(batch, self.candidates(), providers, self._reserved())
             except Exception:
                 self.stats["errors"] += 1
                 log.exception("placement failed (the tasks are placed again when their placing lapses)")
@@ -511,8 +592,14 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         return await self._to_job(msg.job_id, ev.Heartbeat(msg.task, str(peer), msg.lease_id))
 
     async def _on_done(self, peer: PeerId, msg: TaskDone) -> SchedAck:
-        ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id, dict(msg.outputs),
-                                                            dict(msg.inline), dict(msg.sizes)))
+        key = (msg.job_id, msg.lease_id)
+        if msg.blocks:                        # for the FetchResult the result's acceptance gives (_carry)
+            self._carried[key] = msg.blocks
+        try:
+            ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id,
+                                                                dict(msg.outputs), dict(msg.inline), dict(msg.sizes)))
+        finally:
+            self._carried.pop(key, None)      # not taken: nothing of it stays
         if ack.ok:                            # a result taken: its outputs are at that peer
             for cid in msg.outputs.values():
                 self._note(cid, str(peer))
