@@ -20,6 +20,8 @@ then ``Ended`` frees the slot. The leases' refusals are the reply's reason.
 from __future__ import annotations
 
 import logging
+import shutil
+from functools import partial
 from typing import Any
 
 import trio
@@ -98,6 +100,13 @@ class ExecutingMixin:
             peer = granted_by       # the dead coordinator's successor stops its run (a result nobody can take)
         return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason)))
 
+    def _discard(self, scratch: Any) -> None:
+        """A run's scratch directory, removed off the result's path (now, if the service is stopping)."""
+        if self._nursery is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            self._nursery.start_soon(partial(trio.to_thread.run_sync, shutil.rmtree, scratch, True))
+
     async def _beat(self, c: lx.SendHeartbeat) -> None:
         msg = TaskHeartbeat(c.job_id, c.task, c.lease_id)
         if c.coordinator == self.node.peer_id:
@@ -124,10 +133,9 @@ class ExecutingMixin:
                         outcome = Outcome(ev.REJECTED, "the executor is starting")
                     else:
                         if blocks:          # small inputs carried in the grant: stored if they hash right
-                            await trio.to_thread.run_sync(carry.keep, storage.blockstore, blocks,
-                                                          [cid for _, cid in inputs], True)
+                            await trio.to_thread.run_sync(carry.keep, storage.blockstore, blocks, (), False)
                         outcome = await run_granted(storage, executor, payload, inputs,
-                                                    self.config.fetch_timeout_s, self._announce_soon)
+                                                    self.config.fetch_timeout_s, self._announce_soon, self._discard)
                 except Exception as exc:
                     log.exception("running %s/%s failed", c.job_id, c.task)
                     outcome = Outcome(ev.CRASH, f"{type(exc).__name__}: {exc}")

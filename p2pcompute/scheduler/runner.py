@@ -62,9 +62,10 @@ def _safe(name: str) -> str:
 
 
 async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple[tuple[str, str], ...],
-                      fetch_timeout: float = 60.0, announce: Any = None) -> Outcome:
+                      fetch_timeout: float = 60.0, announce: Any = None, discard: Any = None) -> Outcome:
     """``announce(cid)``: if given, outputs are pinned here and handed to it to announce later (off the
-    result's path); else each is pinned and announced before the outcome is returned."""
+    result's path); else each is pinned and announced before the outcome is returned. ``discard(dir)``:
+    if given, the scratch directory is handed to it to remove later; else it is removed before returning."""
     try:
         task, items, per_item = decode_payload(payload)
     except PlanError as exc:
@@ -103,7 +104,10 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
                     out.inline[key] = scalar
         return out
     finally:
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+        if discard is None:
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+        else:
+            discard(scratch)
 
 
 async def _bring(storage: Any, cid_text: str, stem: Path, timeout: float) -> str:

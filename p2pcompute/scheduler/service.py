@@ -433,11 +433,12 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         from ..storage.cid import Cid
 
         storage = self.node.services["storage"]
-        here: list[str] = []
-        if carried:        # the result carried small outputs: stored if they hash right, pinned, announced later
-            here = await trio.to_thread.run_sync(carry.keep, storage.blockstore, carried, [x for _, x in c.cids], True)
-            for cid in here:
-                self._announce_soon(Cid.parse(cid))
+        T0 = trio.current_time()
+        # outputs here already (run here, or carried by the result: stored if they hash right) are pinned
+        # and announced later; the others are fetched
+        here = await trio.to_thread.run_sync(carry.keep, storage.blockstore, carried, [x for _, x in c.cids], True)
+        for cid in here:
+            self._announce_soon(Cid.parse(cid))
         try:
             for _, cid in c.cids:
                 if cid not in here:
