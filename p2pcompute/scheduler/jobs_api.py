@@ -36,7 +36,8 @@ class JobsApiMixin:
         from .submit import plan_from_request
 
         request = parse_json_body(body)
-        plan = await plan_from_request(request, self.node.services["storage"], "j" + uuid.uuid4().hex[:20])
+        plan = await plan_from_request(request, self.node.services["storage"], "j" + uuid.uuid4().hex[:20],
+                                       self._announce_soon)
         job_id = await self.submit(plan)
         return json_response(self.summary(job_id) | {"tasks": len(plan.tasks)})
 

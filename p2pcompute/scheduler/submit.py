@@ -4,7 +4,8 @@ The body is JSON ``{"job": "<job.yaml text>", "base": "/abs/dir"}`` (or
 ``{"path": "/abs/job.yaml"}``). The text is checked (``spec.check``: every
 problem with its line, a 400 listing them); each local input file is added
 to the daemon's blockstore and pinned (so executing peers fetch it by
-bitswap); ``ipfs://CID`` inputs are used as they are; other sources (HTTP
+bitswap, or get it carried in their grant), all in one worker thread, and
+announced (later, if the caller gives ``announce``); ``ipfs://CID`` inputs are used as they are; other sources (HTTP
 URLs, registry handles, local programs) are refused for now, naming them.
 The resolution then goes to ``plan_job``.
 """
@@ -49,7 +50,9 @@ def load_request(request: dict[str, Any]) -> specmod.JobSpec:
     return spec
 
 
-async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) -> JobPlan:
+async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, announce: Any = None) -> JobPlan:
+    """``announce(cid)``: if given, the inputs added are handed to it to announce later (off the submit's
+    path); else each is announced before the plan is made."""
     spec = load_request(request)
     for s in spec.stages:
         if s.program and not s.program.startswith(("builtin:", "ipfs://")):
@@ -65,9 +68,13 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) 
             storage.blockstore.pin(result.cid)
         return Resolved(str(result.cid), Path(path).stat().st_size)
 
-    for path in spec.local_files():
-        added[path] = await trio.to_thread.run_sync(add, path)
-        await storage.pin(_cid(added[path].cid))             # and announce it
+    files = list(spec.local_files())
+    added.update(zip(files, await trio.to_thread.run_sync(lambda: [add(p) for p in files])))   # one thread hop
+    for path in files:
+        if announce is None:
+            await storage.pin(_cid(added[path].cid))             # and announce it
+        else:
+            announce(_cid(added[path].cid))
 
     def resolve(src: Any, hint: Any) -> Resolved:
         shape, dtype = (hint.shape, hint.dtype.name) if hint is not None else (None, None)
