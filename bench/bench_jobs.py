@@ -138,7 +138,7 @@ def start_devnet(root: Path, n: int) -> Devnet:
 # --- 1. trivial jobs at a steady rate ---------------------------------------------------
 
 
-def run_rate(net: Devnet, work: Path, rate: float, seconds: float, drain: float = 30.0) -> dict:
+def run_rate(net: Devnet, work: Path, rate: float, seconds: float, drain: float = 30.0, poll_s: float = 0.05) -> dict:
     count = max(3, int(rate * seconds))
     local = threading.local()
     submitted: dict[str, tuple[int, float, float]] = {}      # job id -> (peer, t submit start, t submit end)
@@ -176,7 +176,7 @@ def run_rate(net: Devnet, work: Path, rate: float, seconds: float, drain: float 
                     if s["state"] in FINAL and s["job_id"] not in done_at:
                         with lock:
                             done_at[s["job_id"]] = (now, s["state"])
-                stop.wait(0.05)
+                stop.wait(poll_s)
         finally:
             c.close()
 
@@ -223,12 +223,12 @@ def run_rate(net: Devnet, work: Path, rate: float, seconds: float, drain: float 
             "passes": bool(ok)}
 
 
-def part_rate(net: Devnet, work: Path, rates: list[float], seconds: float) -> dict:
+def part_rate(net: Devnet, work: Path, rates: list[float], seconds: float, poll_s: float = 0.05) -> dict:
     np.save(work / "x.npy", np.arange(4.0))
     np.save(work / "y.npy", np.ones(4))
     rows = []
     for rate in rates:
-        row = run_rate(net, work, rate, seconds)
+        row = run_rate(net, work, rate, seconds, poll_s=poll_s)
         rows.append(row)
         print(f"rate {rate:g}/s: {row['states']} e2e p50 {row['end_to_end_s']['p50']} "
               f"p99 {row['end_to_end_s']['p99']}", file=sys.stderr)
@@ -469,6 +469,7 @@ def main() -> int:
     p.add_argument("--parts", default="rate,dispatch,matmul")
     p.add_argument("--rates", default="1,2,5,10,20")
     p.add_argument("--rate-seconds", type=float, default=8.0)
+    p.add_argument("--poll-s", type=float, default=0.05, help="rate: each peer's job list is polled this often")
     p.add_argument("--tasks", type=int, default=200)
     p.add_argument("--matmul", default="2048", help="sizes, comma-separated (4096 is slow on 2 cores)")
     p.add_argument("--tile", type=int, default=1024)
@@ -486,7 +487,8 @@ def main() -> int:
             if "rate" in parts:
                 work = root / "rate"
                 work.mkdir()
-                doc["rate"] = part_rate(net, work, [float(x) for x in args.rates.split(",")], args.rate_seconds)
+                doc["rate"] = part_rate(net, work, [float(x) for x in args.rates.split(",")], args.rate_seconds,
+                                     args.poll_s)
             if "dispatch" in parts:
                 work = root / "dispatch"
                 work.mkdir()

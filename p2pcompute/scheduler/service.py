@@ -88,6 +88,7 @@ TERMINAL = ("done", "failed", "cancelled")
 MAX_PROVIDERS = 100_000      # CIDs whose holders the coordinator remembers for placement (oldest dropped)
 MAX_HOLDERS = 8
 MAX_ANNOUNCE_QUEUE = 4096    # CIDs waiting to be announced in the background (oldest dropped)
+REANNOUNCE_S = 600.0         # a CID announced from here is not announced again from the task path within this
 
 
 @dataclass
@@ -156,6 +157,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self._record_slots = trio.Semaphore(RECORD_STREAMS)
         self._carried: dict[tuple[str, str], tuple] = {}     # (job, lease) -> blocks a TaskDone carried
         self._to_announce: OrderedDict[Any, None] = OrderedDict()   # CIDs pinned here, to announce
+        self._announced: OrderedDict[Any, float] = OrderedDict()    # CID -> when it was queued last
         self._announce_wake = trio.Event()
 
     # --- Service protocol ----------------------------------------------------------------------
@@ -461,7 +463,15 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
 
     def _announce_soon(self, cid: Any) -> None:
         """Announce a CID pinned here in the background (off a task's path); the oldest are dropped beyond
-        a bound (the storage service's periodic pass announces every pin anyway)."""
+        a bound (the storage service's periodic pass announces every pin anyway). One announced here within
+        ``REANNOUNCE_S`` is not announced again (the same input submitted, the same output made, job after job)."""
+        now = trio.current_time()
+        if now - self._announced.get(cid, -REANNOUNCE_S) < REANNOUNCE_S:
+            return
+        self._announced[cid] = now
+        self._announced.move_to_end(cid)
+        while len(self._announced) > MAX_ANNOUNCE_QUEUE:
+            self._announced.popitem(last=False)
         self._to_announce[cid] = None
         while len(self._to_announce) > MAX_ANNOUNCE_QUEUE:
             self._to_announce.popitem(last=False)

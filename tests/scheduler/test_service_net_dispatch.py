@@ -70,3 +70,19 @@ async def test_a_grant_the_executor_refuses_is_given_back_at_once_as_rejected_no
         assert not any(x["outcome"] == "expired" for x in attempts)
         assert all(t.failures == 0 for t in svc.jobs[job_id].js.tasks.values())
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cid_pinned_on_a_tasks_path_is_announced_once_in_the_background_not_again_job_after_job():
+    from p2pcompute.scheduler.service import REANNOUNCE_S, SchedulerService
+
+    svc = SchedulerService()
+    svc._announce_soon("cid-x")
+    svc._announce_soon("cid-x")                   # the same input submitted again, the same output made
+    svc._announce_soon("cid-y")
+    assert list(svc._to_announce) == ["cid-x", "cid-y"] and svc._announce_wake.is_set()
+    svc._to_announce.clear()                      # announced
+    svc._announce_soon("cid-x")
+    assert not svc._to_announce                   # within REANNOUNCE_S: not again
+    svc._announced["cid-x"] -= REANNOUNCE_S       # as if that long ago
+    svc._announce_soon("cid-x")
+    assert list(svc._to_announce) == ["cid-x"]
