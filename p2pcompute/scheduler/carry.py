@@ -5,7 +5,8 @@ blocks together fit the budget (``messages.MAX_CARRIED``, 256 KiB) travels as
 its blocks, (CID, bytes) pairs, inside the ``TaskGrant`` (inputs the
 coordinator holds) or the ``TaskDone`` (outputs the executor made). CIDs stay
 the identity: the receiver stores a block only if its bytes hash to its CID
-(``Blockstore.put`` verifies), and uses a DAG only once every block of it is
+(``Blockstore.put`` verifies) and a DAG it asked for reaches it (a peer cannot
+park other blocks here), and uses a DAG only once every block of it is
 here; anything missing or wrong is simply fetched by bitswap as before. These
 are plain blocking functions over a ``Blockstore``: the service runs them in a
 worker thread, inside one blockstore session (no GC between storing and pinning).
@@ -44,18 +45,25 @@ def gather(blockstore: Any, roots: Iterable[str], budget: int) -> tuple[tuple[st
 
 
 def keep(blockstore: Any, blocks: Iterable[tuple[str, bytes]], roots: Iterable[str], pin: bool) -> list[str]:
-    """Store the carried ``blocks`` that hash to their CID; of ``roots``, those now here whole (pinned if
-    ``pin``). The others must be fetched."""
+    """Store the carried ``blocks`` of the DAGs under ``roots`` that hash to their CID (a block no root
+    reaches is not stored); of ``roots``, those now here whole (pinned if ``pin``). The others must be fetched."""
+    given = dict(blocks)
+
+    def get(cid: Cid) -> bytes:
+        data = given.get(str(cid))
+        if data is None:
+            return blockstore.get(cid)
+        blockstore.put(cid, data)         # checked against the CID: a block that is not what it says raises
+        return data
+
     whole: list[str] = []
     with blockstore.session():
-        for text, data in blocks:
-            try:
-                blockstore.put(Cid.parse(text), data)
-            except (P2PComputeError, ValueError):
-                continue                  # a block that is not what its CID says is dropped
         for root in roots:
             try:
                 cid = Cid.parse(root)
+                if root in given:
+                    for _ in iter_dag(get, cid):
+                        pass
                 if pin:
                     blockstore.pin(cid)
                 else:

@@ -68,13 +68,13 @@ import trio
 from ..errors import P2PComputeError, UserError
 from ..node import wire
 from ..node.identity import PeerId
+from . import carry
 from . import events as ev
 from . import leases as lx
 from .events import JobConfig
 from .executing import ExecutingMixin
 from .job_state import JobState
 from .jobs_api import JobsApiMixin
-from . import carry
 from .messages import (MAX_CARRIED, MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
                        TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
@@ -143,7 +143,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self._room = False                           # offers were answered since placement last gave room
         self._timer_wake = trio.Event()
         self._exec_timer: float | None = None
-        self._granted: dict[tuple[str, str], tuple[bytes, tuple]] = {}
+        self._granted: dict[tuple[str, str], tuple[bytes, tuple, tuple]] = {}   # payload, inputs, blocks
         self._runs: dict[tuple[str, str], trio.CancelScope] = {}
         self._run_coordinator: dict[tuple[str, str], PeerId] = {}
         self._nursery: trio.Nursery | None = None

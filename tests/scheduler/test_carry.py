@@ -7,6 +7,7 @@ import pytest
 from p2pcompute.scheduler import carry
 from p2pcompute.scheduler.messages import MAX_CARRIED, TaskDone, TaskGrant
 from p2pcompute.storage.blockstore import Blockstore
+from p2pcompute.storage.cid import Cid
 from p2pcompute.storage.importer import import_path
 
 
@@ -23,7 +24,7 @@ def test_small_dags_are_gathered_whole_and_kept_at_the_other_end(tmp_path):
     blocks = carry.gather(here, [small, multi, "bafy-not-a-cid"], MAX_CARRIED)
     assert [c for c, _ in blocks] == [small]               # only what fits, whole; the rest is fetched
     assert carry.keep(there, blocks, [small, multi], pin=True) == [small]
-    assert {str(c) for c in there.pins} == {small} and there.get(there.pins and next(iter(there.pins)))
+    assert {str(c) for c in there.pins} == {small} and there.has(Cid.parse(small))
     two = carry.gather(here, [multi], 400_000)             # a multi-block DAG travels whole, or not at all
     assert len(two) > 1 and carry.keep(Blockstore(tmp_path / "c"), two, [multi], pin=False) == [multi]
     assert carry.gather(here, [multi], 200_000) == ()
@@ -35,6 +36,9 @@ def test_a_carried_block_that_is_not_what_its_cid_says_is_dropped_and_its_dag_fe
     ((_, data),) = carry.gather(here, [cid], MAX_CARRIED)
     assert carry.keep(there, [(cid, data[:-1] + b"!")], [cid], pin=True) == []     # forged bytes: not stored
     assert carry.keep(there, [("not a cid", data)], [cid], pin=True) == []
+    other = added(here, tmp_path, "y", 500)                # a valid block, but of no root asked for
+    assert carry.keep(there, carry.gather(here, [other], MAX_CARRIED), [cid], pin=False) == []
+    assert not there.has(Cid.parse(other))                # not stored: junk cannot be parked here
     assert not any(True for _ in there.pins)
 
 
