@@ -133,7 +133,8 @@ class ExecutingMixin:
                         outcome = Outcome(ev.REJECTED, "the executor is starting")
                     else:
                         if blocks:          # small inputs carried in the grant: stored if they hash right
-                            await trio.to_thread.run_sync(carry.keep, storage.blockstore, blocks, (), False)
+                            await trio.to_thread.run_sync(carry.keep, storage.blockstore, blocks,
+                                                          [cid for _, cid in inputs], False)
                         outcome = await run_granted(storage, executor, payload, inputs,
                                                     self.config.fetch_timeout_s, self._announce_soon, self._discard)
                 except Exception as exc:
