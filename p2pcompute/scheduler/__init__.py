@@ -19,6 +19,7 @@ Files:
     replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over
     runner.py      an executing peer runs one granted task: inputs by CID, the executor, outputs pinned
     task_logs.py   a task's stderr: pinned as a CID by the peer that ran it, read back for ``logs JOB [TASK]``
+    carry.py       small inputs and outputs carried inline in grants and results, checked against their CIDs
     service.py     SchedulerService, the trio driver: coordinator role, placement, timers, membership
     executing.py   its executor role: offers, grants, runs, heartbeats, results (a mixin)
     replication.py its replication of job records to the k closest peers, and takeover (a mixin)

@@ -135,6 +135,14 @@ class MemberDied:
 
 
 @dataclass(frozen=True, slots=True)
+class Room:
+    """Placement has room again for about ``tasks`` tasks (offers were answered, reservations freed up):
+    that many of the tasks that found no peer are placed again now, oldest first."""
+
+    tasks: int
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     reason: str = "cancelled by the user"
 
@@ -250,7 +258,7 @@ class SetTimer:
 
 
 Event = (Tick | Placed | OfferAccepted | Heartbeat | ResultReady | TaskFailed | Fetched | FetchFailed | MemberDied
-         | Cancel)
+         | Room | Cancel)
 Command = Dispatch | SendOffer | GrantLease | Revoke | FetchResult | Replicate | Report | Refused | SetTimer
 
 
@@ -262,7 +270,7 @@ class JobConfig:
     offer_timeout_s: float = 300.0     # an unanswered offer (a reservation in a busy peer's queue) lapses
     probes: int = 2                    # d: peers each task is offered to (Sparrow's d)
     max_in_flight: int = 1000          # tasks being placed or offered at once (bounds queued offers)
-    placement_retry_s: float = 1.0     # no peer free now: ask placement again after this
+    placement_retry_s: float = 1.0     # no peer free now: ask placement again after this (unless Room comes first)
     placement_timeout_s: float = 600.0  # no peer could take the task for this long: it fails with the reason
     max_declines: int = 1000           # offers refused or lapsed for one task before it fails
     story_len: int = 64                # story entries kept per task (oldest dropped)

@@ -4,13 +4,15 @@ Theory of operation. ``ExecutorLeases`` (leases.py) decides; this carries
 out its commands. A ``TaskOffer`` becomes an ``Offer`` (its deadline this
 peer's clock plus ``valid_s``); ``Accept`` goes to the coordinator as
 ``TaskAccept``, ``Decline`` as a ``rejected`` ``TaskFailure``. A
-``TaskGrant``'s payload and inputs are kept only while the grant is handled:
+``TaskGrant``'s payload, inputs and carried blocks (small inputs, stored
+here if they hash to their CIDs: carry.py) are kept only while the grant is handled:
 if the leases answer ``Run``, a run starts (runner.py) in a cancel scope that
 ``Stop`` (a revoke) cancels; otherwise nothing of it stays. A revoke comes
 from the coordinator that granted the run, or, once membership here has that
 one dead, from any peer (its successor: the run's result could go nowhere). ``SendHeartbeat``
 is a one-way ``TaskHeartbeat``. A finished run sends ``TaskDone`` or
-``TaskFailure`` (tried three times while the coordinator is unreachable, no
+``TaskFailure`` (a ``TaskDone`` carries the blocks of small outputs; outputs
+are pinned here and announced in the background; tried three times while the coordinator is unreachable, no
 more once membership has it dead: its successor re-offered the task) and
 then ``Ended`` frees the slot; either carries the run's stderr as a CID
 pinned here (task_logs.py). The leases' refusals are the reply's reason.
@@ -19,6 +21,8 @@ pinned here (task_logs.py). The leases' refusals are the reply's reason.
 from __future__ import annotations
 
 import logging
+import shutil
+from functools import partial
 from typing import Any
 
 import trio
@@ -27,8 +31,9 @@ from ..errors import P2PComputeError
 from ..node.identity import PeerId
 from . import events as ev
 from . import leases as lx
-from . import task_logs
-from .messages import SchedAck, TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke
+from . import carry, task_logs
+from .messages import (MAX_CARRIED, SchedAck, TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat,
+                       TaskOffer, TaskRevoke)
 from .runner import Outcome, run_granted
 
 log = logging.getLogger("p2pcompute.scheduler.service")
@@ -85,7 +90,7 @@ class ExecutingMixin:
 
     async def _on_grant(self, peer: PeerId, msg: TaskGrant) -> SchedAck:
         key = (msg.job_id, msg.lease_id)
-        self._granted[key] = (msg.payload, msg.inputs)
+        self._granted[key] = (msg.payload, msg.inputs, msg.blocks)
         refused = self._exec(lx.Grant(msg.job_id, msg.task, peer, msg.lease_id, trio.current_time() + msg.expires_s))
         self._granted.pop(key, None)          # not run: nothing of it is kept
         return SchedAck(not refused, "; ".join(refused))
@@ -95,6 +100,13 @@ class ExecutingMixin:
         if granted_by is not None and granted_by != peer and granted_by in self._gone:
             peer = granted_by       # the dead coordinator's successor stops its run (a result nobody can take)
         return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason)))
+
+    def _discard(self, scratch: Any) -> None:
+        """A run's scratch directory, removed off the result's path (now, if the service is stopping)."""
+        if self._nursery is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            self._nursery.start_soon(partial(trio.to_thread.run_sync, shutil.rmtree, scratch, True))
 
     async def _beat(self, c: lx.SendHeartbeat) -> None:
         msg = TaskHeartbeat(c.job_id, c.task, c.lease_id)
@@ -117,9 +129,10 @@ class ExecutingMixin:
             log.warning("stderr of a run not kept: %s", exc)
             return "", 0
 
-    async def _run(self, c: lx.Run, granted: tuple[bytes, tuple]) -> None:
+    async def _run(self, c: lx.Run, granted: tuple[bytes, tuple, tuple]) -> None:
         key = (c.job_id, c.lease_id)
-        payload, inputs = granted
+        payload, inputs, blocks = granted
+        storage = self.node.services["storage"]
         outcome: Outcome | None = None
         try:
             with trio.CancelScope() as scope:
@@ -130,8 +143,11 @@ class ExecutingMixin:
                     if executor is None:
                         outcome = Outcome(ev.REJECTED, "the executor is starting")
                     else:
-                        outcome = await run_granted(self.node.services["storage"], executor, payload, inputs,
-                                                    self.config.fetch_timeout_s)
+                        if blocks:          # small inputs carried in the grant: stored if they hash right
+                            await trio.to_thread.run_sync(carry.keep, storage.blockstore, blocks,
+                                                          [cid for _, cid in inputs], False)
+                        outcome = await run_granted(storage, executor, payload, inputs,
+                                                    self.config.fetch_timeout_s, self._announce_soon, self._discard)
                 except Exception as exc:
                     log.exception("running %s/%s failed", c.job_id, c.task)
                     outcome = Outcome(ev.CRASH, f"{type(exc).__name__}: {exc}")
@@ -143,8 +159,12 @@ class ExecutingMixin:
                 msg: Any = TaskFailure(c.job_id, c.task, c.lease_id, outcome.kind, outcome.message[:4096],
                                        log=log_cid, log_bytes=log_bytes)
             else:
+                carried: tuple = ()
+                if c.coordinator != self.node.peer_id and outcome.outputs:    # small outputs go with it
+                    carried = await trio.to_thread.run_sync(carry.gather, storage.blockstore,
+                                                            list(outcome.outputs.values()), MAX_CARRIED)
                 msg = TaskDone(c.job_id, c.task, c.lease_id, outcome.outputs, outcome.inline, outcome.sizes,
-                               log=log_cid, log_bytes=log_bytes)
+                               log=log_cid, log_bytes=log_bytes, blocks=carried)
             for attempt in range(3):
                 reply = await self._ask(c.coordinator, msg)
                 if reply.ok or not reply.reason.startswith(("RequestTimeout", "PeerUnreachable", "TransportError")):

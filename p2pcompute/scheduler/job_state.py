@@ -14,8 +14,10 @@ skipped; it fails as soon as one task fails (the rest are cancelled).
 offers). Placement answers ``Placed(task, peers)``; each peer gets an offer
 with its own lease id. The first ``OfferAccepted`` wins and gets
 ``GrantLease``; the other offers are revoked (late binding). No peer now:
-the task asks again after ``placement_retry_s``, and fails with placement's
-reason once it has waited ``placement_timeout_s``. Offers lapse after
+the task waits for room, oldest first: ``Room(n)`` (the driver saw offers
+answered, so reservations freed up) places the ``n`` oldest waiting again at
+once; without one it asks again after ``placement_retry_s``, and fails with
+placement's reason once it has waited ``placement_timeout_s``. Offers lapse after
 ``offer_timeout_s``; a task whose offers all lapsed or were refused is queued
 again (not charged; at most ``max_declines`` times).
 
@@ -120,6 +122,7 @@ class JobState:
         self._seq = 0
         self._heap: list[tuple[float, int, str, str, Any]] = []   # (when, seq, kind, task, lease or gen)
         self._ready: deque[str] = deque()
+        self._waiting_room: dict[str, None] = {}  # tasks no peer had room for, oldest first (Room)
         self._dirty = False
         self._started = False
         self._reported_end = False
@@ -202,7 +205,7 @@ class JobState:
             if now - t.unplaced_since >= self.config.placement_timeout_s:
                 self._fail_task(t, f"no peer could run it for {now - t.unplaced_since:.0f} s: {e.reason}", now, out)
             else:
-                self._requeue(t, self.config.placement_retry_s, now, f"unplaced: {e.reason}", out)
+                self._wait_for_room(t, now, f"unplaced: {e.reason}", out)
             return
         t.unplaced_since = None
         for p in peers:
@@ -320,6 +323,21 @@ class JobState:
             elif t.state == RUNNING and t.peer == e.peer:
                 self._attempt_failed(t, ev.DIED, f"peer {e.peer!r} died", now, out)
 
+    def _on_Room(self, e: ev.Room, now: float, out: list) -> None:
+        n = e.tasks if isinstance(e.tasks, int) and not isinstance(e.tasks, bool) else 0
+        while n > 0 and self._waiting_room:
+            t = self.tasks[next(iter(self._waiting_room))]
+            del self._waiting_room[t.task_id]
+            if t.state == READY and t.not_before > now and not t.queued:   # still waiting (not re-placed since)
+                t.not_before = now
+                t.queued = True
+                self._ready.append(t.task_id)
+                n -= 1
+
+    def waiting_for_room(self) -> int:
+        """Tasks that found no peer with room (an upper bound: some may have been placed since)."""
+        return len(self._waiting_room)
+
     def _on_Cancel(self, e: ev.Cancel, now: float, out: list) -> None:
         self._end_job("cancelled", self._text(e.reason), now, out)
 
@@ -350,7 +368,12 @@ class JobState:
         if t.declines > self.config.max_declines:
             self._fail_task(t, f"{t.declines} offers refused or lapsed; last: {stimulus}", now, out)
         elif not t.offers:
-            self._requeue(t, self.config.placement_retry_s, now, stimulus, out)
+            self._wait_for_room(t, now, stimulus, out)
+
+    def _wait_for_room(self, t: TaskRun, now: float, stimulus: str, out: list) -> None:
+        """Back to ready until ``Room`` (or, failing one, ``placement_retry_s``): no peer took it now."""
+        self._requeue(t, self.config.placement_retry_s, now, stimulus, out)
+        self._waiting_room.setdefault(t.task_id)      # a task that waits again keeps its place
 
     def _end_attempt(self, t: TaskRun, outcome: str, message: str, now: float) -> None:
         if t.attempts and t.attempts[-1]["lease"] == t.lease and t.attempts[-1]["outcome"] == "running":
@@ -437,6 +460,7 @@ class JobState:
             self._set(t, CANCELLED, now, f"job {state}")
         self._heap.clear()
         self._ready.clear()
+        self._waiting_room.clear()
         self._dirty = True
 
     # --- timers and dispatch ----------------------------------------------------------------------

@@ -51,7 +51,7 @@ class JobsApiMixin:
 
         request = parse_json_body(body)
         plan = await plan_from_request(request, self.node.services["storage"], "j" + uuid.uuid4().hex[:20],
-                                       node=self.node)
+                                       self._announce_soon, node=self.node)
         job_id = await self.submit(plan)
         return json_response(self.summary(job_id) | {"tasks": len(plan.tasks)})
 

@@ -28,6 +28,22 @@ MAX_INPUTS = MAX_INPUTS_PER_TASK   # (name, CID) pairs of one grant: the task's 
 MAX_OUTPUTS = 1024
 MAX_CID = 256
 MAX_REPLICAS = 8
+MAX_CARRIED = 256 << 10      # bytes of blocks a grant or a result carries inline (small inputs and outputs)
+MAX_CARRIED_BLOCKS = 256
+
+
+def _carried(blocks: tuple[tuple[str, bytes], ...]) -> None:
+    """Blocks carried inline: (CID, bytes) pairs, at most MAX_CARRIED bytes (each checked against its
+    CID where it is stored: a block that does not hash to its CID is dropped there)."""
+    if len(blocks) > MAX_CARRIED_BLOCKS:
+        raise ValueError(f"more than {MAX_CARRIED_BLOCKS} blocks carried")
+    total = 0
+    for cid, data in blocks:
+        if type(cid) is not str or not 0 < len(cid) <= MAX_CID or type(data) is not bytes:
+            raise ValueError("a carried block is not a (CID, bytes) pair")
+        total += len(data)
+    if total > MAX_CARRIED:
+        raise ValueError(f"blocks carried over {MAX_CARRIED} bytes")
 
 
 def _ids(**values: str) -> None:
@@ -77,7 +93,8 @@ class TaskAccept:
 @message(402)
 @dataclass(frozen=True)
 class TaskGrant:
-    """Coordinator -> executor: run it. ``payload``: ``plan.full_payload``; ``inputs``: (name, CID) pairs."""
+    """Coordinator -> executor: run it. ``payload``: ``plan.full_payload``; ``inputs``: (name, CID) pairs;
+    ``blocks``: the blocks of small inputs the coordinator holds, carried inline (no bitswap round trip)."""
 
     job_id: str
     task: str
@@ -85,10 +102,12 @@ class TaskGrant:
     expires_s: float
     payload: bytes
     inputs: tuple[tuple[str, str], ...] = ()
+    blocks: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
         _seconds("expires_s", self.expires_s)
+        _carried(self.blocks)
         if len(self.inputs) > MAX_INPUTS:
             raise ValueError(f"more than {MAX_INPUTS} inputs")
         for name, cid in self.inputs:
@@ -124,7 +143,8 @@ class TaskHeartbeat:
 @message(405)
 @dataclass(frozen=True)
 class TaskDone:
-    """Executor -> coordinator: outputs as CIDs (pinned at the executor), small scalars inline."""
+    """Executor -> coordinator: outputs as CIDs (pinned at the executor), small scalars inline, and the
+    blocks of small outputs carried inline (``blocks``: the coordinator stores those that hash to their CID)."""
 
     job_id: str
     task: str
@@ -134,9 +154,11 @@ class TaskDone:
     sizes: dict[str, int] = field(default_factory=dict)
     log: str = ""                  # the run's stderr: a CID pinned at the executor ("" when none; task_logs.py)
     log_bytes: int = 0
+    blocks: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
+        _carried(self.blocks)
         for what, d in (("outputs", self.outputs), ("inline", self.inline), ("sizes", self.sizes)):
             if len(d) > MAX_OUTPUTS:
                 raise ValueError(f"more than {MAX_OUTPUTS} {what}")

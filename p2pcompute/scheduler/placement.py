@@ -22,9 +22,10 @@ holding part of its input (provider hints), ranked by load minus locality
 peers with room hold at least ``holders_only_share`` of the task's input
 bytes, only they are offered it: a second offer elsewhere would win the
 race whenever the holder is busy, and the holder's queue is bounded anyway.
-A peer takes at most ``free_slots + max_queued`` reservations per batch:
-never more tasks on a peer than its free slots, a short queue of
-reservations beyond them (its executor accepts only within its slots, so
+A peer takes at most ``free_slots + max_queued`` reservations, counting
+those still outstanding from earlier batches (``reserved``: the caller's
+offers not yet answered): never more tasks on a peer than its free slots, a
+short queue of reservations beyond them (its executor accepts only within its slots, so
 the first reserved peer to have a free slot gets the task: late binding).
 Peers a task failed on (``Dispatch.avoid``) are used only if no other peer
 with room can run it. Probed peers full: any eligible peer with room.
@@ -140,11 +141,13 @@ class Placement:
             raise ValueError(f"placement mode {self.config.mode!r}: use one of {', '.join(MODES)}")
 
     def place(self, dispatches: list[Dispatch], candidates: list[Candidate],
-              providers: Mapping[str, Iterable[Any]] | None = None) -> list[Placed]:
-        """``providers``: CID -> peers known to hold it (DHT provider records)."""
+              providers: Mapping[str, Iterable[Any]] | None = None,
+              reserved: Mapping[Any, int] | None = None) -> list[Placed]:
+        """``providers``: CID -> peers known to hold it (DHT provider records); ``reserved``: peer ->
+        reservations the caller holds there already (offers not yet answered), counted against its budget."""
         providers = providers or {}
         by_peer = {c.peer: c for c in candidates}
-        used: dict[Any, int] = {}                     # reservations made in this batch
+        used: dict[Any, int] = dict(reserved or {})   # reservations outstanding, and those made in this batch
         groups: dict[tuple, tuple[Requirements, list[Dispatch]]] = {}
         for d in dispatches:
             groups.setdefault(_key(d.requirements), (d.requirements, []))[1].append(d)
@@ -164,6 +167,13 @@ class Placement:
             for d in ds:
                 placed[d.job_id, d.task] = batch.place(d)
         return [placed[d.job_id, d.task] for d in dispatches]
+
+    def room(self, candidates: list[Candidate], reserved: Mapping[Any, int] | None = None) -> int:
+        """How many more reservations ``place`` could make now (over every candidate's budget)."""
+        if self.config.mode == "oracle" or len(candidates) == 1:
+            return 1 << 30
+        reserved = reserved or {}
+        return sum(max(0, c.free_slots + self.config.max_queued - reserved.get(c.peer, 0)) for c in candidates)
 
     def _budget(self, c: Candidate, used: dict, lone: bool) -> bool:
         if lone or self.config.mode == "oracle":

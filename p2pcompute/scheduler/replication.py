@@ -66,14 +66,23 @@ class ReplicationMixin:
     rng: random.Random
     _nursery: Any
 
-    async def _replicate(self, job: Any) -> bool:
-        """Send the job's record to its replicas; True once one acknowledged (or there is none)."""
+    async def _replicate(self, job: Any, everyone: trio.Event | None = None) -> bool:
+        """Send the job's record to its replicas; True once one acknowledged (or there is none).
+        ``everyone`` is set once every replica answered. The full record is encoded only if one needs it."""
         me = self.node.peer_id
+        everyone = trio.Event() if everyone is None else everyone
         job.replicas = closest(job.js.job_id, [p for p in self._live() if p != me], self.config.replicas)
-        delta = job.js.delta()
+        delta = cbor2.dumps(job.js.delta())
         if not job.replicas:
+            everyone.set()
             return True
-        full = cbor2.dumps(job.js.to_record())
+        encoded: dict[str, bytes] = {}
+
+        def full() -> bytes:          # as of when a replica first needs it: newer than the delta is fine
+            if "full" not in encoded:
+                encoded["full"] = cbor2.dumps(job.js.to_record())
+            return encoded["full"]
+
         names = tuple(str(p) for p in job.replicas)
         state = {"acked": 0, "left": len(job.replicas)}
         first = trio.Event()              # the first acknowledgement, or every replica answered
@@ -82,9 +91,9 @@ class ReplicationMixin:
             reply = SchedAck(False, "")
             try:
                 if peer in job.full_sent:
-                    reply = await self._ask(peer, JobRecordDelta(job.js.job_id, cbor2.dumps(delta)))
+                    reply = await self._ask(peer, JobRecordDelta(job.js.job_id, delta))
                 if not reply.ok:
-                    reply = await self._send_full(peer, JobRecordFull(job.js.job_id, full, names))
+                    reply = await self._send_full(peer, JobRecordFull(job.js.job_id, full(), names))
                     if reply.ok:
                         job.full_sent.add(peer)
                 if not reply.ok:
@@ -96,8 +105,11 @@ class ReplicationMixin:
                     state["acked"] += 1
                 if reply.ok or not state["left"]:
                     first.set()
+                if not state["left"]:
+                    everyone.set()
 
         if self._nursery is None:
+            everyone.set()
             return False
         for p in job.replicas:            # the slower replicas are answered in the background
             self._nursery.start_soon(one, p)

@@ -10,8 +10,9 @@ coordinator among them, while the DHT looks for providers; none within
 named by what its bytes are (``.tensor``, ``.npy``, ``.tif``: the loaders
 choose by suffix). A mapped task runs once per item (``bind_item``), on the
 compute service's sandboxed executor. Each output file is imported into the
-blockstore and pinned (and so announced): the coordinator pulls it by
-bitswap. An output of one element is also carried inline, as a float, for
+blockstore and pinned (and so announced, or handed to ``announce`` to do
+later): the coordinator pulls it by bitswap, or gets it carried in the
+result if it is small (carry.py). An output of one element is also carried inline, as a float, for
 the conditions of later stages. The outcome is an ``Outcome``: outputs and
 inline values, or a failure kind of ``events.FAILURE_KINDS`` and a message;
 either way with the run's stderr (task_logs.py).
@@ -65,7 +66,10 @@ def _safe(name: str) -> str:
 
 
 async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple[tuple[str, str], ...],
-                      fetch_timeout: float = 60.0) -> Outcome:
+                      fetch_timeout: float = 60.0, announce: Any = None, discard: Any = None) -> Outcome:
+    """``announce(cid)``: if given, outputs are pinned here and handed to it to announce later (off the
+    result's path); else each is pinned and announced before the outcome is returned. ``discard(dir)``:
+    if given, the scratch directory is handed to it to remove later; else it is removed before returning."""
     try:
         task, items, per_item = decode_payload(payload)
     except PlanError as exc:
@@ -99,7 +103,7 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
             for name, info in result.outputs.items():
                 key = item_output(name, label)
                 path = Path(info.get("path") or out_dir / info["file"])
-                cid, size = await _keep(storage, path)
+                cid, size = await _keep(storage, path, announce)
                 out.outputs[key], out.sizes[key] = cid, size
                 scalar = _scalar(info.get("value"))
                 if scalar is not None:
@@ -107,7 +111,10 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
         out.stderr = joined(logs)
         return out
     finally:
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+        if discard is None:
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+        else:
+            discard(scratch)
 
 
 def missing_input(name: str, cid: str, exc: Exception) -> str:
@@ -154,15 +161,21 @@ async def _program(storage: Any, ref: str, scratch: Path, timeout: float) -> str
     raise P2PComputeError("a program is builtin:NAME.wat or ipfs://CID on the network")
 
 
-async def _keep(storage: Any, path: Path) -> tuple[str, int]:
+async def _keep(storage: Any, path: Path, announce: Any = None) -> tuple[str, int]:
     from ..storage.importer import import_path
 
     def add() -> Any:
         with storage.blockstore.session():      # no GC between the import and the pin
-            return import_path(path, storage.blockstore.put)
+            result = import_path(path, storage.blockstore.put)
+            if announce is not None:
+                storage.blockstore.pin(result.cid)
+            return result
 
     result = await trio.to_thread.run_sync(add)
-    await storage.pin(result.cid)
+    if announce is None:
+        await storage.pin(result.cid)
+    else:
+        announce(result.cid)
     return str(result.cid), path.stat().st_size
 
 

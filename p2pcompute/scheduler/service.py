@@ -23,10 +23,17 @@ hints for data locality: an output CID is known to be held by the executor
 whose result was taken and, once fetched, by this peer; for an input with no
 holder known here, the DHT's provider records are asked (providers.py:
 bounded lookups, cached; only that task waits, at most ``lookups.timeout_s``,
-then is placed with what is known). Offers, grants and
+then is placed with what is known). Placement counts the
+offers still unanswered per peer (``_reserved``) against that peer's budget;
+a task no peer has room for waits, and is placed again as soon as offers are
+answered (``Room``), not on a timer. Offers, grants and
 revokes are requests; a peer that cannot be reached or refuses an offer is
 a ``rejected`` failure (not charged). ``FetchResult`` pulls the output CIDs
-through the storage service and pins them. ``SetTimer`` arms one timer per
+through the storage service and pins them. Small inputs and outputs travel
+inline instead (carry.py): a grant carries the blocks of the small inputs
+held here, a result those of its small outputs; CIDs stay the identity (a
+block is stored only if it hashes to its CID, anything missing is fetched).
+Pins made on a task's path are announced in the background. ``SetTimer`` arms one timer per
 job. Membership is polled: a member that turns dead or left is
 ``MemberDied`` for every job (and ``CoordinatorDied`` for the leases).
 
@@ -34,9 +41,11 @@ job. Membership is polled: a member that turns dead or left is
 ``K`` live members closest to the job id by XOR (replicas.py), full then
 deltas. job_state.py's rule is kept: a ``Report`` is carried out (made
 visible to ``GET /v1/jobs``, ``wait``) only once a replica acknowledged the
-version before it; with none acknowledging, the reports wait (the newest
-progress one and any final one) and replication is retried every
-``replicate_retry_s``. A peer with no other live member has nobody to wait
+version before it (or a later one); with none acknowledging, the reports wait
+(the newest progress one and any final one) and replication is retried every
+``replicate_retry_s``. Replication never holds up a job's events: one round
+at a time runs per job (``_replicator``) and carries, as one delta, every
+change made while the last round was out. A peer with no other live member has nobody to wait
 for. When a job's coordinator dies and this peer is the closest live replica
 it named, it takes the job over.
 
@@ -52,7 +61,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -62,13 +71,14 @@ import trio
 from ..errors import P2PComputeError, UserError
 from ..node import wire
 from ..node.identity import PeerId
+from . import carry
 from . import events as ev
 from . import leases as lx
 from .events import JobConfig
 from .executing import ExecutingMixin
 from .job_state import JobState
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
+from .messages import (MAX_CARRIED, MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
                        TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
@@ -81,6 +91,8 @@ log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled")
 MAX_PROVIDERS = 100_000      # CIDs whose holders the coordinator remembers for placement (oldest dropped)
 MAX_HOLDERS = 8
+MAX_ANNOUNCE_QUEUE = 4096    # CIDs waiting to be announced in the background (oldest dropped)
+REANNOUNCE_S = 600.0         # a CID announced from here is not announced again from the task path within this
 
 
 @dataclass
@@ -111,8 +123,10 @@ class _Job:
         self.inputs: dict[str, tuple] = {}          # task -> the inputs of its latest Dispatch
         self.full_sent: set[PeerId] = set()
         self.replicas: list[PeerId] = []
-        self.held: list[ev.Report] = []             # reports waiting for an acknowledged version
-        self.retry_at: float | None = None
+        self.held: list[tuple[int, ev.Report]] = []  # (version it follows, report) waiting for an acknowledgement
+        self.want = 0                               # the newest version to replicate
+        self.acked = 0                              # the newest version a replica acknowledged
+        self.replicating = False                    # its replicator task runs
         self.report: ev.Report | None = None        # the last report carried out
         self.done = trio.Event()
         self.submitted = submitted
@@ -131,9 +145,10 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self.leases: lx.ExecutorLeases | None = None
         self._dispatches: list[ev.Dispatch] = []
         self._place_wake = trio.Event()
+        self._room = False                           # offers were answered since placement last gave room
         self._timer_wake = trio.Event()
         self._exec_timer: float | None = None
-        self._granted: dict[tuple[str, str], tuple[bytes, tuple]] = {}
+        self._granted: dict[tuple[str, str], tuple[bytes, tuple, tuple]] = {}   # payload, inputs, blocks
         self._runs: dict[tuple[str, str], trio.CancelScope] = {}
         self._run_coordinator: dict[tuple[str, str], PeerId] = {}
         self._nursery: trio.Nursery | None = None
@@ -146,6 +161,10 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
                       "tasks_run": 0}
         self._local: dict[type, Any] = {}
         self._record_slots = trio.Semaphore(RECORD_STREAMS)
+        self._carried: dict[tuple[str, str], tuple] = {}     # (job, lease) -> blocks a TaskDone carried
+        self._to_announce: OrderedDict[Any, None] = OrderedDict()   # CIDs pinned here, to announce
+        self._announced: OrderedDict[Any, float] = OrderedDict()    # CID -> when it was queued last
+        self._announce_wake = trio.Event()
 
     # --- Service protocol ----------------------------------------------------------------------
 
@@ -175,6 +194,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._place_loop)
             nursery.start_soon(self._poll_loop)
+            nursery.start_soon(self._announce_loop)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -274,12 +294,16 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
     async def _feed(self, job: _Job, event: Any) -> list[str]:
         """Feed one event to a job; the reasons of anything it refused."""
         async with job.lock:
+            offered = job.js.counts["offered"]
             try:
                 cmds = job.js.handle(event, trio.current_time())
             except Exception:
                 self.stats["errors"] += 1
                 log.exception("job %s failed on %s (the service goes on)", job.js.job_id, type(event).__name__)
                 return ["internal error"]
+            if job.js.counts["offered"] < offered:    # offers answered: reservations freed for waiting tasks
+                self._room = True
+                self._place_wake.set()
             return await self._carry(job, cmds)
 
     async def _carry(self, job: _Job, cmds: list) -> list[str]:
@@ -295,17 +319,15 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             elif isinstance(c, ev.Revoke):
                 self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096]))
             elif isinstance(c, ev.FetchResult):
-                self._spawn(self._fetch, job, c)
-            elif isinstance(c, ev.Replicate):
-                if await self._replicate(job):
-                    self._release(job)
-                else:
-                    job.retry_at = trio.current_time() + self.config.replicate_retry_s
-                    self._timer_wake.set()
+                self._spawn(self._fetch, job, c, self._carried.pop((c.job_id, c.lease_id), ()))
+            elif isinstance(c, ev.Replicate):  # coalesced: one round at a time (_replicator), never awaited here
+                job.want = max(job.want, c.version)
+                if not job.replicating and self._nursery is not None:
+                    job.replicating = True
+                    self._nursery.start_soon(self._replicator, job)
             elif isinstance(c, ev.Report):     # of the progress reports waiting, only the newest matters
-                job.held = [r for r in job.held if r.kind != "progress"] + [c]
-                if job.retry_at is None:
-                    self._release(job)
+                job.held = [(v, r) for v, r in job.held if r.kind != "progress"] + [(job.want, c)]
+                self._release(job)
             elif isinstance(c, ev.Refused):
                 self.stats["refused"] += 1
                 refused.append(c.reason)
@@ -316,13 +338,36 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         return refused
 
     def _release(self, job: _Job) -> None:
-        job.retry_at = None
-        for r in job.held:
+        """Carry out the reports whose version (or a later one) a replica acknowledged."""
+        while job.held and job.held[0][0] <= job.acked:
+            _, r = job.held.pop(0)
             job.report = r
             if r.kind in TERMINAL:
                 log.info("job %s %s %s", job.js.job_id, r.kind, r.reason)
                 job.done.set()
-        job.held.clear()
+
+    async def _replicator(self, job: _Job) -> None:
+        """Replicate ``job`` until a replica acknowledged its newest version: one round at a time, each round
+        carrying every change since the last (a delta), so that a job's events never wait on a replica.
+        A round's first acknowledgement releases the reports it covers; the next round starts once every
+        replica answered the last (a replica's deltas stay in order), or after twice the request timeout."""
+        try:
+            while job.acked < job.want:
+                target, everyone, ok = job.js.version, trio.Event(), False
+                try:
+                    ok = await self._replicate(job, everyone)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("replicating job %s failed (tried again)", job.js.job_id)
+                if ok:
+                    job.acked = max(job.acked, target)
+                    self._release(job)
+                    with trio.move_on_after(2 * self.config.request_timeout_s):
+                        await everyone.wait()
+                else:
+                    await trio.sleep(self.config.replicate_retry_s)
+        finally:
+            job.replicating = False
 
     def _spawn(self, fn: Any, *args: Any, reject: tuple | None = None) -> None:
         if self._nursery is None or self._inflight >= self.config.max_inflight:
@@ -380,7 +425,13 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         try:
             msg = TaskGrant(c.job_id, c.task, c.lease_id, max(0.0, c.expires - trio.current_time()), payload, inputs)
             if c.peer != str(self.node.peer_id):
-                wire.encode(msg, max_size=self.node.transport.max_message)      # too large: the job's fault
+                size = len(wire.encode(msg, max_size=self.node.transport.max_message))  # too large: the job's fault
+                budget = min(MAX_CARRIED, self.node.transport.max_message - size - (64 << 10))
+                small = [cid for _, cid, n in job.inputs.get(c.task, ()) if cid and (n or 0) <= budget]
+                if small and budget > 0:       # small inputs held here go with the grant (no bitswap round trip)
+                    blocks = await trio.to_thread.run_sync(carry.gather, self.node.services["storage"].blockstore,
+                                                           small, budget)
+                    msg = replace(msg, blocks=blocks)
         except (ValueError, P2PComputeError) as exc:
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, f"cannot be granted: {exc}"))
             return
@@ -390,13 +441,20 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.REJECTED,
                                                 f"grant not taken: {reply.reason}"[:4096]))
 
-    async def _fetch(self, job: _Job, c: ev.FetchResult) -> None:
+    async def _fetch(self, job: _Job, c: ev.FetchResult, carried: tuple = ()) -> None:
         from ..storage.cid import Cid
 
         storage = self.node.services["storage"]
+        T0 = trio.current_time()
+        # outputs here already (run here, or carried by the result: stored if they hash right) are pinned
+        # and announced later; the others are fetched
+        here = await trio.to_thread.run_sync(carry.keep, storage.blockstore, carried, [x for _, x in c.cids], True)
+        for cid in here:
+            self._announce_soon(Cid.parse(cid))
         try:
             for _, cid in c.cids:
-                await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
+                if cid not in here:
+                    await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
         except P2PComputeError as exc:
             await self._feed(job, ev.FetchFailed(c.task, c.lease_id, str(exc)[:4096]))
             return
@@ -453,6 +511,31 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             return [str(r.provider) for r in here]
         return [row["peer_id"] for row in await dht.find_providers(key, want)]
 
+    def _announce_soon(self, cid: Any) -> None:
+        """Announce a CID pinned here in the background (off a task's path); the oldest are dropped beyond
+        a bound (the storage service's periodic pass announces every pin anyway). One announced here within
+        ``REANNOUNCE_S`` is not announced again (the same input submitted, the same output made, job after job)."""
+        now = trio.current_time()
+        if now - self._announced.get(cid, -REANNOUNCE_S) < REANNOUNCE_S:
+            return
+        self._announced[cid] = now
+        self._announced.move_to_end(cid)
+        while len(self._announced) > MAX_ANNOUNCE_QUEUE:
+            self._announced.popitem(last=False)
+        self._to_announce[cid] = None
+        while len(self._to_announce) > MAX_ANNOUNCE_QUEUE:
+            self._to_announce.popitem(last=False)
+        self._announce_wake.set()
+
+    async def _announce_loop(self) -> None:
+        storage = self.node.services["storage"]
+        while True:
+            await self._announce_wake.wait()
+            self._announce_wake = trio.Event()
+            while self._to_announce:
+                cid, _ = self._to_announce.popitem(last=False)
+                await storage.announce(cid)
+
     # --- membership --------------------------------------------------------------------------------
 
     def _live(self) -> set[PeerId]:
@@ -489,7 +572,6 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         while True:
             self._timer_wake = trio.Event()
             times = [j.timer for j in self.jobs.values() if j.timer is not None]
-            times += [j.retry_at for j in self.jobs.values() if j.retry_at is not None]
             if self._exec_timer is not None:
                 times.append(self._exec_timer)
             with trio.move_on_at(min(times) if times else float("inf")):
@@ -502,21 +584,49 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
                 if job.timer is not None and job.timer <= now:
                     job.timer = None
                     await self._feed(job, ev.Tick())
-                if job.retry_at is not None and job.retry_at <= now:
-                    async with job.lock:
-                        if await self._replicate(job):
-                            self._release(job)
-                        else:
-                            job.retry_at = now + self.config.replicate_retry_s
+
+    def _reserved(self) -> Counter:
+        """Peer -> offers of the jobs coordinated here that it has not answered yet (its reservations)."""
+        out: Counter = Counter()
+        for job in self.jobs.values():
+            if job.js.state == "running" and job.js.counts["offered"]:
+                for t in job.js.tasks.values():
+                    if t.state == "offered":
+                        out.update(t.offers.values())
+        return out
+
+    async def _give_room(self) -> None:
+        """Offers were answered: tasks that found no peer with room are placed again now, as many as the
+        peers' budgets have room for (placement.room), instead of after their retry timer."""
+        waiting = [j for j in self.jobs.values() if j.js.state == "running" and j.js.waiting_for_room()]
+        if not waiting:
+            return
+        room = self.placement.room(self.candidates(), self._reserved())
+        n = -(-room // max(1, self.config.job.probes))
+        for job in waiting:
+            if n <= 0:
+                break
+            k = min(n, job.js.waiting_for_room())
+            await self._feed(job, ev.Room(n))
+            n -= k
 
     async def _place_loop(self) -> None:
         while True:
             await self._place_wake.wait()
             self._place_wake = trio.Event()
+            if self._room:
+                self._room = False
+                try:
+                    await self._give_room()
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("giving room to waiting tasks failed (their retry timers place them)")
             batch, self._dispatches = self._dispatches, []
+            if not batch:
+                continue
             try:
                 providers = self._hints(batch)
-                placed = self.placement.place(batch, self.candidates(), providers)
+                placed = self.placement.place(batch, self.candidates(), providers, self._reserved())
             except Exception:
                 self.stats["errors"] += 1
                 log.exception("placement failed (the tasks are placed again when their placing lapses)")
@@ -542,9 +652,15 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         return await self._to_job(msg.job_id, ev.Heartbeat(msg.task, str(peer), msg.lease_id))
 
     async def _on_done(self, peer: PeerId, msg: TaskDone) -> SchedAck:
-        ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id, dict(msg.outputs),
-                                                            dict(msg.inline), dict(msg.sizes), msg.log,
-                                                            msg.log_bytes))
+        key = (msg.job_id, msg.lease_id)
+        if msg.blocks:                        # for the FetchResult the result's acceptance gives (_carry)
+            self._carried[key] = msg.blocks
+        try:
+            ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id,
+                                                                dict(msg.outputs), dict(msg.inline), dict(msg.sizes), msg.log,
+                                                                msg.log_bytes))
+        finally:
+            self._carried.pop(key, None)      # not taken: nothing of it stays
         if ack.ok:                            # a result taken: its outputs are at that peer
             for cid in msg.outputs.values():
                 self._note(cid, str(peer))

@@ -4,8 +4,9 @@ The body is JSON ``{"job": "<job.yaml text>", "base": "/abs/dir"}`` (or
 ``{"path": "/abs/job.yaml"}``). The text is checked (``spec.check``: every
 problem with its line, a 400 listing them); each local input file is added
 to the daemon's blockstore and pinned (so executing peers fetch it by
-bitswap); ``ipfs://CID`` inputs are used as they are; URLs and registry
-handles are brought here and pinned (submit_sources.py, with ``node``); local
+bitswap, or get it carried in their grant), all in one worker thread, and
+announced (later, if the caller gives ``announce``); ``ipfs://CID`` inputs are used as they are;
+URLs and registry handles are brought here and pinned (submit_sources.py, with ``node``); local
 programs are refused for now. The resolution then goes to ``plan_job``, and
 the plan keeps where each input came from (``JobPlan.sources``).
 """
@@ -52,7 +53,11 @@ def load_request(request: dict[str, Any]) -> specmod.JobSpec:
     return spec
 
 
-async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, node: Any = None) -> JobPlan:
+async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, announce: Any = None,
+                            node: Any = None) -> JobPlan:
+    """``announce(cid)``: if given, the inputs added are handed to it to announce later (off the submit's
+    path); else each is announced before the plan is made. ``node``: URLs and registry handles are
+    resolved through it (submit_sources.py)."""
     spec = load_request(request)
     for s in spec.stages:
         if s.program and not s.program.startswith(("builtin:", "ipfs://")):
@@ -68,9 +73,13 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, 
             storage.blockstore.pin(result.cid)
         return Resolved(str(result.cid), Path(path).stat().st_size)
 
-    for path in spec.local_files():
-        added[path] = await trio.to_thread.run_sync(add, path)
-        await storage.pin(_cid(added[path].cid))             # and announce it
+    files = list(spec.local_files())
+    added.update(zip(files, await trio.to_thread.run_sync(lambda: [add(p) for p in files])))   # one thread hop
+    for path in files:
+        if announce is None:
+            await storage.pin(_cid(added[path].cid))             # and announce it
+        else:
+            announce(_cid(added[path].cid))
 
     remote = await resolve_remote(spec, node) if node is not None else {}
 

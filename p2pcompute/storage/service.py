@@ -90,6 +90,10 @@ class StorageService:
         await trio.to_thread.run_sync(self.blockstore.pin, root)
         await self._announce(root)
 
+    async def announce(self, root: Cid) -> None:
+        """Announce ``root`` (pinned here) in the DHT now; a failure is logged (the periodic pass retries)."""
+        await self._announce(root)
+
     async def _announce(self, root: Cid) -> None:
         dht = self.node.services.get("dht") if self.node else None
         self._announced.add(root)

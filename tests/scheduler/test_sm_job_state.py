@@ -261,3 +261,29 @@ def test_an_empty_job_is_done_at_once_and_describe_shows_attempts_and_story():
     [a] = c.js.describe()
     assert a["state"] == "ready" and a["attempts"][0]["outcome"] == ev.TIMEOUT
     assert a["attempts"][0]["peer"] == "p1" and a["story"][-1][1].startswith("timeout on 'p1'")
+
+
+def test_tasks_no_peer_had_room_for_are_placed_again_on_room_oldest_first_not_after_a_timer():
+    c = Coord(plan(task("a"), task("b"), task("c")), config=JobConfig(placement_retry_s=5.0))
+    assert c.dispatched(c.log) == ["a", "b", "c"]
+    for tid in ("b", "a", "c"):                      # b found no room first, then a, then c
+        c.feed(ev.Placed(tid, (), "all 2 peers that can run it are busy"), 1.0)
+    assert [c.state(t) for t in "abc"] == ["ready"] * 3 and c.js.waiting_for_room() == 3
+    assert not c.dispatched(c.tick(2.0))             # no timer has passed yet
+    out = c.feed(ev.Room(2), 2.0)                    # offers answered: room for two
+    assert c.dispatched(out) == ["b", "a"] and c.state("c") == "ready"
+    assert c.js.tasks["a"].failures == 0 and c.js.tasks["a"].declines == 0      # not charged
+    out = c.feed(ev.Room(5), 2.5)                    # room for more than wait: only c is left
+    assert c.dispatched(out) == ["c"] and c.js.waiting_for_room() == 0
+    c.feed(ev.Placed("c", (), "busy"), 3.0)          # c waits again: without Room, its timer places it
+    assert c.dispatched(c.tick(7.99)) == [] and c.dispatched(c.tick(8.0)) == ["c"]
+    assert not c.dispatched(c.feed(ev.Room(3), 8.5))  # c is placing already: a stale wait is skipped
+
+
+def test_a_task_whose_offers_were_all_refused_waits_for_room_too():
+    c = Coord(plan(task("a")), config=JobConfig(placement_retry_s=5.0))
+    c.feed(ev.Placed("a", ("p1",)))
+    lease = c.offers("a")["p1"]
+    c.feed(ev.TaskFailed("a", "p1", lease, ev.REJECTED, "16 reservations queued, no free slot"), 1.0)
+    assert c.state("a") == "ready" and c.js.waiting_for_room() == 1
+    assert c.dispatched(c.feed(ev.Room(1), 1.5)) == ["a"]

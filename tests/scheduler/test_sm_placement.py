@@ -187,3 +187,26 @@ def test_unmet_plan_names_each_stage_no_known_peer_can_run():
     assert unmet_plan(p, cands) == ["stage s: no peer offers arch=arm64: 12 peers known",
                                     "stage s: no peer offers wasm: 12 peers known"]
     assert unmet_plan(p, peers(3) + [Candidate("pi", 1, 4, 8 * GiB, "arm64")]) == []
+
+
+def test_reservations_still_outstanding_from_earlier_batches_count_against_a_peers_budget():
+    pl = Placement(random.Random(3), PlacementConfig(max_queued=1))
+    cands = peers(3, slots=1)                         # budget: 1 free slot + 1 queued = 2 reservations each
+    assert pl.room(cands) == 6
+    first = pl.place([dispatch(f"a{i}") for i in range(3)], cands)
+    held = Counter(p for x in first for p in x.peers)
+    assert sum(held.values()) == 6 and pl.room(cands, held) == 0
+    # a later batch sees those offers still unanswered: no peer has room, however many batches come
+    second = pl.place([dispatch("b0"), dispatch("b1")], cands, reserved=held)
+    assert [x.peers for x in second] == [(), ()] and "busy" in second[0].reason
+    # one peer answered its two offers: that room, and only it, is used
+    held["p1"] = 0
+    assert pl.room(cands, held) == 2
+    third = pl.place([dispatch("c0"), dispatch("c1")], cands, reserved=held)
+    assert {p for x in third for p in x.peers} == {"p1"}
+    assert sum(len(x.peers) for x in third) == 2
+
+
+def test_room_is_unbounded_for_a_lone_peer_and_for_the_oracle():
+    assert Placement(random.Random(0)).room(peers(1), {"p0": 50}) >= 1 << 20
+    assert Placement(random.Random(0), PlacementConfig(mode="oracle")).room(peers(3), {"p0": 9}) >= 1 << 20
