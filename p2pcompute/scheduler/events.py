@@ -131,6 +131,15 @@ class MemberDied:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultLost:
+    """A done task's outputs can be found nowhere (after a takeover: only the dead coordinator had fetched
+    them, and their executor is gone too): the task runs again, and what reads them waits for it."""
+
+    task: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     reason: str = "cancelled by the user"
 
@@ -246,7 +255,7 @@ class SetTimer:
 
 
 Event = (Tick | Placed | OfferAccepted | Heartbeat | ResultReady | TaskFailed | Fetched | FetchFailed | MemberDied
-         | Cancel)
+         | ResultLost | Cancel)
 Command = Dispatch | SendOffer | GrantLease | Revoke | FetchResult | Replicate | Report | Refused | SetTimer
 
 

@@ -47,7 +47,10 @@ same lease id. A replica that takes over (``from_record`` then
 ``start``) begins the next epoch: it revokes every offer and lease of the
 record's placing, offered and running tasks and queues them again, not
 charged; ``fetching`` tasks fetch again from the same lease. So in one line
-of records a task becomes ``done`` once. A ``done`` the dead coordinator
+of records a task becomes ``done`` once (or again, as a new result, if its
+outputs turn out lost: ``ResultLost``, when only the dead coordinator had
+fetched them and their executor is gone; then what reads them waits for the
+new run). A ``done`` the dead coordinator
 never replicated is lost with it and the task runs again. So the driver
 must have a version acknowledged by a replica before it carries out a
 ``Report`` that follows that version's ``Replicate`` (they come in that
@@ -317,6 +320,36 @@ class JobState:
                     self._requeue(t, 0.0, now, f"offered peer {e.peer!r} died", out)
             elif t.state == RUNNING and t.peer == e.peer:
                 self._attempt_failed(t, ev.DIED, f"peer {e.peer!r} died", now, out)
+
+    def _on_ResultLost(self, e: ev.ResultLost, now: float, out: list) -> None:
+        """A done task's outputs are gone: it runs again (not charged), and its dependents that have not
+        yet read them wait for it again (their offers and leases withdrawn)."""
+        t = self.tasks[e.task]
+        if t.state != DONE or not t.outputs:
+            self.stats["stale_losses"] += 1
+            return
+        self.stats["results_lost"] += 1
+        message = self._text(e.message)
+        for a in reversed(t.attempts):
+            if a["outcome"] == "ok":
+                a.update(outcome="lost", message=message)
+                break
+        t.outputs, t.inline, t.sizes, t.accepted = {}, {}, {}, None
+        self._requeue(t, 0.0, now, f"result lost: {message}", out)
+        for tid in self._dependents[t.task_id]:
+            d = self.tasks[tid]
+            if d.state in (READY, PLACING, OFFERED, RUNNING):
+                if d.state == RUNNING:
+                    out.append(ev.Revoke(self.job_id, d.task_id, d.peer, d.lease, f"input {t.task_id} lost"))
+                    self._end_attempt(d, ev.REVOKED, f"input {t.task_id} lost", now)
+                for lease, p in d.offers.items():
+                    out.append(ev.Revoke(self.job_id, d.task_id, p, lease, f"input {t.task_id} lost"))
+                d.offers.clear()
+                d.lease = d.peer = None
+                d.pending = 0
+                self._set(d, WAITING, now, f"input {t.task_id} lost: waits for it again")
+            if d.state == WAITING:
+                d.pending += 1
 
     def _on_Cancel(self, e: ev.Cancel, now: float, out: list) -> None:
         self._end_job("cancelled", self._text(e.reason), now, out)

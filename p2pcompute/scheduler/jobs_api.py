@@ -3,7 +3,9 @@
     POST /v1/jobs              {"job": "<job.yaml text>", "base": "/abs/dir"} or {"path": "/abs/job.yaml"}
                                -> the job's summary and its task count (submit.py resolves and plans)
     GET  /v1/jobs              {"jobs": [summary, ...]} of the jobs coordinated here
-    GET  /v1/jobs/{id}         the summary, every task's state, attempts and story, the job's counters
+    GET  /v1/jobs/{id}         the summary, every task's state, attempts and story, the job's counters;
+                               a job coordinated elsewhere is looked up at its coordinator or replicas
+                               (job_lookup.py)
     POST /v1/jobs/cancel/{id}  {"reason": "..."} (optional) -> the summary
 
 A summary shows the last report carried out (replicated), not the state
@@ -45,11 +47,17 @@ class JobsApiMixin:
 
     async def _api_describe(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id = query.get("id", "")
-        if job_id not in self.jobs:
-            raise HttpError(404, f"no job {job_id[:128]} is coordinated here")
+        if job_id in self.jobs:
+            return json_response(self._described(job_id))
+        found = await self._find_job(job_id) if 0 < len(job_id) <= 128 else None
+        if found is None:
+            raise HttpError(404, f"no job {job_id[:128]} is coordinated here, nor known to its replicas")
+        return json_response(_jsonable(found))
+
+    def _described(self, job_id: str) -> dict[str, Any]:
         job = self.jobs[job_id]
-        return json_response(self.summary(job_id) | {"tasks": _jsonable(job.js.describe()),
-                                                     "stats": dict(job.js.stats)})
+        return self.summary(job_id) | {"source": "coordinator", "tasks": _jsonable(job.js.describe()),
+                                       "stats": dict(job.js.stats)}
 
     async def _api_cancel(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id = query.get("id", "")

@@ -18,7 +18,8 @@ A replica checks a record before keeping it (CBOR, the job id, a plan
 (a finished job's record makes room). When the coordinator of a record held
 here dies and this peer is the closest live replica of the set it named,
 it takes the job over: ``JobState.from_record`` (the next epoch), ``start``,
-and the results the old coordinator had fetched are pulled here.
+and the results the old coordinator had fetched are pulled here (one found
+nowhere is ``ResultLost``: its task runs again).
 """
 
 from __future__ import annotations
@@ -231,19 +232,33 @@ class ReplicationMixin:
         self.jobs[job_id] = job
         async with job.lock:
             await self._carry(job, js.start(now))
-        self._spawn(self._pull_results, job)
+        self._spawn(self._pull_results, job, held.coordinator)
 
-    async def _pull_results(self, job: Any) -> None:
-        """After a takeover: bring here the job's results its old coordinator had fetched (best effort:
-        a result only the dead coordinator held is lost with it; JobState cannot re-run a done task)."""
+    async def _pull_results(self, job: Any, gone: PeerId) -> None:
+        """After a takeover: bring here the job's results its old coordinator (``gone``) had fetched. One that
+        cannot be found (only the dead coordinator had it and its executor is gone too) is ``ResultLost``:
+        the task runs again. When its executor is gone, the search is cut short (``lost_result_timeout_s``)."""
         from ..storage.cid import Cid
+        from . import events as ev
 
         storage = self.node.services["storage"]
-        for task, _, cid in job.js.outputs():
-            if cid and job.js.tasks[task].state == "done":
+        live = {str(p) for p in self._live()} | {str(self.node.peer_id)}
+        limit = trio.CapacityLimiter(8)
+
+        async def pull(task: str, cids: list[str], maker: str | None) -> None:
+            timeout = self.config.fetch_timeout_s if maker in live else self.config.lost_result_timeout_s
+            async with limit:
                 try:
-                    await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
+                    for cid in cids:
+                        await storage.fetch(Cid.parse(cid), pin=True, timeout=timeout)
                 except P2PComputeError as exc:
                     self.stats["results_lost"] = self.stats.get("results_lost", 0) + 1
-                    log.warning("job %s: result %s of %s not found after the takeover: %s", job.js.job_id, cid,
-                                task, exc)
+                    log.warning("job %s: a result of %s is lost with coordinator %s: %s (it runs again)",
+                                job.js.job_id, task, gone.short, exc)
+                    await self._feed(job, ev.ResultLost(task, f"not found after the takeover: {exc}"[:4096]))
+
+        async with trio.open_nursery() as nursery:
+            for tid, t in job.js.tasks.items():
+                if t.state == "done" and t.outputs:
+                    maker = next((a["peer"] for a in reversed(t.attempts) if a["outcome"] == "ok"), None)
+                    nursery.start_soon(pull, tid, sorted(t.outputs.values()), maker)

@@ -64,8 +64,9 @@ from . import leases as lx
 from .events import JobConfig
 from .executing import ExecutingMixin
 from .job_state import JobState
+from .job_lookup import JobLookupMixin
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
+from .messages import (MAX_ID, JobQuery, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
                        TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
@@ -92,6 +93,7 @@ class SchedulerConfig:
     replicas: int = K
     request_timeout_s: float = 10.0
     fetch_timeout_s: float = 60.0
+    lost_result_timeout_s: float = 10.0   # after a takeover, a result whose executor is gone too: run it again
     replicate_retry_s: float = 2.0
     max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
     poll_s: float = 1.0                # membership poll
@@ -113,7 +115,7 @@ class _Job:
         self.submitted = submitted
 
 
-class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
+class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin):
     name = "scheduler"
 
     def __init__(self, config: SchedulerConfig | None = None, rng: random.Random | None = None) -> None:
@@ -153,6 +155,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         for msg_type, handler in handlers.items():
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
+        node.transport.on_request(JobQuery, self._on_job_query)
         node.transport.on_stream(RECORD_PROTOCOL, self._record_stream)
         self._local = {**handlers, TaskHeartbeat: self._on_heartbeat}
 

@@ -1,7 +1,8 @@
 """Hypothesis on JobState: random results, failures, deaths, duplicates, stale leases, takeovers and ticks.
 
-Invariants: no exception escapes; terminal task states never change; no task becomes done twice (across
-takeovers from the latest record too); a taken result is always one of a lease granted to that peer; the
+Invariants: no exception escapes; terminal task states never change, except a done task whose result is
+lost (``ResultLost``); no task becomes done twice (across takeovers from the latest record too; a lost result
+starts a new line); a taken result is always one of a lease granted to that peer; the
 counts match the tasks. Then a final run where every offer succeeds: the job always ends, no task is lost.
 """
 
@@ -22,7 +23,7 @@ from sm_harness import plan, task
 
 PEERS = ["p0", "p1", "p2", "p3"]
 KINDS = ["place"] * 3 + ["accept"] * 3 + ["result"] * 3 + ["fetched"] * 2 + [
-    "fail", "beat", "fetch_failed", "died", "tick", "tick", "takeover", "stale", "cancel"] + ["advance"] * 6
+    "fail", "beat", "fetch_failed", "died", "tick", "tick", "takeover", "stale", "cancel", "lost"] + ["advance"] * 6
 FAIL_KINDS = sorted(ev.FAILURE_KINDS)
 CONFIG = JobConfig(lease_s=10.0, offer_timeout_s=30.0, placement_retry_s=1.0, placement_timeout_s=100.0,
                    max_in_flight=3, max_declines=20)
@@ -56,6 +57,8 @@ class World:
         self.dispatches: list[str] = []
         self.done_count = {t: 0 for t in self.js.tasks}
         self.states = {t: x.state for t, x in self.js.tasks.items()}
+        self.reopened: str | None = None                    # the task of the ResultLost being fed
+        self.losses = 0                                     # results lost, taken again since
         self.absorb(self.js.start(0.0))
 
     def absorb(self, out):
@@ -77,7 +80,11 @@ class World:
         js = self.js
         for tid, t in js.tasks.items():
             old = self.states[tid]
-            if old in TERMINAL:
+            if tid == self.reopened and old == "done" and t.state != "done":
+                assert t.state == "placing" and not t.outputs and t.accepted is None
+                self.done_count[tid] = 0                     # a new result will be taken
+                self.losses += 1
+            elif old in TERMINAL:
                 assert t.state == old, f"{tid} left terminal state {old} for {t.state}"
             elif t.state == "done":
                 self.done_count[tid] += 1
@@ -157,6 +164,10 @@ class World:
             self.feed(ev.ResultReady(f"t{i % 7}", "p9", f"9.{j}", {"out": "x"}, {}))
         elif kind == "cancel" and self.seed % 8 == 1:
             self.feed(ev.Cancel())
+        elif kind == "lost":
+            self.reopened = pick([tid for tid, t in self.js.tasks.items() if t.state == "done"] or list(self.js.tasks))
+            self.feed(ev.ResultLost(self.reopened, "not found"))
+            self.reopened = None
 
     def advance(self, tid, peer, v=1.0):
         """The next step of ``tid`` as a well-behaved peer takes it; False if it waits for nothing we do."""
@@ -216,7 +227,7 @@ def test_random_event_sequences_keep_the_invariants_and_the_job_ends(p, steps, s
     elif js.state == "failed":
         assert any(t.state == "failed" for t in js.tasks.values()) and js.reason
     if not any(n for n in w.epoch_start if n):        # results_accepted counts over every coordinator
-        assert js.stats["results_accepted"] == sum(w.done_count.values())
+        assert js.stats["results_accepted"] == sum(w.done_count.values()) + w.losses
 
 
 @settings(max_examples=100, deadline=None)
