@@ -14,13 +14,14 @@ Files:
     job_record.py  the job record: full record, deltas for replicas (apply_delta), from_record for a takeover
     placement.py   Placement: Sparrow batch sampling with data locality; oracle and random modes; unmet()
     leases.py      ExecutorLeases: an executing peer's reservations, slots and heartbeats, pure
-    messages.py    the scheduler's wire messages (codes 400-409): offers, grants, results, job records
+    messages.py    the scheduler's wire messages (codes 400-409, 415-416): offers, grants, results, job records
     replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over
     runner.py      an executing peer runs one granted task: inputs by CID, the executor, outputs pinned
     service.py     SchedulerService, the trio driver: coordinator role, placement, timers, membership
     executing.py   its executor role: offers, grants, runs, heartbeats, results (a mixin)
     replication.py its replication of job records to the k closest peers, and takeover (a mixin)
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, cancel (a mixin)
+    job_lookup.py  following a job through any peer: JobQuery to its coordinator or replicas (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
 
 The job simulation drives these machines with simulations/sched_peer.py (``simulate jobs``).

@@ -93,15 +93,21 @@ class TaskGrant:
 @message(403)
 @dataclass(frozen=True)
 class TaskRevoke:
+    """Coordinator -> executor: drop the offer or stop the run of ``lease_id``. ``epoch``: the revoking
+    coordinator's (a job's new coordinator revokes its predecessor's leases: leases.py; -1: not said)."""
+
     job_id: str
     task: str
     lease_id: str
     reason: str = ""
+    epoch: int = -1
 
     def __post_init__(self) -> None:
         _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
         if len(self.reason) > MAX_REASON:
             raise ValueError(f"reason over {MAX_REASON} characters")
+        if type(self.epoch) is not int or not -1 <= self.epoch < 1 << 31:
+            raise ValueError("epoch is not a small integer")
 
 
 @message(404)

@@ -5,8 +5,9 @@ to the ``K`` live members closest to the job id by XOR (replicas.py): the
 full record (CBOR of ``JobState.to_record``, with the replica set) to a
 replica that has none from this coordinator yet, then deltas
 (``JobState.delta``, computed once per ``Replicate``); a replica that misses
-one answers ``gap`` (and a delta over the message limit fails) and gets the
-full record. A full record over ``record_stream_over`` bytes goes as one
+one answers ``gap`` and gets the full record; so does every replica when a
+delta would not fit in a message (many tasks changed at once: a cancel of a
+large job, a takeover). A full record over ``record_stream_over`` bytes goes as one
 frame on a stream of its own (``RECORD_PROTOCOL``, at most
 ``MAX_RECORD_BYTES``; a replica reads ``RECORD_STREAMS`` at once and resets
 the others), a smaller one as a request. The sends run in the
@@ -20,6 +21,14 @@ here dies and this peer is the closest live replica of the set it named,
 it takes the job over: ``JobState.from_record`` (the next epoch), ``start``,
 and the results the old coordinator had fetched are pulled here (one found
 nowhere is ``ResultLost``: its task runs again).
+
+Fencing. A record's line is (epoch, nonce); a replica keeps the higher line
+(a newer epoch; of two replicas that both took over, the higher nonce) and
+answers a full record or delta of a lower one ``fenced: ...``. A coordinator
+that hears that was replaced (partitioned, or declared dead while alive): it
+steps down (``_step_down``), reporting nothing more. Its reports were never
+carried out past its last acknowledged version, and executors refuse its
+offers and grants of an older epoch (leases.py), so no result is taken twice.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from .replicas import closest
 log = logging.getLogger("p2pcompute.scheduler.service")
 RECORD_PROTOCOL = "/p2pcompute/sched/record/1.0.0"
 MAX_RECORD_BYTES = 64 << 20      # a full record sent over a stream (a message carries at most 1 MiB)
+DELTA_HEADROOM = 4096            # a delta's message framing and fields beyond the CBOR of the delta
 RECORD_STREAMS = 2               # full records received at once (each held in memory while it is checked)
 
 
@@ -76,6 +86,10 @@ class ReplicationMixin:
             return True
         full = cbor2.dumps(job.js.to_record())
         names = tuple(str(p) for p in job.replicas)
+        delta_bytes = cbor2.dumps(delta)     # one over a message's limit: the full record goes instead (a stream)
+        if len(delta_bytes) + DELTA_HEADROOM > getattr(self.node.transport, "max_message", 1 << 20):
+            self.stats["oversized_deltas"] = self.stats.get("oversized_deltas", 0) + 1
+            job.full_sent.clear()
         state = {"acked": 0, "left": len(job.replicas)}
         first = trio.Event()              # the first acknowledgement, or every replica answered
 
@@ -83,7 +97,7 @@ class ReplicationMixin:
             reply = SchedAck(False, "")
             try:
                 if peer in job.full_sent:
-                    reply = await self._ask(peer, JobRecordDelta(job.js.job_id, cbor2.dumps(delta)))
+                    reply = await self._ask(peer, JobRecordDelta(job.js.job_id, delta_bytes))
                 if not reply.ok:
                     reply = await self._send_full(peer, JobRecordFull(job.js.job_id, full, names))
                     if reply.ok:
@@ -91,6 +105,9 @@ class ReplicationMixin:
                 if not reply.ok:
                     job.full_sent.discard(peer)
                     log.debug("replica %s of %s: %s", peer.short, job.js.job_id, reply.reason)
+                if reply.reason.startswith("fenced:"):
+                    job.fenced = reply.reason            # a newer coordinator's line is held there
+                    self._step_down(job)
             finally:
                 state["left"] -= 1
                 if reply.ok:
@@ -104,9 +121,36 @@ class ReplicationMixin:
             self._nursery.start_soon(one, p)
         with trio.move_on_after(2 * self.config.request_timeout_s):
             await first.wait()
+        if job.fenced:
+            self._step_down(job)
+            return False
         if not state["acked"]:
             self.stats["replication_failures"] += 1
         return state["acked"] > 0
+
+    def _against_own(self, job_id: str, line: tuple) -> str:
+        """A record of a job this peer coordinates too: of the two lines the higher wins. Ours: the sender
+        is fenced (the reason). Theirs: this peer steps down and keeps the record as a replica ("")."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return ""
+        mine = (job.js.epoch, job.js.nonce)
+        if mine > line:
+            return f"fenced: this peer coordinates the job at epoch {job.js.epoch}"
+        if mine < line:
+            job.fenced = f"a record of epoch {line[0]} came from another coordinator"
+            self._step_down(job)
+        return ""
+
+    def _step_down(self, job: Any) -> None:
+        """A replica holds a newer coordinator's line of this job: this peer was replaced (partitioned, or
+        declared dead while alive). It drops the job and carries out no more of its reports; the job's
+        runs it granted are the new coordinator's to revoke (their leases are of an older epoch)."""
+        if self.jobs.get(job.js.job_id) is job:
+            del self.jobs[job.js.job_id]
+            self.stats["stepped_down"] = self.stats.get("stepped_down", 0) + 1
+            log.warning("job %s: %s; this coordinator (epoch %d) steps down", job.js.job_id, job.fenced,
+                        job.js.epoch)
 
     async def _send_full(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
         """A full record: as a request when it is small, else as one frame on a stream of its own."""
@@ -188,8 +232,11 @@ class ReplicationMixin:
         except Exception as exc:   # cbor2 and the plan's checks raise several types on garbage
             return SchedAck(False, f"bad job record: {type(exc).__name__}: {exc}"[:4096])
         old = self.held.get(msg.job_id)
-        if old is not None and old.record.get("epoch", 0) > record.get("epoch", 0):
-            return SchedAck(False, "a newer coordinator's record is held")
+        if old is not None and _line(old.record) > _line(record):
+            return SchedAck(False, _fenced(old.record))
+        refused = self._against_own(msg.job_id, _line(record))
+        if refused:
+            return SchedAck(False, refused)
         self.held[msg.job_id] = _Replica(record, peer, replicas, len(msg.record))
         return SchedAck(True)
 
@@ -204,6 +251,11 @@ class ReplicationMixin:
             delta = cbor2.loads(msg.delta)
             if not isinstance(delta, dict):
                 raise PlanError("a delta is a map")
+            if _line(held.record) > _line(delta):
+                return SchedAck(False, _fenced(held.record))
+            refused = self._against_own(msg.job_id, _line(delta))
+            if refused:
+                return SchedAck(False, refused)
             held.record = apply_delta(held.record, delta)
         except RecordGap as exc:
             return SchedAck(False, f"gap: {exc}")
@@ -262,3 +314,13 @@ class ReplicationMixin:
                 if t.state == "done" and t.outputs:
                     maker = next((a["peer"] for a in reversed(t.attempts) if a["outcome"] == "ok"), None)
                     nursery.start_soon(pull, tid, sorted(t.outputs.values()), maker)
+
+
+def _line(record: dict) -> tuple:
+    """A record's (or a delta's) line of coordinators: (epoch, nonce); the higher one wins."""
+    epoch, nonce = record.get("epoch", -1), record.get("nonce", -1)
+    return (epoch if type(epoch) is int else -1, nonce if type(nonce) is int else -1)
+
+
+def _fenced(held: dict) -> str:
+    return f"fenced: a newer coordinator's record of this job is held (epoch {_line(held)[0]})"

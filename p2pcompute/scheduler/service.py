@@ -113,6 +113,7 @@ class _Job:
         self.report: ev.Report | None = None        # the last report carried out
         self.done = trio.Event()
         self.submitted = submitted
+        self.fenced = ""                             # a replica holds a newer coordinator's line: step down
 
 
 class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin):
@@ -286,7 +287,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             elif isinstance(c, ev.GrantLease):
                 self._spawn(self._grant, job, c)
             elif isinstance(c, ev.Revoke):
-                self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096]))
+                self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096],
+                                                           job.js.epoch))
             elif isinstance(c, ev.FetchResult):
                 self._spawn(self._fetch, job, c)
             elif isinstance(c, ev.Replicate):
