@@ -148,3 +148,30 @@ def test_epochs_are_remembered_for_a_bounded_number_of_jobs():
     for i in range(MAX_JOBS_SEEN + 10):
         ex.handle(Offer(f"j{i}", "t", "c", "3.ab.1", 100.0), 0.0)
     assert len(ex._epochs) == MAX_JOBS_SEEN and "j0" not in ex._epochs
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 5), st.integers(0, 2),
+                          st.floats(0, 5)), max_size=80))
+def test_no_run_starts_for_an_epoch_older_than_one_seen_and_only_coordinators_or_successors_stop_runs(steps):
+    """Coordinators c0..c2 of one job at epochs 0..2 (coordinator i leads epoch i); random offers, grants
+    and revokes. A Run is never of an epoch older than the newest this peer has seen for the job; a Stop
+    comes only from the lease's own coordinator or from one of a newer epoch."""
+    ex = ExecutorLeases(ExecutorConfig(slots=2, max_queued=4))
+    now, newest = 0.0, -1
+    for kind, who, n, epoch_of_revoke, dt in steps:
+        now += dt
+        lease = f"{who}.ab.{n}"
+        granter = {k[1]: x.offer.coordinator for k, x in ex._leases.items()}
+        e = [Offer("job", f"t{n}", f"c{who}", lease, now + 10.0), Grant("job", f"t{n}", f"c{who}", lease, now + 30.0),
+             Revoked("job", f"c{epoch_of_revoke}", lease, "r", epoch_of_revoke), Ended("job", lease)][kind]
+        out = ex.handle(e, now)
+        for r in of(out, Run):
+            assert int(r.lease_id.split(".")[0]) >= newest
+        for s in of(out, Stop):
+            assert granter[s.lease_id] == e.coordinator or e.epoch > int(s.lease_id.split(".")[0])
+        if not of(out, Refused) and kind in (0, 1):
+            newest = max(newest, who)
+        if of(out, Stop):
+            newest = max(newest, e.epoch)
+        assert ex.busy() <= ex.slots
