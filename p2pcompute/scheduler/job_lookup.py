@@ -7,8 +7,9 @@ back on its own copy; otherwise it asks the ``K + 1`` live members closest
 to the job id (where its replicas live, and its coordinator after a
 takeover) with ``JobQuery`` (415). Each answers ``JobInfo`` (416): the
 summary it has as coordinator, or the one built from its replica's record
-(``record_summary``). A coordinator's answer wins; else the copy of the
-highest epoch and version. Nobody forwards a query further: a lookup is at
+(``record_summary``), without its task list (and then its outputs) if it
+would not fit in a message (``left_out`` names what is missing). A
+coordinator's answer wins; else the copy of the highest epoch and version. Nobody forwards a query further: a lookup is at
 most ``K + 2`` requests. So a submitter whose coordinator died follows the
 job, through any live peer, to its end under the new coordinator, and
 fetches its results by CID (the client asks its daemon to fetch them).
@@ -85,9 +86,11 @@ class JobLookupMixin:
             return JobInfo(False)
         source, summary = found
         data = cbor2.dumps(summary)
-        if len(data) > MAX_SUMMARY_BYTES:
-            data = cbor2.dumps({k: v for k, v in summary.items() if k not in ("tasks", "stats")})
-        return JobInfo(True, source, data[:MAX_SUMMARY_BYTES])
+        for drop in (("tasks", "stats"), ("tasks", "stats", "outputs")):   # too large for a message: less
+            if len(data) <= MAX_SUMMARY_BYTES:
+                break
+            data = cbor2.dumps({k: v for k, v in summary.items() if k not in drop} | {"left_out": list(drop)})
+        return JobInfo(True, source, data) if len(data) <= MAX_SUMMARY_BYTES else JobInfo(False)
 
     async def _query(self, peer: PeerId, job_id: str) -> tuple[str, dict] | None:
         try:

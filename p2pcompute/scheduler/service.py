@@ -63,11 +63,11 @@ from . import events as ev
 from . import leases as lx
 from .events import JobConfig
 from .executing import ExecutingMixin
-from .job_state import JobState
 from .job_lookup import JobLookupMixin
+from .job_state import JobState
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_ID, JobQuery, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
-                       TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
+from .messages import (MAX_ID, JobQuery, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone,
+                       TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
