@@ -50,7 +50,8 @@ charged; ``fetching`` tasks fetch again from the same lease. So in one line
 of records a task becomes ``done`` once (or again, as a new result, if its
 outputs turn out lost: ``ResultLost``, when only the dead coordinator had
 fetched them and their executor is gone; then what reads them waits for the
-new run). A ``done`` the dead coordinator
+new run; the trio service holds the job's end until every done task's
+outputs were found again: ``hold_results``). A ``done`` the dead coordinator
 never replicated is lost with it and the task runs again. So the driver
 must have a version acknowledged by a replica before it carries out a
 ``Report`` that follows that version's ``Replicate`` (they come in that
@@ -128,6 +129,7 @@ class JobState:
         self._reported_end = False
         self._timer: float | None = None
         self._resume: list[ev.Command] = []     # revokes and fetches a takeover owes (from_record)
+        self._unconfirmed: set[str] = set()      # done tasks whose outputs a takeover must find (hold_results)
         self._changed: set[str] = set()          # tasks changed since the last delta()
         self._delta_base = 0                     # the version the last delta() carried
 
@@ -175,6 +177,14 @@ class JobState:
         return ev.Progress(done=c[DONE], running=c[RUNNING] + c[FETCHING],
                            queued=c[WAITING] + c[READY] + c[PLACING] + c[OFFERED], failed=c[FAILED],
                            skipped=c[SKIPPED], cancelled=c[CANCELLED], total=len(self.tasks))
+
+    def hold_results(self) -> list[str]:
+        """After ``from_record``, for a driver that checks them: the done tasks whose outputs it must find
+        again before the job may end, each answered by ``Fetched`` (with the task's accepted lease) or by
+        ``ResultLost`` (the task runs again)."""
+        if self.state == "running":
+            self._unconfirmed = {tid for tid, t in self.tasks.items() if t.state == DONE and t.outputs}
+        return sorted(self._unconfirmed)
 
     def next_deadline(self) -> float | None:
         return self._heap[0][0] if self._heap and self.state == "running" else None
@@ -273,7 +283,10 @@ class JobState:
 
     def _on_Fetched(self, e: ev.Fetched, now: float, out: list) -> None:
         t = self.tasks[e.task]
-        if t.state == FETCHING and t.lease == e.lease_id:
+        if t.state == DONE and e.task in self._unconfirmed and e.lease_id == t.accepted:
+            self._unconfirmed.discard(e.task)        # found again after a takeover (hold_results)
+            self._check_end(now, out)
+        elif t.state == FETCHING and t.lease == e.lease_id:
             self._done(t, now, f"fetched {e.lease_id}", out)
         else:
             self.stats["stale_fetches"] += 1
@@ -329,6 +342,7 @@ class JobState:
             self.stats["stale_losses"] += 1
             return
         self.stats["results_lost"] += 1
+        self._unconfirmed.discard(t.task_id)
         message = self._text(e.message)
         for a in reversed(t.attempts):
             if a["outcome"] == "ok":
@@ -448,7 +462,8 @@ class JobState:
         self._check_end(now, out)
 
     def _check_end(self, now: float, out: list) -> None:
-        if self.state == "running" and self.counts[DONE] + self.counts[SKIPPED] == len(self.tasks):
+        if (self.state == "running" and self.counts[DONE] + self.counts[SKIPPED] == len(self.tasks)
+                and not self._unconfirmed):
             self._end_job("done", "", now, out)
 
     def _end_job(self, state: str, reason: str, now: float, out: list) -> None:

@@ -278,18 +278,20 @@ class ReplicationMixin:
         self.stats["takeovers"] += 1
         log.warning("coordinator %s of job %s died: taking it over (epoch %d)", held.coordinator.short, job_id,
                     js.epoch)
+        held_results = js.hold_results()        # the job does not end before these are found (or run again)
         job = self._new_job(js, now)
         for t in js.plan.tasks:                 # fetching tasks need no inputs; dispatches bring them anew
             job.inputs[t.task_id] = ()
         self.jobs[job_id] = job
         async with job.lock:
             await self._carry(job, js.start(now))
-        self._spawn(self._pull_results, job, held.coordinator)
+        self._spawn(self._pull_results, job, held.coordinator, held_results)
 
-    async def _pull_results(self, job: Any, gone: PeerId) -> None:
-        """After a takeover: bring here the job's results its old coordinator (``gone``) had fetched. One that
-        cannot be found (only the dead coordinator had it and its executor is gone too) is ``ResultLost``:
-        the task runs again. When its executor is gone, the search is cut short (``lost_result_timeout_s``)."""
+    async def _pull_results(self, job: Any, gone: PeerId, tasks: list[str]) -> None:
+        """After a takeover: bring here the results of ``tasks`` its old coordinator (``gone``) had fetched;
+        each found is ``Fetched`` (the job's end waits for them: ``JobState.hold_results``). One that cannot
+        be found (only the dead coordinator had it and its executor is gone too) is ``ResultLost``: the task
+        runs again. When its executor is gone, the search is cut short (``lost_result_timeout_s``)."""
         from ..storage.cid import Cid
         from . import events as ev
 
@@ -297,7 +299,7 @@ class ReplicationMixin:
         live = {str(p) for p in self._live()} | {str(self.node.peer_id)}
         limit = trio.CapacityLimiter(8)
 
-        async def pull(task: str, cids: list[str], maker: str | None) -> None:
+        async def pull(task: str, lease: str, cids: list[str], maker: str | None) -> None:
             timeout = self.config.fetch_timeout_s if maker in live else self.config.lost_result_timeout_s
             async with limit:
                 try:
@@ -308,12 +310,16 @@ class ReplicationMixin:
                     log.warning("job %s: a result of %s is lost with coordinator %s: %s (it runs again)",
                                 job.js.job_id, task, gone.short, exc)
                     await self._feed(job, ev.ResultLost(task, f"not found after the takeover: {exc}"[:4096]))
+                    return
+            for cid in cids:
+                self._note(cid, str(self.node.peer_id))
+            await self._feed(job, ev.Fetched(task, lease))
 
         async with trio.open_nursery() as nursery:
-            for tid, t in job.js.tasks.items():
-                if t.state == "done" and t.outputs:
-                    maker = next((a["peer"] for a in reversed(t.attempts) if a["outcome"] == "ok"), None)
-                    nursery.start_soon(pull, tid, sorted(t.outputs.values()), maker)
+            for tid in tasks:
+                t = job.js.tasks[tid]
+                maker = next((a["peer"] for a in reversed(t.attempts) if a["outcome"] == "ok"), None)
+                nursery.start_soon(pull, tid, t.accepted, sorted(t.outputs.values()), maker)
 
 
 def _line(record: dict) -> tuple:

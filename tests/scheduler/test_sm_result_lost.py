@@ -63,3 +63,30 @@ def test_a_loss_of_a_task_not_done_or_of_a_finished_job_changes_nothing():
     assert c.js.state == "done" and c.state("t1") == "done" and not of(out, ev.Dispatch)
     out = c.feed(ev.ResultLost("nope", "x"))
     assert of(out, ev.Refused)
+
+
+def test_after_a_takeover_that_holds_results_the_job_ends_only_once_each_is_found_again_or_run_again():
+    c = Coord(plan(task("a"), task("b"), outputs=(("a", "out"), ("b", "out"))))
+    c.run("a", "p1")
+    la = c.js.tasks["a"].accepted
+    lb = c.grant("b", "p2")
+    r = _replica(c, now=10.0)
+    assert r.js.hold_results() == ["a"]
+    r.run("b", "p3")
+    assert r.js.state == "running" and r.state("a") == r.state("b") == "done"   # a's outputs not yet found
+    r.feed(ev.Fetched("a", lb))                                  # not a's accepted lease: changes nothing
+    assert r.js.state == "running"
+    out = r.feed(ev.Fetched("a", la))
+    assert r.js.state == "done" and of(out, ev.Report)[-1].kind == "done"
+    # the other way: a's result is lost, it runs again, then the job ends
+    r = _replica(c, now=10.0)
+    r.js.hold_results()
+    r.run("b", "p3")
+    r.feed(ev.ResultLost("a", "gone"))
+    assert r.js.state == "running" and r.state("a") == "placing"
+    r.run("a", "p3")
+    assert r.js.state == "done"
+    # a driver that does not hold results (the simulations) sees the job end as before
+    r = _replica(c, now=10.0)
+    r.run("b", "p3")
+    assert r.js.state == "done"
