@@ -70,7 +70,8 @@ class Job:
 
     def result_bytes(self, summary: dict | None = None) -> Iterator[tuple[str, str, bytes]]:
         """(task, output, bytes) of each result of a finished job (skipped tasks have none), read from the
-        blockstore of the daemon that coordinated it, where they are pinned."""
+        blockstore of this client's daemon: where they are pinned if it coordinated the job; else it is
+        asked to fetch them (and pin them) first."""
         from .storage import exporter
         from .storage.blockstore import Blockstore
         from .storage.cid import Cid
@@ -81,7 +82,10 @@ class Job:
         store = Blockstore.for_data_dir(self.client.data_dir)
         for task, output, cid in summary["outputs"]:
             if cid:
-                yield task, output, b"".join(exporter.iter_file(store.get, Cid.parse(cid), 0, None))
+                root = Cid.parse(cid)
+                if not store.has(root):       # coordinated elsewhere (or taken over): bring it here
+                    self.client.api._call("POST", "/v1/fetch", {"cid": cid})
+                yield task, output, b"".join(exporter.iter_file(store.get, root, 0, None))
 
     def results(self) -> dict[tuple[str, str], Any]:
         """Each result of a finished job: a numpy array for tensor outputs, else the file's bytes."""

@@ -143,6 +143,15 @@ class Room:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultLost:
+    """A done task's outputs can be found nowhere (after a takeover: only the dead coordinator had fetched
+    them, and their executor is gone too): the task runs again, and what reads them waits for it."""
+
+    task: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     reason: str = "cancelled by the user"
 
@@ -258,7 +267,7 @@ class SetTimer:
 
 
 Event = (Tick | Placed | OfferAccepted | Heartbeat | ResultReady | TaskFailed | Fetched | FetchFailed | MemberDied
-         | Room | Cancel)
+         | Room | ResultLost | Cancel)
 Command = Dispatch | SendOffer | GrantLease | Revoke | FetchResult | Replicate | Report | Refused | SetTimer
 
 

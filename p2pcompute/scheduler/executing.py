@@ -8,8 +8,9 @@ peer's clock plus ``valid_s``); ``Accept`` goes to the coordinator as
 here if they hash to their CIDs: carry.py) are kept only while the grant is handled:
 if the leases answer ``Run``, a run starts (runner.py) in a cancel scope that
 ``Stop`` (a revoke) cancels; otherwise nothing of it stays. A revoke comes
-from the coordinator that granted the run, or, once membership here has that
-one dead, from any peer (its successor: the run's result could go nowhere). ``SendHeartbeat``
+from the coordinator that granted the run, or from the job's successor: a revoke
+of a newer epoch than the lease's (leases.py), or, once membership here has
+that one dead, from any peer (the run's result could go nowhere). ``SendHeartbeat``
 is a one-way ``TaskHeartbeat``. A finished run sends ``TaskDone`` or
 ``TaskFailure`` (a ``TaskDone`` carries the blocks of small outputs; outputs
 are pinned here and announced in the background; tried three times while the coordinator is unreachable, no
@@ -99,7 +100,7 @@ class ExecutingMixin:
         granted_by = self._run_coordinator.get((msg.job_id, msg.lease_id))
         if granted_by is not None and granted_by != peer and granted_by in self._gone:
             peer = granted_by       # the dead coordinator's successor stops its run (a result nobody can take)
-        return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason)))
+        return SchedAck(not self._exec(lx.Revoked(msg.job_id, peer, msg.lease_id, msg.reason, msg.epoch)))
 
     def _discard(self, scratch: Any) -> None:
         """A run's scratch directory, removed off the result's path (now, if the service is stopping)."""

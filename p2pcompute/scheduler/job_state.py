@@ -49,7 +49,11 @@ same lease id. A replica that takes over (``from_record`` then
 ``start``) begins the next epoch: it revokes every offer and lease of the
 record's placing, offered and running tasks and queues them again, not
 charged; ``fetching`` tasks fetch again from the same lease. So in one line
-of records a task becomes ``done`` once. A ``done`` the dead coordinator
+of records a task becomes ``done`` once (or again, as a new result, if its
+outputs turn out lost: ``ResultLost``, when only the dead coordinator had
+fetched them and their executor is gone; then what reads them waits for the
+new run; the trio service holds the job's end until every done task's
+outputs were found again: ``hold_results``). A ``done`` the dead coordinator
 never replicated is lost with it and the task runs again. So the driver
 must have a version acknowledged by a replica before it carries out a
 ``Report`` that follows that version's ``Replicate`` (they come in that
@@ -128,6 +132,7 @@ class JobState:
         self._reported_end = False
         self._timer: float | None = None
         self._resume: list[ev.Command] = []     # revokes and fetches a takeover owes (from_record)
+        self._unconfirmed: set[str] = set()      # done tasks whose outputs a takeover must find (hold_results)
         self._changed: set[str] = set()          # tasks changed since the last delta()
         self._delta_base = 0                     # the version the last delta() carried
 
@@ -175,6 +180,14 @@ class JobState:
         return ev.Progress(done=c[DONE], running=c[RUNNING] + c[FETCHING],
                            queued=c[WAITING] + c[READY] + c[PLACING] + c[OFFERED], failed=c[FAILED],
                            skipped=c[SKIPPED], cancelled=c[CANCELLED], total=len(self.tasks))
+
+    def hold_results(self) -> list[str]:
+        """After ``from_record``, for a driver that checks them: the done tasks whose outputs it must find
+        again before the job may end, each answered by ``Fetched`` (with the task's accepted lease) or by
+        ``ResultLost`` (the task runs again)."""
+        if self.state == "running":
+            self._unconfirmed = {tid for tid, t in self.tasks.items() if t.state == DONE and t.outputs}
+        return sorted(self._unconfirmed)
 
     def next_deadline(self) -> float | None:
         return self._heap[0][0] if self._heap and self.state == "running" else None
@@ -274,7 +287,10 @@ class JobState:
 
     def _on_Fetched(self, e: ev.Fetched, now: float, out: list) -> None:
         t = self.tasks[e.task]
-        if t.state == FETCHING and t.lease == e.lease_id:
+        if t.state == DONE and e.task in self._unconfirmed and e.lease_id == t.accepted:
+            self._unconfirmed.discard(e.task)        # found again after a takeover (hold_results)
+            self._check_end(now, out)
+        elif t.state == FETCHING and t.lease == e.lease_id:
             self._done(t, now, f"fetched {e.lease_id}", out)
         else:
             self.stats["stale_fetches"] += 1
@@ -337,6 +353,37 @@ class JobState:
     def waiting_for_room(self) -> int:
         """Tasks that found no peer with room (an upper bound: some may have been placed since)."""
         return len(self._waiting_room)
+
+    def _on_ResultLost(self, e: ev.ResultLost, now: float, out: list) -> None:
+        """A done task's outputs are gone: it runs again (not charged), and its dependents that have not
+        yet read them wait for it again (their offers and leases withdrawn)."""
+        t = self.tasks[e.task]
+        if t.state != DONE or not t.outputs:
+            self.stats["stale_losses"] += 1
+            return
+        self.stats["results_lost"] += 1
+        self._unconfirmed.discard(t.task_id)
+        message = self._text(e.message)
+        for a in reversed(t.attempts):
+            if a["outcome"] == "ok":
+                a.update(outcome="lost", message=message)
+                break
+        t.outputs, t.inline, t.sizes, t.accepted = {}, {}, {}, None
+        self._requeue(t, 0.0, now, f"result lost: {message}", out)
+        for tid in self._dependents[t.task_id]:
+            d = self.tasks[tid]
+            if d.state in (READY, PLACING, OFFERED, RUNNING):
+                if d.state == RUNNING:
+                    out.append(ev.Revoke(self.job_id, d.task_id, d.peer, d.lease, f"input {t.task_id} lost"))
+                    self._end_attempt(d, ev.REVOKED, f"input {t.task_id} lost", now)
+                for lease, p in d.offers.items():
+                    out.append(ev.Revoke(self.job_id, d.task_id, p, lease, f"input {t.task_id} lost"))
+                d.offers.clear()
+                d.lease = d.peer = None
+                d.pending = 0
+                self._set(d, WAITING, now, f"input {t.task_id} lost: waits for it again")
+            if d.state == WAITING:
+                d.pending += 1
 
     def _on_Cancel(self, e: ev.Cancel, now: float, out: list) -> None:
         self._end_job("cancelled", self._text(e.reason), now, out)
@@ -440,7 +487,8 @@ class JobState:
         self._check_end(now, out)
 
     def _check_end(self, now: float, out: list) -> None:
-        if self.state == "running" and self.counts[DONE] + self.counts[SKIPPED] == len(self.tasks):
+        if (self.state == "running" and self.counts[DONE] + self.counts[SKIPPED] == len(self.tasks)
+                and not self._unconfirmed):
             self._end_job("done", "", now, out)
 
     def _end_job(self, state: str, reason: str, now: float, out: list) -> None:

@@ -7,6 +7,8 @@
                                and story, the job's counters, where its inputs came from (``inputs``), and
                                ``created`` and ``clock``: the coordinator's clock then and now, which the
                                attempts' ``start`` and ``end`` are on
+                               (a job coordinated elsewhere is looked up at its coordinator or replicas:
+                               job_lookup.py)
     POST /v1/jobs/cancel/{id}  {"reason": "..."} (optional) -> the summary
     GET  /v1/jobs/logs/{id}    ?task=T (optional; else up to ``limit`` tasks that ran, default 100): per task,
                                each attempt's peer, outcome and stderr (task_logs.py: fetched by CID from the
@@ -64,13 +66,19 @@ class JobsApiMixin:
 
     async def _api_describe(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id = query.get("id", "")
-        if job_id not in self.jobs:
-            raise HttpError(404, f"no job {job_id[:128]} is coordinated here")
+        if job_id in self.jobs:
+            return json_response(self._described(job_id))
+        found = await self._find_job(job_id) if 0 < len(job_id) <= 128 else None
+        if found is None:
+            raise HttpError(404, f"no job {job_id[:128]} is coordinated here, nor known to its replicas")
+        return json_response(_jsonable(found))
+
+    def _described(self, job_id: str) -> dict[str, Any]:
         job = self.jobs[job_id]
         inputs = [{"input": i, "from": k, "source": s, "cid": c} for i, k, s, c in job.js.plan.sources]
-        return json_response(self.summary(job_id) | {"tasks": _jsonable(job.js.describe()),
-                                                     "stats": dict(job.js.stats), "inputs": inputs,
-                                                     "created": job.js.created, "clock": trio.current_time()})
+        return self.summary(job_id) | {"source": "coordinator", "tasks": _jsonable(job.js.describe()),
+                                       "stats": dict(job.js.stats), "inputs": inputs,
+                                       "created": job.js.created, "clock": trio.current_time()}
 
     async def _api_cancel(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         job_id = query.get("id", "")

@@ -24,16 +24,31 @@ go to whoever coordinates the job next (which revokes them if it re-offered).
 Offers and grants from peers are checked: an unknown lease, an offer from a
 peer for a lease id it already used, or a grant for an offer we did not
 accept is refused (``Refused``) and counted.
+
+*Fencing.* A lease id begins with its coordinator's epoch
+(``"<epoch>.<nonce>.<n>"``, job_state.py). Per job this peer keeps the
+highest epoch it has seen (bounded: ``MAX_JOBS_SEEN`` jobs, the oldest
+forgotten). An offer or grant of an older epoch comes from a coordinator
+that was replaced (it was partitioned, or declared dead while alive): it is
+refused with a reason that starts with ``fenced:`` (a ``rejected`` offer
+for the old coordinator: it steps down only when a replica says so, as one
+hostile peer could feed this peer a false epoch). When a newer epoch appears, the older
+epoch's reservations and pending accepts of that job go. A revoke is taken
+from the coordinator that offered the lease, or from the job's successor:
+a revoke whose ``epoch`` is above the lease's (the new coordinator stops
+the runs of the old one, which it re-offered).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from .events import Refused, SetTimer
+
+MAX_JOBS_SEEN = 4096          # jobs whose highest epoch is remembered for fencing
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,7 @@ class Revoked:
     coordinator: Any
     lease_id: str
     reason: str = ""
+    epoch: int = -1                  # the revoking coordinator's epoch (-1: not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +164,8 @@ def _malformed(e: Any) -> str | None:
         v = getattr(e, name, "")
         if not isinstance(v, str) or len(v) > 128:
             return f"{name} {str(v)[:80]!r} is not a short string"
+    if type(getattr(e, "epoch", 0)) is not int:
+        return "epoch is not an integer"
     for name in ("deadline", "expires"):
         v = getattr(e, name, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
@@ -179,6 +197,7 @@ class ExecutorLeases:
         self._heap: list[tuple[float, int, str, tuple[str, str]]] = []   # (when, seq, kind, key)
         self._seq = 0
         self._timer: float | None = None
+        self._epochs: OrderedDict[str, int] = OrderedDict()   # job -> the highest epoch seen (fencing)
 
     def busy(self) -> int:
         return sum(1 for x in self._leases.values() if x.state != "queued")
@@ -198,6 +217,8 @@ class ExecutorLeases:
         if problem:
             self.stats["refused"] += 1
             out.append(Refused(getattr(event, "coordinator", None), problem))
+        elif isinstance(event, (Offer, Grant)) and self._fenced(event, out):
+            pass
         elif isinstance(event, Offer):
             self._on_offer(event, now, out)
         elif isinstance(event, Grant):
@@ -216,9 +237,13 @@ class ExecutorLeases:
                 out.append(Run(o.job_id, o.task, o.coordinator, o.lease_id, o.spec))
         elif isinstance(event, Revoked):
             x = self._leases.get((event.job_id, event.lease_id))
-            if x is None or x.offer.coordinator != event.coordinator:
+            if x is None or (x.offer.coordinator != event.coordinator
+                             and not event.epoch > lease_epoch(event.lease_id, event.epoch)):
                 self.stats["stale_revokes"] += 1
             else:
+                self._seen(event.job_id, event.epoch)     # only a revoke of a lease held here says so
+                if x.offer.coordinator != event.coordinator:
+                    self.stats["successor_revokes"] += 1
                 del self._leases[event.job_id, event.lease_id]
                 if x.state == "running":
                     out.append(Stop(event.job_id, x.offer.task, event.lease_id, event.reason))
@@ -238,6 +263,34 @@ class ExecutorLeases:
             self._timer = self._heap[0][0]
             out.append(SetTimer(self._timer))
         return out
+
+    def _fenced(self, e: Offer | Grant, out: list) -> bool:
+        """An offer or grant of an older epoch than this job's newest seen here: refused (True)."""
+        epoch = lease_epoch(e.lease_id)
+        known = self._epochs.get(e.job_id, -1)
+        if 0 <= epoch < known:               # a lease id of another form says nothing of epochs
+            self.stats["fenced"] += 1
+            out.append(Refused(e.coordinator, f"fenced: job {e.job_id} is at epoch {known} here, "
+                                              f"lease {e.lease_id!r} is of epoch {epoch}"))
+            return True
+        self._seen(e.job_id, epoch)
+        return False
+
+    def _seen(self, job_id: str, epoch: int) -> None:
+        """A coordinator of ``job_id`` at ``epoch``: a newer one drops the older epochs' reservations."""
+        known = self._epochs.get(job_id, -1)
+        if epoch <= known:
+            return
+        self._epochs[job_id] = epoch
+        self._epochs.move_to_end(job_id)
+        while len(self._epochs) > MAX_JOBS_SEEN:
+            self._epochs.popitem(last=False)
+        if known < 0:
+            return
+        for k, x in list(self._leases.items()):
+            if k[0] == job_id and x.state != "running" and lease_epoch(k[1]) < epoch:
+                del self._leases[k]
+                self.stats["fenced"] += 1
 
     def _on_offer(self, o: Offer, now: float, out: list) -> None:
         key = (o.job_id, o.lease_id)
@@ -286,3 +339,9 @@ class ExecutorLeases:
                 o = x.offer
                 out.append(SendHeartbeat(o.job_id, o.task, o.coordinator, o.lease_id))
                 self._push(now + self.config.heartbeat_s, "running", key)
+
+
+def lease_epoch(lease_id: str, default: int = -1) -> int:
+    """The coordinator epoch a lease id begins with (``"<epoch>.<nonce>.<n>"``); ``default`` if none."""
+    head = lease_id.split(".", 1)[0]
+    return int(head) if head.isdigit() and len(head) <= 9 else default

@@ -118,15 +118,21 @@ class TaskGrant:
 @message(403)
 @dataclass(frozen=True)
 class TaskRevoke:
+    """Coordinator -> executor: drop the offer or stop the run of ``lease_id``. ``epoch``: the revoking
+    coordinator's (a job's new coordinator revokes its predecessor's leases: leases.py; -1: not said)."""
+
     job_id: str
     task: str
     lease_id: str
     reason: str = ""
+    epoch: int = -1
 
     def __post_init__(self) -> None:
         _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
         if len(self.reason) > MAX_REASON:
             raise ValueError(f"reason over {MAX_REASON} characters")
+        if type(self.epoch) is not int or not -1 <= self.epoch < 1 << 31:
+            raise ValueError("epoch is not a small integer")
 
 
 @message(404)
@@ -222,3 +228,30 @@ class SchedAck:
     def __post_init__(self) -> None:
         if len(self.reason) > MAX_REASON:
             raise ValueError(f"reason over {MAX_REASON} characters")
+
+
+@message(415)
+@dataclass(frozen=True)
+class JobQuery:
+    """Any peer -> a job's coordinator or replica: what do you know of ``job_id``? Answered by ``JobInfo``."""
+
+    job_id: str
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id)
+
+
+@message(416)
+@dataclass(frozen=True)
+class JobInfo:
+    """The answer to ``JobQuery``: ``summary`` is the CBOR of the job's summary (jobs_api.py's form, with its
+    tasks when they fit); ``source`` is ``coordinator`` (it runs the job) or ``replica`` (its copy of the
+    record); not ``found``: neither."""
+
+    found: bool
+    source: str = ""
+    summary: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.source not in ("", "coordinator", "replica"):
+            raise ValueError(f"source {self.source[:40]!r} is not coordinator or replica")

@@ -5,8 +5,9 @@ to the ``K`` live members closest to the job id by XOR (replicas.py): the
 full record (CBOR of ``JobState.to_record``, with the replica set) to a
 replica that has none from this coordinator yet, then deltas
 (``JobState.delta``, computed once per ``Replicate``); a replica that misses
-one answers ``gap`` (and a delta over the message limit fails) and gets the
-full record. A full record over ``record_stream_over`` bytes goes as one
+one answers ``gap`` and gets the full record; so does every replica when a
+delta would not fit in a message (many tasks changed at once: a cancel of a
+large job, a takeover). A full record over ``record_stream_over`` bytes goes as one
 frame on a stream of its own (``RECORD_PROTOCOL``, at most
 ``MAX_RECORD_BYTES``; a replica reads ``RECORD_STREAMS`` at once and resets
 the others), a smaller one as a request. The sends run in the
@@ -18,7 +19,16 @@ A replica checks a record before keeping it (CBOR, the job id, a plan
 (a finished job's record makes room). When the coordinator of a record held
 here dies and this peer is the closest live replica of the set it named,
 it takes the job over: ``JobState.from_record`` (the next epoch), ``start``,
-and the results the old coordinator had fetched are pulled here.
+and the results the old coordinator had fetched are pulled here (one found
+nowhere is ``ResultLost``: its task runs again).
+
+Fencing. A record's line is (epoch, nonce); a replica keeps the higher line
+(a newer epoch; of two replicas that both took over, the higher nonce) and
+answers a full record or delta of a lower one ``fenced: ...``. A coordinator
+that hears that was replaced (partitioned, or declared dead while alive): it
+steps down (``_step_down``), reporting nothing more. Its reports were never
+carried out past its last acknowledged version, and executors refuse its
+offers and grants of an older epoch (leases.py), so no result is taken twice.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from .replicas import closest
 log = logging.getLogger("p2pcompute.scheduler.service")
 RECORD_PROTOCOL = "/p2pcompute/sched/record/1.0.0"
 MAX_RECORD_BYTES = 64 << 20      # a full record sent over a stream (a message carries at most 1 MiB)
+DELTA_HEADROOM = 4096            # a delta's message framing and fields beyond the CBOR of the delta
 RECORD_STREAMS = 2               # full records received at once (each held in memory while it is checked)
 
 
@@ -84,6 +95,10 @@ class ReplicationMixin:
             return encoded["full"]
 
         names = tuple(str(p) for p in job.replicas)
+        delta_bytes = delta                  # one over a message's limit: the full record goes instead (a stream)
+        if len(delta_bytes) + DELTA_HEADROOM > getattr(self.node.transport, "max_message", 1 << 20):
+            self.stats["oversized_deltas"] = self.stats.get("oversized_deltas", 0) + 1
+            job.full_sent.clear()
         state = {"acked": 0, "left": len(job.replicas)}
         first = trio.Event()              # the first acknowledgement, or every replica answered
 
@@ -99,6 +114,9 @@ class ReplicationMixin:
                 if not reply.ok:
                     job.full_sent.discard(peer)
                     log.debug("replica %s of %s: %s", peer.short, job.js.job_id, reply.reason)
+                if reply.reason.startswith("fenced:"):
+                    job.fenced = reply.reason            # a newer coordinator's line is held there
+                    self._step_down(job)
             finally:
                 state["left"] -= 1
                 if reply.ok:
@@ -115,9 +133,36 @@ class ReplicationMixin:
             self._nursery.start_soon(one, p)
         with trio.move_on_after(2 * self.config.request_timeout_s):
             await first.wait()
+        if job.fenced:
+            self._step_down(job)
+            return False
         if not state["acked"]:
             self.stats["replication_failures"] += 1
         return state["acked"] > 0
+
+    def _against_own(self, job_id: str, line: tuple) -> str:
+        """A record of a job this peer coordinates too: of the two lines the higher wins. Ours: the sender
+        is fenced (the reason). Theirs: this peer steps down and keeps the record as a replica ("")."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return ""
+        mine = (job.js.epoch, job.js.nonce)
+        if mine > line:
+            return f"fenced: this peer coordinates the job at epoch {job.js.epoch}"
+        if mine < line:
+            job.fenced = f"a record of epoch {line[0]} came from another coordinator"
+            self._step_down(job)
+        return ""
+
+    def _step_down(self, job: Any) -> None:
+        """A replica holds a newer coordinator's line of this job: this peer was replaced (partitioned, or
+        declared dead while alive). It drops the job and carries out no more of its reports; the job's
+        runs it granted are the new coordinator's to revoke (their leases are of an older epoch)."""
+        if self.jobs.get(job.js.job_id) is job:
+            del self.jobs[job.js.job_id]
+            self.stats["stepped_down"] = self.stats.get("stepped_down", 0) + 1
+            log.warning("job %s: %s; this coordinator (epoch %d) steps down", job.js.job_id, job.fenced,
+                        job.js.epoch)
 
     async def _send_full(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
         """A full record: as a request when it is small, else as one frame on a stream of its own."""
@@ -199,8 +244,11 @@ class ReplicationMixin:
         except Exception as exc:   # cbor2 and the plan's checks raise several types on garbage
             return SchedAck(False, f"bad job record: {type(exc).__name__}: {exc}"[:4096])
         old = self.held.get(msg.job_id)
-        if old is not None and old.record.get("epoch", 0) > record.get("epoch", 0):
-            return SchedAck(False, "a newer coordinator's record is held")
+        if old is not None and _line(old.record) > _line(record):
+            return SchedAck(False, _fenced(old.record))
+        refused = self._against_own(msg.job_id, _line(record))
+        if refused:
+            return SchedAck(False, refused)
         self.held[msg.job_id] = _Replica(record, peer, replicas, len(msg.record))
         return SchedAck(True)
 
@@ -215,6 +263,11 @@ class ReplicationMixin:
             delta = cbor2.loads(msg.delta)
             if not isinstance(delta, dict):
                 raise PlanError("a delta is a map")
+            if _line(held.record) > _line(delta):
+                return SchedAck(False, _fenced(held.record))
+            refused = self._against_own(msg.job_id, _line(delta))
+            if refused:
+                return SchedAck(False, refused)
             held.record = apply_delta(held.record, delta)
         except RecordGap as exc:
             return SchedAck(False, f"gap: {exc}")
@@ -237,25 +290,55 @@ class ReplicationMixin:
         self.stats["takeovers"] += 1
         log.warning("coordinator %s of job %s died: taking it over (epoch %d)", held.coordinator.short, job_id,
                     js.epoch)
+        held_results = js.hold_results()        # the job does not end before these are found (or run again)
         job = self._new_job(js, now)
         for t in js.plan.tasks:                 # fetching tasks need no inputs; dispatches bring them anew
             job.inputs[t.task_id] = ()
         self.jobs[job_id] = job
         async with job.lock:
             await self._carry(job, js.start(now))
-        self._spawn(self._pull_results, job)
+        self._spawn(self._pull_results, job, held.coordinator, held_results)
 
-    async def _pull_results(self, job: Any) -> None:
-        """After a takeover: bring here the job's results its old coordinator had fetched (best effort:
-        a result only the dead coordinator held is lost with it; JobState cannot re-run a done task)."""
+    async def _pull_results(self, job: Any, gone: PeerId, tasks: list[str]) -> None:
+        """After a takeover: bring here the results of ``tasks`` its old coordinator (``gone``) had fetched;
+        each found is ``Fetched`` (the job's end waits for them: ``JobState.hold_results``). One that cannot
+        be found (only the dead coordinator had it and its executor is gone too) is ``ResultLost``: the task
+        runs again. When its executor is gone, the search is cut short (``lost_result_timeout_s``)."""
         from ..storage.cid import Cid
+        from . import events as ev
 
         storage = self.node.services["storage"]
-        for task, _, cid in job.js.outputs():
-            if cid and job.js.tasks[task].state == "done":
+        live = {str(p) for p in self._live()} | {str(self.node.peer_id)}
+        limit = trio.CapacityLimiter(8)
+
+        async def pull(task: str, lease: str, cids: list[str], maker: str | None) -> None:
+            timeout = self.config.fetch_timeout_s if maker in live else self.config.lost_result_timeout_s
+            async with limit:
                 try:
-                    await storage.fetch(Cid.parse(cid), pin=True, timeout=self.config.fetch_timeout_s)
+                    for cid in cids:
+                        await storage.fetch(Cid.parse(cid), pin=True, timeout=timeout)
                 except P2PComputeError as exc:
                     self.stats["results_lost"] = self.stats.get("results_lost", 0) + 1
-                    log.warning("job %s: result %s of %s not found after the takeover: %s", job.js.job_id, cid,
-                                task, exc)
+                    log.warning("job %s: a result of %s is lost with coordinator %s: %s (it runs again)",
+                                job.js.job_id, task, gone.short, exc)
+                    await self._feed(job, ev.ResultLost(task, f"not found after the takeover: {exc}"[:4096]))
+                    return
+            for cid in cids:
+                self._note(cid, str(self.node.peer_id))
+            await self._feed(job, ev.Fetched(task, lease))
+
+        async with trio.open_nursery() as nursery:
+            for tid in tasks:
+                t = job.js.tasks[tid]
+                maker = next((a["peer"] for a in reversed(t.attempts) if a["outcome"] == "ok"), None)
+                nursery.start_soon(pull, tid, t.accepted, sorted(t.outputs.values()), maker)
+
+
+def _line(record: dict) -> tuple:
+    """A record's (or a delta's) line of coordinators: (epoch, nonce); the higher one wins."""
+    epoch, nonce = record.get("epoch", -1), record.get("nonce", -1)
+    return (epoch if type(epoch) is int else -1, nonce if type(nonce) is int else -1)
+
+
+def _fenced(held: dict) -> str:
+    return f"fenced: a newer coordinator's record of this job is held (epoch {_line(held)[0]})"

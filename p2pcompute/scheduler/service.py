@@ -76,10 +76,11 @@ from . import events as ev
 from . import leases as lx
 from .events import JobConfig
 from .executing import ExecutingMixin
+from .job_lookup import JobLookupMixin
 from .job_state import JobState
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_CARRIED, MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept, TaskDone, TaskFailure,
-                       TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
+from .messages import (MAX_CARRIED, MAX_ID, JobQuery, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept,
+                       TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
@@ -108,6 +109,7 @@ class SchedulerConfig:
     replicas: int = K
     request_timeout_s: float = 10.0
     fetch_timeout_s: float = 60.0
+    lost_result_timeout_s: float = 10.0   # after a takeover, a result whose executor is gone too: run it again
     replicate_retry_s: float = 2.0
     max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
     poll_s: float = 1.0                # membership poll
@@ -130,9 +132,10 @@ class _Job:
         self.report: ev.Report | None = None        # the last report carried out
         self.done = trio.Event()
         self.submitted = submitted
+        self.fenced = ""                             # a replica holds a newer coordinator's line: step down
 
 
-class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
+class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin):
     name = "scheduler"
 
     def __init__(self, config: SchedulerConfig | None = None, rng: random.Random | None = None) -> None:
@@ -178,6 +181,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         for msg_type, handler in handlers.items():
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
+        node.transport.on_request(JobQuery, self._on_job_query)
         node.transport.on_stream(RECORD_PROTOCOL, self._record_stream)
         self._local = {**handlers, TaskHeartbeat: self._on_heartbeat}
 
@@ -317,7 +321,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             elif isinstance(c, ev.GrantLease):
                 self._spawn(self._grant, job, c)
             elif isinstance(c, ev.Revoke):
-                self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096]))
+                self._spawn(self._tell, c.peer, TaskRevoke(c.job_id, c.task, c.lease_id, c.reason[:4096],
+                                                           job.js.epoch))
             elif isinstance(c, ev.FetchResult):
                 self._spawn(self._fetch, job, c, self._carried.pop((c.job_id, c.lease_id), ()))
             elif isinstance(c, ev.Replicate):  # coalesced: one round at a time (_replicator), never awaited here
@@ -352,7 +357,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         A round's first acknowledgement releases the reports it covers; the next round starts once every
         replica answered the last (a replica's deltas stay in order), or after twice the request timeout."""
         try:
-            while job.acked < job.want:
+            while job.acked < job.want and not job.fenced:     # a fenced job stepped down: no more rounds
                 target, everyone, ok = job.js.version, trio.Event(), False
                 try:
                     ok = await self._replicate(job, everyone)

@@ -204,7 +204,7 @@ async def test_the_coordinator_crashes_on_memnet_and_the_closest_replica_finishe
         nursery.cancel_scope.cancel()
 
 
-async def test_a_record_over_the_message_limit_reaches_the_replicas_over_a_stream(tmp_path):
+async def test_a_record_or_delta_over_the_message_limit_reaches_the_replicas_over_a_stream(tmp_path):
     net = MemNetwork(9, latency=(0.001, 0.004))
     (tmp_path / "x").mkdir()
     np.save(tmp_path / "x" / "x0.npy", np.zeros(1, dtype=np.float32))
@@ -224,7 +224,17 @@ async def test_a_record_over_the_message_limit_reaches_the_replicas_over_a_strea
                 await trio.sleep(0.05)
         held = nodes[1].services["scheduler"].held[job_id].record
         assert len(held["tasks"]) == 4000 and held["job_id"] == job_id
+        # the cancel changes every task: its delta is over the message limit (here 512 KiB), and the full
+        # record goes instead, over the stream
+        nodes[0].transport.max_message = 512 << 10
         await svc.cancel(job_id)
+        assert len(cbor2.dumps({"tasks": [t.to_record() for t in svc.jobs[job_id].js.tasks.values()]})) > 512 << 10
+        with trio.fail_after(60):
+            while not all(x.services["scheduler"].held[job_id].record["state"] == "cancelled" for x in nodes[1:]):
+                await trio.sleep(0.05)
+        assert svc.stats["oversized_deltas"] >= 1
+        held = nodes[1].services["scheduler"].held[job_id].record
+        assert {t["state"] for t in held["tasks"]} == {"cancelled"}
         nursery.cancel_scope.cancel()
 
 

@@ -97,3 +97,81 @@ def test_accepts_only_fill_free_slots(steps, slots):
         assert ex.busy() <= most and (not of(out, Accept) or ex.busy() <= ex.slots)
         assert {k[1] for k in ex.running()} <= runs
         assert ex.free_slots() == max(0, ex.slots - ex.busy())
+
+
+# --- fencing: the epoch a lease id begins with ------------------------------------------------------
+
+
+def test_a_revoke_from_the_jobs_successor_of_a_newer_epoch_stops_the_run_and_an_equal_epoch_does_not():
+    ex = ExecutorLeases(ExecutorConfig(slots=1))
+    ex.handle(Offer("job", "t1", "c1", "0.ab.1", 100.0, spec="s"), 0.0)
+    ex.handle(Grant("job", "t1", "c1", "0.ab.1", 30.0), 1.0)
+    out = ex.handle(Revoked("job", "c2", "0.ab.1", "coordinator changed", epoch=0), 2.0)   # not newer: a stranger
+    assert not of(out, Stop) and ex.stats["stale_revokes"] == 1 and ex.running() == [("job", "0.ab.1")]
+    out = ex.handle(Revoked("job", "c2", "0.ab.1", "coordinator changed"), 2.5)            # no epoch said
+    assert not of(out, Stop) and ex.stats["stale_revokes"] == 2
+    out = ex.handle(Revoked("job", "c2", "0.ab.1", "coordinator changed", epoch=1), 3.0)   # the successor
+    assert of(out, Stop) == [Stop("job", "t1", "0.ab.1", "coordinator changed")] and ex.free_slots() == 1
+    assert ex.stats["successor_revokes"] == 1
+
+
+def test_offers_and_grants_of_an_older_epoch_are_refused_as_fenced_and_a_newer_epoch_drops_the_old_ones():
+    ex = ExecutorLeases(ExecutorConfig(slots=1))
+    ex.handle(Offer("job", "t1", "c1", "0.ab.1", 100.0), 0.0)          # accepted: holds the slot
+    ex.handle(Offer("job", "t2", "c1", "0.ab.2", 100.0), 0.0)          # queued
+    ex.handle(Offer("other", "t1", "c1", "0.ab.3", 100.0), 0.0)        # another job: untouched by fencing
+    out = ex.handle(Offer("job", "t2", "c2", "1.cd.1", 100.0), 1.0)    # the new coordinator, epoch 1
+    assert [k for k in ex._leases] == [("other", "0.ab.3"), ("job", "1.cd.1")]
+    assert of(out, Accept)[0].lease_id == "0.ab.3" and ex.stats["fenced"] == 2
+    out = ex.handle(Grant("job", "t1", "c1", "0.ab.1", 30.0), 2.0)     # the old one grants its accept: fenced
+    assert not of(out, Run) and of(out, Refused)[0].reason.startswith("fenced: job job is at epoch 1")
+    out = ex.handle(Offer("job", "t3", "c1", "0.ab.4", 100.0), 2.0)
+    assert of(out, Refused)[0].reason.startswith("fenced:") and ("job", "0.ab.4") not in ex._leases
+    # lease ids without an epoch (another scheme) are not fenced
+    assert not of(ex.handle(Offer("job", "t4", "c3", "x.9", 100.0), 2.0), Refused)
+
+
+def test_a_running_lease_of_the_old_epoch_runs_on_until_the_new_coordinator_revokes_it():
+    ex = ExecutorLeases(ExecutorConfig(slots=2))
+    ex.handle(Offer("job", "t1", "c1", "0.ab.1", 100.0), 0.0)
+    ex.handle(Grant("job", "t1", "c1", "0.ab.1", 30.0), 0.5)
+    ex.handle(Offer("job", "t2", "c2", "1.cd.1", 100.0), 1.0)
+    assert ex.running() == [("job", "0.ab.1")]
+    out = ex.handle(Revoked("job", "c2", "0.ab.1", "coordinator changed", epoch=1), 2.0)
+    assert of(out, Stop) and ex.running() == []
+
+
+def test_epochs_are_remembered_for_a_bounded_number_of_jobs():
+    from p2pcompute.scheduler.leases import MAX_JOBS_SEEN
+
+    ex = ExecutorLeases(ExecutorConfig(slots=0, max_queued=1))
+    for i in range(MAX_JOBS_SEEN + 10):
+        ex.handle(Offer(f"j{i}", "t", "c", "3.ab.1", 100.0), 0.0)
+    assert len(ex._epochs) == MAX_JOBS_SEEN and "j0" not in ex._epochs
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 5), st.integers(0, 2),
+                          st.floats(0, 5)), max_size=80))
+def test_no_run_starts_for_an_epoch_older_than_one_seen_and_only_coordinators_or_successors_stop_runs(steps):
+    """Coordinators c0..c2 of one job at epochs 0..2 (coordinator i leads epoch i); random offers, grants
+    and revokes. A Run is never of an epoch older than the newest this peer has seen for the job; a Stop
+    comes only from the lease's own coordinator or from one of a newer epoch."""
+    ex = ExecutorLeases(ExecutorConfig(slots=2, max_queued=4))
+    now, newest = 0.0, -1
+    for kind, who, n, epoch_of_revoke, dt in steps:
+        now += dt
+        lease = f"{who}.ab.{n}"
+        granter = {k[1]: x.offer.coordinator for k, x in ex._leases.items()}
+        e = [Offer("job", f"t{n}", f"c{who}", lease, now + 10.0), Grant("job", f"t{n}", f"c{who}", lease, now + 30.0),
+             Revoked("job", f"c{epoch_of_revoke}", lease, "r", epoch_of_revoke), Ended("job", lease)][kind]
+        out = ex.handle(e, now)
+        for r in of(out, Run):
+            assert int(r.lease_id.split(".")[0]) >= newest
+        for s in of(out, Stop):
+            assert granter[s.lease_id] == e.coordinator or e.epoch > int(s.lease_id.split(".")[0])
+        if not of(out, Refused) and kind in (0, 1):
+            newest = max(newest, who)
+        if of(out, Stop):
+            newest = max(newest, e.epoch)
+        assert ex.busy() <= ex.slots

@@ -1,7 +1,8 @@
 """Hypothesis on JobState: random results, failures, deaths, duplicates, stale leases, takeovers and ticks.
 
-Invariants: no exception escapes; terminal task states never change; no task becomes done twice (across
-takeovers from the latest record too); a taken result is always one of a lease granted to that peer; the
+Invariants: no exception escapes; terminal task states never change, except a done task whose result is
+lost (``ResultLost``); no task becomes done twice (across takeovers from the latest record too; a lost result
+starts a new line); a taken result is always one of a lease granted to that peer; the
 counts match the tasks. Then a final run where every offer succeeds: the job always ends, no task is lost.
 """
 
@@ -22,7 +23,7 @@ from sm_harness import plan, task
 
 PEERS = ["p0", "p1", "p2", "p3"]
 KINDS = ["place"] * 3 + ["accept"] * 3 + ["result"] * 3 + ["fetched"] * 2 + [
-    "fail", "beat", "fetch_failed", "died", "tick", "tick", "takeover", "stale", "cancel"] + ["advance"] * 6
+    "fail", "beat", "fetch_failed", "died", "tick", "tick", "takeover", "stale", "cancel", "lost"] + ["advance"] * 6
 FAIL_KINDS = sorted(ev.FAILURE_KINDS)
 CONFIG = JobConfig(lease_s=10.0, offer_timeout_s=30.0, placement_retry_s=1.0, placement_timeout_s=100.0,
                    max_in_flight=3, max_declines=20)
@@ -56,6 +57,8 @@ class World:
         self.dispatches: list[str] = []
         self.done_count = {t: 0 for t in self.js.tasks}
         self.states = {t: x.state for t, x in self.js.tasks.items()}
+        self.reopened: str | None = None                    # the task of the ResultLost being fed
+        self.losses = 0                                     # results lost, taken again since
         self.absorb(self.js.start(0.0))
 
     def absorb(self, out):
@@ -77,7 +80,11 @@ class World:
         js = self.js
         for tid, t in js.tasks.items():
             old = self.states[tid]
-            if old in TERMINAL:
+            if tid == self.reopened and old == "done" and t.state != "done":
+                assert t.state == "placing" and not t.outputs and t.accepted is None
+                self.done_count[tid] = 0                     # a new result will be taken
+                self.losses += 1
+            elif old in TERMINAL:
                 assert t.state == old, f"{tid} left terminal state {old} for {t.state}"
             elif t.state == "done":
                 self.done_count[tid] += 1
@@ -103,6 +110,8 @@ class World:
         else:
             before = {tid: (t.state, t.lease) for tid, t in self.js.tasks.items()}
         self.js = JobState.from_record(record, self.now, random.Random(len(self.offers)), CONFIG)
+        if len(self.offers) % 2:          # half the takeovers hold the job's end until its results are found
+            self.js.hold_results()
         self.epoch_start[self.js.epoch] = before
         self.absorb(self.js.start(self.now))
 
@@ -157,6 +166,10 @@ class World:
             self.feed(ev.ResultReady(f"t{i % 7}", "p9", f"9.{j}", {"out": "x"}, {}))
         elif kind == "cancel" and self.seed % 8 == 1:
             self.feed(ev.Cancel())
+        elif kind == "lost":
+            self.reopened = pick([tid for tid, t in self.js.tasks.items() if t.state == "done"] or list(self.js.tasks))
+            self.feed(ev.ResultLost(self.reopened, "not found"))
+            self.reopened = None
 
     def advance(self, tid, peer, v=1.0):
         """The next step of ``tid`` as a well-behaved peer takes it; False if it waits for nothing we do."""
@@ -170,6 +183,8 @@ class World:
             self.feed(ev.ResultReady(tid, t.peer, t.lease, {"out": f"cid-{t.lease}"}, {"v": v}))
         elif t.state == "fetching":
             self.feed(ev.Fetched(tid, t.lease))
+        elif t.state == "done" and tid in self.js._unconfirmed:     # found again after a takeover
+            self.feed(ev.Fetched(tid, t.accepted))
         else:
             return False
         return True
@@ -216,7 +231,7 @@ def test_random_event_sequences_keep_the_invariants_and_the_job_ends(p, steps, s
     elif js.state == "failed":
         assert any(t.state == "failed" for t in js.tasks.values()) and js.reason
     if not any(n for n in w.epoch_start if n):        # results_accepted counts over every coordinator
-        assert js.stats["results_accepted"] == sum(w.done_count.values())
+        assert js.stats["results_accepted"] == sum(w.done_count.values()) + w.losses
 
 
 @settings(max_examples=100, deadline=None)

@@ -54,6 +54,7 @@ class Sim:
         self.accepted_per_task: dict[str, int] = {}
         self.ran_where: dict[str, str] = {}
         self.crashes = 0
+        self.fenced = 0                         # the old coordinator's messages refused after the takeover
 
     def _executor(self):
         return lx.ExecutorLeases(lx.ExecutorConfig(slots=2, max_queued=4, heartbeat_s=2.0, accept_timeout_s=3.0))
@@ -121,8 +122,10 @@ class Sim:
                 self.at(self.now + self.latency(), "js", ev.Heartbeat(c.task, peer, c.lease_id))
             elif isinstance(c, ev.SetTimer):
                 self.at(c.at, "ex", peer, lx.Wake())
-            elif isinstance(c, ev.Refused):
-                raise AssertionError(f"a simulated coordinator was refused: {c}")
+            elif isinstance(c, ev.Refused):       # only the old coordinator's messages still in flight: fenced
+                if not (c.reason.startswith("fenced:") and self.js.epoch > 0):
+                    raise AssertionError(f"a simulated coordinator was refused: {c}")
+                self.fenced += 1
             assert self.ex[peer].busy() <= 2
 
     # --- the loop --------------------------------------------------------------------------------

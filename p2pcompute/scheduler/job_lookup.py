@@ -1,0 +1,148 @@
+"""Following a job through any peer (a mixin of ``SchedulerService``, service.py).
+
+Theory of operation. ``GET /v1/jobs/{id}`` on a peer that does not
+coordinate the job finds it (``_find_job``): if this peer holds a replica of
+its record, it asks the coordinator the record names (fresher) and falls
+back on its own copy; otherwise it asks the ``K + 1`` live members closest
+to the job id (where its replicas live, and its coordinator after a
+takeover) with ``JobQuery`` (415). Each answers ``JobInfo`` (416): the
+summary it has as coordinator, or the one built from its replica's record
+(``record_summary``), without its task list (and then its outputs) if it
+would not fit in a message (``left_out`` names what is missing). A
+coordinator's answer wins; else the copy of the highest epoch and version. Nobody forwards a query further: a lookup is at
+most ``K + 2`` requests. So a submitter whose coordinator died follows the
+job, through any live peer, to its end under the new coordinator, and
+fetches its results by CID (the client asks its daemon to fetch them).
+A summary built from a record shows the replicated state, which is never
+behind what the coordinator has reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import cbor2
+import trio
+
+from ..node.identity import PeerId
+from .messages import JobInfo, JobQuery
+from .model import JobPlan
+from .replicas import closest
+
+log = logging.getLogger("p2pcompute.scheduler.service")
+MAX_SUMMARY_BYTES = 900 << 10      # a JobInfo stays under the 1 MiB message limit: past it, no task list
+QUEUED = ("waiting", "ready", "placing", "offered")
+
+
+def record_summary(record: dict, coordinator: str, replicas: tuple = (), tasks: bool = True) -> dict[str, Any]:
+    """A job's summary (and its tasks) from a replica's copy of its record (checked when it was received)."""
+    plan = JobPlan.from_wire(record["plan"])
+    rows = record["tasks"]
+    counts = Counter(t["state"] for t in rows)
+    progress = {"done": counts["done"], "running": counts["running"] + counts["fetching"],
+                "queued": sum(counts[s] for s in QUEUED), "failed": counts["failed"], "skipped": counts["skipped"],
+                "cancelled": counts["cancelled"], "total": len(rows)}
+    by_id = {t["id"]: t for t in rows}
+    out = {"job_id": record["job_id"], "name": plan.name, "coordinator": coordinator,
+           "state": record["state"], "reason": record["reason"], "progress": progress, "epoch": record["epoch"],
+           "version": record["version"], "replicas": [str(p) for p in replicas],
+           "outputs": [[tid, name, by_id[tid]["outputs"].get(name)] for tid, name in plan.outputs],
+           "source": "replica"}
+    if tasks:
+        stages = {t.task_id: t.stage for t in plan.tasks}
+        out["tasks"] = [{"task": t["id"], "stage": stages.get(t["id"], ""), "state": t["state"],
+                         "reason": t["reason"], "attempts": [dict(a) for a in t["attempts"]],
+                         "attempts_dropped": t["attempts_dropped"], "outputs": dict(t["outputs"]), "story": []}
+                        for t in rows]
+        out["stats"] = dict(record.get("stats", {}))
+    return out
+
+
+class JobLookupMixin:
+    """Needs of the service: node, config, jobs, held, _live, _described (jobs_api.py)."""
+
+    node: Any
+    config: Any
+    jobs: dict
+    held: dict
+
+    def _local_summary(self, job_id: str) -> tuple[str, dict] | None:
+        """(source, summary with tasks) of what this peer knows of the job itself, or None."""
+        if job_id in self.jobs:
+            return "coordinator", self._described(job_id)
+        held = self.held.get(job_id)
+        if held is not None:
+            try:
+                return "replica", record_summary(held.record, str(held.coordinator), held.replicas)
+            except Exception as exc:     # a record checked on receipt: a bug if this happens, never fatal
+                log.warning("cannot summarise the record of %s held here: %s", job_id, exc)
+        return None
+
+    async def _on_job_query(self, peer: PeerId, msg: JobQuery) -> JobInfo:
+        found = self._local_summary(msg.job_id)
+        if found is None:
+            return JobInfo(False)
+        source, summary = found
+        data = cbor2.dumps(summary)
+        for drop in (("tasks", "stats"), ("tasks", "stats", "outputs")):   # too large for a message: less
+            if len(data) <= MAX_SUMMARY_BYTES:
+                break
+            data = cbor2.dumps({k: v for k, v in summary.items() if k not in drop} | {"left_out": list(drop)})
+        return JobInfo(True, source, data) if len(data) <= MAX_SUMMARY_BYTES else JobInfo(False)
+
+    async def _query(self, peer: PeerId, job_id: str) -> tuple[str, dict] | None:
+        try:
+            reply = await self.node.transport.request(peer, JobQuery(job_id), self.config.request_timeout_s)
+            if not isinstance(reply, JobInfo) or not reply.found:
+                return None
+            summary = cbor2.loads(reply.summary)
+            if not isinstance(summary, dict) or summary.get("job_id") != job_id or "state" not in summary:
+                return None
+            return reply.source, summary
+        except Exception as exc:     # unreachable, a timeout, or garbage from the peer: it does not know
+            log.debug("job query of %s to %s: %s", job_id, peer.short, exc)
+            return None
+
+    async def _find_job(self, job_id: str) -> dict[str, Any] | None:
+        """The summary of a job this peer does not coordinate: from its coordinator or a replica (None: unknown)."""
+        me = self.node.peer_id
+        live = self._live() - {me}
+        held = self.held.get(job_id)
+        if held is not None:
+            if held.coordinator != me and held.coordinator in live:
+                answer = await self._query(held.coordinator, job_id)
+                if answer is not None and answer[0] == "coordinator":
+                    return answer[1]
+            local = self._local_summary(job_id)
+            return local[1] if local else None
+        answers: list[tuple[str, dict]] = []
+        peers = closest(job_id, live, self.config.replicas + 1)
+        async with trio.open_nursery() as nursery:
+            async def ask(p: PeerId) -> None:
+                answer = await self._query(p, job_id)
+                if answer is not None:
+                    answers.append(answer)
+            for p in peers:
+                nursery.start_soon(ask, p)
+        for source, summary in answers:
+            if source == "coordinator":
+                return summary
+        if not answers:
+            return None
+        best = max(answers, key=lambda a: (_int(a[1].get("epoch")), _int(a[1].get("version"))))[1]
+        coordinator = best.get("coordinator")
+        try:
+            peer = PeerId.from_string(coordinator) if isinstance(coordinator, str) else None
+        except Exception:
+            peer = None
+        if peer is not None and peer in live and peer not in peers:
+            answer = await self._query(peer, job_id)
+            if answer is not None and answer[0] == "coordinator":
+                return answer[1]
+        return best
+
+
+def _int(v: Any) -> int:
+    return v if type(v) is int else -1
