@@ -375,6 +375,9 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, f"cannot be granted: {exc}"))
             return
         reply = await self._ask(c.peer, msg)
+        if reply.ok:      # it fetches the inputs now: tasks reading them prefer it (a split's row/column blocks)
+            for _, cid in inputs:
+                self._note(cid, c.peer)
         if not reply.ok:  # unreachable or refused: given back now (not charged), rather than after its whole lease
             log.info("grant of %s/%s to %s: %s", c.job_id, c.task, c.peer[:16], reply.reason)
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.REJECTED,

@@ -6,11 +6,14 @@ problem with its line, a 400 listing them); each local input file is added
 to the daemon's blockstore and pinned (so executing peers fetch it by
 bitswap); ``ipfs://CID`` inputs are used as they are; other sources (HTTP
 URLs, registry handles, local programs) are refused for now, naming them.
-The resolution then goes to ``plan_job``.
+A local input a split matmul reads is cut into its row or column blocks,
+each added as a CID of its own (``blocks.py``), and is not added whole
+unless another stage reads it. The resolution then goes to ``plan_job``.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ from ..errors import UserError
 from ..ops.jobfile import MAX_JOB_BYTES
 from . import spec as specmod
 from .model import JobPlan, PlanError
-from .plan import Resolved, plan_job, resolution
+from .blocks import cut_file, local_cuts, whole_inputs
+from .plan import Cut, Resolved, plan_job, resolution, split_cuts
 from .spec_check import lines_of, with_lines
 
 
@@ -65,7 +69,11 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) 
             storage.blockstore.pin(result.cid)
         return Resolved(str(result.cid), Path(path).stat().st_size)
 
+    blocks, cut_only = await _cut_splits(spec, storage)     # a split's tiles read only their blocks
     for path in spec.local_files():
+        if path in cut_only:                                 # nobody reads it whole: not added
+            added[path] = Resolved("", Path(path).stat().st_size)
+            continue
         added[path] = await trio.to_thread.run_sync(add, path)
         await storage.pin(_cid(added[path].cid))             # and announce it
 
@@ -79,9 +87,36 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) 
         raise UserError(f"input {src.text[:200]}: only local files and ipfs:// inputs can be submitted yet")
 
     try:
-        return plan_job(spec, resolution(spec, resolve), job_id)
+        return plan_job(spec, resolution(spec, resolve), job_id, blocks=blocks)
     except PlanError as exc:
         raise UserError(f"the job cannot be planned: {exc}") from None
+
+
+async def _cut_splits(spec: specmod.JobSpec, storage: Any) -> tuple[dict[Cut, list[Resolved]], set[str]]:
+    """Each local input a split reads, cut into its blocks, each added, pinned and announced
+    (``blocks.py``); and the local files only splits read (they need not be added whole)."""
+    from ..storage.importer import import_stream
+
+    cuts = local_cuts(spec, split_cuts(spec))
+    out: dict[Cut, list[Resolved]] = {}
+
+    def cut_and_add(cut: Cut, path: str) -> list[Resolved]:
+        made = []
+        with storage.blockstore.session():
+            for data in cut_file(path, cut):
+                result = import_stream(io.BytesIO(data), storage.blockstore.put)
+                storage.blockstore.pin(result.cid)
+                made.append(Resolved(str(result.cid), len(data)))
+        return made
+
+    for cut in cuts:
+        out[cut] = await trio.to_thread.run_sync(cut_and_add, cut, spec.inputs[cut.input].sources[0].text)
+        for r in out[cut]:
+            await storage.pin(_cid(r.cid))                   # and announce it
+    cut_names, whole = {c.input for c in cuts}, whole_inputs(spec)
+    needed = {src.text for name, i in spec.inputs.items() if name not in cut_names or name in whole
+              for src in i.sources}
+    return out, {spec.inputs[c.input].sources[0].text for c in cuts} - needed
 
 
 def _cid(text: str) -> Any:
