@@ -22,6 +22,7 @@ Files:
     replication.py its replication of job records to the k closest peers, and takeover (a mixin)
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, cancel (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
+    blocks.py      submit's half of a split matmul: a local input cut into row/column blocks, a CID each
 
 The job simulation drives these machines with simulations/sched_peer.py (``simulate jobs``).
 """
