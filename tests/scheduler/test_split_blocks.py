@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jobspec_helpers import cid
 
 from p2pcompute.errors import UserError
 from p2pcompute.ops import tensor_format
@@ -123,16 +124,14 @@ def test_blocks_of_the_wrong_count_are_refused_and_an_uncut_side_slices_itself(t
 def test_what_is_cut_and_what_is_still_added_whole(tmp_path):
     write(tmp_path, "a.npy", np.ones((8, 8)))
     write(tmp_path, "b.npy", np.ones((8, 8)))
-    (tmp_path / "x").mkdir()
-    write(tmp_path, "x/x0.npy", np.ones((8, 8)))
-    j = job(tmp_path, {"inputs": {"A": "a.npy", "B": "b.npy", "C": "ipfs://" + "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "xs": "x/*.npy"},
-                       "stages": [
-                           {"name": "mm", "inputs": {"A": "inputs.A", "B": "inputs.B"}, "split": {"op": "matmul", "tile": 3}},
-                           {"name": "mm2", "inputs": {"B": "inputs.B", "C": "inputs.C"},
-                            "split": {"op": "matmul", "tile": 5, "inputs": ["B", "C"]}},
-                           {"name": "sum", "inputs": {"A": "inputs.A"}, "ops": {
-                               "opset": 1, "inputs": {"A": {}}, "nodes": [{"name": "s", "op": "reduce_sum", "inputs": ["A"]}],
-                               "outputs": ["s"]}}]})
+    total = {"opset": 1, "inputs": {"A": {}}, "nodes": [{"name": "s", "op": "reduce_sum", "inputs": ["A"]}],
+             "outputs": ["s"]}
+    j = job(tmp_path, {
+        "inputs": {"A": "a.npy", "B": "b.npy", "C": f"ipfs://{cid(3)}"},
+        "stages": [{"name": "mm", "inputs": {"A": "inputs.A", "B": "inputs.B"}, "split": {"op": "matmul", "tile": 3}},
+                   {"name": "mm2", "inputs": {"B": "inputs.B", "C": "inputs.C"},
+                    "split": {"op": "matmul", "tile": 5, "inputs": ["B", "C"]}},
+                   {"name": "sum", "inputs": {"A": "inputs.A"}, "ops": total}]})
     cuts = split_cuts(j)
     assert cuts == [Cut("A", 0, 3), Cut("B", 1, 3), Cut("B", 0, 5), Cut("C", 1, 5)]
     assert local_cuts(j, cuts) == cuts[:3]                   # an ipfs:// input is not cut here
