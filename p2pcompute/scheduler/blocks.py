@@ -3,7 +3,8 @@
 Theory of operation. ``plan.split_cuts(spec)`` names the cuts a job's split
 stages need (A in row blocks, B in column blocks, of ``tile``). For a cut of
 an input that is one local file, ``cut_file`` loads it as the executor
-would (``ops/loaders.load_array``, with the input's band), takes each block
+would (``ops/loaders.load_array``, with the input's band; a plain ``.npy``
+is mapped instead, so that each block is read once), takes each block
 (``plan.block_bounds``) and encodes it in the input's own format (``.tensor``
 stays ``.tensor``; ``.npy`` and images become ``.npy``) in memory; the
 caller imports and pins the bytes, so every block is made once, here, by
@@ -51,7 +52,9 @@ def whole_inputs(spec: JobSpec) -> set[str]:
 def cut_file(path: str, cut: Cut) -> Iterator[bytes]:
     """The bytes of each block of ``cut`` of the file at ``path``, in order; a ``UserError`` if the file is
     not a 2-D array (loaders' messages)."""
-    array = loaders.load_array(path, cut.band)
+    array = _mapped(path) if cut.band is None else None
+    if array is None:
+        array = loaders.load_array(path, cut.band)
     if array.ndim != 2:
         raise UserError(f"input {cut.input} is {array.ndim}-D: a split matmul reads 2-D arrays")
     as_tensor = path.lower().endswith(".tensor")
@@ -60,6 +63,18 @@ def cut_file(path: str, cut: Cut) -> Iterator[bytes]:
         if as_tensor:
             yield tensor_format.encode(block)
         else:
-            buf = io.BytesIO()
-            np.save(buf, block, allow_pickle=False)
-            yield buf.getvalue()
+            head = io.BytesIO()
+            np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(block))
+            yield head.getvalue() + block.tobytes()              # what np.save writes, without a copy more
+
+
+def _mapped(path: str) -> np.ndarray | None:
+    """A plain .npy file mapped, not read (a block is read when it is copied); None for anything else (the
+    loaders read it)."""
+    if not path.lower().endswith(".npy"):
+        return None
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return array if isinstance(array, np.memmap) and array.flags.c_contiguous else None

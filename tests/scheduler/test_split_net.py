@@ -16,6 +16,7 @@ import trio
 from test_service_net import start_peers
 
 from p2pcompute.ops import tensor_format
+from p2pcompute.scheduler import service
 from p2pcompute.storage.cid import Cid
 from p2pcompute.storage.exporter import read_file
 from p2pcompute.storage.importer import import_path
@@ -27,7 +28,8 @@ split: {op: matmul, tile: 64}
 """
 
 
-async def test_a_split_matmul_runs_across_four_peers_each_tile_reading_only_its_blocks(tmp_path):
+async def test_a_split_matmul_runs_across_four_peers_each_tile_reading_only_its_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(service, "NOTE_INPUTS_FROM", 1)      # its blocks of 128 KiB count as large
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((256, 256)), rng.standard_normal((256, 256))
     np.save(tmp_path / "a.npy", a)
