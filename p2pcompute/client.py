@@ -58,6 +58,13 @@ class Job:
             raise JobFailed(summary)
         return summary
 
+    def logs(self, task: str | None = None, limit: int = 100) -> dict:
+        """Each attempt's peer, outcome and stderr, of ``task`` or of up to ``limit`` tasks that ran (as
+        ``p2pcompute logs --json``): ``{"tasks": [{"task", "state", "attempts": [{"peer", "outcome", "stderr",
+        ...}]}]}``; ``stderr`` is "" when the attempt wrote none, None (with ``log_error``) when unreachable."""
+        params: dict[str, Any] = {"limit": limit} | ({"task": task} if task is not None else {})
+        return self.client.api._call("GET", f"/v1/jobs/logs/{self.id}", params=params)
+
     def cancel(self, reason: str = "cancelled by the user") -> dict:
         return self.client.api._call("POST", f"/v1/jobs/cancel/{self.id}", {"reason": reason})
 
@@ -102,8 +109,10 @@ class Client:
             summary = self.api._call("POST", "/v1/jobs", {"job": job, "base": str(Path(base or ".").resolve())})
         return Job(self, summary["job_id"])
 
-    def jobs(self) -> list[dict]:
-        return self.api._call("GET", "/v1/jobs")["jobs"]
+    def jobs(self, state: str | None = None) -> list[dict]:
+        """Summaries of the jobs the daemon coordinates; only those in ``state`` (submitted, running, done, failed,
+        cancelled) if given."""
+        return self.api._call("GET", "/v1/jobs", params={"state": state} if state else None)["jobs"]
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)

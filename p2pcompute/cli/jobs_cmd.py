@@ -1,4 +1,5 @@
-"""``submit``, ``jobs``, ``describe``, ``cancel``, ``results``: jobs across the network, through the local daemon.
+"""``submit``, ``jobs``, ``describe``, ``logs``, ``cancel``, ``results``: jobs across the network, through
+the local daemon.
 
 The daemon of the data dir coordinates the jobs submitted to it (its
 scheduler service: scheduler/service.py); these commands talk to its
@@ -47,11 +48,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.set_defaults(func=cmd_jobs)
 
     d = sub.add_parser("describe", help="show one job: its tasks, attempts, peers and errors",
-                       description="Show a job's tasks: state, attempts (peer, outcome), and why a task failed.")
+                       description="Show a job: where each input came from (file, URL, handle, CID), and its "
+                       "tasks: state, attempts (peer, when, how long, outcome, stderr size), and why a task failed.")
     d.add_argument("job_id", metavar="JOB")
     add_data_dir(d)
     add_json_flag(d)
     d.set_defaults(func=cmd_describe)
+
+    lg = sub.add_parser("logs", help="show a job's task stderr: every attempt, with the peer that ran it",
+                        description="Show the stderr of a task of a job (or of the tasks that ran, at most "
+                        "--limit), each attempt with its peer and outcome. The executing peer keeps the text "
+                        "(its last 64 KiB) and this daemon fetches it by CID.")
+    lg.add_argument("job_id", metavar="JOB")
+    lg.add_argument("task", nargs="?", metavar="TASK", help="a task id (as `describe` shows); default: every "
+                    "task that ran")
+    lg.add_argument("--limit", type=int, default=100, help="at most this many tasks (default 100)")
+    add_data_dir(lg)
+    add_json_flag(lg)
+    lg.set_defaults(func=cmd_logs)
 
     c = sub.add_parser("cancel", help="cancel a job: its running tasks stop on every peer",
                        description="Cancel a job coordinated by the local daemon.")
@@ -161,9 +175,7 @@ def _safe_path(name: str) -> Path:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    jobs = client_for(args)._call("GET", "/v1/jobs")["jobs"]
-    if args.state:
-        jobs = [j for j in jobs if j["state"] == args.state]
+    jobs = client_for(args)._call("GET", "/v1/jobs", params={"state": args.state} if args.state else None)["jobs"]
     if args.json:
         print_json(jobs)
         return 0
@@ -193,6 +205,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
                   f"tasks {p.get('total', '?')}: {p.get('done', 0)} done, {p.get('running', 0)} running, "
                   f"{p.get('queued', 0)} queued, {p.get('failed', 0)} failed, {p.get('skipped', 0)} skipped",
                   highlight=False)
+    created = job.get("created")
+    if isinstance(created, (int, float)) and isinstance(job.get("clock"), (int, float)):
+        console.print(f"submitted {job['clock'] - created:.1f} s ago (times below from then)", highlight=False)
+    inputs = job.get("inputs") or []
+    if inputs:
+        console.print("inputs:", highlight=False)
+        for i in inputs:
+            console.print(f"  {i['input']:<12} {i['from']:<6} {i['source']}" +
+                          (f" -> {i['cid']}" if i["source"] != i["cid"] else ""), highlight=False, markup=False)
     for task in job.get("tasks", []):
         attempts = task.get("attempts") or []
         line = f"  {task['task']:<24} {task['state']:<10} attempts {len(attempts)}"
@@ -200,10 +221,48 @@ def cmd_describe(args: argparse.Namespace) -> int:
             line += f"  {task['reason']}"
         console.print(line, highlight=False)
         for a in attempts:
+            start, end = a.get("start"), a.get("end")
+            when = f" at +{start - created:.2f} s" if isinstance(start, (int, float)) and \
+                isinstance(created, (int, float)) else ""
+            took = f" in {end - start:.2f} s" if isinstance(end, (int, float)) and isinstance(start, (int, float)) \
+                else ""
+            log = f", stderr {a['log_bytes']} bytes (`p2pcompute logs {job['job_id']} {task['task']}`)" \
+                if a.get("log") else ""
+            console.print(f"      {a.get('outcome') or 'running'} on {a.get('peer')}{when}{took}{log}"
+                          + (f": {a['message']}" if a.get("message") else ""), highlight=False, style="dim",
+                          markup=False)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit} | ({"task": args.task} if args.task else {})
+    logs = client_for(args)._call("GET", f"/v1/jobs/logs/{args.job_id}", params=params)
+    if args.json:
+        print_json(logs)
+        return 0
+    if not logs["tasks"]:
+        console.print(f"job {args.job_id}: no task has run yet", highlight=False)
+    for task in logs["tasks"]:
+        attempts = task["attempts"]
+        console.print(f"[bold]{task['task']}[/] ({task['state']}): "
+                      + (f"{len(attempts)} attempt" + ("s" if len(attempts) != 1 else "") if attempts
+                         else "not run yet"), highlight=False)
+        if task.get("attempts_dropped"):
+            console.print(f"  ({task['attempts_dropped']} earlier attempts not kept)", highlight=False)
+        for a in attempts:
             took = f" in {a['end'] - a['start']:.2f} s" if isinstance(a.get("end"), (int, float)) and \
                 isinstance(a.get("start"), (int, float)) else ""
-            console.print(f"      {a.get('outcome') or 'running'} on {str(a.get('peer'))[:20]}…{took}"
-                          + (f": {a['message']}" if a.get("message") else ""), highlight=False, style="dim")
+            console.print(f"  attempt {a['attempt']} on {a.get('peer')}: {a.get('outcome')}{took}"
+                          + (f" ({a['message']})" if a.get("message") else ""), highlight=False, style="dim")
+            if a.get("stderr") is None:
+                console.print(f"    {a.get('log_error') or 'stderr not to be had'}", highlight=False, style="yellow")
+            elif not a["stderr"]:
+                console.print("    (no stderr)", highlight=False)
+            else:
+                for line in a["stderr"].splitlines():
+                    console.print(f"    | {line}", highlight=False, markup=False)
+    if logs.get("tasks_not_shown"):
+        console.print(f"({logs['tasks_not_shown']} more tasks ran: name one, or raise --limit)", highlight=False)
     return 0
 
 

@@ -44,7 +44,7 @@ import trio
 
 from ..errors import P2PComputeError
 from . import executor_state as es
-from .tasks import Task, TaskResult
+from .tasks import STDERR_MAX, Task, TaskResult, tail
 from .worker import MAX_FRAME, encode_frame
 
 SHUTDOWN_GRACE = 5.0
@@ -174,6 +174,8 @@ class Executor:
                                               pending.output_dir, result)
             except OSError as exc:
                 pending.result = TaskResult("failed", f"could not store outputs: {exc}")
+        if not result.stderr and pending.scratch is not None:   # killed (wall time, crash): what it wrote
+            pending.result.stderr = await trio.to_thread.run_sync(tail, pending.scratch / "stderr.txt", STDERR_MAX)
         _remove(pending.scratch)
         pending.done.set()
 

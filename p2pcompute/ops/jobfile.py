@@ -147,6 +147,13 @@ def _placement(data: dict[str, Any]) -> dict[str, Any]:
     problems = [p for p in schema_problems({**given, "program": "x"}) if p.path.split(".")[0] in given]
     if problems:
         raise UserError(f"job.yaml {problems[0]}")
+    if "verification" in given:
+        from ..scheduler.verification.policy import parse as parse_verification
+
+        try:
+            parse_verification(given["verification"])
+        except ValueError as exc:
+            raise UserError(f"job.yaml verification: {exc}") from None
     limits, resources = data.get("limits") or {}, given.get("resources") or {}
     if isinstance(limits, dict):
         limits = dict(limits)

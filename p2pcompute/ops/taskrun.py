@@ -26,7 +26,7 @@ from ..errors import P2PComputeError, UserError, WireError
 from . import loaders, tensor_format
 from .graph import INLINE_LIMIT, Graph
 from .sandbox import TaskLimits, cpu_seconds
-from .tasks import InputFile, Task, TaskResult
+from .tasks import STDERR_MAX, InputFile, Task, TaskResult, tail
 from .wasm import WasmRuntime
 
 MAX_OUTPUT_FILES = 1000
@@ -69,6 +69,8 @@ def run_task(task: Task, scratch: Path, runtime: WasmRuntime) -> tuple[TaskResul
         if total > task.limits.output_bytes:
             result = TaskResult.exceeded("output_size", task.limits.output_bytes,
                                          f"outputs total {total} bytes")
+    if task.kind == "wasm":          # a graph writes no stderr (its operators are silent: np.errstate)
+        result.stderr = tail(scratch / "stderr.txt", STDERR_MAX)
     result.wall_seconds = time.perf_counter() - wall0
     result.cpu_seconds = cpu_seconds() - cpu0
     return result, recycle
@@ -141,7 +143,7 @@ def _run_wasm(task: Task, scratch: Path, outputs_dir: Path, runtime: WasmRuntime
         result = TaskResult.exceeded("fuel", task.limits.fuel,
                                      f"ran out of fuel after {outcome.fuel_used} units")
     elif outcome.exit_code != 0:
-        stderr = _tail(scratch / "stderr.txt")
+        stderr = tail(scratch / "stderr.txt", STDERR_TAIL).strip()
         if outcome.memory_bytes + (1 << 16) > task.limits.wasm_memory:
             result = TaskResult.exceeded("wasm_memory", task.limits.wasm_memory,
                                          f"stopped at its memory limit; stderr: {stderr}")
@@ -187,12 +189,3 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
-
-
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - STDERR_TAIL))
-            return f.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""

@@ -15,11 +15,15 @@ A ``TaskResult`` has a ``status``:
 * ``failed`` — the task itself is wrong (bad graph, bad input file, a trap,
   a non-zero exit code) or its worker crashed twice; ``message`` says what;
 * ``rejected`` — the executor's queue was full or it is shutting down.
+
+Whatever the status, ``stderr`` holds the last ``STDERR_MAX`` bytes (as text)
+the task wrote to its stderr (a WebAssembly program's; a graph writes none).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,7 @@ from ..errors import UserError
 STATUSES = ("ok", "resource_exceeded", "failed", "rejected")
 RESOURCES = ("memory", "cpu_time", "wall_time", "fuel", "wasm_memory", "output_size")
 OUTPUT_FORMATS = ("tensor", "npy", "png", "raw")
+STDERR_MAX = 64 << 10        # bytes of a task's stderr kept (the last ones)
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class TaskResult:
     fuel_used: int | None = None
     exit_code: int | None = None
     attempts: int = 1
+    stderr: str = ""              # a program's stderr, its last ``STDERR_MAX`` bytes
 
     @property
     def ok(self) -> bool:
@@ -119,3 +125,13 @@ class TaskResult:
     def exceeded(cls, resource: str, limit: float, message: str = "") -> "TaskResult":
         return cls("resource_exceeded", message or f"{resource} limit of {limit:g} exceeded",
                    resource=resource, limit=limit)
+
+
+def tail(path: Path, size: int) -> str:
+    """The last ``size`` bytes of a file as text ("" if there is no such file)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -17,12 +17,15 @@ Files:
     messages.py    the scheduler's wire messages (codes 400-409): offers, grants, results, job records
     replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over
     runner.py      an executing peer runs one granted task: inputs by CID, the executor, outputs pinned
+    task_logs.py   a task's stderr: pinned as a CID by the peer that ran it, read back for ``logs JOB [TASK]``
     service.py     SchedulerService, the trio driver: coordinator role, placement, timers, membership
     executing.py   its executor role: offers, grants, runs, heartbeats, results (a mixin)
     replication.py its replication of job records to the k closest peers, and takeover (a mixin)
-    jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, cancel (a mixin)
+    jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, logs, cancel (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
     blocks.py      submit's half of a split matmul: a local input cut into row/column blocks, a CID each
+    submit_sources.py  submit's URLs (fetched here, bounded) and registry handles (resolved) -> CIDs, pinned
+    verification/  result verification strategies, signed results and evidence, reputation, bans (pure)
 
 The job simulation drives these machines with simulations/sched_peer.py (``simulate jobs``).
 """

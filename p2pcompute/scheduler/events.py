@@ -97,6 +97,8 @@ class ResultReady:
     outputs: dict[str, str] = field(default_factory=dict)
     inline: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)   # output name -> bytes, when the executor knows
+    log: str = ""                  # the attempt's stderr as a CID held by the executor ("": none), and its size
+    log_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,8 @@ class TaskFailed:
     lease_id: str
     kind: str
     message: str = ""
+    log: str = ""                  # as ResultReady's
+    log_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ one dead, from any peer (its successor: the run's result could go nowhere). ``Se
 is a one-way ``TaskHeartbeat``. A finished run sends ``TaskDone`` or
 ``TaskFailure`` (tried three times while the coordinator is unreachable, no
 more once membership has it dead: its successor re-offered the task) and
-then ``Ended`` frees the slot. The leases' refusals are the reply's reason.
+then ``Ended`` frees the slot; either carries the run's stderr as a CID
+pinned here (task_logs.py). The leases' refusals are the reply's reason.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..errors import P2PComputeError
 from ..node.identity import PeerId
 from . import events as ev
 from . import leases as lx
+from . import task_logs
 from .messages import SchedAck, TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke
 from .runner import Outcome, run_granted
 
@@ -105,6 +107,16 @@ class ExecutingMixin:
         except P2PComputeError as exc:
             log.debug("heartbeat to %s not sent: %s", c.coordinator.short, exc)
 
+    async def _keep_log(self, outcome: Outcome) -> tuple[str, int]:
+        """The run's stderr pinned here as a CID (task_logs.py): (CID, bytes), ("", 0) when it wrote none."""
+        if not outcome.stderr:
+            return "", 0
+        try:
+            return await task_logs.keep(self.node.services["storage"], outcome.stderr)
+        except (P2PComputeError, OSError) as exc:
+            log.warning("stderr of a run not kept: %s", exc)
+            return "", 0
+
     async def _run(self, c: lx.Run, granted: tuple[bytes, tuple]) -> None:
         key = (c.job_id, c.lease_id)
         payload, inputs = granted
@@ -126,10 +138,13 @@ class ExecutingMixin:
             if outcome is None:
                 return                              # revoked: the coordinator does not want it any more
             self.stats["tasks_run"] += 1
+            log_cid, log_bytes = await self._keep_log(outcome)
             if outcome.kind:
-                msg: Any = TaskFailure(c.job_id, c.task, c.lease_id, outcome.kind, outcome.message[:4096])
+                msg: Any = TaskFailure(c.job_id, c.task, c.lease_id, outcome.kind, outcome.message[:4096],
+                                       log=log_cid, log_bytes=log_bytes)
             else:
-                msg = TaskDone(c.job_id, c.task, c.lease_id, outcome.outputs, outcome.inline, outcome.sizes)
+                msg = TaskDone(c.job_id, c.task, c.lease_id, outcome.outputs, outcome.inline, outcome.sizes,
+                               log=log_cid, log_bytes=log_bytes)
             for attempt in range(3):
                 reply = await self._ask(c.coordinator, msg)
                 if reply.ok or not reply.reason.startswith(("RequestTimeout", "PeerUnreachable", "TransportError")):

@@ -261,6 +261,7 @@ class JobState:
             return
         t.outputs, t.inline, t.sizes = dict(e.outputs), dict(e.inline), dict(e.sizes)
         t.accepted = e.lease_id
+        t.note_log(e.lease_id, e.log, e.log_bytes)
         self._end_attempt(t, "ok", "", now)
         if t.outputs:
             out.append(ev.FetchResult(self.job_id, t.task_id, e.peer, e.lease_id, tuple(sorted(t.outputs.items()))))
@@ -301,6 +302,7 @@ class JobState:
                 t.lease = t.peer = None
                 self._declined(t, f"lease {e.lease_id} given back by {e.peer!r}", now, out)
             else:
+                t.note_log(e.lease_id, e.log, e.log_bytes)
                 self._attempt_failed(t, e.kind, message, now, out)
         elif self._ours(t, e.lease_id, e.peer):
             self.stats["stale_failures"] += 1

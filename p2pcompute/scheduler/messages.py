@@ -20,6 +20,7 @@ from typing import Any
 
 from ..node.wire import message
 from .model import MAX_INPUTS_PER_TASK
+from .task_logs import MAX_LOG_BYTES
 
 MAX_ID = 128                 # a job id, task id or lease id
 MAX_REASON = 4096
@@ -33,6 +34,11 @@ def _ids(**values: str) -> None:
     for name, v in values.items():
         if type(v) is not str or not 0 < len(v) <= MAX_ID:
             raise ValueError(f"{name} must be 1 to {MAX_ID} characters")
+
+
+def _log(cid: str, size: int) -> None:
+    if type(cid) is not str or len(cid) > MAX_CID or type(size) is not int or not 0 <= size <= MAX_LOG_BYTES:
+        raise ValueError(f"log is not a CID and a size of at most {MAX_LOG_BYTES} bytes")
 
 
 def _seconds(name: str, v: float) -> None:
@@ -126,12 +132,15 @@ class TaskDone:
     outputs: dict[str, str] = field(default_factory=dict)
     inline: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    log: str = ""                  # the run's stderr: a CID pinned at the executor ("" when none; task_logs.py)
+    log_bytes: int = 0
 
     def __post_init__(self) -> None:
         _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
         for what, d in (("outputs", self.outputs), ("inline", self.inline), ("sizes", self.sizes)):
             if len(d) > MAX_OUTPUTS:
                 raise ValueError(f"more than {MAX_OUTPUTS} {what}")
+        _log(self.log, self.log_bytes)
         # the values' kinds are job_state's check (task_run.check_result): refused there with the reason
 
 
@@ -145,11 +154,14 @@ class TaskFailure:
     lease_id: str
     kind: str
     message: str = ""
+    log: str = ""                  # as TaskDone's
+    log_bytes: int = 0
 
     def __post_init__(self) -> None:
         _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
         if len(self.kind) > 32 or len(self.message) > MAX_REASON:
             raise ValueError("kind or message too long")
+        _log(self.log, self.log_bytes)
 
 
 @message(407)

@@ -202,11 +202,15 @@ class JobPlan:
     # (name, payload part) shared by many tasks: a mapped stage's task is stored once, and each of its
     # tasks' payload names it (plan.py: ``full_payload(plan, task)`` is what an executor gets)
     templates: tuple[tuple[str, bytes], ...] = ()
+    # where the inputs came from, for ``describe``: (input, "file" | "url" | "handle" | "cid", source, CID),
+    # the first MAX_SOURCES items (submit_sources.origins)
+    sources: tuple[tuple[str, str, str, str], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "name": self.name, "tasks": [t.to_wire() for t in self.tasks],
                 "retry": self.retry.to_wire(), "priority": self.priority, "verification": self.verification,
-                "outputs": [list(o) for o in self.outputs], "templates": [[k, v] for k, v in self.templates]}
+                "outputs": [list(o) for o in self.outputs], "templates": [[k, v] for k, v in self.templates],
+                "sources": [list(s) for s in self.sources]}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> JobPlan:
@@ -221,7 +225,8 @@ class JobPlan:
                    tasks=tuple(TaskSpec.from_wire(t) for t in tasks), retry=RetryPolicy.from_wire(d["retry"]),
                    priority=int(d.get("priority", 0)), verification=str(d.get("verification", "none")),
                    outputs=tuple((str(a), str(b)) for a, b in d.get("outputs", ())),
-                   templates=tuple((str(k), bytes(v)) for k, v in templates))
+                   templates=tuple((str(k), bytes(v)) for k, v in templates),
+                   sources=_sources(d.get("sources", ())))
         plan.check()
         return plan
 
@@ -246,3 +251,15 @@ class JobPlan:
             raise PlanError(f"templates: at most {MAX_TEMPLATES}, each name once")
         if any(len(v) > MAX_PAYLOAD_BYTES for _, v in self.templates):
             raise PlanError(f"a template is over {MAX_PAYLOAD_BYTES} bytes")
+
+
+MAX_SOURCES = 256            # input items whose origin a plan keeps
+MAX_SOURCE_TEXT = 4096
+
+
+def _sources(raw: Any) -> tuple[tuple[str, str, str, str], ...]:
+    if not isinstance(raw, (list, tuple)) or len(raw) > MAX_SOURCES or not all(
+            isinstance(s, (list, tuple)) and len(s) == 4 and all(isinstance(x, str) and len(x) <= MAX_SOURCE_TEXT
+                                                                for x in s) for s in raw):
+        raise PlanError(f"sources: at most {MAX_SOURCES} [input, kind, source, cid] lists of short strings")
+    return tuple((a, b, c, d) for a, b, c, d in raw)

@@ -13,7 +13,8 @@ compute service's sandboxed executor. Each output file is imported into the
 blockstore and pinned (and so announced): the coordinator pulls it by
 bitswap. An output of one element is also carried inline, as a float, for
 the conditions of later stages. The outcome is an ``Outcome``: outputs and
-inline values, or a failure kind of ``events.FAILURE_KINDS`` and a message.
+inline values, or a failure kind of ``events.FAILURE_KINDS`` and a message;
+either way with the run's stderr (task_logs.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..ops import tensor_format
 from . import events as ev
 from .model import PlanError
 from .plan import bind_item, decode_payload, item_output
+from .task_logs import joined
 
 STATUS_KIND = {"resource_exceeded": ev.RESOURCE_EXCEEDED, "failed": ev.FAILED, "rejected": ev.REJECTED}
 
@@ -43,6 +45,7 @@ class Outcome:
     outputs: dict[str, str] = field(default_factory=dict)
     inline: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    stderr: str = ""                               # the run's stderr (task_logs.joined), on success or failure
 
 
 def suffix_of(head: bytes) -> str:
@@ -80,7 +83,7 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
                 paths[name] = await _bring(storage, cid, scratch / f"{i}-{_safe(name)}", fetch_timeout)
             except P2PComputeError as exc:
                 return Outcome(ev.INPUT_NOT_FOUND, f"input {name} ({cid}): {exc}")
-        out = Outcome()
+        out, logs = Outcome(), []
         for n, label in enumerate(items or [None]):
             try:
                 bound = bind_item(task, label, per_item, paths)
@@ -88,8 +91,10 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
                 return Outcome(ev.FAILED, str(exc))
             out_dir = scratch / f"out-{n}"
             result = await executor.run(bound, out_dir)
+            logs.append((label, result.stderr))
             if not result.ok:
-                return Outcome(STATUS_KIND.get(result.status, ev.FAILED), result.message or result.status)
+                return Outcome(STATUS_KIND.get(result.status, ev.FAILED), result.message or result.status,
+                               stderr=joined(logs))
             for name, info in result.outputs.items():
                 key = item_output(name, label)
                 path = Path(info.get("path") or out_dir / info["file"])
@@ -98,6 +103,7 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
                 scalar = _scalar(info.get("value"))
                 if scalar is not None:
                     out.inline[key] = scalar
+        out.stderr = joined(logs)
         return out
     finally:
         await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))

@@ -185,7 +185,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
 
     def api_routes(self) -> dict:
         return {("POST", "/v1/jobs"): self._api_submit, ("GET", "/v1/jobs"): self._api_list,
-                ("GET", "/v1/jobs/{id}"): self._api_describe, ("POST", "/v1/jobs/cancel/{id}"): self._api_cancel}
+                ("GET", "/v1/jobs/{id}"): self._api_describe, ("POST", "/v1/jobs/cancel/{id}"): self._api_cancel,
+                ("GET", "/v1/jobs/logs/{id}"): self._api_logs}
 
     # --- what callers use ------------------------------------------------------------------------
 
@@ -499,11 +500,13 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
 
     async def _on_done(self, peer: PeerId, msg: TaskDone) -> SchedAck:
         ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id, dict(msg.outputs),
-                                                            dict(msg.inline), dict(msg.sizes)))
+                                                            dict(msg.inline), dict(msg.sizes), msg.log,
+                                                            msg.log_bytes))
         if ack.ok:                            # a result taken: its outputs are at that peer
             for cid in msg.outputs.values():
                 self._note(cid, str(peer))
         return ack
 
     async def _on_failure(self, peer: PeerId, msg: TaskFailure) -> SchedAck:
-        return await self._to_job(msg.job_id, ev.TaskFailed(msg.task, str(peer), msg.lease_id, msg.kind, msg.message))
+        return await self._to_job(msg.job_id, ev.TaskFailed(msg.task, str(peer), msg.lease_id, msg.kind, msg.message,
+                                                            msg.log, msg.log_bytes))

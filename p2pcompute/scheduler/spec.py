@@ -35,6 +35,7 @@ from ..ops.tasks import Limits
 from .model import PlanError, Requirements
 from .spec_check import Problem, lines_of, schema_problems, with_lines
 from .spec_inputs import MAX_ITEMS, InputReader, InputSpec, Source, at, classify  # noqa: F401 (part of the API)
+from .verification.policy import canonical
 
 MAX_VALUES = 5_000_000           # values in one job file, aliases counted each time they are used
 _WHEN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\.(\S+?)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
@@ -239,7 +240,17 @@ class _Builder:
         directory = out.get("dir") if isinstance(out.get("dir"), str) else f"{name}-out"
         return JobSpec(name, dict(self.inputs), tuple(ordered), single, (self.base / directory).resolve(),
                        retries=_int(data.get("retries"), 3), priority=_int(data.get("priority"), 0),
-                       verification=str(data.get("verification", "none")))
+                       verification=self._verification(data))
+
+    def _verification(self, data: dict[str, Any]) -> str:
+        """The canonical text of the job's strategy (verification/policy.py), or a problem."""
+        if "verification" not in data or self.bad("verification"):
+            return "none"
+        try:
+            return canonical(data["verification"])
+        except ValueError as exc:
+            self.add("verification", str(exc))
+            return "none"
 
     # --- inputs ----------------------------------------------------------------------------------
 

@@ -4,16 +4,19 @@ The body is JSON ``{"job": "<job.yaml text>", "base": "/abs/dir"}`` (or
 ``{"path": "/abs/job.yaml"}``). The text is checked (``spec.check``: every
 problem with its line, a 400 listing them); each local input file is added
 to the daemon's blockstore and pinned (so executing peers fetch it by
-bitswap); ``ipfs://CID`` inputs are used as they are; other sources (HTTP
-URLs, registry handles, local programs) are refused for now, naming them.
-A local input a split matmul reads is cut into its row or column blocks,
-each added as a CID of its own (``blocks.py``), and is not added whole
-unless another stage reads it. The resolution then goes to ``plan_job``.
+bitswap); ``ipfs://CID`` inputs are used as they are; URLs and registry
+handles are brought here and pinned (submit_sources.py, with ``node``); local
+programs are refused for now. A local input a split matmul reads is cut into
+its row or column blocks, each added as a CID of its own (``blocks.py``), and
+is not added whole unless another stage reads it. The resolution then goes
+to ``plan_job``, and the plan keeps where each input came from
+(``JobPlan.sources``).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from .model import JobPlan, PlanError
 from .blocks import cut_file, local_cuts, whole_inputs
 from .plan import Cut, Resolved, plan_job, resolution, split_cuts
 from .spec_check import lines_of, with_lines
+from .submit_sources import origins, resolve_remote
 
 
 def load_request(request: dict[str, Any]) -> specmod.JobSpec:
@@ -53,7 +57,7 @@ def load_request(request: dict[str, Any]) -> specmod.JobSpec:
     return spec
 
 
-async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) -> JobPlan:
+async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, node: Any = None) -> JobPlan:
     spec = load_request(request)
     for s in spec.stages:
         if s.program and not s.program.startswith(("builtin:", "ipfs://")):
@@ -77,17 +81,24 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str) 
         added[path] = await trio.to_thread.run_sync(add, path)
         await storage.pin(_cid(added[path].cid))             # and announce it
 
+    remote = await resolve_remote(spec, node) if node is not None else {}
+
     def resolve(src: Any, hint: Any) -> Resolved:
         shape, dtype = (hint.shape, hint.dtype.name) if hint is not None else (None, None)
+        if src.text in remote:
+            got = remote[src.text]
+            return Resolved(got.cid, got.size, shape or got.shape, dtype or got.dtype)
         if src.kind == "file":
             r = added[src.text]
             return Resolved(r.cid, r.size, shape, dtype)
         if src.kind == "uri" and src.text.startswith("ipfs://"):
             return Resolved(src.text.removeprefix("ipfs://").split("/")[0], None, shape, dtype)
-        raise UserError(f"input {src.text[:200]}: only local files and ipfs:// inputs can be submitted yet")
+        raise UserError(f"input {src.text[:200]}: only local files, ipfs://, URLs and handles can be submitted")
 
     try:
-        return plan_job(spec, resolution(spec, resolve), job_id, blocks=blocks)
+        resolved = resolution(spec, resolve)
+        plan = plan_job(spec, resolved, job_id, blocks=blocks)
+        return replace(plan, sources=_cut_sources(origins(spec, resolved, remote), blocks))
     except PlanError as exc:
         raise UserError(f"the job cannot be planned: {exc}") from None
 
@@ -117,6 +128,12 @@ async def _cut_splits(spec: specmod.JobSpec, storage: Any) -> tuple[dict[Cut, li
     needed = {src.text for name, i in spec.inputs.items() if name not in cut_names or name in whole
               for src in i.sources}
     return out, {spec.inputs[c.input].sources[0].text for c in cuts} - needed
+
+
+def _cut_sources(sources: tuple, blocks: dict[Cut, list[Resolved]]) -> tuple:
+    """``describe``'s sources, an input only cut (no CID of its own) saying in how many blocks."""
+    count = {c.input: len(b) for c, b in blocks.items()}
+    return tuple((i, k, s, c or f"cut in {count.get(i, 0)} blocks") for i, k, s, c in sources)
 
 
 def _cid(text: str) -> Any:

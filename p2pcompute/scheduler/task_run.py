@@ -78,6 +78,13 @@ class TaskRun:
             del self.attempts[0]
             self.attempts_dropped += 1
 
+    def note_log(self, lease_id: str, log: Any, size: Any) -> None:
+        """The attempt's stderr (a CID held by its executor, task_logs.py) into its attempt; a log that is not a
+        short string with a byte count is left out (the result itself is judged on its own)."""
+        if (log and isinstance(log, str) and len(log) <= MAX_CID_LEN and type(size) is int and 0 < size < 1 << 31
+                and self.attempts and self.attempts[-1]["lease"] == lease_id):
+            self.attempts[-1].update(log=log, log_bytes=size)
+
     def reasons(self) -> list[str]:
         """Every failed attempt's reason, oldest first (dropped ones counted)."""
         out = [f"{a['peer']!r}: {a['outcome']}: {a['message']}" for a in self.attempts

@@ -88,9 +88,12 @@ def single() -> dict:
 @pytest.mark.parametrize("change, expected", [
     (lambda d: d["stages"][1]["map"].update(batch=-3), "stages[1].map.batch: -3 is less than the minimum of 1"),
     (lambda d: d.update(opps=1), "opps: unknown key; expected one of version, name, inputs"),
-    (lambda d: d.update(verification="replicate"), "verification: only `none` is accepted for now: other "
-                                                   "verification strategies (replication, spot checks) come with "
-                                                   "the trust work"),
+    (lambda d: d.update(verification="majority"), "verification: 'majority' is not a verification strategy: write "
+                                                  "one of none, replicate(N, agree=K), adaptive(threshold=T, rate=R), "
+                                                  "spot-check(RATE), check, tolerance(rtol=R, atol=A)"),
+    (lambda d: d.update(verification="replicate(3, agree=4)"), "verification: replicate: agree is between 1 and n (3)"),
+    (lambda d: d.update(verification="spot-check(rate=0)"), "verification: spot-check: rate is a share of tasks above 0 "
+                                                            "and at most 1 (0.05 checks one in 20); for no checks write none"),
     (lambda d: d["stages"][1]["inputs"].update(m="stages.stat.outputs.m"),
      "stages[1].inputs.m: stages.stat.outputs.m: no stage is named 'stat' (stages: scaled, stats)"),
     (lambda d: d["stages"][1]["inputs"].update(m="stages.stats.outputs.mean"),
@@ -203,6 +206,9 @@ def test_run_local_shares_the_schema(ws):
     assert problems_of(ws, doc) == []
     with pytest.raises(Exception, match=r"job.yaml retries: -1 is less than the minimum of 0"):
         jobfile.parse({**doc, "retries": -1}, ws)
+    jobfile.parse({**doc, "verification": "replicate(3, agree=2)"}, ws)
+    with pytest.raises(Exception, match=r"job.yaml verification: replicate: agree is between 1 and n \(3\)"):
+        jobfile.parse({**doc, "verification": "replicate(3, agree=5)"}, ws)
     with pytest.raises(Exception, match=r"`map` makes a job of many tasks.*p2pcompute validate"):
         jobfile.parse({**doc, "map": {"over": "inputs.a"}}, ws)
 

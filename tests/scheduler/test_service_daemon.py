@@ -149,3 +149,138 @@ def test_the_python_client_submits_waits_and_reads_results(tmp_path):
                 starved.wait(timeout=120)
     finally:
         stop(a)
+
+
+def test_logs_shows_each_attempts_stderr_from_the_command_line_and_the_python_client(tmp_path):
+    """`p2pcompute logs JOB [TASK]` (and --json, and Job.logs()) on a lone daemon: a program that writes to its
+    stderr and succeeds, one that writes and fails (each attempt's stderr), a graph task that writes none."""
+    from test_cli import run
+    from test_service_logs import program
+
+    from p2pcompute import Client
+
+    (tmp_path / "ok.wat").write_text(program("warning: 3 pixels saturated", 0))
+    (tmp_path / "bad.wat").write_text(program("error: band 4 is missing", 3))
+    (tmp_path / "x").mkdir()
+    np.save(tmp_path / "x" / "x0.npy", np.ones((2, 2), dtype=np.float32))
+    a, _ = start_daemon(tmp_path / "a")
+    home = ["--data-dir", str(tmp_path / "a")]
+    try:
+        cids = {}
+        for name in ("ok", "bad"):
+            added = run(*home, "add", str(tmp_path / f"{name}.wat"))
+            assert added.returncode == 0, added.stderr
+            cids[name] = added.stdout.strip()
+        (tmp_path / "ok.yaml").write_text(f"name: ok\nprogram: ipfs://{cids['ok']}\n")
+        (tmp_path / "bad.yaml").write_text(f"name: bad\nretries: 1\nprogram: ipfs://{cids['bad']}\n")
+        (tmp_path / "quiet.yaml").write_text(JOB)
+        ids = {}
+        for name in ("ok", "bad", "quiet"):
+            res = run(*home, "submit", str(tmp_path / f"{name}.yaml"), "--json", timeout=180)
+            assert res.returncode == (1 if name == "bad" else 0), res.stdout + res.stderr
+            ids[name] = json.loads(res.stdout)["job_id"]
+
+        shown = run(*home, "logs", ids["ok"])
+        assert shown.returncode == 0, shown.stderr
+        assert "| warning: 3 pixels saturated" in shown.stdout and "attempt 1 on 12D3KooW" in shown.stdout
+
+        bad = json.loads(run(*home, "logs", ids["bad"], "--json").stdout)
+        [task] = bad["tasks"]
+        assert [x["stderr"] for x in task["attempts"]] == ["error: band 4 is missing\n"] * 2
+        assert [x["outcome"] for x in task["attempts"]] == ["failed", "failed"]
+        text = run(*home, "logs", ids["bad"], task["task"]).stdout
+        assert text.count("| error: band 4 is missing") == 2 and "attempt 2 on" in text and "exit code 3" in text
+
+        quiet = run(*home, "logs", ids["quiet"], "d/00000")
+        assert quiet.returncode == 0 and "(no stderr)" in quiet.stdout
+        missing = run(*home, "logs", ids["quiet"], "nope")
+        assert missing.returncode == 1 and "has no task nope" in missing.stderr
+
+        # jobs filters by state; describe shows where inputs came from, the attempts' peers, times and stderr size
+        failed = json.loads(run(*home, "jobs", "--state", "failed", "--json").stdout)
+        assert [j["job_id"] for j in failed] == [ids["bad"]]
+        done = json.loads(run(*home, "jobs", "--state", "done", "--json").stdout)
+        assert sorted(j["job_id"] for j in done) == sorted([ids["ok"], ids["quiet"]])
+        assert json.loads(run(*home, "jobs", "--state", "running", "--json").stdout) == []
+        described = json.loads(run(*home, "describe", ids["quiet"], "--json").stdout)
+        assert [(i["input"], i["from"], i["source"]) for i in described["inputs"]] == \
+            [("x", "file", str(tmp_path / "x" / "x0.npy"))]
+        described = json.loads(run(*home, "describe", ids["ok"], "--json").stdout)
+        [attempt] = described["tasks"][0]["attempts"]
+        assert attempt["end"] >= attempt["start"] >= described["created"] and described["clock"] >= attempt["end"]
+        assert attempt["log_bytes"] == 28 and attempt["peer"].startswith("12D3KooW")
+        text = run(*home, "describe", ids["quiet"]).stdout
+        assert "inputs:" in text and f"file   {tmp_path / 'x' / 'x0.npy'}" in text and " on 12D3KooW" in text
+        text = run(*home, "describe", ids["ok"]).stdout
+        assert "stderr 28 bytes" in text and " at +" in text
+        for cmd in (("jobs",), ("describe", ids["ok"]), ("logs", ids["ok"]), ("cancel", ids["ok"]),
+                    ("results", ids["ok"], "-o", str(tmp_path / "r"))):
+            res = run(*home, *cmd, "--json")
+            assert res.returncode == 0 and json.loads(res.stdout) is not None, (cmd, res.stderr)
+
+        with Client(tmp_path / "a") as client:
+            assert [j["job_id"] for j in client.jobs(state="failed")] == [ids["bad"]]
+            got = client.job(ids["ok"]).logs()
+            assert got["tasks"][0]["attempts"][0]["stderr"] == "warning: 3 pixels saturated\n"
+            assert client.job(ids["quiet"]).logs(task="d/00000")["tasks"][0]["attempts"][0]["stderr"] == ""
+    finally:
+        stop(a)
+
+
+def test_submit_a_url_and_a_handle_registered_on_another_daemon_from_the_command_line(tmp_path):
+    """A job whose inputs are a URL (a real HTTP server on loopback) and a handle that daemon b registered (a
+    publishes nothing: it resolves the handle through the DHT); a fetches the URL itself. describe says where
+    each input came from; a URL that answers 404 refuses the job naming it."""
+    import http.server
+    import threading
+
+    from test_cli import run
+
+    www = tmp_path / "www"
+    www.mkdir()
+    for i in range(2):
+        np.save(www / f"w{i}.npy", np.full((2, 2), 10 + i, dtype=np.float32))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: Quiet(*a, directory=str(www), **k))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    a, a_status = start_daemon(tmp_path / "a")
+    try:
+        boot = next(x for x in a_status["addresses"] if "/127.0.0.1/" in x)
+        b, _ = start_daemon(tmp_path / "b", "--bootstrap", boot)
+        try:
+            home = ["--data-dir", str(tmp_path / "a")]
+            deadline = time.monotonic() + 60
+            while True:        # b's record goes into the DHT once the two know each other
+                reg = run("--data-dir", str(tmp_path / "b"), "data", "register", f"{base}/w1.npy", "--json")
+                assert reg.returncode == 0, reg.stderr
+                registered = json.loads(reg.stdout)
+                if registered["dht"].get("stored_on", 0) or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            assert registered["dht"].get("stored_on"), registered
+            handle = registered["handle"]
+            (tmp_path / "job.yaml").write_text(JOB.replace("x/*.npy", json.dumps([f"{base}/w0.npy", handle])))
+            res = run(*home, "submit", str(tmp_path / "job.yaml"), "--json", "-o", str(tmp_path / "out"), timeout=180)
+            assert res.returncode == 0, res.stdout + res.stderr
+            job_id = json.loads(res.stdout)["job_id"]
+            from p2pcompute.ops import tensor_format
+            for i in range(2):
+                [path] = (tmp_path / "out" / f"d/0000{i}").rglob("*.tensor")
+                np.testing.assert_array_equal(tensor_format.decode(path.read_bytes()),
+                                              np.full((2, 2), 2 * (10 + i), dtype=np.float32))
+            described = json.loads(run(*home, "describe", job_id, "--json").stdout)
+            assert [(i["from"], i["source"]) for i in described["inputs"]] == \
+                [("url", f"{base}/w0.npy"), ("handle", handle)]
+            (tmp_path / "gone.yaml").write_text(JOB.replace("x/*.npy", f"{base}/gone.npy"))
+            gone = run(*home, "submit", str(tmp_path / "gone.yaml"))
+            assert gone.returncode == 1 and f"{base}/gone.npy: the server answered HTTP 404" in gone.stderr
+        finally:
+            stop(b)
+    finally:
+        stop(a)
+        server.shutdown()

@@ -62,6 +62,9 @@ async def test_a_split_matmul_runs_across_four_peers_each_tile_reading_only_its_
             assert all(ran in svc._providers[r.cid] for r in t.spec.inputs)
         ran_on = {a["peer"] for t in js.tasks.values() for a in t.attempts if a["outcome"] == "ok"}
         assert len(ran_on) >= 2                                                   # spread out
+        status, _, body = await svc._api_describe(b"", {"id": answer["job_id"]})     # describe says so
+        assert {i["input"]: i["cid"] for i in json.loads(body)["inputs"]} == {"A": "cut in 4 blocks",
+                                                                             "B": "cut in 4 blocks"}
         cid = next(c for task, out, c in report.outputs if out == "product")
         got = tensor_format.decode(read_file(store.get, Cid.parse(cid)))
         np.testing.assert_allclose(got, a @ b, rtol=0, atol=1e-9)

@@ -39,7 +39,7 @@ def test_every_problem_with_line_and_path_and_exit_status_1(ws, capsys):
     lines = path.read_text().splitlines()
     batch = next(i for i, line in enumerate(lines) if "batch: -3" in line) + 1
     assert f"{path}:{batch}: stages[1].map.batch: -3 is less than the minimum of 1" in out
-    assert any(o.startswith(f"{path}:") and "verification: only `none` is accepted for now" in o for o in out)
+    assert any(o.startswith(f"{path}:") and "verification: 'majority' is not a verification strategy" in o for o in out)
     assert out[-1] == f"2 problems in {path}"
 
 
