@@ -129,14 +129,20 @@ def test_config_show_reports_sources(tmp_path):
     assert rows["log_level"] == {"value": "warning", "source": "env"}
 
 
-def test_demo_runs_a_network_moves_data_and_computes():
-    res = run("demo", "--json", timeout=240)
+def test_demo_adds_a_scene_on_one_peer_and_its_job_submitted_to_another_runs_where_the_scene_is(tmp_path):
+    # the demo's job on a smaller scene and fewer peers (the real demo: 10 peers, a 1024 px, 10.5 MB scene)
+    res = run("demo", "--json", "--peers", "4", "--scene-size", "256", "-o", str(tmp_path), timeout=240)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert len(report["peers"]) == 4
     assert all(row["state"] == "alive" for row in report["membership"]["peer0_view"])
-    assert report["data"]["intact"] and report["data"]["providers_found"] >= 1
+    scene, job = report["scene"], report["job"]
+    assert scene["holder"] != scene["submitter"] and scene["size_px"] == 256
+    assert scene["holder"] in scene["providers_found_by_submitter"]        # found in the DHT
     assert report["compute"]["identical"]
-    job = report["job"]  # cloud detection mapped over 4 scenes, submitted to one peer, run across the network
-    assert job["state"] == "done" and job["tasks"] == 4 and job["correct"], job
-    assert len(job["cloud_fractions"]) == 4 and job["ran_on_peers"]
+    assert job["state"] == "done" and job["tasks"] == 1 and job["submitted_to"] == scene["submitter"], job
+    assert job["ran_on"] == scene["holder"] and job["ran_on_holder"], job  # run where the scene is
+    assert abs(job["cloud_fraction"] - scene["expected_fraction"]) < 1e-9 and job["correct"]
+    assert (tmp_path / "cloud-mask.png").read_bytes().startswith(b"\x89PNG")
+    assert set(job["outputs"]) == {"mask", "cloud_fraction"} and all(job["outputs"].values())
+    assert "stop the daemons" in report["timings_s"] and report["wall_seconds"] > 0

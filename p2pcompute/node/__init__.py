@@ -20,5 +20,5 @@ Files:
     metrics.py           Prometheus metrics read from the node's counters
     daemon.py            running a daemon: lock, logging, signals, API files; stopping one (``stop``)
     devnet.py            N real daemons as OS processes on loopback
-    demo.py              the steps of ``p2pcompute demo`` (membership, data, compute) on a devnet
+    demo.py              the steps of ``p2pcompute demo`` on a devnet: a scene added on one peer, its job run there
 """

@@ -13,6 +13,7 @@ Files:
     task_run.py    TaskRun: one task's run-time state, attempts and story, and its record form
     job_record.py  the job record: full record, deltas for replicas (apply_delta), from_record for a takeover
     placement.py   Placement: Sparrow batch sampling with data locality; oracle and random modes; unmet()
+    providers.py   the DHT's providers of tasks' inputs for placement: bounded lookups, a bounded cache with expiry
     leases.py      ExecutorLeases: an executing peer's reservations, slots and heartbeats, pure
     messages.py    the scheduler's wire messages (codes 400-409): offers, grants, results, job records
     replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over

@@ -20,6 +20,7 @@ either way with the run's stderr (task_logs.py).
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -82,7 +83,7 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
             try:
                 paths[name] = await _bring(storage, cid, scratch / f"{i}-{_safe(name)}", fetch_timeout)
             except P2PComputeError as exc:
-                return Outcome(ev.INPUT_NOT_FOUND, f"input {name} ({cid}): {exc}")
+                return Outcome(ev.INPUT_NOT_FOUND, missing_input(name, cid, exc))
         out, logs = Outcome(), []
         for n, label in enumerate(items or [None]):
             try:
@@ -107,6 +108,12 @@ async def run_granted(storage: Any, executor: Any, payload: bytes, inputs: tuple
         return out
     finally:
         await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+
+
+def missing_input(name: str, cid: str, exc: Exception) -> str:
+    """The failure message of an input not brought here, the same on every peer (without how many peers
+    this one asked), so that the same missing input on two peers fails the task at once (job_state.py)."""
+    return f"input {name} ({cid}): " + re.sub(r", \d+ connected peer\(s\) asked\)$", ")", str(exc))
 
 
 async def _bring(storage: Any, cid_text: str, stem: Path, timeout: float) -> str:

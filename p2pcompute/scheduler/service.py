@@ -20,7 +20,10 @@ here and scalars inline. Offers from the peer itself short-cut the network.
 ``max_jobs`` here). ``Dispatch``es are batched and placed on the candidates:
 this peer and the live members with a capability record, with provider
 hints for data locality: an output CID is known to be held by the executor
-whose result was taken and, once fetched, by this peer. Offers, grants and
+whose result was taken and, once fetched, by this peer; for an input with no
+holder known here, the DHT's provider records are asked (providers.py:
+bounded lookups, cached; only that task waits, at most ``lookups.timeout_s``,
+then is placed with what is known). Offers, grants and
 revokes are requests; a peer that cannot be reached or refuses an offer is
 a ``rejected`` failure (not charged). ``FetchResult`` pulls the output CIDs
 through the storage service and pins them. ``SetTimer`` arms one timer per
@@ -70,6 +73,7 @@ from .messages import (MAX_ID, JobRecordDelta, JobRecordFull, SchedAck, TaskAcce
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
+from .providers import LookupConfig, ProviderLookups
 from .replicas import K, successor
 from .replication import MAX_RECORD_BYTES, RECORD_PROTOCOL, RECORD_STREAMS, ReplicationMixin
 
@@ -97,6 +101,7 @@ class SchedulerConfig:
     max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
     poll_s: float = 1.0                # membership poll
     record_stream_over: int = 512 << 10   # full records larger than this go over a stream (replication.py)
+    lookups: LookupConfig = field(default_factory=LookupConfig)   # DHT provider lookups for placement
 
 
 class _Job:
@@ -137,6 +142,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self._alive: set[PeerId] = set()
         self._gone: set[PeerId] = set()                # members seen alive, then dead or left (until back)
         self._providers: OrderedDict[str, set[str]] = OrderedDict()   # CID -> peers that hold it (locality)
+        self.lookups: ProviderLookups | None = None    # the DHT's providers of inputs (with a DHT service)
         self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "replication_failures": 0, "dropped_sends": 0,
                       "tasks_run": 0}
         self._local: dict[type, Any] = {}
@@ -163,6 +169,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         self.leases = lx.ExecutorLeases(lx.ExecutorConfig(slots=slots, max_queued=self.config.max_queued,
                                                           heartbeat_s=self.config.heartbeat_s,
                                                           accept_timeout_s=self.config.accept_timeout_s))
+        if "dht" in self.node.services:
+            self.lookups = ProviderLookups(self._dht_providers, self.config.lookups)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._timer_loop)
@@ -181,6 +189,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         out = {"jobs": states, "replicas_held": len(self.held), **self.stats}
         if self.leases is not None:
             out["slots"] = {"total": self.leases.slots, "busy": self.leases.busy(), "queued": self.leases.queued()}
+        if self.lookups is not None:
+            out["provider_lookups"] = {**self.lookups.stats, "cached": len(self.lookups.cache)}
         return out
 
     def api_routes(self) -> dict:
@@ -278,8 +288,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         for c in cmds:
             if isinstance(c, ev.Dispatch):
                 job.inputs[c.task] = c.inputs
-                self._dispatches.append(c)
-                self._place_wake.set()
+                self._to_place(c)
             elif isinstance(c, ev.SendOffer):
                 self._spawn(self._offer, c, reject=(job, c))
             elif isinstance(c, ev.GrantLease):
@@ -409,6 +418,46 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
         while len(self._providers) > MAX_PROVIDERS:
             self._providers.popitem(last=False)
 
+    # --- provider hints: known holders, else the DHT's (providers.py) -----------------------------------
+
+    def _to_place(self, d: ev.Dispatch) -> None:
+        """Queue ``d`` for placement; first, up to the lookup timeout, the DHT's providers of inputs with no
+        known holder. Only ``d`` waits for them: the other dispatches are placed meanwhile."""
+        unknown = [cid for _, cid, _ in d.inputs if cid and cid not in self._providers]
+        if self.lookups is not None and self._nursery is not None and self.lookups.unknown(unknown):
+            self._nursery.start_soon(self._place_after_lookups, d, unknown)
+            return
+        self._dispatches.append(d)
+        self._place_wake.set()
+
+    async def _place_after_lookups(self, d: ev.Dispatch, cids: list[str]) -> None:
+        assert self.lookups is not None and self._nursery is not None
+        await self.lookups.resolve(self._nursery, cids)
+        self._dispatches.append(d)
+        self._place_wake.set()
+
+    def _hints(self, batch: list[ev.Dispatch]) -> dict[str, tuple[str, ...]]:
+        """CID -> peers holding it, for placement: those known here, else the DHT's (cached)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for d in batch:
+            for _, cid, _ in d.inputs:
+                if cid in self._providers:
+                    out[cid] = tuple(self._providers[cid])
+                elif self.lookups is not None and cid not in out:
+                    found = self.lookups.known(cid)
+                    if found:
+                        out[cid] = found
+        return out
+
+    async def _dht_providers(self, cid: str) -> list[str]:
+        from ..storage.cid import Cid
+
+        dht, key, want = self.node.services["dht"], Cid.parse(cid).multihash, self.config.lookups.want
+        here = dht.providers.get(key, trio.current_time(), want)   # records announced to this peer: no round trip
+        if here:
+            return [str(r.provider) for r in here]
+        return [row["peer_id"] for row in await dht.find_providers(key, want)]
+
     # --- membership --------------------------------------------------------------------------------
 
     def _live(self) -> set[PeerId]:
@@ -471,8 +520,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin):
             self._place_wake = trio.Event()
             batch, self._dispatches = self._dispatches, []
             try:
-                providers = {cid: tuple(self._providers[cid]) for d in batch for _, cid, _ in d.inputs
-                             if cid in self._providers}
+                providers = self._hints(batch)
                 placed = self.placement.place(batch, self.candidates(), providers)
             except Exception:
                 self.stats["errors"] += 1
