@@ -34,11 +34,18 @@ document, then a short table. Every figure is measured on real daemons
    at the end (until December 2026 it was described every 50 ms, which cost the
    coordinator about a fifth of its CPU in a 200-task job).
 3. **matmul**: C = A @ B, float64 N x N, split in tiles of ``--tile`` over a
-   4-peer devnet (A and B added on peer 0, which coordinates); C read from the
-   combine task's output and compared with numpy (max abs error <= 1e-9 *
-   max |C|... and absolutely); the job's wall time against one ``A @ B`` here;
-   bytes moved (bitswap bytes received, summed over peers, before and after);
-   where the time went (per task: waiting for a slot, run, fetch).
+   4-peer devnet, submitted to peer 0, which coordinates. Submit cuts A into
+   row blocks and B into column blocks, each added on peer 0 as a CID of its
+   own (A and B are not added whole); tile I-J reads row block I and column
+   block J only. C is read from the combine task's output and compared with
+   numpy (max abs error <= 1e-9, absolutely); the job's wall time against one
+   ``A @ B`` here; bytes moved (bitswap bytes received, summed over peers,
+   before and after) against what the placement needed: each peer other than
+   peer 0 pulls each block its tiles read once, peer 0 pulls the tiles run
+   elsewhere (``needed_given_placement``); where the time went (per task:
+   waiting for a slot, run = the executor's input fetch + its run + output
+   import, fetch = the coordinator pulling the tile). The job's
+   ``describe`` is written to DIR/matmul-N/describe.json.
 
 Figures of December 2026 (branch ``dispatch``; a 2-core machine shared with other
 work, load average 6-15, so each is one run, before and after at the same hour):
@@ -369,6 +376,7 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
     started = time.monotonic()
     want = a @ b
     numpy_s = time.monotonic() - started
+    tile_exec = tile_executor_s(work, a[:tile], b[:, :tile])
     net = start_devnet(root / f"net-matmul-{n}", peers)
     try:
         clients = [ControlClient(p.data_dir, timeout=600) for p in net.peers]
@@ -383,6 +391,7 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
                 return {"n": n, "tile": tile, "state": "timeout", "after_s": 170}
             time.sleep(0.1)
         wall = time.monotonic() - t0
+        (work / "describe.json").write_text(json.dumps(d, indent=1))
         after = [bitswap_counts(c.status()) for c in clients]
         result: dict[str, Any] = {"n": n, "tile": tile, "peers": peers, "state": d["state"], "reason": d["reason"],
                                   "tasks": len(d["tasks"]), "numpy_s": round(numpy_s, 3),
@@ -425,9 +434,11 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
             "bytes": {"A_plus_B": int(a.nbytes + b.nbytes), "C": int(want.nbytes),
                       "bitswap_received_per_peer": bytes_in, "bitswap_received_total": sum(bytes_in),
                       "duplicate_blocks_per_peer": dups,
-                      "needed": "each executing peer other than peer 0 pulls A and B once; peer 0 pulls the "
-                                "tiles run elsewhere (tile*tile*8 bytes each)"},
-            "compute_estimate_s": {"numpy_one_call": round(numpy_s, 3),
+                      "needed_given_placement": needed_bytes(tiles, str(net.peers[0].status["peer_id"]), n, tile),
+                      "needed": "each peer other than peer 0 pulls each block its tiles read once (tile rows of A "
+                                "or tile columns of B: tile*N*8 bytes); peer 0 pulls the tiles run elsewhere "
+                                "(tile*tile*8 bytes each)"},
+            "compute_estimate_s": {"numpy_one_call": round(numpy_s, 3), "tile_executor_alone": tile_exec,
                                    "note": "the tiles together do the same flops as one numpy call"},
         }
         for c in clients:
@@ -435,6 +446,52 @@ def part_matmul(root: Path, n: int, tile: int, peers: int = 4) -> dict:
         return result
     finally:
         net.stop()
+
+
+def tile_executor_s(work: Path, a_rows: np.ndarray, b_cols: np.ndarray, runs: int = 3) -> float:
+    """The executor's own time for one tile (its two block files local, a warm worker, this process): what
+    a tile's run phase would be without fetching its inputs and importing its output."""
+    import trio
+
+    from p2pcompute.ops.executor import open_executor
+    from p2pcompute.ops.tasks import InputFile, Task
+    from p2pcompute.scheduler.plan import tile_graph
+
+    np.save(work / "tile-a.npy", a_rows)
+    np.save(work / "tile-b.npy", b_cols)
+    task = Task("graph", inputs={"A": InputFile(str(work / "tile-a.npy")), "B": InputFile(str(work / "tile-b.npy"))},
+                outputs={"block": "tensor"}, graph=tile_graph("A", "B", None, None).to_cbor())
+
+    async def main() -> float:
+        walls = []
+        async with open_executor(cpus=1, warm=1) as executor:
+            await executor.wait_ready()
+            for i in range(runs):
+                started = time.monotonic()
+                result = await executor.run(task, work / "tile-out" / str(i))
+                assert result.ok, result.message
+                walls.append(time.monotonic() - started)
+        return round(statistics.median(walls), 3)
+
+    return trio.run(main)
+
+
+def needed_bytes(tiles: list[dict], coordinator: str, n: int, tile: int) -> int:
+    """Bytes the tiles' placement needed moved: each block (A row block I, B column block J, tile x N float64)
+    once per peer other than the coordinator (it holds them all) that ran a tile reading it, plus each
+    block of C made elsewhere once (the coordinator pulls it)."""
+    held: dict[str, set[str]] = {}
+    remote = 0
+    for t in tiles:
+        peer = next((a["peer"] for a in t["attempts"] if a.get("outcome") == "ok"), None)
+        if peer is None or peer == coordinator:
+            continue
+        i, j = (int(x) for x in t["task"].rsplit("/", 1)[1].split("-"))
+        held.setdefault(peer, set()).update({f"A{i}", f"B{j}"})
+        remote += 1
+    span = lambda b: min(n, (b + 1) * tile) - b * tile     # noqa: E731
+    blocks = sum(span(int(x[1:])) * n * 8 for h in held.values() for x in h)
+    return blocks + remote * tile * tile * 8               # (tiles at the edges are smaller: an upper bound)
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -471,13 +528,15 @@ def table(doc: dict) -> str:
             continue
         lines.append(f"3. matmul {m['n']}x{m['n']} float64, tile {m['tile']}, {m['peers']} peers: "
                      f"{'correct' if m['correct'] else 'WRONG'} (max err {m['max_abs_error']:.2e}), "
-                     f"wall {m['wall_s']} s vs numpy {m['numpy_s']} s = {m['ratio_wall_to_numpy']}x")
+                     f"wall {m['wall_s']} s vs numpy {m['numpy_s']} s = {m['ratio_wall_to_numpy']}x "
+                     f"(one tile's executor alone {m['compute_estimate_s']['tile_executor_alone']} s)")
         tp = m["tile_phase_s"]
         lines.append(f"   submit (add A, B + plan) {m['planning_and_adding_s']} s; tile run p50 {tp['run']['p50']} s "
                      f"(max {tp['run']['max']}), waiting for a slot p50 {tp['offer_to_grant']['p50']} s, "
                      f"fetch p50 {tp['fetch']['p50']} s; combine {m['combine_phase_s'].get('total')} s; "
                      f"bitswap received {m['bytes']['bitswap_received_total'] / 2**20:.0f} MiB "
-                     f"(A+B {m['bytes']['A_plus_B'] / 2**20:.0f} MiB, C {m['bytes']['C'] / 2**20:.0f} MiB; "
+                     f"(needed given the placement {m['bytes']['needed_given_placement'] / 2**20:.0f} MiB; "
+                     f"A+B {m['bytes']['A_plus_B'] / 2**20:.0f} MiB, C {m['bytes']['C'] / 2**20:.0f} MiB; "
                      f"duplicate blocks {m['bytes']['duplicate_blocks_per_peer']}); tiles per peer {m['tiles_per_peer']}")
     return "\n".join(lines)
 

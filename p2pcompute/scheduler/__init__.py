@@ -26,6 +26,7 @@ Files:
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, logs, cancel (a mixin)
     job_lookup.py  following a job through any peer: JobQuery to its coordinator or replicas (a mixin)
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
+    blocks.py      submit's half of a split matmul: a local input cut into row/column blocks, a CID each
     submit_sources.py  submit's URLs (fetched here, bounded) and registry handles (resolved) -> CIDs, pinned
     verification/  result verification strategies, signed results and evidence, reputation, bans (pure)
 

@@ -17,10 +17,20 @@ order, which puts producers first, so every dependency points backwards.
   that holds the same item; a ``when`` on a mapped stage becomes, per item,
   a ``Condition`` on that task's ``<output>/<label>``.
 * ``split: {op: matmul, tile: t}`` cuts C = A @ B (A m x k, B k x n) into
-  ceil(m/t) x ceil(n/t) blocks: task ``tile/i-j`` slices rows of A and
-  columns of B and multiplies them (opset 1: ``slice`` + ``matmul``);
-  ``combine`` (kind ``combine``) depends on every tile and joins the blocks
-  with ``concat``, row by row then the rows.
+  ceil(m/t) x ceil(n/t) blocks: task ``tile/i-j`` multiplies row block i of
+  A (rows i*t.., all k columns) by column block j of B; ``combine`` (kind
+  ``combine``) depends on every tile and joins the blocks with ``concat``,
+  row by row then the rows. ``split_cuts(spec)`` names the blocks a split
+  reads (``Cut``: input, axis, tile, band); when the caller passes them as
+  ``blocks`` (submit slices a local input and adds each block: a CID of its
+  own), a tile reads exactly its two blocks, 2·t·k elements instead of all
+  of A and B. Without them (an ``ipfs://`` input nobody holds here) a tile
+  reads all of A and B and slices them itself (opset 1 ``slice``). Tiles are
+  listed by diagonals, (0,0) (1,1) .. then (0,1) (1,2) ..: the first tiles
+  dispatched share no block, so they spread over peers, and each later tile
+  shares its row block with one of them and its column block with another,
+  whose holders placement prefers (the coordinator notes a granted peer as
+  holding the task's inputs).
 
 A plan past ``MAX_TASKS_PER_JOB`` tasks, or a task past
 ``MAX_INPUTS_PER_TASK`` inputs, is refused before it is built, naming the
@@ -68,6 +78,43 @@ class Resolved:
     dtype: str | None = None
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Job input ``input`` (with ``band``) cut along ``axis`` (0: row blocks of A, 1: column blocks of B)
+    in blocks of ``tile``."""
+
+    input: str
+    axis: int
+    tile: int
+    band: int | None = None
+
+
+def block_bounds(length: int, tile: int) -> list[tuple[int, int]]:
+    """[start, end) of each block of ``length`` in blocks of ``tile`` (the last one shorter; one empty
+    block for length 0, as the tile grid has)."""
+    return [(i * tile, min(length, (i + 1) * tile)) for i in range(math.ceil(length / tile) or 1)]
+
+
+def split_cuts(spec: JobSpec) -> list[Cut]:
+    """The blocks the split stages of ``spec`` read: for each split, A's row blocks and B's column blocks
+    (only of job inputs: a stage's output is not cut)."""
+    out = []
+    for s in spec.stages:
+        if s.kind != "split" or not s.split_inputs:
+            continue
+        for axis, name in enumerate(s.split_inputs):
+            i = next(x for x in s.inputs if x.name == name)
+            if i.ref.kind == "input":
+                band = i.band if i.band is not None else spec.inputs[i.ref.name].band
+                out.append(Cut(i.ref.name, axis, s.tile, band))
+    return list(dict.fromkeys(out))
+
+
+def diagonals(rows: int, cols: int) -> list[tuple[int, int]]:
+    """Every (i, j) of a rows x cols grid once, by diagonals: j = (i + d) mod cols for d = 0, 1, .."""
+    return [(i, (i + d) % cols) for d in range(cols) for i in range(rows)]
+
+
 @dataclass
 class _Made:
     """What planning a stage produced, for the stages after it."""
@@ -78,9 +125,11 @@ class _Made:
 
 
 def plan_job(spec: JobSpec, resolved: Mapping[str, Sequence[Resolved]], job_id: str,
-             programs: Mapping[str, str] | None = None) -> JobPlan:
-    """The plan of ``spec``; ``programs`` maps a stage's local program path to its ``ipfs://CID``."""
-    return _Planner(spec, resolved, programs or {}).plan(job_id)
+             programs: Mapping[str, str] | None = None,
+             blocks: Mapping[Cut, Sequence[Resolved]] | None = None) -> JobPlan:
+    """The plan of ``spec``; ``programs`` maps a stage's local program path to its ``ipfs://CID``;
+    ``blocks`` some of ``split_cuts(spec)`` to their blocks, in order (``block_bounds``)."""
+    return _Planner(spec, resolved, programs or {}, blocks or {}).plan(job_id)
 
 
 def count_tasks(spec: JobSpec, resolved: Mapping[str, Sequence[Resolved]]) -> int:
@@ -166,12 +215,17 @@ def _load_map(payload: bytes) -> dict[str, Any]:
     return data
 
 
-def tile_graph(a: str, b: str, rows: tuple[int, int], cols: tuple[int, int]) -> Graph:
-    """Block (rows of A) @ (cols of B) as an opset-1 graph with output ``block``."""
-    return Graph.from_dict({"opset": 1, "inputs": {a: {}, b: {}}, "nodes": [
-        {"name": "a_rows", "op": "slice", "inputs": [a], "starts": [rows[0]], "ends": [rows[1]], "axes": [0]},
-        {"name": "b_cols", "op": "slice", "inputs": [b], "starts": [cols[0]], "ends": [cols[1]], "axes": [1]},
-        {"name": "block", "op": "matmul", "inputs": ["a_rows", "b_cols"]}], "outputs": ["block"]})
+def tile_graph(a: str, b: str, rows: tuple[int, int] | None, cols: tuple[int, int] | None) -> Graph:
+    """Block (rows of A) @ (cols of B) as an opset-1 graph with output ``block``; ``rows``/``cols`` None:
+    that input is already the block (no ``slice``)."""
+    nodes: list[dict[str, Any]] = []
+    for name, src, span, axis in (("a_rows", a, rows, 0), ("b_cols", b, cols, 1)):
+        if span is not None:
+            nodes.append({"name": name, "op": "slice", "inputs": [src], "starts": [span[0]], "ends": [span[1]],
+                          "axes": [axis]})
+    nodes.append({"name": "block", "op": "matmul", "inputs": ["a_rows" if rows is not None else a,
+                                                              "b_cols" if cols is not None else b]})
+    return Graph.from_dict({"opset": 1, "inputs": {a: {}, b: {}}, "nodes": nodes, "outputs": ["block"]})
 
 
 def combine_graph(grid: tuple[int, int], output: str) -> Graph:
@@ -205,10 +259,12 @@ def _label(j: int, n: int) -> str:
 
 
 class _Planner:
-    def __init__(self, spec: JobSpec, resolved: Mapping[str, Sequence[Resolved]], programs: Mapping[str, str]):
+    def __init__(self, spec: JobSpec, resolved: Mapping[str, Sequence[Resolved]], programs: Mapping[str, str],
+                 blocks: Mapping[Cut, Sequence[Resolved]] | None = None):
         self.spec = spec
         self.resolved = resolved
         self.programs = programs
+        self.blocks = blocks or {}
         self.items: dict[str, int] = {}
         self.made: dict[str, _Made] = {}
         self.tasks: list[TaskSpec] = []
@@ -366,17 +422,25 @@ class _Planner:
         a_name, b_name = s.split_inputs
         a, b = self._split_input(s, a_name), self._split_input(s, b_name)
         rows, cols = self._grid(s)
-        refs = {n: self._ref(next(x for x in s.inputs if x.name == n), None, None) for n in (a_name, b_name)}
+        spans = (block_bounds(a.shape[0], s.tile), block_bounds(b.shape[1], s.tile))
+        sides = [self._side(s, name, axis, spans[axis]) for axis, name in enumerate((a_name, b_name))]
         tiles = []
-        for i in range(rows):
-            for j in range(cols):
-                graph = tile_graph(a_name, b_name, (i * s.tile, min(a.shape[0], (i + 1) * s.tile)),
-                                   (j * s.tile, min(b.shape[1], (j + 1) * s.tile)))
-                task = Task("graph", inputs={a_name: InputFile(""), b_name: InputFile("")},
-                            outputs={"block": "tensor"}, limits=s.limits, graph=graph.to_cbor())
-                task_id = self._id(s, f"tile/{i}-{j}")
-                self._add(s, task_id, "graph", cbor2.dumps(task.to_wire()), [refs[a_name], refs[b_name]], None)
-                tiles.append((i, j, task_id))
+        for i, j in diagonals(rows, cols):
+            refs, cut = [], []
+            for (name, blocks, whole), k, span in zip(sides, (i, j), (spans[0][i], spans[1][j])):
+                if blocks is not None:             # its own block, a CID of its own: read as it is
+                    refs.append(InputRef(name, cid=blocks[k].cid, size=blocks[k].size))
+                    cut.append(None)
+                else:                               # all of the input: the tile slices it
+                    refs.append(whole)
+                    cut.append(span)
+            graph = tile_graph(a_name, b_name, cut[0], cut[1])
+            task = Task("graph", inputs={a_name: InputFile(""), b_name: InputFile("")},
+                        outputs={"block": "tensor"}, limits=s.limits, graph=graph.to_cbor())
+            task_id = self._id(s, f"tile/{i}-{j}")
+            self._add(s, task_id, "graph", cbor2.dumps(task.to_wire()), refs, None)
+            tiles.append((i, j, task_id))
+        tiles.sort()                                # the combine reads them by position
         graph = combine_graph((rows, cols), s.split_output)
         task = Task("graph", inputs={f"tile_{i}_{j}": InputFile("") for i, j, _ in tiles},
                     outputs=dict(s.formats) or {s.split_output: "tensor"}, limits=s.limits, graph=graph.to_cbor())
@@ -384,6 +448,20 @@ class _Planner:
         self._add(s, combine, "combine", cbor2.dumps(task.to_wire()),
                   [InputRef(f"tile_{i}_{j}", task=t, output="block") for i, j, t in tiles], None)
         self.made[s.name] = _Made(task=combine)
+
+    def _side(self, s: StageSpec, name: str, axis: int, spans: list[tuple[int, int]]
+              ) -> tuple[str, Sequence[Resolved] | None, InputRef | None]:
+        """(name, its blocks if the caller cut it, else None and the ref to all of it)."""
+        i = next(x for x in s.inputs if x.name == name)
+        if i.ref.kind == "input":
+            band = i.band if i.band is not None else self.spec.inputs[i.ref.name].band
+            blocks = self.blocks.get(Cut(i.ref.name, axis, s.tile, band))
+            if blocks is not None:
+                if len(blocks) != len(spans) or not all(isinstance(r, Resolved) and r.cid for r in blocks):
+                    raise PlanError(f"stage {s.name}: input {name} cut in {len(blocks)} blocks; "
+                                    f"its tiles need {len(spans)}")
+                return name, blocks, None
+        return name, None, self._ref(i, None, None)
 
     def _add(self, s: StageSpec, task_id: str, kind: str, payload: bytes, refs: list[InputRef],
              condition: Condition | None) -> None:

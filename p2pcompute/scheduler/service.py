@@ -91,6 +91,7 @@ from .replication import MAX_RECORD_BYTES, RECORD_PROTOCOL, RECORD_STREAMS, Repl
 log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled")
 MAX_PROVIDERS = 100_000      # CIDs whose holders the coordinator remembers for placement (oldest dropped)
+NOTE_INPUTS_FROM = 1 << 20      # a granted peer is noted as holding its task's inputs of this many bytes or more
 MAX_HOLDERS = 8
 MAX_ANNOUNCE_QUEUE = 4096    # CIDs waiting to be announced in the background (oldest dropped)
 REANNOUNCE_S = 600.0         # a CID announced from here is not announced again from the task path within this
@@ -441,6 +442,10 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.FAILED, f"cannot be granted: {exc}"))
             return
         reply = await self._ask(c.peer, msg)
+        if reply.ok:      # it fetches the inputs now: tasks reading large ones prefer it (a split's row/column blocks)
+            for _, cid, size in job.inputs.get(c.task, ()):
+                if size and size >= NOTE_INPUTS_FROM:
+                    self._note(cid, c.peer)
         if not reply.ok:  # unreachable or refused: given back now (not charged), rather than after its whole lease
             log.info("grant of %s/%s to %s: %s", c.job_id, c.task, c.peer[:16], reply.reason)
             await self._feed(job, ev.TaskFailed(c.task, c.peer, c.lease_id, ev.REJECTED,

@@ -7,12 +7,16 @@ to the daemon's blockstore and pinned (so executing peers fetch it by
 bitswap, or get it carried in their grant), all in one worker thread, and
 announced (later, if the caller gives ``announce``); ``ipfs://CID`` inputs are used as they are;
 URLs and registry handles are brought here and pinned (submit_sources.py, with ``node``); local
-programs are refused for now. The resolution then goes to ``plan_job``, and
-the plan keeps where each input came from (``JobPlan.sources``).
+programs are refused for now. A local input a split matmul reads is cut into
+its row or column blocks, each added as a CID of its own (``blocks.py``), and
+is not added whole unless another stage reads it. The resolution then goes
+to ``plan_job``, and the plan keeps where each input came from
+(``JobPlan.sources``).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,8 @@ from ..errors import UserError
 from ..ops.jobfile import MAX_JOB_BYTES
 from . import spec as specmod
 from .model import JobPlan, PlanError
-from .plan import Resolved, plan_job, resolution
+from .blocks import cut_file, local_cuts, whole_inputs
+from .plan import Cut, Resolved, plan_job, resolution, split_cuts
 from .spec_check import lines_of, with_lines
 from .submit_sources import origins, resolve_remote
 
@@ -73,7 +78,10 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, 
             storage.blockstore.pin(result.cid)
         return Resolved(str(result.cid), Path(path).stat().st_size)
 
-    files = list(spec.local_files())
+    blocks, cut_only = await _cut_splits(spec, storage)     # a split's tiles read only their blocks
+    for path in cut_only:                                    # nobody reads it whole: not added
+        added[path] = Resolved("", Path(path).stat().st_size)
+    files = [p for p in spec.local_files() if p not in cut_only]
     added.update(zip(files, await trio.to_thread.run_sync(lambda: [add(p) for p in files])))   # one thread hop
     for path in files:
         if announce is None:
@@ -97,9 +105,43 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, 
 
     try:
         resolved = resolution(spec, resolve)
-        return replace(plan_job(spec, resolved, job_id), sources=origins(spec, resolved, remote))
+        plan = plan_job(spec, resolved, job_id, blocks=blocks)
+        return replace(plan, sources=_cut_sources(origins(spec, resolved, remote), blocks))
     except PlanError as exc:
         raise UserError(f"the job cannot be planned: {exc}") from None
+
+
+async def _cut_splits(spec: specmod.JobSpec, storage: Any) -> tuple[dict[Cut, list[Resolved]], set[str]]:
+    """Each local input a split reads, cut into its blocks, each added, pinned and announced
+    (``blocks.py``); and the local files only splits read (they need not be added whole)."""
+    from ..storage.importer import import_stream
+
+    cuts = local_cuts(spec, split_cuts(spec))
+    out: dict[Cut, list[Resolved]] = {}
+
+    def cut_and_add(cut: Cut, path: str) -> list[Resolved]:
+        made = []
+        with storage.blockstore.session():
+            for data in cut_file(path, cut):
+                result = import_stream(io.BytesIO(data), storage.blockstore.put)
+                storage.blockstore.pin(result.cid)
+                made.append(Resolved(str(result.cid), len(data)))
+        return made
+
+    for cut in cuts:
+        out[cut] = await trio.to_thread.run_sync(cut_and_add, cut, spec.inputs[cut.input].sources[0].text)
+        for r in out[cut]:
+            await storage.pin(_cid(r.cid))                   # and announce it
+    cut_names, whole = {c.input for c in cuts}, whole_inputs(spec)
+    needed = {src.text for name, i in spec.inputs.items() if name not in cut_names or name in whole
+              for src in i.sources}
+    return out, {spec.inputs[c.input].sources[0].text for c in cuts} - needed
+
+
+def _cut_sources(sources: tuple, blocks: dict[Cut, list[Resolved]]) -> tuple:
+    """``describe``'s sources, an input only cut (no CID of its own) saying in how many blocks."""
+    count = {c.input: len(b) for c, b in blocks.items()}
+    return tuple((i, k, s, c or f"cut in {count.get(i, 0)} blocks") for i, k, s, c in sources)
 
 
 def _cid(text: str) -> Any:
