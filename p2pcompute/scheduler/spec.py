@@ -164,9 +164,27 @@ def check(data: Any, base: Path, default_name: str = "job") -> tuple[JobSpec | N
     problems = schema_problems(data)
     if not isinstance(data, dict):
         return None, problems or [Problem("", "a job file is a mapping")]
+    nul = _nul_paths(data)
+    if nul:                                  # no path, name or text of a job holds one (the OS refuses them)
+        return None, sorted(set(problems + [Problem(p, "contains a NUL character") for p in nul]))
     builder = _Builder(Path(base), problems)
     spec = builder.build(data, default_name)
     return (None if builder.problems else spec), sorted(set(builder.problems))
+
+
+def _nul_paths(data: Any, where: str = "") -> list[str]:
+    """The paths of the strings (values or keys) in ``data`` that hold a NUL character."""
+    if isinstance(data, str):
+        return [where] if "\x00" in data else []
+    out: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            at = f"{where}.{k}" if where else str(k)
+            out += ([at] if isinstance(k, str) and "\x00" in k else []) + _nul_paths(v, at)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _nul_paths(v, f"{where}[{i}]")
+    return out
 
 
 def _values_in(data: Any, limit: int) -> int:

@@ -266,3 +266,17 @@ def test_problem_json_is_plain(ws):
     assert re.fullmatch(r"priority: .*", str(problems[0]))
     assert yaml.safe_dump(doc)  # the doc itself is still plain data
     assert schema_problems(doc) == problems
+
+
+@pytest.mark.parametrize("where", ["name", "inputs.x", "stages[0].name"])
+def test_a_nul_character_anywhere_is_a_problem_at_its_path_not_an_exception(ws, where):
+    doc = pipeline()
+    if where == "name":
+        doc["name"] = "a\x00b"
+    elif where == "inputs.x":
+        doc["inputs"]["x"] = "x/\x00.npy"
+    else:
+        doc["stages"][0]["name"] = "\x00"
+    job, problems = spec.check(doc, ws)
+    assert job is None
+    assert any(p.path == where and "NUL" in p.message for p in problems)
