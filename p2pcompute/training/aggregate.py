@@ -9,7 +9,8 @@ per row, and returns one d-vector:
 * ``trimmed_mean(trim)``: per coordinate, drop the ``trim`` largest and the
   ``trim`` smallest values and average the rest (``scipy.stats.trim_mean``
   with proportion trim/n gives the same). With at most ``trim`` byzantine
-  rows each coordinate stays inside the honest range.
+  rows each coordinate stays inside the honest range (non-finite rows,
+  dropped first, count against ``trim``).
 * ``centered_clip(tau)``: CenteredClip as in BTARD (Gorbunov et al., 2021):
   start from the coordinate median, then iterate
   ``v <- v + mean_i (g_i - v) * min(1, tau / |g_i - v|)``: a row far from
@@ -54,8 +55,11 @@ def median(updates: np.ndarray) -> np.ndarray:
 
 
 def trimmed_mean(updates: np.ndarray, trim: int) -> np.ndarray:
+    if trim < 0:
+        raise ValueError(f"trim must be >= 0, got {trim}")
     rows = finite_rows(updates)
-    if trim < 0 or 2 * trim >= len(rows):
+    trim = max(0, trim - (len(updates) - len(rows)))  # a dropped non-finite row was one of the liars
+    if 2 * trim >= len(rows):
         raise ValueError(f"cannot trim {trim} from each end of {len(rows)} rows")
     ordered = np.sort(rows, axis=0)
     return ordered[trim:len(rows) - trim].mean(axis=0)
