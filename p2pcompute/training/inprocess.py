@@ -62,6 +62,7 @@ class Report:
     wall_seconds: float
     curve: list[tuple[int, int, float]] = field(default_factory=list)  # (round, bytes so far, accuracy)
     stats: dict = field(default_factory=dict)
+    kills: int = 0                        # peers lost mid-round
 
 
 def run(cfg: RunConfig, split: Split) -> Report:
@@ -82,6 +83,7 @@ def run(cfg: RunConfig, split: Split) -> Report:
     now = 0.0
     killed: list[str] = []
     killed_round = -1
+    kills = 0
     curve: list[tuple[int, int, float]] = []
     to_target: tuple[int, int] | None = None
 
@@ -126,6 +128,7 @@ def run(cfg: RunConfig, split: Split) -> Report:
             killed_round = coord.round  # mid-round: some shards are in, others not
             for victim in rng.sample(sorted(set(peers) - set(killed)), cfg.kill_per_round):
                 killed.append(victim)
+                kills += 1
                 execute(coord.handle(PeerLost(victim), now))
             if task.peer in killed:
                 continue
@@ -138,7 +141,7 @@ def run(cfg: RunConfig, split: Split) -> Report:
     final = accuracy(model, params, split.x_test, split.y_test)
     return Report(train.mode, coord.round, coord.version, final, moved(),
                   to_target[1] if to_target else None, to_target[0] if to_target else None,
-                  time.perf_counter() - start, curve, dict(coord.stats))
+                  time.perf_counter() - start, curve, dict(coord.stats), kills)
 
 
 def work(cfg: RunConfig, model: Model, params: Params, split: Split, task: Assign) -> Params:
