@@ -22,10 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..ops.graph import Graph
+
+if TYPE_CHECKING:
+    from ..ops.tasks import Task
 
 Params = dict[str, np.ndarray]
 
@@ -145,3 +149,16 @@ def loss_and_grads(model: Model, params: Params, x: np.ndarray, y: np.ndarray) -
 def accuracy(model: Model, params: Params, x: np.ndarray, y: np.ndarray) -> float:
     pred = predict_graph(model).run({"x": x, **params})["pred"]
     return float(np.mean(pred == y))
+
+
+def step_task(model: Model, params: Params, x: np.ndarray, y: np.ndarray, **limits) -> "Task":
+    """The step graph as an executor ``Task`` with every input inline (each at most 64 KiB: for larger
+    parameters or shards the wiring passes files fetched by CID instead). Outputs come back as
+    ``<name>.tensor`` (``loss``, ``correct``, ``grad.<param>``)."""
+    from ..ops import tensor_format
+    from ..ops.tasks import InputFile, Limits, Task
+
+    feeds = {"x": np.asarray(x, np.float64), "y": np.asarray(y, np.int64), **params}
+    return Task("graph", inputs={k: InputFile(data=tensor_format.encode(v)) for k, v in feeds.items()},
+                outputs={name: "tensor" for name in step_graph(model, len(y)).outputs},
+                graph=step_graph(model, len(y)).to_cbor(), limits=Limits(**limits))
