@@ -1,7 +1,7 @@
 """Distributed training (issue 12): models as opset-2 graphs, robust aggregation, the coordinator.
 
 Files:
-    model.py        MLP / linear model as forward+backward step graphs (opset 2); predict graph; step_task
+    model.py        MLP / linear model as opset-2 graphs: one step (forward+backward), H local steps, predict
     data.py         scikit-learn's digits (shipped, no download): seeded split, shards, minibatch indices
     optim.py        SGD with momentum, DiLoCo's outer Nesterov step, flatten/unflatten of parameter dicts
     reference.py    the single-process reference trainer on the same graphs (accuracy, wall time)

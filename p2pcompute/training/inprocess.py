@@ -28,7 +28,7 @@ from . import aggregate
 from .coordinator import Aggregate, Apply, Assign, Coordinator, PeerJoined, PeerLost, TrainConfig, \
     UpdateArrived
 from .data import Split, batch_indices, shard
-from .model import Model, Params, accuracy, init_params, loss_and_grads
+from .model import Model, Params, accuracy, init_params, local_graph, loss_and_grads
 from .optim import Sgd, flatten, nbytes, outer_step, unflatten
 
 
@@ -151,11 +151,12 @@ def work(cfg: RunConfig, model: Model, params: Params, split: Split, task: Assig
     if task.kind == "gradient":
         idx = batch_indices(len(y), cfg.batch, task.round, seed)
         return loss_and_grads(model, params, x[idx], y[idx])[2]
-    local, inner = params, Sgd(cfg.lr, cfg.momentum)
-    for j in range(task.steps):
-        idx = batch_indices(len(y), cfg.batch, task.round * task.steps + j, seed)
-        local = inner.step(local, loss_and_grads(model, local, x[idx], y[idx])[2])
-    return {n: local[n] - params[n] for n in params}
+    # H steps as one opset-2 graph (the task a peer runs): the same numbers as H step graphs + Sgd
+    idx = np.concatenate([batch_indices(len(y), cfg.batch, task.round * task.steps + j, seed)
+                          for j in range(task.steps)])
+    graph = local_graph(model, cfg.batch, task.steps, cfg.lr, cfg.momentum)
+    out = graph.run({"x": x[idx], "y": y[idx], **params})
+    return {n: out[f"delta.{n}"] for n in params}
 
 
 def attack(kind: str, payload: Params, rng: random.Random) -> Params:

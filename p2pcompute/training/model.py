@@ -8,6 +8,8 @@ opset-2 graph that the sandboxed executor runs like any other task:
     outputs: ``loss`` (mean cross-entropy, scalar), ``correct`` (int64 count of
              right predictions) and ``grad.<name>`` for every parameter.
 
+``local_graph(model, batch, H, lr, momentum)`` unrolls H SGD steps into one
+graph (the low-communication mode's task; output ``delta.<name>``).
 ``predict_graph(model)`` is the forward pass alone (output ``pred``, int64
 labels). Gradients are the textbook ones: for logits = h W + b,
 dW = h^T dlogits, db = sum over the batch of dlogits, dh = dlogits W^T, and
@@ -71,16 +73,52 @@ def init_params(model: Model, rng: np.random.Generator) -> Params:
     return out
 
 
-def _forward(model: Model, nodes: list[dict]) -> str:
-    """Append the forward nodes; returns the logits' name. Pre-activations are ``a{i}``, activations ``h{i}``."""
-    h = "x"
+def _forward(model: Model, nodes: list[dict], pre: str = "", x: str = "x", p: dict | None = None) -> str:
+    """Append the forward nodes; returns the logits' name. Pre-activations are ``a{i}``, activations ``h{i}``;
+    every name gets the prefix ``pre``; ``p`` maps a parameter name to the value holding it."""
+    p = p or {n: n for n in model.param_names()}
+    h = x
     for i in range(model.layers):
-        nodes.append({"name": f"z{i}", "op": "matmul", "inputs": [h, f"W{i}"]})
-        nodes.append({"name": f"a{i}", "op": "add", "inputs": [f"z{i}", f"b{i}"]})
+        nodes.append({"name": f"{pre}z{i}", "op": "matmul", "inputs": [h, p[f"W{i}"]]})
+        nodes.append({"name": f"{pre}a{i}", "op": "add", "inputs": [f"{pre}z{i}", p[f"b{i}"]]})
         if i < model.layers - 1:
-            nodes.append({"name": f"h{i}", "op": "relu", "inputs": [f"a{i}"]})
-            h = f"h{i}"
-    return f"a{model.layers - 1}"
+            nodes.append({"name": f"{pre}h{i}", "op": "relu", "inputs": [f"{pre}a{i}"]})
+            h = f"{pre}h{i}"
+    return f"{pre}a{model.layers - 1}"
+
+
+def _step_nodes(model: Model, batch: int, nodes: list[dict], pre: str = "", x: str = "x", y: str = "y",
+                p: dict | None = None) -> dict[str, str]:
+    """Append one batch's forward and backward nodes; returns {parameter: value holding its gradient}."""
+    p = p or {n: n for n in model.param_names()}
+    logits = _forward(model, nodes, pre, x, p)
+    nodes += [
+        {"name": f"{pre}ce", "op": "softmax_cross_entropy", "inputs": [logits, y]},
+        {"name": f"{pre}loss", "op": "reduce_mean", "inputs": [f"{pre}ce"]},
+        {"name": f"{pre}pred", "op": "argmax", "inputs": [logits], "axis": -1},
+        {"name": f"{pre}hit", "op": "equal", "inputs": [f"{pre}pred", y]},
+        {"name": f"{pre}hit_i", "op": "cast", "inputs": [f"{pre}hit"], "dtype": "int64"},
+        {"name": f"{pre}correct", "op": "reduce_sum", "inputs": [f"{pre}hit_i"]},
+        {"name": f"{pre}dloss", "op": "const", "value": 1.0 / batch, "dtype": "float64"},
+        {"name": f"{pre}da{model.layers - 1}", "op": "softmax_cross_entropy_grad",
+         "inputs": [logits, y, f"{pre}dloss"]},
+    ]
+    grads = {}
+    for i in reversed(range(model.layers)):
+        below = x if i == 0 else f"{pre}h{i - 1}"
+        nodes += [
+            {"name": f"{pre}in{i}_T", "op": "transpose", "inputs": [below]},
+            {"name": f"{pre}grad.W{i}", "op": "matmul", "inputs": [f"{pre}in{i}_T", f"{pre}da{i}"]},
+            {"name": f"{pre}grad.b{i}", "op": "reduce_sum", "inputs": [f"{pre}da{i}"], "axes": [0]},
+        ]
+        grads[f"W{i}"], grads[f"b{i}"] = f"{pre}grad.W{i}", f"{pre}grad.b{i}"
+        if i > 0:
+            nodes += [
+                {"name": f"{pre}W{i}_T", "op": "transpose", "inputs": [p[f"W{i}"]]},
+                {"name": f"{pre}dh{i - 1}", "op": "matmul", "inputs": [f"{pre}da{i}", f"{pre}W{i}_T"]},
+                {"name": f"{pre}da{i - 1}", "op": "relu_grad", "inputs": [f"{pre}a{i - 1}", f"{pre}dh{i - 1}"]},
+            ]
+    return grads
 
 
 @lru_cache(maxsize=64)
@@ -89,34 +127,45 @@ def step_graph(model: Model, batch: int) -> Graph:
     if batch < 1:
         raise ValueError("batch must be at least 1")
     nodes: list[dict] = []
-    logits = _forward(model, nodes)
-    nodes += [
-        {"name": "ce", "op": "softmax_cross_entropy", "inputs": [logits, "y"]},
-        {"name": "loss", "op": "reduce_mean", "inputs": ["ce"]},
-        {"name": "pred", "op": "argmax", "inputs": [logits], "axis": -1},
-        {"name": "hit", "op": "equal", "inputs": ["pred", "y"]},
-        {"name": "hit_i", "op": "cast", "inputs": ["hit"], "dtype": "int64"},
-        {"name": "correct", "op": "reduce_sum", "inputs": ["hit_i"]},
-        {"name": "dloss", "op": "const", "value": 1.0 / batch, "dtype": "float64"},
-        {"name": f"d{logits}", "op": "softmax_cross_entropy_grad", "inputs": [logits, "y", "dloss"]},
-    ]
-    grads = []
-    for i in reversed(range(model.layers)):
-        below = "x" if i == 0 else f"h{i - 1}"
-        nodes += [
-            {"name": f"{below}_T", "op": "transpose", "inputs": [below]},
-            {"name": f"grad.W{i}", "op": "matmul", "inputs": [f"{below}_T", f"da{i}"]},
-            {"name": f"grad.b{i}", "op": "reduce_sum", "inputs": [f"da{i}"], "axes": [0]},
-        ]
-        grads += [f"grad.W{i}", f"grad.b{i}"]
-        if i > 0:
-            nodes += [
-                {"name": f"W{i}_T", "op": "transpose", "inputs": [f"W{i}"]},
-                {"name": f"dh{i - 1}", "op": "matmul", "inputs": [f"da{i}", f"W{i}_T"]},
-                {"name": f"da{i - 1}", "op": "relu_grad", "inputs": [f"a{i - 1}", f"dh{i - 1}"]},
-            ]
+    grads = _step_nodes(model, batch, nodes)
     return Graph.from_dict({"opset": 2, "inputs": _inputs(model, batch, labels=True), "nodes": nodes,
-                            "outputs": ["loss", "correct", *sorted(grads)]})
+                            "outputs": ["loss", "correct", *sorted(grads.values())]})
+
+
+@lru_cache(maxsize=16)
+def local_graph(model: Model, batch: int, steps: int, lr: float, momentum: float) -> Graph:
+    """``steps`` SGD steps (momentum, buffer starting at zero) in one graph: the low-communication
+    mode's task. Inputs: ``x`` [steps * batch, features] and ``y`` [steps * batch] (step j uses rows
+    j*batch ... (j+1)*batch - 1) and the parameters; outputs ``loss`` (the last step's) and
+    ``delta.<name>`` = parameters after the steps minus before. The update is opset-1 arithmetic:
+    v = momentum * v + g, p = p - lr * v."""
+    if batch < 1 or steps < 1:
+        raise ValueError("batch and steps must be at least 1")
+    nodes: list[dict] = [{"name": "lr", "op": "const", "value": float(lr), "dtype": "float64"},
+                         {"name": "mu", "op": "const", "value": float(momentum), "dtype": "float64"}]
+    p = {n: n for n in model.param_names()}
+    v: dict[str, str] = {}
+    for j in range(steps):
+        pre = f"s{j}."
+        for name, src in (("x", "x"), ("y", "y")):
+            nodes.append({"name": f"{pre}{name}", "op": "slice", "inputs": [src], "starts": [j * batch],
+                          "ends": [(j + 1) * batch], "axes": [0]})
+        grads = _step_nodes(model, batch, nodes, pre, f"{pre}x", f"{pre}y", p)
+        for n in model.param_names():
+            if n in v:
+                nodes.append({"name": f"{pre}mv.{n}", "op": "mul", "inputs": ["mu", v[n]]})
+                nodes.append({"name": f"{pre}v.{n}", "op": "add", "inputs": [f"{pre}mv.{n}", grads[n]]})
+                v[n] = f"{pre}v.{n}"
+            else:
+                v[n] = grads[n]
+            nodes.append({"name": f"{pre}lv.{n}", "op": "mul", "inputs": ["lr", v[n]]})
+            nodes.append({"name": f"{pre}p.{n}", "op": "sub", "inputs": [p[n], f"{pre}lv.{n}"]})
+            p[n] = f"{pre}p.{n}"
+    nodes.append({"name": "loss", "op": "reduce_mean", "inputs": [f"s{steps - 1}.ce"]})
+    for n in model.param_names():
+        nodes.append({"name": f"delta.{n}", "op": "sub", "inputs": [p[n], n]})
+    return Graph.from_dict({"opset": 2, "inputs": _inputs(model, steps * batch, labels=True), "nodes": nodes,
+                            "outputs": ["loss", *(f"delta.{n}" for n in model.param_names())]})
 
 
 @lru_cache(maxsize=8)

@@ -56,3 +56,25 @@ def test_the_reference_trainer_reaches_95_percent_on_digits():
     result = reference.train(model, split, epochs=4, batch=32, lr=0.1, momentum=0.9, seed=0)
     assert before < 0.3 and result.test_accuracy >= 0.95
     assert result.steps == 4 * (len(split.y_train) // 32) and len(result.curve) == 4
+
+
+def test_the_local_steps_graph_equals_h_step_graphs_with_sgd():
+    from p2pcompute.training.model import local_graph
+    from p2pcompute.training.optim import Sgd
+
+    model, batch, steps = Model(6, (5,), 3), 4, 3
+    rng = np.random.default_rng(2)
+    params = init_params(model, rng)
+    x, y = rng.standard_normal((steps * batch, 6)), rng.integers(0, 3, steps * batch)
+    graph = local_graph(model, batch, steps, 0.05, 0.9)
+    assert graph.opset == 2 and len(graph.nodes) < 200
+    out = Graph.from_cbor(graph.to_cbor()).run({"x": x, "y": y, **params})
+    local, opt = params, Sgd(0.05, 0.9)
+    for j in range(steps):
+        rows = slice(j * batch, (j + 1) * batch)
+        loss, _, grads = loss_and_grads(model, local, x[rows], y[rows])
+        local = opt.step(local, grads)
+    for n in params:
+        np.testing.assert_allclose(out[f"delta.{n}"], local[n] - params[n], rtol=1e-12, atol=1e-15)
+        assert np.abs(out[f"delta.{n}"]).max() > 0
+    assert float(out["loss"]) == loss
