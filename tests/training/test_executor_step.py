@@ -23,3 +23,23 @@ async def test_the_step_graph_runs_on_the_executor_like_any_task(tmp_path):
     assert set(got) == set(want) == {"loss", "correct", "grad.W0", "grad.b0", "grad.W1", "grad.b1"}
     for name in want:  # same machine, single-threaded BLAS in the worker: equal, to the last bit or nearly
         np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-15)
+
+
+def test_a_step_graph_in_a_job_yaml_runs_with_run_local(tmp_path):
+    import yaml
+
+    from p2pcompute.cli.main import main
+
+    model = Model(64, (8,), 10)
+    params = init_params(model, np.random.default_rng(3))
+    split = data.digits(seed=0)
+    feeds = {"x": split.x_train[:16], "y": split.y_train[:16], **params}
+    for name, array in feeds.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    job = {"name": "step", "inputs": {name: f"{name}.npy" for name in feeds},
+           "ops": step_graph(model, 16).to_dict(binary=False), "outputs": {"dir": "out"}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    assert main(["run", str(tmp_path / "job.yaml"), "--local"]) == 0
+    want = step_graph(model, 16).run(feeds)
+    got = tensor_format.decode((tmp_path / "out" / "grad.W0.tensor").read_bytes())
+    np.testing.assert_allclose(got, want["grad.W0"], rtol=1e-12, atol=1e-15)
