@@ -38,7 +38,9 @@ aggregate; ``Finished`` follows the last round. Updates that do not match an
 assignment of this round (unknown peer, other round, shard not assigned to
 that peer, already counted) are refused with a reason (``Refused``), never an
 exception. Invariant (tested with hypothesis): every shard of a closed round
-was counted exactly once.
+was counted exactly once. ``to_record`` / ``from_record`` keep the state a
+checkpoint or a successor coordinator needs (the shards in flight are handed
+out again).
 """
 
 from __future__ import annotations
@@ -195,6 +197,42 @@ class Coordinator:
         if not self.finished:
             self._assign(now, out)
         return out
+
+    # --- record (checkpoint, takeover) ----------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain data to rebuild this coordinator: config, round, version, stats and the open
+        round's counted contributions (payloads must then be plain data: CIDs on the network).
+        Who holds which shard is not kept: a rebuilt coordinator hands those shards out again."""
+        return {"config": dict(self.config.__dict__), "round": self.round, "version": self.version,
+                "finished": self.finished, "started": self.started, "stats": dict(self.stats),
+                "done": [None if s.done is None else [s.done.shard, s.done.peer, s.done.payload, s.done.weight,
+                                                       s.done.staleness] for s in self.slots]}
+
+    @classmethod
+    def from_record(cls, record: Any, rng: random.Random) -> "Coordinator":
+        """The inverse of ``to_record``; ``ValueError`` naming the problem for a malformed record."""
+        try:
+            config = TrainConfig(**record["config"])
+            coord = cls(config, rng)
+            rnd, version = record["round"], record["version"]
+            if type(rnd) is not int or type(version) is not int or not 0 <= rnd <= config.rounds or version < 0:
+                raise ValueError(f"round {rnd!r} / version {version!r} out of range")
+            done = record["done"]
+            if not isinstance(done, list) or len(done) != config.shards:
+                raise ValueError(f"done must list {config.shards} shards")
+            coord.round, coord.version = rnd, version
+            coord.finished, coord.started = bool(record["finished"]), bool(record["started"])
+            coord.stats.update({k: int(v) for k, v in record["stats"].items() if k in coord.stats})
+            for i, entry in enumerate(done):
+                if entry is not None:
+                    shard, peer, payload, weight, staleness = entry
+                    if shard != i or not isinstance(peer, str):
+                        raise ValueError(f"done entry {i} is not shard {i}'s")
+                    coord.slots[i].done = Contribution(i, peer, payload, float(weight), int(staleness))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed training record: {exc!r}") from None
+        return coord
 
     # --- internals ------------------------------------------------------------------------
 

@@ -241,3 +241,43 @@ def test_nothing_is_assigned_before_min_peers_have_joined():
     assert len(assigns) == 4 and {a.peer for a in assigns} == {"a", "b", "c"}
     with pytest.raises(ValueError):
         TrainConfig(mode="gossip")
+
+
+@pytest.mark.parametrize("mode", ["sync", "local", "async"])
+def test_a_rebuilt_coordinator_keeps_counted_shards_and_hands_out_the_rest(mode):
+    import cbor2
+
+    coord, out = start(peers=2, mode=mode, shards=4, rounds=2, checkpoint_every=1)
+    first = of(Assign, out)[0]
+    answer(coord, first, payload=f"cid-{first.shard}")
+    record = cbor2.loads(cbor2.dumps(coord.to_record()))  # plain data
+    again = Coordinator.from_record(record, random.Random(1))
+    assert (again.round, again.version, again.stats) == (coord.round, coord.version, coord.stats)
+    pending = of(Assign, again.handle(PeerJoined("q"), 5.0))
+    assert {a.shard for a in pending} <= {0, 1, 2, 3} - {first.shard}
+    assert len(pending) == (1 if mode == "async" else 3)  # async: one shard per peer at a time
+    res: list = []
+    while again.round == 0:
+        a = pending.pop(0)
+        step = answer(again, a, payload=f"cid-{a.shard}")
+        res += step
+        pending += of(Assign, step)
+    counted = [c.shard for c in of(Aggregate, res)[0].contributions] if mode != "async" else \
+        [first.shard] + [a.contribution.shard for a in of(Apply, res)]
+    assert sorted(counted) == [0, 1, 2, 3] and of(Checkpoint, res)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda r: r.pop("round"),
+    lambda r: r.update(round=-1),
+    lambda r: r.update(done=[None]),
+    lambda r: r["config"].update(mode="gossip"),
+    lambda r: r.update(done=[[3, "p", None, 1.0, 0], None, None, None]),
+    lambda r: r.update(stats="lots"),
+])
+def test_a_malformed_record_is_refused_with_a_reason(mutate):
+    coord, _ = start(peers=1, shards=4)
+    record = coord.to_record()
+    mutate(record)
+    with pytest.raises(ValueError):
+        Coordinator.from_record(record, random.Random(0))
