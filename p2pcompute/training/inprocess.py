@@ -126,7 +126,8 @@ def run(cfg: RunConfig, split: Split) -> Report:
             continue  # its work died with it
         if cfg.kill_per_round and killed_round != coord.round and task.round == coord.round:
             killed_round = coord.round  # mid-round: some shards are in, others not
-            for victim in rng.sample(sorted(set(peers) - set(killed)), cfg.kill_per_round):
+            alive = sorted(set(peers) - set(killed))
+            for victim in rng.sample(alive, min(cfg.kill_per_round, len(alive) - 1)):  # one always survives
                 killed.append(victim)
                 kills += 1
                 execute(coord.handle(PeerLost(victim), now))
