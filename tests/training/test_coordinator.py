@@ -162,11 +162,20 @@ class Model:
         elif kind == "answer" and self.sent:
             t = self.sent[a % len(self.sent)]
             ev = UpdateArrived(t.peer, t.round, t.shard, (t.round, t.shard))
+        elif kind == "takeover":  # a successor rebuilds from the record; membership re-announces peers
+            self.coord = Coordinator.from_record(self.coord.to_record(), random.Random(a))
+            for peer in sorted(self.live):
+                self.absorb(self.coord.handle(PeerJoined(peer), self.now))
+            self.check()
+            return
         elif kind == "forge":
             ev = UpdateArrived(f"p{a % 6}", b % 4, a % 5, (b % 4, a % 5))  # maybe held, maybe not
         else:
             ev = Tick()
-        out = self.coord.handle(ev, self.now)
+        self.absorb(self.coord.handle(ev, self.now))
+        self.check()
+
+    def absorb(self, out: list) -> None:
         for cmd in out:
             if isinstance(cmd, Assign):
                 assert cmd.peer in self.live
@@ -176,7 +185,6 @@ class Model:
                 assert all(c.payload == (cmd.round, c.shard) for c in cmd.contributions)
             elif isinstance(cmd, Apply):
                 self.counted.setdefault(cmd.round, []).append(cmd.contribution.shard)
-        self.check()
 
     def check(self) -> None:
         c = self.coord
@@ -196,7 +204,7 @@ class Model:
                 assert set(slot.holders) <= self.live
 
 
-ACTIONS = st.tuples(st.sampled_from(["join", "lose", "answer", "answer", "answer", "forge", "tick"]),
+ACTIONS = st.tuples(st.sampled_from(["join", "lose", "answer", "answer", "answer", "forge", "tick", "takeover"]),
                     st.integers(0, 50), st.integers(0, 5))
 
 
