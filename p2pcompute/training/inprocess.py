@@ -63,6 +63,7 @@ class Report:
     curve: list[tuple[int, int, float]] = field(default_factory=list)  # (round, bytes so far, accuracy)
     stats: dict = field(default_factory=dict)
     kills: int = 0                        # peers lost mid-round
+    params: Params = field(default_factory=dict)  # the final parameters
 
 
 def run(cfg: RunConfig, split: Split) -> Report:
@@ -142,13 +143,13 @@ def run(cfg: RunConfig, split: Split) -> Report:
     final = accuracy(model, params, split.x_test, split.y_test)
     return Report(train.mode, coord.round, coord.version, final, moved(),
                   to_target[1] if to_target else None, to_target[0] if to_target else None,
-                  time.perf_counter() - start, curve, dict(coord.stats), kills)
+                  time.perf_counter() - start, curve, dict(coord.stats), kills, params)
 
 
 def work(cfg: RunConfig, model: Model, params: Params, split: Split, task: Assign) -> Params:
     """What a peer computes for an assignment: a gradient, or the delta after ``steps`` local steps."""
     x, y = shard(split.x_train, split.y_train, task.shard, cfg.train.shards)
-    seed = cfg.seed * 100_003 + task.shard
+    seed = cfg.seed + 1_000_003 * task.shard  # shard 0 draws the reference trainer's minibatches
     if task.kind == "gradient":
         idx = batch_indices(len(y), cfg.batch, task.round, seed)
         return loss_and_grads(model, params, x[idx], y[idx])[2]
