@@ -17,6 +17,8 @@ per row, and returns one d-vector:
   the centre pulls it by at most ``tau / n`` per iteration, whatever its norm.
   ``tau=None`` takes the median distance of the rows from the start point.
 
+``by_parts`` aggregates column ranges separately (parameter sharding).
+
 Rows with a NaN or an infinity are dropped first (``finite_rows``): a
 non-finite value would otherwise poison the median as well as the mean. If no
 row is left, the rules raise ``ValueError`` (the caller refuses the round).
@@ -82,6 +84,20 @@ def centered_clip(updates: np.ndarray, tau: float | None = None, iters: int = 20
         if np.linalg.norm(step) <= tol * max(1.0, float(np.linalg.norm(v))):
             break
     return v
+
+
+def by_parts(combine: Callable[[np.ndarray], np.ndarray], updates: np.ndarray, parts: int) -> np.ndarray:
+    """Aggregate ``parts`` contiguous column ranges separately, as parameter shards held by different
+    peers would. Mean, median and trimmed mean work per coordinate, so this equals aggregating the
+    whole; CenteredClip then clips each part on its own norm (a different, still robust, rule).
+    A row with a non-finite value anywhere is made non-finite in every part, so that every part drops
+    the same rows (and counts them, as the trimmed mean does) as the whole rule would."""
+    rows = np.array(updates, dtype=np.float64)
+    finite_rows(rows)  # the shape check, and at least one row left
+    rows[~np.all(np.isfinite(rows), axis=1)] = np.nan
+    if not 1 <= parts <= max(1, rows.shape[1]):
+        raise ValueError(f"cannot cut {rows.shape[1]} coordinates into {parts} parts")
+    return np.concatenate([combine(rows[:, cols]) for cols in np.array_split(np.arange(rows.shape[1]), parts)])
 
 
 def rule(name: str, byzantine: int = 0) -> Callable[[np.ndarray], np.ndarray]:

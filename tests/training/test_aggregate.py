@@ -98,3 +98,28 @@ def test_nan_rows_are_dropped_and_all_bad_is_refused():
         aggregate.centered_clip(np.full((3, 2), np.nan))
     with pytest.raises(ValueError, match="unknown"):
         aggregate.rule("krum")
+
+
+@settings(max_examples=40, deadline=None)
+@given(crowd(), st.integers(1, 5))
+def test_coordinate_wise_rules_give_the_same_answer_by_parameter_shard(c, parts):
+    honest, byz = c
+    rows = np.concatenate([honest, byz])
+    if parts > rows.shape[1]:
+        with pytest.raises(ValueError):
+            aggregate.by_parts(aggregate.median, rows, parts)
+        return
+    for name in ("mean", "median", "trimmed_mean"):
+        combine = aggregate.rule(name, len(byz))
+        try:
+            whole = combine(rows)
+        except ValueError:
+            continue  # too few rows to trim: nothing to compare
+        np.testing.assert_allclose(aggregate.by_parts(combine, rows, parts), whole, rtol=1e-12, atol=1e-12)
+
+
+def test_by_parts_drops_a_row_with_one_bad_value_in_every_part():
+    rows = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [100.0, np.nan], [4.0, 4.0]])
+    combine = aggregate.rule("trimmed_mean", 2)  # trims 2; the NaN row counts as one of them
+    np.testing.assert_array_equal(aggregate.by_parts(combine, rows, 2), combine(rows))
+    np.testing.assert_array_equal(combine(rows), [2.5, 2.5])
