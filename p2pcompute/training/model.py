@@ -211,3 +211,21 @@ def step_task(model: Model, params: Params, x: np.ndarray, y: np.ndarray, **limi
     return Task("graph", inputs={k: InputFile(data=tensor_format.encode(v)) for k, v in feeds.items()},
                 outputs={name: "tensor" for name in step_graph(model, len(y)).outputs},
                 graph=step_graph(model, len(y)).to_cbor(), limits=Limits(**limits))
+
+
+def check_update(model: Model, update: object) -> str:
+    """Why a peer's gradient or delta cannot be aggregated ('' if it can): the model's parameter names,
+    each a float64 array of its parameter's shape. Values are not judged here (the robust rule does)."""
+    if not isinstance(update, dict):
+        return f"an update is a mapping of parameter name to array, got {type(update).__name__}"
+    names = model.param_names()
+    if sorted(update) != sorted(names):
+        return f"update names {sorted(map(str, update))[:8]} are not the parameters {names}"
+    sizes = model.sizes
+    for i in range(model.layers):
+        for name, shape in ((f"W{i}", (sizes[i], sizes[i + 1])), (f"b{i}", (sizes[i + 1],))):
+            value = update[name]
+            if not isinstance(value, np.ndarray) or value.dtype != np.float64 or value.shape != shape:
+                got = f"{value.dtype}{list(value.shape)}" if isinstance(value, np.ndarray) else type(value).__name__
+                return f"{name} must be float64{list(shape)}, got {got}"
+    return ""

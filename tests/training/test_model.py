@@ -78,3 +78,17 @@ def test_the_local_steps_graph_equals_h_step_graphs_with_sgd():
         np.testing.assert_allclose(out[f"delta.{n}"], local[n] - params[n], rtol=1e-12, atol=1e-15)
         assert np.abs(out[f"delta.{n}"]).max() > 0
     assert float(out["loss"]) == loss
+
+
+def test_check_update_refuses_what_cannot_be_aggregated():
+    from p2pcompute.training.model import check_update
+
+    model = Model(4, (3,), 2)
+    good = init_params(model, np.random.default_rng(0))
+    assert check_update(model, good) == ""
+    assert check_update(model, {**good, "W0": np.full((4, 3), np.nan)}) == ""  # values: the rule's business
+    assert "mapping" in check_update(model, [1, 2])
+    assert "not the parameters" in check_update(model, {"W0": good["W0"]})
+    assert "float64[4, 3]" in check_update(model, {**good, "W0": good["W0"].T})
+    assert "float64[3]" in check_update(model, {**good, "b0": good["b0"].astype(np.float32)})
+    assert "got list" in check_update(model, {**good, "b1": [0.0, 0.0]})
