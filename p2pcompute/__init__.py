@@ -10,6 +10,7 @@ Package map:
     storage/      content-addressed blocks and files, bitswap, data registry
     ops/          operators, tensor DSL, WebAssembly programs, sandboxed executor
     scheduler/    job specs, planning, placement, dispatch, verification
+    training/     distributed training: models as opset-2 graphs, robust aggregation, the coordinator
     cli/          the ``p2pcompute`` command (argument parsing and printing only)
     simulations/  in-memory network with virtual time and scenario runners
 """

@@ -132,7 +132,7 @@ def cmd_ops_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"opset": OPSET_VERSION, "supported_opsets": list(SUPPORTED_OPSETS), "operators": [
             {"name": op.name, "category": op.category, "signature": op.signature(), "doc": op.doc,
-             "inputs": [op.min_inputs, op.max_inputs],
+             "inputs": [op.min_inputs, op.max_inputs], "since": op.since,
              "attributes": [{"name": a.name, "kind": a.kind, "doc": a.doc} for a in op.attrs]}
             for op in ops]})
         return 0
@@ -140,10 +140,10 @@ def cmd_ops_list(args: argparse.Namespace) -> int:
 
     from rich.markup import escape
 
-    table = Table("operator", "category", "signature", "semantics",
+    table = Table("operator", "category", "since", "signature", "semantics",
                   title=escape(f"opset {OPSET_VERSION} (this peer supports {list(SUPPORTED_OPSETS)})"))
     for op in ops:  # escaped: docs say [min, max], which rich would take for markup
-        table.add_row(escape(op.name), op.category, escape(op.signature()), escape(op.doc))
+        table.add_row(escape(op.name), op.category, f"v{op.since}", escape(op.signature()), escape(op.doc))
     console.print(table)
     return 0
 

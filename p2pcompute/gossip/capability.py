@@ -20,10 +20,13 @@ from ..node import wire
 from ..node.identity import Identity, PeerId
 from ..node.messages import MAX_TEXT, check_number, check_resources, check_texts
 from ..node.wire import message
+from ..ops.opset import SUPPORTED_OPSETS
 
 MAX_RECORD_BYTES = 4096
 MAX_OPSETS = 16
-OPSET_VERSION = "ops/v1"
+OPSET_VERSION = "ops/v1"  # the base operator set every peer runs (a record's default)
+# every operator set this peer runs, as its own record advertises them (ops/opset.py: opset 2 adds training)
+SUPPORTED_OPSET_NAMES = tuple(f"ops/v{v}" for v in SUPPORTED_OPSETS)
 
 
 @message(110, signed=True)

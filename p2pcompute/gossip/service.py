@@ -30,7 +30,7 @@ from ..errors import TransportError
 from ..node.api import HttpError, json_response
 from ..node.identity import PeerId
 from . import events as ev
-from .capability import detect_resources, make_record
+from .capability import SUPPORTED_OPSET_NAMES, detect_resources, make_record
 from .events import MembershipConfig, TimerKind
 from .membership import Membership
 from .messages import ALIVE, DEAD, LEFT, STATE_NAMES, SUSPECT, Ack, Gossip, Nack, Ping, PingReq, PushPull, PushPullReply
@@ -229,4 +229,4 @@ class MembershipService:
         res = self.node.resources
         return make_record(self.node.identity, int(self._wall() * 1000), cpus=res.cpus, memory=res.memory,
                            arch=detect_resources()["arch"], free_slots=max(1, int(res.cpus)),
-                           labels=dict(res.labels))
+                           labels=dict(res.labels), opsets=SUPPORTED_OPSET_NAMES)

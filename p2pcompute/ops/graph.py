@@ -48,7 +48,7 @@ import yaml
 
 from ..errors import P2PComputeError, UserError, WireError
 from . import tensor_format
-from .opset import DTYPE_NAMES, OPSET_VERSION, SUPPORTED_OPSETS, Spec, check_attrs, lookup
+from .opset import DTYPE_NAMES, SUPPORTED_OPSETS, Spec, check_attrs, lookup, min_opset
 
 MAX_NODES = 10_000
 MAX_GRAPH_BYTES = 16 << 20
@@ -78,11 +78,12 @@ class Graph:
     """A checked operator graph (see the module docstring)."""
 
     def __init__(self, inputs: Iterable[InputDecl], nodes: Iterable[Node], outputs: Iterable[str],
-                 opset: int = OPSET_VERSION) -> None:
+                 opset: int | None = None) -> None:
         self.inputs = list(inputs)
         self.nodes = list(nodes)
         self.outputs = list(outputs)
-        self.opset = opset
+        # no opset named: the lowest one that has every operator (opset-1 graphs stay opset 1)
+        self.opset = min_opset(n.op for n in self.nodes) if opset is None else opset
         self._params: list[dict[str, Any]] = []
         self._check_structure()
 
@@ -97,7 +98,7 @@ class Graph:
         for decl in self.inputs:
             _define(decl.name, defined, "input")
         for node in self.nodes:
-            opdef = lookup(node.op)
+            opdef = lookup(node.op, self.opset)
             where = f"node {node.name!r} ({node.op})"
             if not opdef.min_inputs <= len(node.inputs) <= opdef.max_inputs:
                 want = (str(opdef.min_inputs) if opdef.min_inputs == opdef.max_inputs
@@ -265,8 +266,8 @@ def _graph_from_dict(data: Any) -> Graph:
     unknown = sorted(set(map(str, data)) - {"opset", "inputs", "nodes", "outputs"})
     if unknown:
         raise UserError(f"graph has unknown key(s) {unknown}; expected opset, inputs, nodes, outputs")
-    opset = data.get("opset", OPSET_VERSION)
-    if not isinstance(opset, int) or isinstance(opset, bool):
+    opset = data.get("opset")
+    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
         raise UserError(f"graph opset must be an integer, got {opset!r:.40}")
     raw_inputs = data.get("inputs") or {}
     if not isinstance(raw_inputs, dict):

@@ -6,10 +6,19 @@ and dtype inference function and a numpy kernel. Inference runs on ``Spec``s
 it raises ``UserError`` naming what is wrong, and the graph layer prefixes the
 node, operator and input shapes.
 
-Operator sets are versioned: ``OPSET_VERSION`` is the set this code defines,
-``SUPPORTED_OPSETS`` what a peer advertises. An opset is append-only once
+Operator sets are versioned: ``OPSET_VERSION`` is the newest set this code
+defines, ``SUPPORTED_OPSETS`` every set a peer runs (and advertises as
+``ops/v<n>`` in its capability record). An opset is append-only once
 published: an operator's semantics never change within a version; a change
-means a new opset number.
+means a new opset number. Each operator names the opset that introduced it
+(``OpDef.since``); a graph declaring opset n may use only operators with
+``since <= n``, so a graph of opset 1 means the same on every peer, old or
+new. A graph that names no opset gets the lowest one its operators need
+(``min_opset``), so graphs of opset-1 operators still run on opset-1 peers.
+
+Versions: 1, the base set (op_elementwise, op_reduce, op_shape); 2, adds the
+training operators of op_train.py (softmax cross-entropy and its gradient,
+relu's gradient, argmax).
 
 Reproducibility
 ---------------
@@ -46,8 +55,8 @@ import numpy as np
 
 from ..errors import UserError
 
-OPSET_VERSION = 1
-SUPPORTED_OPSETS = (1,)
+OPSET_VERSION = 2
+SUPPORTED_OPSETS = (1, 2)
 
 BOOL = frozenset({"bool"})
 SIGNED = frozenset({"int8", "int16", "int32", "int64"})
@@ -105,6 +114,7 @@ class OpDef:
     max_inputs: int
     attrs: tuple[Attr, ...] = ()
     portable: Callable[[list[Spec]], bool] = field(default=lambda specs: True)
+    since: int = 1  # the opset that introduced this operator
 
     def signature(self) -> str:
         if self.min_inputs == self.max_inputs:
@@ -126,13 +136,22 @@ def register(opdef: OpDef) -> OpDef:
     return opdef
 
 
-def lookup(name: str) -> OpDef:
+def lookup(name: str, opset: int = OPSET_VERSION) -> OpDef:
+    """The operator ``name`` as opset ``opset`` defines it; ``UserError`` if it has none."""
     _load_all()
     opdef = REGISTRY.get(name)
     if opdef is None:
         raise UserError(f"unknown operator {name!r} in opset {OPSET_VERSION}; "
                         "`p2pcompute ops list` shows the operators")
+    if opdef.since > opset:
+        raise UserError(f"operator {name!r} needs opset {opdef.since}; the graph declares opset {opset}")
     return opdef
+
+
+def min_opset(op_names: Any) -> int:
+    """The lowest opset that defines every named operator (unknown names count as 1)."""
+    _load_all()
+    return max((REGISTRY[n].since for n in op_names if n in REGISTRY), default=1)
 
 
 def all_ops() -> list[OpDef]:
@@ -141,7 +160,7 @@ def all_ops() -> list[OpDef]:
 
 
 def _load_all() -> None:
-    from . import op_elementwise, op_reduce, op_shape  # noqa: F401  (they register)
+    from . import op_elementwise, op_reduce, op_shape, op_train  # noqa: F401  (they register)
 
 
 # --- attribute checking (attributes may come from untrusted CBOR or YAML) ---

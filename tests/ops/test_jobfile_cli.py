@@ -97,7 +97,9 @@ def test_ops_list_and_scene(tmp_path, capsys):
     assert main(["ops", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     names = {op["name"] for op in listing["operators"]}
-    assert listing["opset"] == 1 and {"matmul", "normalized_difference", "reduce_max"} <= names
+    assert listing["opset"] == 2 and listing["supported_opsets"] == [1, 2]
+    assert {"matmul", "normalized_difference", "reduce_max", "softmax_cross_entropy"} <= names
+    assert {op["name"]: op["since"] for op in listing["operators"]}["relu_grad"] == 2
     assert main(["ops", "list", "--category", "reduction"]) == 0
     assert "reduce_mean" in capsys.readouterr().out
     assert main(["ops", "list", "--category", "nope"]) == 1

@@ -1,0 +1,126 @@
+"""Training figures (issue 12) on scikit-learn's handwritten digits, all in one process.
+
+    python bench/bench_training.py [--seed 0] [--json]
+
+Prints:
+  * the single-process reference trainer (opset-2 step graphs run by
+    Graph.run): test accuracy and wall time for the MLP 64-32-10 and the
+    linear model, and the same MLP step written in plain numpy, for the
+    graphs' overhead;
+  * the coordinator driven in-process (training/inprocess.py) in sync, local
+    (DiLoCo, H local steps) and async modes: final accuracy, rounds, bytes
+    moved in all and until the test accuracy first reached 95%, and the ratio
+    sync / local;
+  * sync with one peer killed mid-round in every round;
+  * 20% byzantine peers (2 of 10, 10 shards a round) with each attack under
+    each aggregation rule, beside the clean run of the same rule (test
+    accuracy averaged over --byzantine-seeds seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from p2pcompute.training import data, reference
+from p2pcompute.training.aggregate import RULES
+from p2pcompute.training.coordinator import TrainConfig
+from p2pcompute.training.inprocess import RunConfig, run
+from p2pcompute.training.model import Model, init_params
+from p2pcompute.training.optim import Sgd
+
+
+def numpy_mlp(split: data.Split, epochs: int, batch: int, lr: float, momentum: float, seed: int) -> tuple[float, float]:
+    """The same MLP and schedule by hand in numpy: (test accuracy, wall seconds)."""
+    start = time.perf_counter()
+    model = Model(64, (32,), 10)
+    p = init_params(model, np.random.default_rng(seed))
+    opt = Sgd(lr, momentum)
+    per_epoch = len(split.y_train) // batch
+    for step in range(epochs * per_epoch):
+        idx = data.batch_indices(len(split.y_train), batch, step, seed)
+        x, y = split.x_train[idx], split.y_train[idx]
+        a0 = x @ p["W0"] + p["b0"]
+        h0 = np.maximum(a0, 0)
+        z = h0 @ p["W1"] + p["b1"]
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        d = e / e.sum(axis=1, keepdims=True)
+        d[np.arange(len(y)), y] -= 1
+        d /= len(y)
+        dh = (d @ p["W1"].T) * (a0 > 0)
+        p = opt.step(p, {"W1": h0.T @ d, "b1": d.sum(0), "W0": x.T @ dh, "b0": dh.sum(0)})
+    pred = np.argmax(np.maximum(split.x_test @ p["W0"] + p["b0"], 0) @ p["W1"] + p["b1"], axis=1)
+    return float(np.mean(pred == split.y_test)), time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--byzantine-seeds", type=int, default=3, help="seeds averaged in the byzantine table")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    split = data.digits(seed=args.seed)
+    out: dict = {"train_examples": len(split.y_train), "test_examples": len(split.y_test)}
+
+    for name, model in (("mlp", Model(64, (32,), 10)), ("linear", Model(64, (), 10))):
+        r = reference.train(model, split, epochs=20, batch=32, lr=0.1, momentum=0.9, seed=args.seed)
+        out[f"reference_{name}"] = {"accuracy": r.test_accuracy, "wall_s": r.wall_seconds, "steps": r.steps,
+                                    "params": model.param_count()}
+    acc, wall = numpy_mlp(split, 20, 32, 0.1, 0.9, args.seed)
+    out["numpy_mlp"] = {"accuracy": acc, "wall_s": wall}
+
+    modes = {
+        "sync": RunConfig(TrainConfig("sync", shards=4, rounds=150), seed=args.seed),
+        "local": RunConfig(TrainConfig("local", shards=4, rounds=10, local_steps=20), seed=args.seed),
+        "async": RunConfig(TrainConfig("async", shards=4, rounds=150, staleness_bound=4), seed=args.seed),
+        "sync_killed": RunConfig(TrainConfig("sync", shards=4, rounds=150), kill_per_round=1, seed=args.seed),
+    }
+    for name, cfg in modes.items():
+        r = run(cfg, split)
+        out[name] = {"accuracy": r.test_accuracy, "rounds": r.rounds, "updates": r.version,
+                     "bytes": r.bytes_moved, "bytes_to_95": r.bytes_to_target, "rounds_to_95": r.rounds_to_target,
+                     "wall_s": r.wall_seconds, "kills": r.kills, "reassigned": r.stats["reassigned"]}
+    if out["sync"]["bytes_to_95"] and out["local"]["bytes_to_95"]:
+        out["sync_over_local_bytes_to_95"] = out["sync"]["bytes_to_95"] / out["local"]["bytes_to_95"]
+    out["sync_over_local_bytes_total"] = out["sync"]["bytes"] / out["local"]["bytes"]
+
+    byz: dict = {}
+    base = TrainConfig("sync", shards=10, rounds=150)
+    seeds = range(args.seed, args.seed + args.byzantine_seeds)
+
+    def mean_accuracy(**kw) -> float:
+        return float(np.mean([run(RunConfig(base, peers=10, seed=s, **kw), split).test_accuracy for s in seeds]))
+
+    for rule in RULES:
+        byz[rule] = {"clean": mean_accuracy(rule=rule)}
+        for attack in ("sign_flip", "scaled", "biased"):
+            byz[rule][attack] = mean_accuracy(byzantine=2, attack=attack, rule=rule)
+    out["byzantine_20pct"] = byz
+
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"digits: {out['train_examples']} train / {out['test_examples']} test examples (machine shared)")
+    for name in ("reference_mlp", "reference_linear", "numpy_mlp"):
+        v = out[name]
+        print(f"  {name:<17} accuracy {v['accuracy']:.4f}  wall {v['wall_s']:.2f} s")
+    for name in modes:
+        v = out[name]
+        print(f"  {name:<12} accuracy {v['accuracy']:.4f}  rounds {v['rounds']:>4}  updates {v['updates']:>4}  "
+              f"bytes {v['bytes'] / 1e6:7.2f} MB  to 95%: {v['bytes_to_95'] and v['bytes_to_95'] / 1e6} MB "
+              f"(round {v['rounds_to_95']})  kills {v['kills']}  wall {v['wall_s']:.2f} s")
+    if "sync_over_local_bytes_to_95" in out:
+        print(f"  sync / local bytes to reach 95%: {out['sync_over_local_bytes_to_95']:.1f}x;"
+              f" in all: {out['sync_over_local_bytes_total']:.1f}x")
+    print(f"  20% byzantine (2 of 10 peers; sign_flip sends -4x, scaled 1e4x, biased +0.05 sign(g)), test accuracy,"
+          f" mean of {args.byzantine_seeds} seeds:")
+    for rule, v in byz.items():
+        print(f"    {rule:<14} clean {v['clean']:.4f}  " + "  ".join(
+            f"{a} {v[a]:.4f}" for a in ("sign_flip", "scaled", "biased")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Drive the coordinator in one process with real numeric work (no network), in virtual time.
+
+``run(RunConfig)`` joins ``peers`` simulated peers, feeds the coordinator's
+``Assign``s to them, lets each finish after a (seeded, per-peer) virtual
+duration, and turns the coordinator's ``Aggregate`` / ``Apply`` commands into
+parameter updates with the model's step graphs (model.py), the aggregation
+rule (aggregate.py) and the optimisers (optim.py). Faults are events too:
+``kill_per_round`` peers are lost in the middle of every round (their work is
+thrown away) and come back once the round has closed; ``byzantine`` peers
+send attacked payloads. Bytes are counted as the coordinator sees them:
+parameters shipped with every assignment, and every payload sent back.
+
+This is the seam the network wiring replaces: on real peers an ``Assign``
+becomes a task of the step graph (or of the local-steps loop) on the
+executor, and ``UpdateArrived`` its result's CID.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import aggregate
+from .coordinator import Aggregate, Apply, Assign, Coordinator, PeerJoined, PeerLost, TrainConfig, \
+    UpdateArrived
+from .data import Split, batch_indices, shard
+from .model import Model, Params, accuracy, init_params, local_graph, loss_and_grads
+from .optim import Sgd, flatten, nbytes, outer_step, unflatten
+
+
+@dataclass
+class RunConfig:
+    train: TrainConfig
+    model: Model = Model(64, (32,), 10)
+    peers: int = 4
+    batch: int = 32            # per shard and step
+    lr: float = 0.1            # sync/async SGD; local mode's inner SGD
+    momentum: float = 0.9      # sync SGD; local mode's inner SGD (reset every round)
+    outer_lr: float = 0.7      # local mode (DiLoCo)
+    outer_momentum: float = 0.9
+    rule: str = "mean"
+    byzantine: int = 0         # how many peers lie
+    attack: str = "sign_flip"  # sign_flip | scaled | biased
+    kill_per_round: int = 0
+    target_accuracy: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class Report:
+    mode: str
+    rounds: int
+    version: int
+    test_accuracy: float
+    bytes_moved: int
+    bytes_to_target: int | None          # bytes moved when test accuracy first reached the target
+    rounds_to_target: int | None
+    wall_seconds: float
+    curve: list[tuple[int, int, float]] = field(default_factory=list)  # (round, bytes so far, accuracy)
+    stats: dict = field(default_factory=dict)
+    kills: int = 0                        # peers lost mid-round
+    params: Params = field(default_factory=dict)  # the final parameters
+
+
+def run(cfg: RunConfig, split: Split) -> Report:
+    start = time.perf_counter()
+    rng = random.Random(cfg.seed)
+    model = cfg.model
+    params = init_params(model, np.random.default_rng(cfg.seed))
+    train = TrainConfig(**{**cfg.train.__dict__, "param_bytes": nbytes(params), "min_peers": cfg.peers})
+    coord = Coordinator(train, random.Random(cfg.seed + 1))
+    peers = [f"p{i}" for i in range(cfg.peers)]
+    liars = set(peers[:cfg.byzantine])
+    speed = {p: rng.uniform(0.5, 1.5) for p in peers}
+    opt = Sgd(cfg.lr, cfg.momentum if train.mode == "sync" else 0.0)
+    outer = Sgd(cfg.outer_lr, cfg.outer_momentum, nesterov=True)
+    combine = aggregate.rule(cfg.rule, cfg.byzantine)
+    queue: list[tuple[float, int, Assign, Params]] = []
+    seq = 0
+    now = 0.0
+    killed: list[str] = []
+    killed_round = -1
+    kills = 0
+    curve: list[tuple[int, int, float]] = []
+    to_target: tuple[int, int] | None = None
+
+    def moved() -> int:
+        return coord.stats["bytes_down"] + coord.stats["bytes_up"]
+
+    def record(round_: int) -> None:
+        nonlocal to_target
+        acc = accuracy(model, params, split.x_test, split.y_test)
+        curve.append((round_, moved(), acc))
+        if to_target is None and acc >= cfg.target_accuracy:
+            to_target = (round_, moved())
+
+    def execute(commands: list) -> None:
+        nonlocal seq, params
+        for cmd in commands:
+            if isinstance(cmd, Assign):  # the peer starts from the parameters of now (cmd.version)
+                seq += 1
+                payload = work(cfg, model, params, split, cmd)
+                if cmd.peer in liars:
+                    payload = attack(cfg.attack, payload, rng)
+                done = now + speed[cmd.peer] * rng.uniform(0.8, 1.2) * cmd.steps
+                heapq.heappush(queue, (done, seq, cmd, payload))
+            elif isinstance(cmd, Aggregate):
+                rows = np.stack([flatten(c.payload) for c in cmd.contributions])
+                mean = unflatten(combine(rows), params)
+                params = opt.step(params, mean) if train.mode == "sync" else outer_step(outer, params, mean)
+                record(cmd.round + 1)
+            elif isinstance(cmd, Apply):
+                c = cmd.contribution
+                params = {n: p - cfg.lr * c.weight * c.payload[n] for n, p in params.items()}
+                if coord.round > cmd.round:  # this update closed the epoch
+                    record(cmd.round + 1)
+
+    for p in peers:
+        execute(coord.handle(PeerJoined(p), now))
+    while queue and not coord.finished:
+        now, _, task, payload = heapq.heappop(queue)
+        if task.peer in killed:
+            continue  # its work died with it
+        if cfg.kill_per_round and killed_round != coord.round and task.round == coord.round:
+            killed_round = coord.round  # mid-round: some shards are in, others not
+            alive = sorted(set(peers) - set(killed))
+            for victim in rng.sample(alive, min(cfg.kill_per_round, len(alive) - 1)):  # one always survives
+                killed.append(victim)
+                kills += 1
+                execute(coord.handle(PeerLost(victim), now))
+            if task.peer in killed:
+                continue
+        before = coord.round
+        execute(coord.handle(UpdateArrived(task.peer, task.round, task.shard, payload, nbytes(payload)), now))
+        if coord.round != before and killed:  # the round closed: the killed peers come back
+            for p in killed:
+                execute(coord.handle(PeerJoined(p), now))
+            killed = []
+    final = accuracy(model, params, split.x_test, split.y_test)
+    return Report(train.mode, coord.round, coord.version, final, moved(),
+                  to_target[1] if to_target else None, to_target[0] if to_target else None,
+                  time.perf_counter() - start, curve, dict(coord.stats), kills, params)
+
+
+def work(cfg: RunConfig, model: Model, params: Params, split: Split, task: Assign) -> Params:
+    """What a peer computes for an assignment: a gradient, or the delta after ``steps`` local steps."""
+    x, y = shard(split.x_train, split.y_train, task.shard, cfg.train.shards)
+    seed = cfg.seed + 1_000_003 * task.shard  # shard 0 draws the reference trainer's minibatches
+    if task.kind == "gradient":
+        idx = batch_indices(len(y), cfg.batch, task.round, seed)
+        return loss_and_grads(model, params, x[idx], y[idx])[2]
+    # H steps as one opset-2 graph (the task a peer runs): the same numbers as H step graphs + Sgd
+    idx = np.concatenate([batch_indices(len(y), cfg.batch, task.round * task.steps + j, seed)
+                          for j in range(task.steps)])
+    graph = local_graph(model, cfg.batch, task.steps, cfg.lr, cfg.momentum)
+    out = graph.run({"x": x[idx], "y": y[idx], **params})
+    return {n: out[f"delta.{n}"] for n in params}
+
+
+def attack(kind: str, payload: Params, rng: random.Random) -> Params:
+    if kind == "sign_flip":
+        return {n: -4.0 * v for n, v in payload.items()}
+    if kind == "scaled":
+        return {n: 1e4 * v for n, v in payload.items()}
+    if kind == "biased":
+        return {n: v + 0.05 * np.sign(v) for n, v in payload.items()}
+    raise ValueError(f"unknown attack {kind!r}")
