@@ -278,12 +278,12 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
                 "outputs": [list(o) for o in r.outputs] if r else []}
 
     def candidates(self) -> list[Candidate]:
-        from ..gossip.capability import OPSET_VERSION, detect_resources
+        from ..gossip.capability import SUPPORTED_OPSET_NAMES, detect_resources
 
         res = self.node.resources
         slots = self.leases.slots if self.leases else 1
         out = [Candidate(str(self.node.peer_id), slots, res.cpus, res.memory, detect_resources()["arch"],
-                         dict(res.labels), (OPSET_VERSION,), True, 0.0)]
+                         dict(res.labels), SUPPORTED_OPSET_NAMES, True, 0.0)]
         membership = self.node.services.get("membership")
         if membership is not None and membership.sm is not None:
             for m in membership.sm.members():
