@@ -83,10 +83,10 @@ class ReplicationMixin:
         me = self.node.peer_id
         everyone = trio.Event() if everyone is None else everyone
         job.replicas = closest(job.js.job_id, [p for p in self._live() if p != me], self.config.replicas)
-        delta = cbor2.dumps(job.js.delta())
         if not job.replicas:
             everyone.set()
             return True
+        delta = cbor2.dumps(job.js.delta())   # only when someone is there to receive it
         encoded: dict[str, bytes] = {}
 
         def full() -> bytes:          # as of when a replica first needs it: newer than the delta is fine
