@@ -187,3 +187,55 @@ def test_unmet_plan_names_each_stage_no_known_peer_can_run():
     assert unmet_plan(p, cands) == ["stage s: no peer offers arch=arm64: 12 peers known",
                                     "stage s: no peer offers wasm: 12 peers known"]
     assert unmet_plan(p, peers(3) + [Candidate("pi", 1, 4, 8 * GiB, "arm64")]) == []
+
+
+def _holder_scene(holder_free: int, others_free: int, n: int = 20):
+    """p0 holds every task's input (100 MB); it and the n-1 others have the free slots given."""
+    cands = [Candidate("p0", holder_free, 4, 8 * GiB, "x86_64", load=1.0 if holder_free == 0 else 0.5)]
+    cands += [Candidate(f"p{i}", others_free, 4, 8 * GiB, "x86_64", load=1.0 if others_free == 0 else 0.25)
+              for i in range(1, n)]
+    return cands, {"cid": ["p0"]}
+
+
+def _task(i: int):
+    return dispatch(f"t{i}", inputs=[("x", "cid", 100 << 20)])
+
+
+def test_a_holder_with_a_free_slot_is_offered_the_task_alone():
+    cands, providers = _holder_scene(holder_free=2, others_free=4)
+    placed = Placement(random.Random(1)).place([_task(0), _task(1)], cands, providers)
+    assert [p.peers for p in placed] == [("p0",), ("p0",)]
+
+
+def test_a_busy_holder_is_passed_over_while_a_probed_peer_has_a_free_slot():
+    """The holder's slots are taken (by its record, or by this batch's first two tasks): the next tasks
+    go to probed peers with free slots too, instead of only queueing at the holder."""
+    cands, providers = _holder_scene(holder_free=2, others_free=4)
+    placed = Placement(random.Random(2)).place([_task(i) for i in range(6)], cands, providers)
+    assert [p.peers for p in placed[:2]] == [("p0",), ("p0",)]
+    free = {c.peer for c in cands if c.free_slots and c.peer != "p0"}
+    assert all(set(p.peers) & free for p in placed[2:]), placed
+    cands, providers = _holder_scene(holder_free=0, others_free=4)
+    for seed in range(20):
+        p = Placement(random.Random(seed)).place([_task(0)], cands, providers)[0]
+        assert len(p.peers) == 2 and set(p.peers) & free
+    # the old rule (busy holders wait): the holder alone, while it has room for a reservation
+    old = PlacementConfig(busy_holders_move=False)
+    p = Placement(random.Random(3), old).place([_task(0)], cands, providers)[0]
+    assert p.peers == ("p0",)
+
+
+def test_with_every_probed_peer_busy_a_task_waits_at_its_busy_holder():
+    """A saturated network: moving the input gains nothing, so the task is reserved at its holder only."""
+    cands, providers = _holder_scene(holder_free=0, others_free=0)
+    placed = Placement(random.Random(4)).place([_task(0), _task(1)], cands, providers)
+    assert [p.peers for p in placed] == [("p0",), ("p0",)]        # max_queued (2) reservations beyond its slots
+    third = Placement(random.Random(4)).place([_task(i) for i in range(3)], cands, providers)[2]
+    assert third.peers and "p0" not in third.peers                  # its queue is full: elsewhere
+
+
+def test_the_oracle_starts_a_task_at_a_free_holder_rather_than_moving_its_input():
+    cands = [Candidate("holder", 1, 4, 8 * GiB, "x86_64", queue=0), Candidate("idle", 4, 4, 8 * GiB, "x86_64")]
+    placed = Placement(random.Random(0), PlacementConfig(mode="oracle")).place(
+        [_task(0), _task(1)], cands, {"cid": ["holder"]})
+    assert [p.peers for p in placed] == [("holder",), ("idle",)]    # then the holder has no slot left
