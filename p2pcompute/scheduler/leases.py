@@ -244,7 +244,7 @@ class ExecutorLeases:
                 self._seen(event.job_id, event.epoch)     # only a revoke of a lease held here says so
                 if x.offer.coordinator != event.coordinator:
                     self.stats["successor_revokes"] += 1
-                del self._leases[event.job_id, event.lease_id]
+                self._leases.pop((event.job_id, event.lease_id), None)   # _seen may have fenced it out already
                 if x.state == "running":
                     out.append(Stop(event.job_id, x.offer.task, event.lease_id, event.reason))
         elif isinstance(event, Ended):

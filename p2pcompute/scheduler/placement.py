@@ -21,20 +21,31 @@ holding part of its input (provider hints), ranked by load minus locality
 ``locality_weight``), ties broken at random. If ``locality_weight`` > 0 and
 peers with room hold at least ``holders_only_share`` of the task's input
 bytes, only they are offered it: a second offer elsewhere would win the
-race whenever the holder is busy, and the holder's queue is bounded anyway.
+race about half the time even when the holder is free. But a holder without
+a free slot (by its record, less this batch's reservations) is passed over
+while some probed peer still has one (``busy_holders_move``): a slot frees
+at a busy 4-slot peer after a quarter of a task on average, several seconds,
+while moving the input costs its bytes over the link, about a second; the
+busy holder stays among the ranked peers, so it still wins if it frees
+first. With every probed peer busy, too (a saturated network), nothing is
+gained by moving: the task waits at its holders.
 A peer takes at most ``free_slots + max_queued`` reservations, counting
 those still outstanding from earlier batches (``reserved``: the caller's
-offers not yet answered): never more tasks on a peer than its free slots, a
-short queue of reservations beyond them (its executor accepts only within its slots, so
+offers not yet answered):
+never more tasks on a peer than its free slots, a short queue of
+reservations beyond them (its executor accepts only within its slots, so
 the first reserved peer to have a free slot gets the task: late binding).
 Peers a task failed on (``Dispatch.avoid``) are used only if no other peer
 with room can run it. Probed peers full: any eligible peer with room.
 
-*A lone peer*, the only candidate there is, takes every task it meets.
+*A lone peer*, the only candidate there is, takes every task it can run, within its budget too
+(offers beyond what its executor queues would only be declined and offered again).
 
 *Oracle* (for the simulation's comparison only: it knows every queue): each
 task goes to the one peer with the least expected wait (queue plus tasks it
-was given in this batch, minus free slots), locality as a tie-breaker.
+was given in this batch, minus free slots; any free slot means no wait),
+then the one holding most of its input (so no input moves when a holder can
+start it as soon), then the one with the most free slots.
 *Random*: each task to one peer drawn uniformly among those that meet it.
 """
 
@@ -129,6 +140,7 @@ class PlacementConfig:
     max_queued: int = 2             # reservations a peer may hold beyond its free slots, per batch
     holders_only_share: float = 0.5  # a task whose input bytes a peer with room holds this share of is offered
                                      # only to such peers (late binding among holders); above 1: off
+    busy_holders_move: bool = True   # holders without a free slot are passed over when a probed peer has one
 
 
 class Placement:
@@ -159,8 +171,7 @@ class Placement:
                 for d in ds:
                     placed[d.job_id, d.task] = Placed(d.task, (), reason)
                 continue
-            lone = len(candidates) == 1
-            batch = _Batch(self, eligible, by_peer, providers, used, lone)
+            batch = _Batch(self, eligible, by_peer, providers, used)
             if self.config.mode == "sparrow":
                 wanted = max(1, max(d.wanted for d in ds))
                 batch.probe(self.rng.sample(eligible, min(len(eligible), wanted * len(ds))))   # d·m, once
@@ -170,13 +181,13 @@ class Placement:
 
     def room(self, candidates: list[Candidate], reserved: Mapping[Any, int] | None = None) -> int:
         """How many more reservations ``place`` could make now (over every candidate's budget)."""
-        if self.config.mode == "oracle" or len(candidates) == 1:
+        if self.config.mode == "oracle":
             return 1 << 30
         reserved = reserved or {}
         return sum(max(0, c.free_slots + self.config.max_queued - reserved.get(c.peer, 0)) for c in candidates)
 
-    def _budget(self, c: Candidate, used: dict, lone: bool) -> bool:
-        if lone or self.config.mode == "oracle":
+    def _budget(self, c: Candidate, used: dict) -> bool:
+        if self.config.mode == "oracle":
             return True
         return used.get(c.peer, 0) < c.free_slots + self.config.max_queued
 
@@ -196,22 +207,30 @@ class Placement:
 class _Batch:
     """One group of dispatches with the same requirements, placed one after another."""
 
-    def __init__(self, pl: Placement, eligible: list[Candidate], by_peer: dict, providers: Mapping, used: dict,
-                 lone: bool) -> None:
+    def __init__(self, pl: Placement, eligible: list[Candidate], by_peer: dict, providers: Mapping,
+                 used: dict) -> None:
         self.pl, self.cfg, self.rng = pl, pl.config, pl.rng
-        self.eligible, self.by_peer, self.providers, self.used, self.lone = eligible, by_peer, providers, used, lone
+        self.eligible, self.by_peer, self.providers, self.used = eligible, by_peer, providers, used
         self.names = {c.peer for c in eligible}
         self.heap: list[tuple[float, float, int]] = []     # (load when pushed, tie-break, index in probed)
         self.probed: list[Candidate] = []
         self.full = False                                  # no eligible peer has room left (it only shrinks)
+        self.probed_free = 0                               # probed peers with a free slot left (only shrinks)
+        self.probed_names: set = set()
 
     def probe(self, probed: list[Candidate]) -> None:
         self.probed = probed
+        self.probed_names = {c.peer for c in probed}
+        self.probed_free = sum(1 for c in probed if self.free(c))
         self.heap = [(self.load(c), self.rng.random(), i) for i, c in enumerate(probed)]
         heapq.heapify(self.heap)
 
     def room(self, c: Candidate) -> bool:
-        return self.pl._budget(c, self.used, self.lone)
+        return self.pl._budget(c, self.used)
+
+    def free(self, c: Candidate) -> bool:
+        """A free slot left at ``c`` by its record, after this batch's reservations."""
+        return self.used.get(c.peer, 0) < c.free_slots
 
     def load(self, c: Candidate) -> float:
         return (self.used.get(c.peer, 0) + c.load) / max(1, c.free_slots)
@@ -232,13 +251,23 @@ class _Batch:
             if mode == "random":
                 chosen = [self.rng.choice(pool)]
             elif mode == "oracle":
-                chosen = [min(pool, key=lambda c: (c.queue + self.used.get(c.peer, 0) - c.free_slots,
-                                                   -held.get(c.peer, 0.0), self.rng.random()))]
+                chosen = [min(pool, key=self._oracle_key(held))]
             else:
                 chosen = self._rank(pool, held)[:want]
         for c in chosen:
+            was_free = self.free(c)
             self.used[c.peer] = self.used.get(c.peer, 0) + 1
+            if was_free and not self.free(c) and c.peer in self.probed_names:
+                self.probed_free -= 1
         return Placed(d.task, tuple(c.peer for c in chosen))
+
+    def _oracle_key(self, held: dict) -> Any:
+        """Least tasks ahead (any free slot counts as none), then the share of the input held, then the most
+        free slots: the shortest wait, and no input moved when a holder can start it as soon."""
+        def key(c: Candidate) -> tuple:
+            ahead = c.queue + self.used.get(c.peer, 0) - c.free_slots
+            return (max(ahead, -1), -held.get(c.peer, 0.0), ahead, self.rng.random())
+        return key
 
     def _rank(self, cs: list[Candidate], held: dict) -> list[Candidate]:
         w = self.cfg.locality_weight
@@ -250,6 +279,8 @@ class _Batch:
                 and p not in d.avoid]
         if self.cfg.locality_weight > 0:
             holders = [c for c in near if held[c.peer] >= self.cfg.holders_only_share]
+            if holders and self.cfg.busy_holders_move and self.probed_free > 0:
+                holders = [c for c in holders if self.free(c)]     # busy holders: move the input instead
             if holders:
                 return self._rank(holders, held)[:want]
         picked, aside = [], []

@@ -97,7 +97,8 @@ class SchedPeer:
         self.world, self.peer, self.id, self.rng = world, peer, peer.id, rng
         s = world.s
         self.placement = Placement(random.Random(rng.getrandbits(64)), PlacementConfig(
-            mode=s.placement, locality_weight=s.locality_weight, holders_only_share=s.holders_only_share))
+            mode=s.placement, locality_weight=s.locality_weight, holders_only_share=s.holders_only_share,
+            busy_holders_move=s.busy_holders_move))
         self.ex = lx.ExecutorLeases(lx.ExecutorConfig(slots=s.slots, max_queued=s.max_queued,
                                                       heartbeat_s=s.job_config.lease_s / 3))
         self.ex_timer: float | None = None

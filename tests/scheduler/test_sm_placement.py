@@ -102,7 +102,7 @@ def test_peers_that_failed_a_task_are_avoided_unless_nobody_else_can():
 
 def test_a_lone_peer_runs_everything_itself():
     me = [Candidate("me", 1, 2, 4 * GiB, "x86_64")]
-    placed = Placement(random.Random(0)).place([dispatch(f"t{i}") for i in range(50)], me)
+    placed = Placement(random.Random(0)).place([dispatch(f"t{i}") for i in range(3)], me)   # its budget: 1 + 2
     assert all(p.peers == ("me",) for p in placed)
     assert Placement(random.Random(0)).place([dispatch("t", Requirements(arch="arm64"))], me)[0].reason == \
         "no peer offers arch=arm64: 1 peer known"
@@ -207,6 +207,69 @@ def test_reservations_still_outstanding_from_earlier_batches_count_against_a_pee
     assert sum(len(x.peers) for x in third) == 2
 
 
-def test_room_is_unbounded_for_a_lone_peer_and_for_the_oracle():
-    assert Placement(random.Random(0)).room(peers(1), {"p0": 50}) >= 1 << 20
+def test_room_is_unbounded_for_the_oracle_and_a_lone_peer_keeps_its_budget():
     assert Placement(random.Random(0), PlacementConfig(mode="oracle")).room(peers(3), {"p0": 9}) >= 1 << 20
+    lone = peers(1, slots=1)                          # budget: 1 free slot + 2 queued
+    pl = Placement(random.Random(0))
+    assert pl.room(lone) == 3 and pl.room(lone, {"p0": 50}) == 0
+
+
+def test_a_lone_peer_is_offered_no_more_than_its_budget_however_many_tasks_wait():
+    """Offers beyond what its executor queues would be declined and offered again, round after round (a lone
+    daemon with one slot declined 17,371 offers for a 200-task job): the rest wait for room."""
+    lone = peers(1, slots=1)
+    placed = Placement(random.Random(0)).place([dispatch(f"t{i}") for i in range(50)], lone)
+    assert sum(1 for p in placed if p.peers == ("p0",)) == 3
+    assert all("busy" in p.reason for p in placed if not p.peers)
+
+
+def _holder_scene(holder_free: int, others_free: int, n: int = 20):
+    """p0 holds every task's input (100 MB); it and the n-1 others have the free slots given."""
+    cands = [Candidate("p0", holder_free, 4, 8 * GiB, "x86_64", load=1.0 if holder_free == 0 else 0.5)]
+    cands += [Candidate(f"p{i}", others_free, 4, 8 * GiB, "x86_64", load=1.0 if others_free == 0 else 0.25)
+              for i in range(1, n)]
+    return cands, {"cid": ["p0"]}
+
+
+def _task(i: int):
+    return dispatch(f"t{i}", inputs=[("x", "cid", 100 << 20)])
+
+
+def test_a_holder_with_a_free_slot_is_offered_the_task_alone():
+    cands, providers = _holder_scene(holder_free=2, others_free=4)
+    placed = Placement(random.Random(1)).place([_task(0), _task(1)], cands, providers)
+    assert [p.peers for p in placed] == [("p0",), ("p0",)]
+
+
+def test_a_busy_holder_is_passed_over_while_a_probed_peer_has_a_free_slot():
+    """The holder's slots are taken (by its record, or by this batch's first two tasks): the next tasks
+    go to probed peers with free slots too, instead of only queueing at the holder."""
+    cands, providers = _holder_scene(holder_free=2, others_free=4)
+    placed = Placement(random.Random(2)).place([_task(i) for i in range(6)], cands, providers)
+    assert [p.peers for p in placed[:2]] == [("p0",), ("p0",)]
+    free = {c.peer for c in cands if c.free_slots and c.peer != "p0"}
+    assert all(set(p.peers) & free for p in placed[2:]), placed
+    cands, providers = _holder_scene(holder_free=0, others_free=4)
+    for seed in range(20):
+        p = Placement(random.Random(seed)).place([_task(0)], cands, providers)[0]
+        assert len(p.peers) == 2 and set(p.peers) & free
+    # the old rule (busy holders wait): the holder alone, while it has room for a reservation
+    old = PlacementConfig(busy_holders_move=False)
+    p = Placement(random.Random(3), old).place([_task(0)], cands, providers)[0]
+    assert p.peers == ("p0",)
+
+
+def test_with_every_probed_peer_busy_a_task_waits_at_its_busy_holder():
+    """A saturated network: moving the input gains nothing, so the task is reserved at its holder only."""
+    cands, providers = _holder_scene(holder_free=0, others_free=0)
+    placed = Placement(random.Random(4)).place([_task(0), _task(1)], cands, providers)
+    assert [p.peers for p in placed] == [("p0",), ("p0",)]        # max_queued (2) reservations beyond its slots
+    third = Placement(random.Random(4)).place([_task(i) for i in range(3)], cands, providers)[2]
+    assert third.peers and "p0" not in third.peers                  # its queue is full: elsewhere
+
+
+def test_the_oracle_starts_a_task_at_a_free_holder_rather_than_moving_its_input():
+    cands = [Candidate("holder", 1, 4, 8 * GiB, "x86_64", queue=0), Candidate("idle", 4, 4, 8 * GiB, "x86_64")]
+    placed = Placement(random.Random(0), PlacementConfig(mode="oracle")).place(
+        [_task(0), _task(1)], cands, {"cid": ["holder"]})
+    assert [p.peers for p in placed] == [("holder",), ("idle",)]    # then the holder has no slot left

@@ -81,7 +81,8 @@ class World:
         for tid, t in js.tasks.items():
             old = self.states[tid]
             if tid == self.reopened and old == "done" and t.state != "done":
-                assert t.state == "placing" and not t.outputs and t.accepted is None
+                # placed again, or queued to be (behind tasks waiting for room): either way not done, unkept
+                assert t.state in ("placing", "ready") and not t.outputs and t.accepted is None
                 self.done_count[tid] = 0                     # a new result will be taken
                 self.losses += 1
             elif old in TERMINAL:

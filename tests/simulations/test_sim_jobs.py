@@ -39,7 +39,7 @@ def test_a_churned_run_ends_every_job_and_replays_exactly():
     # the churn did hit running work and coordinators, and replicas took over
     assert report["churn"]["crashes"] >= 5 and report["runs_lost_in_crashes"] > 0
     assert report["takeovers"] >= 1
-    assert report["locality_share"] >= 0.9                    # one copy per file: run where it is
+    assert report["locality_share"] >= 0.6     # one copy per file; at 80% load busy holders are passed over
     assert report["job_latency_s"]["median"] < report["job_latency_s"]["p99"]
     assert not report["refused"]                             # well-behaved peers are never refused
     again, _ = _churned(4)
@@ -50,16 +50,20 @@ def test_a_churned_run_ends_every_job_and_replays_exactly():
 
 
 def test_killing_the_coordinators_every_job_still_completes():
-    """Every few seconds the coordinator of the oldest job whose coordinator was not killed yet crashes."""
-    run = JobsRun(JobsScenario(peers=30, jobs=12, seed=2, files_per_job=2, kill_coordinators=True, task_s=60.0,
-                               load=0.2, kill_every_s=5.0))
-    report = run.run()
+    """The coordinator of every job is crashed once while the job runs (never two holders of one job's
+    record within 10 s); every job completes, none twice, and the run replays exactly."""
+    def run() -> dict:
+        return JobsRun(JobsScenario(peers=30, jobs=40, seed=3, files_per_job=2, kill_coordinators=True,
+                                    task_s=30.0, load=0.2)).run()
+    report = run()
     print("\nkill-coordinators report:", json.dumps(_without_timing(report), sort_keys=True))
-    assert report["succeeded"] == report["jobs"] == 12
-    assert report["jobs_killed"] == 12
-    assert report["takeovers"] >= report["coordinator_losses"] >= 10
+    assert report["jobs_killed"] == report["jobs"] == 40
+    assert report["killed_jobs_succeeded"] == report["succeeded"] == 40
+    # one crash reaches every job its peer coordinates; a peer that took a killed job over may be hit again
+    assert report["coordinators_killed"] >= 30 and report["takeovers"] >= report["coordinators_killed"]
     assert report["tasks_lost"] == 0 and report["duplicate_results_accepted"] == 0
     assert report["repeated_final_reports"] == 0
+    assert _without_timing(run()) == _without_timing(report)
 
 
 def test_every_placement_mode_gets_the_same_jobs_and_completes_them():
@@ -141,22 +145,25 @@ def test_a_hundred_peers_run_two_hundred_jobs_under_churn():
     assert report["succeeded"] == 200 and report["tasks_lost"] == 0
     assert report["duplicate_results_accepted"] == 0 and report["repeated_final_reports"] == 0
     assert report["churn"]["crashes"] >= 2
-    assert report["locality_share"] >= 0.9
+    assert report["locality_share"] >= 0.6     # one copy per file; at 80% load busy holders are passed over
 
 
 @pytest.mark.slow
 def test_placement_at_80_percent_load_against_the_oracle_and_random():
-    """100 peers, 1000 jobs, the same workload for each mode (about 10 s of wall time each). Measured
-    (seeds 11, 12, 13): sparrow with holders-only offers 1.23-1.29x the oracle's median, locality 0.996;
-    without them 1.01-1.04x, locality 0.49; random 1.6-1.8x."""
+    """100 peers, 1000 jobs, the same workload for each mode (about 10 s of wall time each on an idle
+    machine). Measured (seeds 11, 12, 13): sparrow 1.08-1.11x the oracle's median, locality 0.72-0.73;
+    with busy holders waiting for a slot (the rule before) 1.27-1.33x, locality 0.996; offering anywhere
+    1.04-1.08x, locality 0.49-0.50; random 1.7-1.9x."""
     runs = {}
     for name, kw in (("oracle", {"placement": "oracle"}), ("random", {"placement": "random"}),
-                     ("sparrow", {}), ("sparrow_anywhere", {"holders_only_share": 2.0})):
+                     ("sparrow", {}), ("busy_holders_wait", {"busy_holders_move": False}),
+                     ("sparrow_anywhere", {"holders_only_share": 2.0})):
         report = JobsRun(JobsScenario(peers=100, jobs=1000, seed=11, **kw)).run()
         print(f"\n{name}:", json.dumps(_without_timing(report), sort_keys=True))
         assert report["succeeded"] == 1000 and report["tasks_lost"] == 0
         runs[name] = report
     median = {name: r["job_latency_s"]["median"] for name, r in runs.items()}
-    assert median["oracle"] <= median["sparrow_anywhere"] <= 1.12 * median["oracle"]     # Sparrow's 12%
-    assert median["sparrow"] < median["random"] and median["random"] >= 1.4 * median["oracle"]
-    assert runs["sparrow"]["locality_share"] >= 0.99 > 0.9 > runs["sparrow_anywhere"]["locality_share"]
+    locality = {name: r["locality_share"] for name, r in runs.items()}
+    assert median["oracle"] <= median["sparrow"] <= 1.12 * median["oracle"]               # Sparrow's 12%
+    assert median["sparrow"] < median["busy_holders_wait"] and median["random"] >= 1.4 * median["oracle"]
+    assert locality["busy_holders_wait"] >= 0.99 and locality["sparrow"] >= locality["sparrow_anywhere"] + 0.15
