@@ -39,8 +39,28 @@ class NoVerification(Strategy):
         return 1 + 8          # a lost execution is asked again, within the job's retries in practice
 
 
+class _Vote(Strategy):
+    """n executions, then a vote among them (``vote``): ``needed`` agreeing; up to ``2n + 1`` executions."""
+
+    n: int
+
+    @property
+    def needed(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def max_executions(self) -> int:  # type: ignore[override]
+        return 2 * self.n + 1
+
+    def first(self, v: TaskVerification) -> int:
+        return self.n
+
+    def decide(self, v: TaskVerification) -> list[Command]:
+        return vote(v, self.needed, self.n)
+
+
 @dataclass(frozen=True)
-class Replicate(Strategy):
+class Replicate(_Vote):
     """``replicate(n, agree=k)``: n executions on distinct peers, accepted when k agree and none dissents.
 
     The decision waits for all n (or their loss), so that k colluding peers
@@ -57,14 +77,8 @@ class Replicate(Strategy):
     name = "replicate"
 
     @property
-    def max_executions(self) -> int:  # type: ignore[override]
-        return 2 * self.n + 1
-
-    def first(self, v: TaskVerification) -> int:
-        return self.n
-
-    def decide(self, v: TaskVerification) -> list[Command]:
-        return vote(v, self.agree, self.n)
+    def needed(self) -> int:
+        return self.agree
 
     def canonical(self) -> str:
         return f"replicate({self.n}, agree={self.agree}{_tol(self.compare)})"
@@ -200,7 +214,7 @@ class Check(Strategy):
 
 
 @dataclass(frozen=True)
-class Tolerance(Strategy):
+class Tolerance(_Vote):
     """``tolerance(rtol, atol)``: replicate ``n`` (default 2) times, agreeing when the tensors are close."""
 
     rtol: float = 1e-6
@@ -213,14 +227,8 @@ class Tolerance(Strategy):
         return Close(self.rtol, self.atol)
 
     @property
-    def max_executions(self) -> int:  # type: ignore[override]
-        return 2 * self.n + 1
-
-    def first(self, v: TaskVerification) -> int:
+    def needed(self) -> int:
         return self.n
-
-    def decide(self, v: TaskVerification) -> list[Command]:
-        return vote(v, self.n, self.n)
 
     def canonical(self) -> str:
         return f"tolerance(rtol={self.rtol!r}, atol={self.atol!r}, n={self.n})"
