@@ -565,11 +565,15 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             await trio.sleep(self.config.poll_s)
 
     async def _member_died(self, peer: PeerId) -> None:
-        log.info("member %s is gone: its leases and jobs are handed on", peer.short)
+        running = [job for job in self.jobs.values() if job.js.state == "running"]
+        held = sum(1 for h in self.held.values() if h.coordinator == peer and h.record.get("state") == "running")
+        # membership logs the departure itself: this line is worth an INFO only when there is work to hand on
+        (log.info if running or held else log.debug)(
+            "member %s is gone: its tasks in the %d running job(s) coordinated here are placed again; %d job(s) "
+            "it coordinated go to their closest replica", peer.short, len(running), held)
         self._exec(lx.CoordinatorDied(peer))
-        for job in list(self.jobs.values()):
-            if job.js.state == "running":
-                await self._feed(job, ev.MemberDied(str(peer)))
+        for job in running:
+            await self._feed(job, ev.MemberDied(str(peer)))
         me = self.node.peer_id
         for job_id, held in list(self.held.items()):
             if held.coordinator == peer and held.record.get("state") == "running":
