@@ -13,20 +13,23 @@ honest peer is never caught by one.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 
-class Comparison:
+class Comparison(ABC):
     needs_tensors = False
 
+    @abstractmethod
     def same(self, a: Any, ta: dict | None, b: Any, tb: dict | None) -> bool:
-        raise NotImplementedError
+        """Whether two results (and their loaded tensors, when ``needs_tensors``) agree."""
 
+    @abstractmethod
     def conclusive(self, portable: bool) -> bool:
-        raise NotImplementedError
+        """Whether a disagreement under this comparison proves a result wrong."""
 
 
 @dataclass(frozen=True)

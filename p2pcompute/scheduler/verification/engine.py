@@ -39,6 +39,7 @@ event returns nothing.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
@@ -122,7 +123,7 @@ class GiveUp:
 Command = Execute | Load | Accept | Reject | GiveUp
 
 
-class Strategy:
+class Strategy(ABC):
     """A verification strategy: ``first`` executions, then ``decide`` after every event. Subclass both."""
 
     name = "strategy"
@@ -132,8 +133,9 @@ class Strategy:
     def first(self, v: TaskVerification) -> int:
         return 1
 
+    @abstractmethod
     def decide(self, v: TaskVerification) -> list[Command]:
-        raise NotImplementedError
+        """The commands after an event, from the task's results so far."""
 
     def canonical(self) -> str:
         return self.name

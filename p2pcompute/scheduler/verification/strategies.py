@@ -11,6 +11,7 @@ wrong result is *proven* wrong (and its peer banned) by the re-execution.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 
 from .checks import get_check, run_check
@@ -45,8 +46,9 @@ class _Vote(Strategy):
     n: int
 
     @property
+    @abstractmethod
     def needed(self) -> int:
-        raise NotImplementedError
+        """How many agreeing results accept the task."""
 
     @property
     def max_executions(self) -> int:  # type: ignore[override]
