@@ -126,12 +126,10 @@ class JobLookupMixin:
                     answers.append(answer)
             for p in peers:
                 nursery.start_soon(ask, p)
-        for source, summary in answers:
-            if source == "coordinator":
-                return summary
-        if not answers:
-            return None
-        best = max(answers, key=lambda a: (_int(a[1].get("epoch")), _int(a[1].get("version"))))[1]
+        chosen = best_answer(answers)
+        if chosen is None or chosen[0] == "coordinator":
+            return chosen[1] if chosen else None
+        best = chosen[1]
         coordinator = best.get("coordinator")
         try:
             peer = PeerId.from_string(coordinator) if isinstance(coordinator, str) else None
@@ -142,6 +140,17 @@ class JobLookupMixin:
             if answer is not None and answer[0] == "coordinator":
                 return answer[1]
         return best
+
+
+def best_answer(answers: list[tuple[str, dict]]) -> tuple[str, dict] | None:
+    """Of the answers peers gave, (source, summary): the coordinator's (it runs the job), else the replica
+    copy of the highest (epoch, version): the newest line of the job that is known."""
+    for answer in answers:
+        if answer[0] == "coordinator":
+            return answer
+    if not answers:
+        return None
+    return max(answers, key=lambda a: (_int(a[1].get("epoch")), _int(a[1].get("version"))))
 
 
 def _int(v: Any) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cbor2
 
 from p2pcompute.node.identity import Identity
-from p2pcompute.scheduler.job_lookup import MAX_SUMMARY_BYTES, record_summary
+from p2pcompute.scheduler.job_lookup import MAX_SUMMARY_BYTES, best_answer, record_summary
 from p2pcompute.scheduler.messages import JobQuery
 from p2pcompute.scheduler.replication import _Replica
 from p2pcompute.scheduler.service import SchedulerService
@@ -57,3 +57,11 @@ async def test_a_summary_too_large_for_a_message_leaves_out_its_tasks_then_its_o
     got = cbor2.loads(reply.summary)
     assert reply.found and "tasks" not in got and got["left_out"] == ["tasks", "stats"] and got["outputs"]
     assert len(reply.summary) <= MAX_SUMMARY_BYTES
+
+
+def test_the_coordinators_answer_wins_else_the_newest_replica_copy():
+    old, new = {"epoch": 0, "version": 9}, {"epoch": 1, "version": 2}
+    forged = {"epoch": "9", "version": 10**6}          # not integers: counts as the oldest
+    assert best_answer([]) is None
+    assert best_answer([("replica", old), ("replica", new), ("replica", forged)]) == ("replica", new)
+    assert best_answer([("replica", new), ("coordinator", old)]) == ("coordinator", old)
