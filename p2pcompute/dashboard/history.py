@@ -43,8 +43,9 @@ class MemberHistory:
 
     def series(self, now: float) -> dict:
         """``{"states": [...], "t": [seconds ago...], "counts": [[alive, suspect, dead, left], ...]}``, oldest first."""
-        return {"states": list(STATES), "t": [round(now - t, 1) for t, _ in self._points],
-                "counts": [list(c) for _, c in self._points]}
+        points = [(t, c) for t, c in self._points if now - self.span <= t <= now]
+        return {"states": list(STATES), "t": [round(now - t, 1) for t, _ in points],
+                "counts": [list(c) for _, c in points]}
 
     def __len__(self) -> int:
         return len(self._points)

@@ -157,7 +157,15 @@ def job_view(summary: Mapping[str, Any], tasks: Mapping[str, Any], created: floa
     return {"job": dict(summary), "stats": dict(stats), "counts": dict(counts), "total": len(tasks),
             "matching": len(chosen), "offset": offset, "limit": limit, "state": state, "stage": stage,
             "rows": rows, "stages": stage_graph(tasks), "results": results[:1000],
-            "results_total": len(results), "elapsed": round(clock - created, 3)}
+            "results_total": len(results), "elapsed": round(_end(summary, tasks, clock) - created, 3)}
+
+
+def _end(summary: Mapping[str, Any], tasks: Mapping[str, Any], clock: float) -> float:
+    """When the job ended (its last attempt's end) if it is over, else ``clock``."""
+    if summary.get("state") not in ("done", "failed", "cancelled"):
+        return clock
+    ends = [a["end"] for t in tasks.values() for a in t.attempts if a.get("end") is not None]
+    return max(ends, default=clock)
 
 
 def task_detail(tid: str, t: Any, created: float, clock: float) -> dict[str, Any]:

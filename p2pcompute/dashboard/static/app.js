@@ -17,7 +17,7 @@ function h(tag, attrs, ...children) {
     else if (k === "style") el.style.cssText = v;  // CSSOM: allowed by the page's CSP, unlike a style attribute
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
+  for (const c of children.flat(Infinity)) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
   return el;
 }
 const $ = (sel, el = document) => el.querySelector(sel);
@@ -100,6 +100,7 @@ function skeleton(r) {
   if (r.page === "jobs") page.append(submitForm());
   if (r.page === "job") page.append(h("div", { class: "pager" }, h("a", { href: "#/jobs" }, "← all jobs")));
   page.append(h("div", { id: "content" }, h("p", { class: "muted" }, "loading…")));
+  if (r.page === "job") page.append(h("div", { id: "task-detail" }));  // outside #content: kept across updates
 }
 
 function submitForm() {
@@ -149,7 +150,7 @@ function filter(r, name, choices, current) {
   return h("select", { id: "filter-" + name, onchange: (e) => { const p = new URLSearchParams(r.params); if (e.target.value) p.set(name, e.target.value); else p.delete(name); p.delete("offset"); go(r.page, r.arg, r.tab, p); } },
     h("option", { value: "" }, "all " + name + "s"), choices.map((c) => h("option", { value: c, selected: c === current }, c)));
 }
-function table(id, head, rows) {
+function table(id, head, ...rows) {
   return h("table", { id }, h("thead", {}, h("tr", {}, head.map((x) => h("th", {}, x)))), h("tbody", {}, rows));
 }
 function card(label, value, id) { return h("div", { class: "card" }, h("div", { class: "label" }, label), h("div", { class: "big", id }, value)); }
@@ -173,6 +174,10 @@ function renderNetwork(d, r, content) {
       h("select", { id: "sort", onchange: (e) => { const p = new URLSearchParams(r.params); p.set("sort", e.target.value); go(r.page, r.arg, r.tab, p); } },
         ["state", "peer", "load", "free_slots", "rtt", "last_heard"].map((s) => h("option", { value: s, selected: s === d.sort }, "sort by " + s)))),
     table("members", ["peer", "state", "address", "cpus", "memory", "arch / opsets", "load", "free slots", "RTT", "last heard"],
+      d.offset === 0 && (!d.state || d.state === "alive") ? h("tr", { "data-peer": me.peer_id, "data-state": "alive", class: "self" },
+        h("td", { class: "mono", title: me.peer_id }, short(me.peer_id) + " (this peer)"), h("td", {}, stateTag("alive")),
+        h("td", { class: "mono" }, (me.addresses[0] || "-").split("/p2p/")[0]), h("td", {}, me.resources.cpus ?? "-"), h("td", {}, fmtBytes(me.resources.memory)),
+        h("td", {}, ""), h("td", {}, "-"), h("td", {}, me.slots ? me.slots.total - me.slots.busy : "-"), h("td", {}, "-"), h("td", {}, "now")) : null,
       d.rows.map((p) => h("tr", { "data-peer": p.peer_id, "data-state": p.state },
         h("td", { class: "mono", title: p.peer_id }, short(p.peer_id)), h("td", {}, stateTag(p.state)),
         h("td", { class: "mono" }, p.address || "-"), h("td", {}, p.cpus ?? "-"), h("td", {}, fmtBytes(p.memory)),
@@ -252,13 +257,15 @@ function renderJob(d, r, content) {
       { tasks: "Tasks", timeline: "Timeline", dag: "Stages (DAG)", results: "Results" }[t])));
   const body = h("div", { id: "tab-body" });
   content.replaceChildren(
-    h("h1", {}, "Job ", h("span", { class: "mono" }, job.job_id), " ", h("span", { id: "job-state", "data-state": job.state }, stateTag(job.state)), " ", cancel),
+    h("div", { class: "pager" }, h("h1", {}, "Job ", h("span", { class: "mono" }, job.job_id), " ", h("span", { id: "job-state", "data-state": job.state }, stateTag(job.state))), cancel),
     h("div", { class: "cards" }, card("name", job.name || "-"), card("tasks", d.total),
       card("done", (d.counts.done || 0) + (d.counts.skipped ? " (+" + d.counts.skipped + " skipped)" : ""), "count-done"),
       card("running", (d.counts.running || 0) + (d.counts.fetching || 0) + (d.counts.offered || 0)), card("failed", d.counts.failed || 0),
-      card("elapsed", fmtS(d.elapsed)), card("coordinator", short(job.coordinator))),
+      card("elapsed", fmtS(d.elapsed)), h("div", { class: "card", title: job.coordinator }, h("div", { class: "label" }, "coordinator"), h("div", { class: "big mono" }, short(job.coordinator)))),
     job.reason ? h("p", { class: "err" }, job.reason) : "",
     progressBar(job.progress), tabs, body);
+  const detail = $("#task-detail");
+  if (detail) detail.hidden = tab !== "tasks";
   if (tab === "tasks") renderTasks(d, r, body);
   else if (tab === "timeline") renderTimeline(d, r, body);
   else if (tab === "dag") body.append(dagSvg(d.stages));
@@ -276,8 +283,8 @@ function renderTasks(d, r, body) {
       d.rows.map((t) => h("tr", { class: "click", "data-task": t.task, "data-state": t.state, onclick: () => openTask(d.job.job_id, t.task) },
         h("td", { class: "mono" }, t.task), h("td", {}, t.stage), h("td", {}, stateTag(t.state)), h("td", { class: "mono", title: t.peer || "" }, short(t.peer)),
         h("td", {}, t.attempts), h("td", {}, t.start === null ? "-" : "+" + fmtS(t.start)), h("td", {}, fmtS(t.duration)), h("td", { title: t.reason }, t.reason)))),
-    pager(d, r), h("div", { id: "task-detail" }));
-  if (app.task) openTask(d.job.job_id, app.task, true);
+    pager(d, r));
+  if (app.task && d.job.state === "running") openTask(d.job.job_id, app.task, true);
 }
 
 async function openTask(jobId, task, quiet) {
