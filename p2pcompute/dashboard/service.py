@@ -276,8 +276,8 @@ class DashboardService:
             raise HttpError(400, str(exc)) from None
 
     async def _api_timeline(self, body: bytes, query: dict) -> tuple:
-        _, tasks, created, clock, _ = await self.job(query.get("id", ""))
-        return json_response(views.timeline(tasks, created, clock))
+        summary, tasks, created, clock, _ = await self.job(query.get("id", ""))
+        return json_response(views.timeline(tasks, created, views.job_end(summary, tasks, clock)))
 
     async def _api_task(self, body: bytes, query: dict) -> tuple:
         _, tasks, created, clock, _ = await self.job(query.get("id", ""))

@@ -25,6 +25,7 @@ from typing import Any
 
 MAX_PAGE = 500
 MAX_BARS = 20_000
+MAX_ROWS = 16          # rows of one peer on a job's timeline
 MEMBER_STATES = ("alive", "suspect", "dead", "left", "connected", "known")
 TASK_STATES = ("waiting", "ready", "placing", "offered", "running", "fetching", "done", "skipped", "failed",
                "cancelled")
@@ -157,10 +158,10 @@ def job_view(summary: Mapping[str, Any], tasks: Mapping[str, Any], created: floa
     return {"job": dict(summary), "stats": dict(stats), "counts": dict(counts), "total": len(tasks),
             "matching": len(chosen), "offset": offset, "limit": limit, "state": state, "stage": stage,
             "rows": rows, "stages": stage_graph(tasks), "results": results[:1000],
-            "results_total": len(results), "elapsed": round(_end(summary, tasks, clock) - created, 3)}
+            "results_total": len(results), "elapsed": round(job_end(summary, tasks, clock) - created, 3)}
 
 
-def _end(summary: Mapping[str, Any], tasks: Mapping[str, Any], clock: float) -> float:
+def job_end(summary: Mapping[str, Any], tasks: Mapping[str, Any], clock: float) -> float:
     """When the job ended (its last attempt's end) if it is over, else ``clock``."""
     if summary.get("state") not in ("done", "failed", "cancelled"):
         return clock
@@ -184,14 +185,17 @@ def task_detail(tid: str, t: Any, created: float, clock: float) -> dict[str, Any
 
 
 def timeline(tasks: Mapping[str, Any], created: float, clock: float, max_bars: int = MAX_BARS) -> dict[str, Any]:
-    """Every attempt as a bar on its peer's lane: ``bars`` rows ``[lane, start, end, outcome, task]``.
+    """Every attempt as a bar on a lane of its peer: ``bars`` rows ``[lane, start, end, outcome, task]``.
 
-    Times are seconds since the job was created; a running attempt ends at ``clock``. Outcomes are
-    indices into ``outcomes``; tasks into ``tasks``. Past ``max_bars`` attempts the newest are kept.
+    ``lanes`` rows are ``[peer, row]``: a peer running several tasks at once (several slots) gets as many
+    rows (at most ``MAX_ROWS``; more overlap on the last), each attempt on the first row free at its start.
+    Times are seconds since the job was created; a running attempt ends at ``clock`` (pass the job's end
+    for a finished job). Outcomes are indices into ``outcomes``, tasks into ``tasks``, peers into
+    ``peers``. Past ``max_bars`` attempts the newest are kept.
     """
-    lanes: dict[str, int] = {}
+    peers: dict[str, int] = {}
     names: list[str] = []
-    bars: list[list[Any]] = []
+    raw: list[list[Any]] = []
     outcome_index = {o: i for i, o in enumerate(OUTCOMES)}
     for tid, t in tasks.items():
         for a in t.attempts:
@@ -199,20 +203,31 @@ def timeline(tasks: Mapping[str, Any], created: float, clock: float, max_bars: i
             if start is None or a.get("peer") is None:
                 continue
             end = a.get("end")
-            peer = str(a["peer"])
-            lane = lanes.setdefault(peer, len(lanes))
             outcome = "running" if end is None else (a.get("outcome") or "other")
             if not names or names[-1] != tid:
                 names.append(tid)
-            task_no = len(names) - 1
-            bars.append([lane, round(start - created, 3), round((end if end is not None else clock) - created, 3),
-                         outcome_index.get(outcome, outcome_index["other"]), task_no])
-    dropped = max(0, len(bars) - max_bars)
-    if dropped:
-        bars.sort(key=lambda b: b[1])
-        bars = bars[dropped:]
-    return {"peers": list(lanes), "tasks": names, "outcomes": list(OUTCOMES), "bars": bars,
-            "bars_dropped": dropped, "span": round(clock - created, 3)}
+            raw.append([peers.setdefault(str(a["peer"]), len(peers)), round(start - created, 3),
+                        round(max(start, end if end is not None else clock) - created, 3),
+                        outcome_index.get(outcome, outcome_index["other"]), len(names) - 1])
+    raw.sort(key=lambda b: b[1])
+    dropped = max(0, len(raw) - max_bars)
+    raw = raw[dropped:]
+    rows_of: dict[int, list[float]] = {}          # peer -> the end of the last bar on each of its rows
+    placed: list[tuple[int, int]] = []
+    for bar in raw:
+        rows = rows_of.setdefault(bar[0], [])
+        row = next((i for i, free_at in enumerate(rows) if free_at <= bar[1]), None)
+        if row is None:
+            if len(rows) < MAX_ROWS:
+                rows.append(0.0)
+            row = len(rows) - 1
+        rows[row] = max(rows[row], bar[2])
+        placed.append((bar[0], row))
+    lanes = sorted(set(placed))
+    lane_of = {lane: i for i, lane in enumerate(lanes)}
+    bars = [[lane_of[lane], *bar[1:]] for lane, bar in zip(placed, raw)]
+    return {"peers": list(peers), "lanes": [list(lane) for lane in lanes], "tasks": names,
+            "outcomes": list(OUTCOMES), "bars": bars, "bars_dropped": dropped, "span": round(clock - created, 3)}
 
 
 def tasks_from_described(rows: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def test_a_job_of_10000_tasks_gives_one_page_its_stages_and_a_bounded_timeline()
     assert len(json.dumps(page)) < 100_000
     line = views.timeline(tasks, 0.0, 700.0, max_bars=5000)
     assert len(line["bars"]) == 5000 and line["bars_dropped"] > 0 and len(line["peers"]) <= 40
-    assert all(0 <= b[1] <= b[2] <= 700.0 and b[0] < len(line["peers"]) and b[4] < len(line["tasks"])
+    assert all(0 <= b[1] <= b[2] <= 700.0 and b[0] < len(line["lanes"]) and b[4] < len(line["tasks"])
                for b in line["bars"])
 
 
@@ -68,9 +68,22 @@ def test_the_timeline_has_one_bar_per_attempt_on_its_peers_lane():
     line = views.timeline(tasks, 0.0, 1000.0)
     attempts = [(tid, a) for tid, t in tasks.items() for a in t.attempts]
     assert len(line["bars"]) == len(attempts)
-    for (tid, a), bar in zip(attempts, line["bars"]):
-        assert line["peers"][bar[0]] == a["peer"] and line["tasks"][bar[4]] == tid
-        assert line["outcomes"][bar[3]] == a["outcome"]
+    shown = sorted((line["tasks"][b[4]], line["peers"][line["lanes"][b[0]][0]], line["outcomes"][b[3]], b[1])
+                   for b in line["bars"])
+    assert shown == sorted((tid, a["peer"], a["outcome"], round(a["start"], 3)) for tid, a in attempts)
+
+
+def test_bars_on_one_row_of_a_peer_never_overlap():
+    tasks = job_tasks(400, ["a", "b", "c"], random.Random(9), running=0.2)
+    line = views.timeline(tasks, 0.0, 1000.0)
+    by_lane: dict = {}
+    for b in line["bars"]:
+        by_lane.setdefault(b[0], []).append((b[1], b[2]))
+    for lane, spans in by_lane.items():
+        spans.sort()
+        if line["lanes"][lane][1] < views.MAX_ROWS - 1:
+            assert all(s2 >= e1 for (_, e1), (s2, _) in zip(spans, spans[1:])), lane
+    assert len(line["lanes"]) == len({tuple(x) for x in line["lanes"]})
 
 
 def test_a_finished_job_stops_its_clock_at_its_last_attempt():

@@ -169,7 +169,7 @@ function renderNetwork(d, r, content) {
     h("div", { class: "row" },
       h("div", {}, h("h2", {}, "Members by state, last hour"), chart, legend(["alive", "suspect", "dead", "left"])),
       h("div", {}, h("h2", {}, `DHT routing table: ${d.dht.size} peers`), dht, h("div", { class: "muted" }, "peers per bucket (k = " + d.dht.bucket_size + "), by common prefix length"))),
-    h("h2", {}, `Members (${d.total})`),
+    h("h2", {}, `Members (${d.total}) and this peer`),
     h("div", { class: "pager" }, filter(r, "state", ["alive", "suspect", "dead", "left", "connected", "known"], d.state),
       h("select", { id: "sort", onchange: (e) => { const p = new URLSearchParams(r.params); p.set("sort", e.target.value); go(r.page, r.arg, r.tab, p); } },
         ["state", "peer", "load", "free_slots", "rtt", "last_heard"].map((s) => h("option", { value: s, selected: s === d.sort }, "sort by " + s)))),
@@ -204,8 +204,9 @@ function drawHistory(canvas, hist) {
   const pad = 30, max = Math.max(4, Math.ceil(Math.max(0, ...hist.counts.flat()) / 4) * 4);
   g.strokeStyle = "#dde1e6"; g.fillStyle = "#6b7480";
   for (let i = 0; i <= 4; i++) { const y = hh - pad + 10 - (hh - pad) * i / 4; g.beginPath(); g.moveTo(pad, y); g.lineTo(w - 5, y); g.stroke(); g.fillText(Math.round(max * i / 4), 4, y + 4); }
-  g.fillText("-60 min", pad, hh - 4); g.fillText("now", w - 28, hh - 4);
-  const x = (ago) => pad + (w - pad - 5) * (1 - Math.min(3600, ago) / 3600);
+  const span = Math.min(3600, Math.max(120, ...hist.t));  // the hour, or as much of it as this daemon has seen
+  g.fillText("-" + fmtS(span), pad, hh - 4); g.fillText("now", w - 28, hh - 4);
+  const x = (ago) => pad + (w - pad - 5) * (1 - Math.min(span, ago) / span);
   const y = (v) => hh - pad + 10 - (hh - pad) * v / max;
   hist.states.forEach((s, k) => {
     g.strokeStyle = COLORS[s]; g.lineWidth = 2; g.beginPath();
@@ -309,6 +310,7 @@ async function openTask(jobId, task, quiet) {
       h("h2", {}, "Outputs"), table("outputs", ["name", "CID"], Object.entries(t.outputs).map(([k, v]) => h("tr", {}, h("td", { class: "mono" }, k),
         h("td", { class: "mono" }, h("a", { href: "/v1/cat?cid=" + encodeURIComponent(v), download: k.replaceAll("/", "-") }, v))))),
       h("h2", {}, "Story"), h("pre", {}, t.story.map((s) => `+${s[0].toFixed(3)} s  ${s[2]} → ${s[3]}  (${s[1]})`).join("\n")), logs));
+    if (!quiet) box.scrollIntoView({ block: "start" });
   } catch (e) { if (!quiet) box.replaceChildren(h("p", { class: "err" }, e.message)); }
 }
 
@@ -328,24 +330,26 @@ function renderTimeline(d, r, body) {
 }
 
 function drawTimeline(canvas, info, t) {
-  const lane = 22, left = 130, top = 18;
-  canvas.height = Math.max(60, top + lane * t.peers.length + 10);
+  const lane = Math.max(4, Math.min(22, Math.floor(6000 / Math.max(1, t.lanes.length)))), left = 130, top = 18;
+  canvas.height = Math.max(60, top + lane * t.lanes.length + 10);
   const [g, w, hh] = ctx2d(canvas);
   const span = Math.max(t.span, 0.001), x = (s) => left + (w - left - 10) * s / span;
   g.fillStyle = "#6b7480";
-  for (let i = 0; i <= 5; i++) { const s = span * i / 5; g.fillText("+" + fmtS(s), x(s) - 10, 12); g.fillStyle = "#eef0f3"; g.fillRect(x(s), top, 1, hh - top); g.fillStyle = "#6b7480"; }
-  t.peers.forEach((p, i) => { g.fillStyle = "#1d232b"; g.fillText(short(p), 4, top + lane * i + 15); });
+  for (let i = 0; i <= 5; i++) { const s = span * i / 5; g.fillText("+" + fmtS(s), Math.min(x(s) - 10, w - 50), 12); g.fillStyle = "#eef0f3"; g.fillRect(x(s), top, 1, hh - top); g.fillStyle = "#6b7480"; }
+  t.lanes.forEach(([p, row], i) => {
+    if (row === 0) { g.fillStyle = "#dde1e6"; g.fillRect(0, top + lane * i, w, 1); if (lane >= 10) { g.fillStyle = "#1d232b"; g.fillText(short(t.peers[p]), 4, top + lane * i + Math.min(15, lane - 3)); } }
+  });
   for (const [l, s, e, o] of t.bars) {
     g.fillStyle = COLORS[t.outcomes[o]] || COLORS.other;
-    g.fillRect(x(s), top + lane * l + 3, Math.max(1.5, x(e) - x(s)), lane - 6);
+    g.fillRect(x(s), top + lane * l + 2, Math.max(1.5, x(e) - x(s) - 1), Math.max(2, lane - 4));
   }
   canvas.dataset.bars = t.bars.length; canvas.dataset.peers = t.peers.length;
-  info.textContent = `${t.bars.length} attempts on ${t.peers.length} peers over ${fmtS(span)}` + (t.bars_dropped ? ` (${t.bars_dropped} oldest not drawn)` : "") + ". Hover for a task.";
+  info.textContent = `${t.bars.length} attempts on ${t.peers.length} peers (a row per task slot in use) over ${fmtS(span)}` + (t.bars_dropped ? ` (${t.bars_dropped} oldest not drawn)` : "") + ". Hover for a task.";
   canvas.onmousemove = (ev) => {
     const rect = canvas.getBoundingClientRect(), mx = ev.clientX - rect.left, my = ev.clientY - rect.top;
     const l = Math.floor((my - top) / lane);
     const hit = t.bars.find((b) => b[0] === l && x(b[1]) <= mx && mx <= Math.max(x(b[2]), x(b[1]) + 2));
-    canvas.title = hit ? `${t.tasks[hit[4]]} on ${t.peers[l]}: ${t.outcomes[hit[3]]}, +${fmtS(hit[1])} to +${fmtS(hit[2])}` : "";
+    canvas.title = hit ? `${t.tasks[hit[4]]} on ${t.peers[t.lanes[l][0]]}: ${t.outcomes[hit[3]]}, +${fmtS(hit[1])} to +${fmtS(hit[2])}` : "";
   };
 }
 
