@@ -94,9 +94,10 @@ def main() -> int:
                 page.wait_for_selector("#attempts")
                 page.click("#logs-btn")
                 page.wait_for_selector("#task-detail pre >> nth=1", timeout=30 * MS)
-                page.evaluate("window.scrollTo(0, 260)")
-                shot("job-tasks")
+                page.evaluate("document.querySelector('#task-detail').scrollIntoView()")
+                shot("job-task")
                 page.evaluate("window.scrollTo(0, 0)")
+                shot("job-tasks")
                 for tab in ("timeline", "dag", "results"):
                     page.click(f"#tab-{tab}")
                     page.wait_for_selector({"timeline": "#timeline[data-bars]", "dag": "#dag rect",

@@ -56,6 +56,7 @@ KEEPALIVE_S = 15.0
 RTT_PEERS_PER_ROUND = 4
 RTT_EVERY = 3             # sampler rounds between pings
 MAX_RTTS = 4096
+MAX_EDGES = 16          # jobs whose stage graph is kept
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 PAGE_HEADERS = [("cache-control", "no-store"), ("x-frame-options", "DENY"), ("x-content-type-options", "nosniff"),
                 ("content-security-policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
@@ -89,6 +90,7 @@ class DashboardService:
         self._process = psutil.Process()
         self._rtt_turn = 0
         self._types: dict[str, str] = {}
+        self._edges: OrderedDict[tuple[str, int], dict] = OrderedDict()   # (job, tasks) -> stage graph
 
     # --- Service ----------------------------------------------------------------------------
 
@@ -232,7 +234,13 @@ class DashboardService:
     async def job_page(self, job_id: str, query: dict) -> dict[str, Any]:
         summary, tasks, created, clock, stats = await self.job(job_id)
         summary = {k: v for k, v in summary.items() if k not in ("tasks", "story")}
-        return views.job_view(summary, tasks, created, clock, stats, query)
+        key = (job_id, len(tasks))
+        edges = self._edges.get(key)
+        if edges is None:         # a job's plan does not change: its stage graph is worked out once
+            edges = self._edges[key] = views.stage_edges(tasks)
+            while len(self._edges) > MAX_EDGES:
+                self._edges.popitem(last=False)
+        return views.job_view(summary, tasks, created, clock, stats, query, edges)
 
     # --- routes -----------------------------------------------------------------------------
 
@@ -296,7 +304,7 @@ class DashboardService:
         else:
             raise HttpError(400, "view must be one of network, jobs, job, data, machine")
         try:
-            await build()  # a bad query or an unknown job: refused now, not in the stream
+            first: list = [await build()]  # a bad query or an unknown job: refused now, not in the stream
         except views.BadQuery as exc:
             raise HttpError(400, str(exc)) from None
         if self.streams >= MAX_STREAMS:
@@ -311,7 +319,7 @@ class DashboardService:
                 while True:
                     chunk = b""
                     try:
-                        data = _dumps(await build())
+                        data = _dumps(first.pop() if first else await build())
                     except HttpError as exc:
                         data = _dumps({"error": str(exc)})
                     if data != last_view:

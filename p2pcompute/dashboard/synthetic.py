@@ -91,7 +91,7 @@ class SyntheticNode:
             summaries[f"jold{i:04d}"] = {"job_id": f"jold{i:04d}", "name": f"old-{i}", "coordinator": self.peer_id,
                                          "state": "done", "reason": "", "progress": dict(progress, done=10, running=0,
                                                                                          total=10), "outputs": []}
-        self.scheduler = SimpleNamespace(jobs={"jsynthetic": job}, summary=lambda j: summaries[j])
+        self.scheduler = SimpleNamespace(jobs={"jsynthetic": job}, summary=lambda j: summaries[j], api_routes=dict)
         self.scheduler.jobs = {j: job for j in list(summaries)[::-1]}   # oldest first, as a scheduler keeps them
         self.services: dict[str, Any] = {"scheduler": self.scheduler}
         self.transport = SimpleNamespace(stats=TransportStats(), connected_peers=lambda: [])

@@ -18,6 +18,7 @@ job's ``created`` time.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
@@ -109,26 +110,36 @@ def jobs_view(summaries: list[Mapping[str, Any]], query: Mapping[str, str]) -> d
             "limit": limit, "state": state, "rows": rows}
 
 
-def stage_graph(tasks: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The pipeline's stages in plan order: each with the stages it depends on and its tasks by state."""
+def stage_edges(tasks: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each stage (in plan order) and the stages its tasks depend on: fixed for a job (callers may keep it)."""
     stage_of = {tid: t.spec.stage for tid, t in tasks.items()}
-    stages: dict[str, dict[str, Any]] = {}
-    for tid, t in tasks.items():
-        s = stages.setdefault(t.spec.stage, {"stage": t.spec.stage, "deps": {}, "counts": Counter(), "total": 0})
-        s["counts"][t.state] += 1
-        s["total"] += 1
+    edges: dict[str, dict[str, None]] = {}
+    for t in tasks.values():
+        stage = t.spec.stage
+        deps = edges.get(stage)
+        if deps is None:
+            deps = edges[stage] = {}
         for dep in getattr(t.spec, "deps", ()):
             d = stage_of.get(dep)
-            if d is not None and d != t.spec.stage:
-                s["deps"][d] = None
+            if d is not None and d != stage:
+                deps[d] = None
+    return {stage: list(deps) for stage, deps in edges.items()}
+
+
+def stage_graph(tasks: Mapping[str, Any], edges: Mapping[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """The pipeline's stages in plan order: each with the stages it depends on and its tasks by state."""
+    edges = stage_edges(tasks) if edges is None else edges
+    by_stage: dict[str, Counter] = {stage: Counter() for stage in edges}
+    for (stage, state), n in Counter((t.spec.stage, t.state) for t in tasks.values()).items():
+        by_stage.setdefault(stage, Counter())[state] = n
     out = []
-    for s in stages.values():
-        counts = s["counts"]
+    for stage, counts in by_stage.items():
+        total = sum(counts.values())
         state = ("failed" if counts["failed"] else "cancelled" if counts["cancelled"]
-                 else "done" if counts["done"] + counts["skipped"] == s["total"]
+                 else "done" if counts["done"] + counts["skipped"] == total
                  else "running" if any(counts[x] for x in ("placing", "offered", "running", "fetching", "done"))
                  else "waiting")
-        out.append({"stage": s["stage"], "deps": list(s["deps"]), "counts": dict(counts), "total": s["total"],
+        out.append({"stage": stage, "deps": list(edges.get(stage, ())), "counts": dict(counts), "total": total,
                     "state": state})
     return out
 
@@ -145,19 +156,26 @@ def _row(tid: str, t: Any, created: float, clock: float) -> dict[str, Any]:
 
 
 def job_view(summary: Mapping[str, Any], tasks: Mapping[str, Any], created: float, clock: float,
-             stats: Mapping[str, int], query: Mapping[str, str]) -> dict[str, Any]:
-    """One job: its summary, stages (the DAG), counts, one page of its tasks (``state``, ``stage`` filters)."""
+             stats: Mapping[str, int], query: Mapping[str, str],
+             edges: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """One job: its summary, stages (the DAG; ``edges`` from ``stage_edges`` if kept), counts, one page of
+    its tasks (``state``, ``stage`` filters)."""
     offset, limit = page_args(query)
     state = _choice(query, "state", TASK_STATES)
     stage = query.get("stage") or None
     counts = Counter(t.state for t in tasks.values())
-    chosen = [(tid, t) for tid, t in tasks.items()
-              if (state is None or t.state == state) and (stage is None or t.spec.stage == stage)]
-    rows = [_row(tid, t, created, clock) for tid, t in chosen[offset:offset + limit]]
+    if state is None and stage is None:
+        chosen = list(itertools.islice(tasks.items(), offset, offset + limit))
+        matching, offset_in = len(tasks), 0
+    else:
+        every = [(tid, t) for tid, t in tasks.items()
+                 if (state is None or t.state == state) and (stage is None or t.spec.stage == stage)]
+        chosen, matching, offset_in = every, len(every), offset
+    rows = [_row(tid, t, created, clock) for tid, t in chosen[offset_in:offset_in + limit]]
     results = [{"task": o[0], "output": o[1], "cid": o[2]} for o in summary.get("outputs") or []]
     return {"job": dict(summary), "stats": dict(stats), "counts": dict(counts), "total": len(tasks),
-            "matching": len(chosen), "offset": offset, "limit": limit, "state": state, "stage": stage,
-            "rows": rows, "stages": stage_graph(tasks), "results": results[:1000],
+            "matching": matching, "offset": offset, "limit": limit, "state": state, "stage": stage,
+            "rows": rows, "stages": stage_graph(tasks, edges), "results": results[:1000],
             "results_total": len(results), "elapsed": round(job_end(summary, tasks, clock) - created, 3)}
 
 
