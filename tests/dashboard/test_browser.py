@@ -128,6 +128,30 @@ def test_a_job_submitted_from_the_page_finishes_and_shows_its_timeline(net, page
     assert page.errors == []
 
 
+SPIN = '(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))'
+
+
+def test_a_running_job_is_cancelled_from_its_page(net, page, tmp_path):
+    program = None
+    for peer in net.peers:    # a local program cannot be submitted yet: every peer holds it by CID
+        with httpx.Client(base_url=(peer.data_dir / "api").read_text().strip(), timeout=30,
+                          headers={"authorization": "Bearer " + (peer.data_dir / "api_token").read_text().strip()}) as c:
+            program = c.post("/v1/add", content=SPIN.encode()).json()["cid"]
+    page.goto(base_url(net) + "/dashboard#/jobs")
+    page.click("#submit summary")
+    page.fill("#job-text", f"name: spin-forever\nretries: 0\nprogram: ipfs://{program}\nlimits: {{fuel: 1000000000000}}\n")
+    page.fill("#job-base", str(tmp_path))
+    page.click("#submit-btn")
+    page.wait_for_selector("#submitted-job", timeout=60 * MS)
+    page.click("#submitted-job")
+    page.wait_for_selector('#tasks tr[data-state="running"]', timeout=60 * MS)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel-btn")
+    page.wait_for_selector('#job-state[data-state="cancelled"]', timeout=60 * MS)
+    assert page.is_disabled("#cancel-btn")
+    assert page.errors == []
+
+
 def test_a_killed_peer_turns_dead_on_the_network_page(net, page):
     victim = net.peers[2]
     page.click("nav a[data-page=network]")
