@@ -93,6 +93,10 @@ class SyntheticNode:
                                                                                          total=10), "outputs": []}
         self.scheduler = SimpleNamespace(jobs={"jsynthetic": job}, summary=lambda j: summaries[j], api_routes=dict)
         self.scheduler.jobs = {j: job for j in list(summaries)[::-1]}   # oldest first, as a scheduler keeps them
+        async def find_job(job_id: str) -> None:   # no other coordinator knows it either
+            return None
+
+        self.scheduler._find_job = find_job
         self.services: dict[str, Any] = {"scheduler": self.scheduler}
         self.transport = SimpleNamespace(stats=TransportStats(), connected_peers=lambda: [])
 

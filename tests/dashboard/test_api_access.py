@@ -114,3 +114,50 @@ async def test_the_links_listener_serves_no_dashboard_route():
     for path in ("/dashboard", "/dashboard/login?ticket=x", "/dashboard/static/app.js"):
         assert (await call(app, "GET", path))[0] == 404, path
     assert (await call(app, "GET", "/dashboard/api/network", {"cookie": "p2pcompute_session_x=y"}))[0] == 404
+
+
+async def test_the_event_stream_sends_a_view_once_then_only_changes_and_keepalives(autojump_clock):
+    app, dash, _ = make_app()
+    bodies: list[bytes] = []
+    enough = trio.Event()
+    scope = {"type": "http", "method": "GET", "path": "/dashboard/events", "query_string": b"view=jobs&limit=5",
+             "client": ("127.0.0.1", 5555), "headers": [(b"host", HOST.encode()),
+                                                       (b"authorization", f"Bearer {TOKEN}".encode())]}
+    requested = False
+
+    async def receive():
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await enough.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200
+            assert (b"content-type", b"text/event-stream") in message["headers"]
+        elif message.get("body"):
+            bodies.append(message["body"])
+            if len(bodies) == 3:
+                enough.set()
+
+    with trio.fail_after(120):
+        await app(scope, receive, send)
+    first = bodies[0].decode()
+    assert first.startswith("event: view\ndata: ") and "event: tick\ndata: " in first
+    view = json.loads(first.split("data: ", 1)[1].split("\n", 1)[0])
+    assert view["total"] == 201 and len(view["rows"]) == 5
+    assert bodies[1:] == [b": keepalive\n\n"] * 2          # nothing changed: no view resent
+    assert dash.streams == 0 and dash.stats["event_bytes"] == sum(map(len, bodies))
+
+
+async def test_event_streams_are_bounded_and_checked_before_they_start():
+    app, dash, _ = make_app()
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    assert (await call(app, "GET", "/dashboard/events?view=nope", auth))[0] == 400
+    assert (await call(app, "GET", "/dashboard/events?view=network&limit=0", auth))[0] == 400
+    assert (await call(app, "GET", "/dashboard/events?view=job&job=missing", auth))[0] == 404
+    dash.streams = 8
+    status, _, body = await call(app, "GET", "/dashboard/events?view=network", auth)
+    assert status == 503 and dash.stats["streams_refused"] == 1
