@@ -78,7 +78,7 @@ def main() -> int:
                 page.wait_for_selector("#login:not([hidden])")
                 shot("signed-out")
                 page.goto(browser.login_url(net.peers[0].data_dir))
-                page.wait_for_function("document.querySelectorAll('#members tr[data-state=alive]').length === 3",
+                page.wait_for_function("() => document.querySelectorAll('#members tr[data-state=alive]').length === 3",
                                        timeout=60 * MS)
                 page.click("nav a[data-page=jobs]")
                 page.click("#submit summary")

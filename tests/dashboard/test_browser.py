@@ -1,7 +1,9 @@
 """The dashboard in a real browser (headless Chromium under Playwright) against a 3-peer devnet of real daemons.
 
 One devnet and one browser serve the whole module; the tests run in file order and the last one kills a
-peer. Waits are on conditions in the page (Playwright's waits, generous timeouts), never fixed sleeps.
+peer. Waits are on conditions in the page (Playwright's waits, generous timeouts), never fixed sleeps; a
+condition for ``wait_for_function`` is written as a function (``() => ...``): a bare expression would be
+run by ``eval``, which the page's content security policy refuses.
 Skipped, with the reason, only when no browser can be found (p2pcompute/dashboard/browser.py).
 """
 
@@ -79,7 +81,7 @@ def test_the_login_link_signs_in_and_shows_three_peers_alive(net, page):
     page.wait_for_selector("#login:not([hidden])", timeout=30 * MS)
     assert "p2pcompute dashboard" in page.inner_text("#login")
     page.goto(browser.login_url(net.peers[0].data_dir))
-    page.wait_for_function("document.querySelectorAll('#members tr[data-state=alive]').length === 3",
+    page.wait_for_function("() => document.querySelectorAll('#members tr[data-state=alive]').length === 3",
                            timeout=60 * MS)
     ids = {p.status["peer_id"] for p in net.peers}
     shown = set(page.eval_on_selector_all("#members tr[data-state=alive]", "rows => rows.map(r => r.dataset.peer)"))
@@ -120,6 +122,8 @@ def test_a_job_submitted_from_the_page_finishes_and_shows_its_timeline(net, page
     page.click("#tab-dag")
     page.wait_for_selector('#dag rect[data-stage="e"][data-state="done"]', timeout=30 * MS)
     page.click("#tab-results")
+    page.wait_for_function(f"() => document.querySelectorAll('#results a').length === {TASKS // 2}",
+                           timeout=30 * MS)
     links = page.eval_on_selector_all("#results a", "as => as.map(a => a.getAttribute('href'))")
     assert len(links) == TASKS // 2
     assert page.evaluate("async (u) => (await fetch(u)).status", links[0]) == 200
