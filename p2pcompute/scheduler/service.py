@@ -79,8 +79,8 @@ from .executing import ExecutingMixin
 from .job_lookup import JobLookupMixin
 from .job_state import JobState
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_CARRIED, MAX_ID, JobQuery, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept,
-                       TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
+from .messages import (MAX_CARRIED, MAX_ID, JobCancel, JobList, JobQuery, JobRecordDelta, JobRecordFull, SchedAck,
+                       TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
@@ -183,6 +183,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
         node.transport.on_request(JobQuery, self._on_job_query)
+        node.transport.on_request(JobCancel, self._on_job_cancel)
+        node.transport.on_request(JobList, self._on_job_list)
         node.transport.on_stream(RECORD_PROTOCOL, self._record_stream)
         self._local = {**handlers, TaskHeartbeat: self._on_heartbeat}
 
