@@ -581,6 +581,9 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             if held.coordinator == peer and held.record.get("state") == "running":
                 if successor(job_id, held.replicas, self._alive | {me}) == me:
                     await self._take_over(job_id)
+            elif held.coordinator == peer and held.record.get("state") == "done":   # its results outlive it
+                if successor(job_id, held.replicas, self._alive | {me}) == me:
+                    self._spawn(self._check_finished, job_id, peer)
 
     # --- timers and placement ----------------------------------------------------------------------
 
