@@ -27,7 +27,7 @@ Files:
     job_lookup.py  following a job through any peer: JobQuery to its coordinator or replicas; JobCancel, JobList (a mixin)
     submitted.py   the jobs submitted through this peer, kept (and saved) so that `jobs` lists them after a takeover
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
-    blocks.py      submit's half of a split matmul: a local input cut into row/column blocks, a CID each
+    blocks.py      submit's half of a split matmul: a local or ipfs:// input cut into row/column blocks, a CID each
     submit_sources.py  submit's URLs (fetched here, bounded) and registry handles (resolved) -> CIDs, pinned
     verification/  result verification strategies, signed results and evidence, reputation, bans (pure)
 
