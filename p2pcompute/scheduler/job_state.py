@@ -214,6 +214,9 @@ class JobState:
         if t.state != PLACING:
             self.stats["stale_placements"] += 1
             return
+        if e.missing:                 # an input nobody holds: no attempt could run it (the job's fault)
+            self._fail_task(t, self._text(e.missing), now, out)
+            return
         peers = list(dict.fromkeys(e.peers))[: max(1, self.config.probes) * 4]
         if not peers:
             t.unplaced_since = now if t.unplaced_since is None else t.unplaced_since
