@@ -65,7 +65,7 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class Placed:
     """Placement's answer to a ``Dispatch``: the peers to offer ``task`` to (empty: none now, and why).
-    ``missing``: an input of the task nobody holds (the DHT and the connected peers asked): it fails now."""
+    ``missing``: an input of the task nobody holds (the DHT asked, its root block sought): it fails now."""
 
     task: str
     peers: tuple[Peer, ...]

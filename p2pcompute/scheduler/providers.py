@@ -25,9 +25,10 @@ the DHT for the input CIDs of a ``Dispatch`` that have no known holder:
   is found soon after); at most ``max_entries`` CIDs, the least recently
   used dropped. The cache is pure (``now`` passed in).
 
-Nobody found is not yet a verdict. The coordinator then asks the connected
-peers for the CID's root block (``probe``: a bitswap want, at most
-``probe_s``), once per CID however many tasks read it (``absent``), the
+Nobody found is not yet a verdict. The coordinator then asks for the CID's
+root block itself (``probe_root``: the storage service's fetch, which asks
+the connected peers and dials the DHT's providers, stopped at the first
+block; at most ``probe_s``), once per CID however many tasks read it (``absent``), the
 answer cached for ``absent_ttl_s``. Nobody serving it either fails the task
 at once with "input not found" (``Placed.missing``): about ``timeout_s +
 probe_s`` (12 s) instead of two executors' fetch timeouts and a backoff
@@ -42,8 +43,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -59,7 +59,7 @@ class LookupConfig:
     negative_ttl_s: float = 5.0      # "nobody found" is trusted this long
     max_entries: int = 10_000        # CIDs cached (least recently used dropped)
     want: int = 8                    # providers asked of the DHT per CID
-    probe_s: float = 10.0            # a CID with no provider: its root block asked of the connected peers this long
+    probe_s: float = 10.0            # a CID with no provider: its root block is sought this long
     absent_ttl_s: float = 30.0       # a CID nobody served is known to be missing this long
 
 
@@ -193,8 +193,9 @@ class ProviderLookups:
 
 
 async def probe_root(node: Any, cid_text: str, timeout: float) -> str:
-    """"" when the root block of ``cid_text`` is here or a connected peer serves it within ``timeout`` s (the
-    rest is not fetched); else why not. A CID that does not parse, or no bitswap: "" (the executor decides)."""
+    """"" when the root block of ``cid_text`` is here or some peer serves it within ``timeout`` s (the storage
+    service's fetch: the connected peers at once, the DHT's providers dialled; stopped at the first block);
+    else why not. A CID that does not parse, or no bitswap: "" (the executor decides)."""
     from ..errors import P2PComputeError
     from ..storage.cid import Cid
 
@@ -202,15 +203,16 @@ async def probe_root(node: Any, cid_text: str, timeout: float) -> str:
         cid = Cid.parse(cid_text)
     except (P2PComputeError, ValueError):
         return ""
-    bitswap = node.services.get("bitswap")
-    if bitswap is None or await trio.to_thread.run_sync(node.services["storage"].blockstore.has, cid):
+    storage = node.services["storage"]
+    if node.services.get("bitswap") is None or await trio.to_thread.run_sync(storage.blockstore.has, cid):
         return ""
-    config = replace(bitswap.session_config, idle_timeout=timeout)
-    try:
-        async with aclosing(bitswap.fetch_dag(cid, None, config=config)) as steps:
-            async for step in steps:
-                if step.blocks or step.done:
-                    return ""
-    except P2PComputeError as exc:
-        return f"no provider in the DHT, and no connected peer served it within {timeout:g} s ({str(exc)[:300]})"
+    with trio.CancelScope() as scope:
+        def heard(event: dict) -> None:
+            if event.get("phase") == "fetching" and event.get("blocks", 0) >= 1:
+                scope.cancel()                    # somebody serves it: the rest is the executor's to fetch
+
+        try:
+            await storage.fetch(cid, pin=False, timeout=timeout, progress=heard)
+        except P2PComputeError as exc:
+            return f"no provider in the DHT, and no peer served it within {timeout:g} s ({str(exc)[:300]})"
     return ""

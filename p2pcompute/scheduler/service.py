@@ -23,8 +23,8 @@ hints for data locality: an output CID is known to be held by the executor
 whose result was taken and, once fetched, by this peer; for an input with no
 holder known here, the DHT's provider records are asked (providers.py:
 bounded lookups, cached; only that task waits, at most ``lookups.timeout_s``,
-then is placed with what is known; an input with no provider that no
-connected peer serves either fails its task "input not found" at once). Placement counts the
+then is placed with what is known; an input with no provider whose root
+block no peer serves either fails its task "input not found" at once). Placement counts the
 offers still unanswered per peer (``_reserved``) against that peer's budget;
 a task no peer has room for waits, and is placed again as soon as offers are
 answered (``Room``), not on a timer. Offers, grants and
@@ -501,7 +501,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         await self.lookups.resolve(self._nursery, cids)
         await self.lookups.settle(c for c in cids if self.lookups.known(c) is None)   # a lookup that timed out
         nobody = set(self.lookups.nobody(c for c in cids if c not in self._providers))
-        for name, cid, _ in d.inputs:           # no provider: asked of the connected peers, else it fails now
+        for name, cid, _ in d.inputs:           # no provider: its root block sought, else it fails now
             if cid in nobody:
                 wait = min(self.config.lookups.probe_s, self.config.fetch_timeout_s)   # no longer than an executor
                 why = await self.lookups.absent(cid, lambda c: probe_root(self.node, c, wait))

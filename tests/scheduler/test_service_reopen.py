@@ -27,7 +27,7 @@ async def test_a_done_jobs_results_lost_with_its_coordinator_are_made_again_by_i
             first = await sa.wait(job_id)
         assert first.kind == "done", first.reason
         await wait_for(lambda: all((h := n.services["scheduler"].held.get(job_id)) and h.record["state"] == "done"
-                                   for n in nodes[1:]), 60)
+                                   for n in nodes[1:]), 120)
         # B and C lose the outputs they made: A alone holds every output (those it made, those it fetched)
         for node in nodes[1:]:
             store = node.services["storage"].blockstore
@@ -46,7 +46,8 @@ async def test_a_done_jobs_results_lost_with_its_coordinator_are_made_again_by_i
         assert svc.stats["reopened"] == 1 and js.stats["reopened"] == 1 and js.epoch == 1
         assert js.stats["results_lost"] == len(first.outputs) // 2        # each task made y and s: run once more
         assert sorted(report.outputs) == sorted(first.outputs)           # the same results, made again
-        for t in js.tasks.values():
-            assert [a_["outcome"] for a_ in t.attempts] == ["lost", "ok"], t.attempts
+        for t in js.tasks.values():     # the first result lost, then made again once (a loaded machine may
+            outcomes = [a_["outcome"] for a_ in t.attempts]      # add an expired or revoked attempt between)
+            assert outcomes[0] == "lost" and outcomes[-1] == "ok" and outcomes.count("ok") == 1, t.attempts
         check_results(heir, report, arrays)
         nursery.cancel_scope.cancel()
