@@ -85,7 +85,13 @@ class Job:
             if cid:
                 root = Cid.parse(cid)
                 if not store.has(root):       # coordinated elsewhere (or taken over): bring it here
-                    self.client.api._call("POST", "/v1/fetch", {"cid": cid})
+                    try:
+                        self.client.api._call("POST", "/v1/fetch", {"cid": cid})
+                    except P2PComputeError as exc:
+                        raise P2PComputeError(
+                            f"result {output} of task {task} ({cid}) of job {self.id} cannot be fetched: {exc}. "
+                            "If only its coordinator held it and that peer died, its successor runs the task "
+                            "again: `describe` shows the job running until then.") from None
                 yield task, output, b"".join(exporter.iter_file(store.get, root, 0, None))
 
     def results(self) -> dict[tuple[str, str], Any]:

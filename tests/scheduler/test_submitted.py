@@ -109,3 +109,21 @@ def test_job_list_and_listing_check_their_fields():
             JobList(**bad)
     with pytest.raises(ValueError):
         JobListing(b"", -1)
+
+
+def test_results_that_cannot_be_fetched_say_which_and_why(tmp_path):
+    from types import SimpleNamespace
+
+    from p2pcompute.client import Job
+    from p2pcompute.errors import P2PComputeError
+    from p2pcompute.node.client import ApiError
+
+    def call(method, path, body=None, **kw):
+        raise ApiError("bafkreigone not found within 60 s (no provider in the DHT)")
+
+    job = Job(SimpleNamespace(data_dir=tmp_path, api=SimpleNamespace(_call=call)), "j1")
+    summary = {"job_id": "j1", "state": "done",
+               "outputs": [["t", "out", "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"]]}
+    with pytest.raises(P2PComputeError, match=r"result out of task t \(bafkrei.*\) of job j1 cannot be fetched: "
+                                              r"bafkreigone not found.*successor runs the task again"):
+        list(job.result_bytes(summary))
