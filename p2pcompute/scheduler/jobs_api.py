@@ -194,7 +194,7 @@ class JobsApiMixin:
             found = await self._find_job(job_id) if 0 < len(job_id) <= 128 else None
             if found is None:
                 raise HttpError(404, f"no job {job_id[:128]} is coordinated here, nor known to its replicas")
-            if "tasks" not in found:
+            if not isinstance(found.get("tasks"), list):
                 raise HttpError(502, f"job {job_id}'s task list is too large to come through another peer: "
                                 f"ask on its coordinator {str(found.get('coordinator'))[:64]}")
             runs = {t["task"]: t for t in found["tasks"] if isinstance(t, dict) and isinstance(t.get("task"), str)}
