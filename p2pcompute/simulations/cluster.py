@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import math
 import random
 from collections import Counter
@@ -70,10 +71,11 @@ from ..gossip.membership import Membership
 from ..gossip.messages import ALIVE, DEAD, Update
 from ..node import wire
 from ..node.identity import Identity, PeerId
-from .des import Engine
+from .des import Engine, paused_gc
 from .memnet import MemNetwork
 
 _INF = math.inf
+_heappush = heapq.heappush
 _TIMER_EVENTS = tuple(ev.TimerFired(kind) for kind in ev.TimerKind)
 FIND_NODE = pb.MessageType.FIND_NODE
 GET_PROVIDERS = pb.MessageType.GET_PROVIDERS
@@ -271,6 +273,10 @@ class Cluster:
         after its join wave has settled, built in O(N·(N + k·log N)) instead
         of simulated; the protocols then run as usual from here.
         """
+        with paused_gc():  # a million long-lived objects at 1000 peers: nothing for the collector to find
+            self._start_converged(peers)
+
+    def _start_converged(self, peers: list[SimPeer]) -> None:
         now = self.engine.now
         claims = []
         for peer in peers:
@@ -400,8 +406,7 @@ class Cluster:
         if not dst.alive:
             self.dropped["crash"] += 1
             return
-        src, msg, _ = payload
-        self._commands(dst, dst.membership.handle(ev.Received(src, msg), self.engine.now))
+        self._commands(dst, dst.membership.receive(payload[0], payload[1], self.engine.now))
 
     # --- the network ----------------------------------------------------------------
 
@@ -414,10 +419,11 @@ class Cluster:
         (``stream_rto``) later, as TCP would deliver it.
         """
         counts = self._counts
-        key = type(msg)
+        key = msg.__class__
         if key is _KAD:
             key = msg.type
-        n = counts[key] = counts.get(key, 0) + 1
+        n = counts.get(key, 0) + 1
+        counts[key] = n
         if n <= _FIRST_SAMPLES or n % self._sample_every == 0:
             self._sample_size(key, msg)
         dst = self.live.get(dst_id)
@@ -425,21 +431,26 @@ class Cluster:
             self.dropped["crash"] += 1
             return
         net = self.net
-        if net._group is not None and net._group.get(src.id) != net._group.get(dst_id):
+        src_id = src.id
+        group = net._group
+        if group is not None and group.get(src_id) != group.get(dst_id):
             self.dropped["partition"] += 1
             return
-        params = net._params(src.id, dst_id)
-        now = self.engine.now
-        at = now + params.sample(self.link_rng)
-        if net.quantum:
-            at = math.ceil(at / net.quantum) * net.quantum
+        params = net._overrides.get((src_id, dst_id), net.default_link) if net._overrides else net.default_link
+        link_rng = self.link_rng
+        engine = self.engine
+        now = engine.now
+        at = now + params.sample(link_rng)
+        quantum = net.quantum
+        if quantum:
+            at = math.ceil(at / quantum) * quantum
         links = src.links
         last = links.get(dst_id)
         if last is not None and at < last:
             at = last
         elif last is None and len(links) >= src.links_limit:
-            self._prune_links(src, now)
-        if params.loss and self.link_rng.random() < params.loss:
+            self._prune_links(src, now)  # (``links`` stays the old dict: see _prune_links)
+        if params.loss and link_rng.random() < params.loss:
             if rid is None:
                 links[dst_id] = at
                 self.dropped["loss"] += 1
@@ -447,7 +458,10 @@ class Cluster:
             at += self.config.stream_rto
             self.retransmits += 1
         links[dst_id] = at
-        self.engine.at(at, deliver, dst, (src.id, msg, rid))
+        if at < now:
+            at = now
+        engine._seq += 1  # engine.at, inlined: the busiest call of a simulation
+        _heappush(engine._heap, (at, engine._seq, deliver, dst, (src_id, msg, rid)))
 
     def _prune_links(self, peer: SimPeer, now: float) -> None:
         peer.links = {p: t for p, t in peer.links.items() if t > now}
