@@ -17,8 +17,10 @@ and a directed link delivers in FIFO order (``max(now + latency,
 last_delivery)``). A message to a crashed peer, or one that crashes while the
 message is in flight, is dropped. Byte counts are honest without encoding
 every message: the first 64 and then every ``byte_sample_every``-th message
-of each type are encoded with the real codec (``wire.encode``, ``pb.frame``) and
-bytes are estimated as count × mean sampled size per type.
+of each type are sized as the real codec would encode them (``pb.frame``;
+membership messages by ``wiresize.WireSizer``, exactly ``len(wire.encode)``
+without re-encoding the shared facts of a push-pull every time) and bytes are
+estimated as count × mean sampled size per type.
 
 Timers cost one heap entry each and are cancelled lazily: a peer keeps the
 current deadline of each of its membership timer kinds (at most five) and
@@ -69,10 +71,10 @@ from ..gossip import events as ev
 from ..gossip.capability import make_record, open_record
 from ..gossip.membership import Membership
 from ..gossip.messages import ALIVE, DEAD, Update
-from ..node import wire
 from ..node.identity import Identity, PeerId
 from .des import Engine, paused_gc
 from .memnet import MemNetwork
+from .wiresize import WireSizer
 
 _INF = math.inf
 _heappush = heapq.heappush
@@ -204,6 +206,7 @@ class Cluster:
         self.dropped: Counter = Counter()  # by reason
         self._size_sum: dict[str, int] = {}
         self._size_n: dict[str, int] = {}
+        self._sizer = WireSizer()
         # observers
         self.on_member_changed: Callable[[float, SimPeer, ev.MemberChanged], None] = _noop
         self.on_capability_changed: Callable[[float, SimPeer, ev.CapabilityChanged], None] = _noop
@@ -471,7 +474,7 @@ class Cluster:
         if key.__class__ is pb.MessageType:
             size = len(pb.frame(msg))
         else:
-            size = len(wire.encode(msg, max_size=1 << 30))
+            size = self._sizer.size(msg)  # == len(wire.encode(msg)), see wiresize.py
         name = _name(key)
         self._size_sum[name] = self._size_sum.get(name, 0) + size
         self._size_n[name] = self._size_n.get(name, 0) + 1
