@@ -78,6 +78,7 @@ from .wiresize import WireSizer
 
 _INF = math.inf
 _heappush = heapq.heappush
+_SEND, _SET_TIMER = ev.Send, ev.SetTimer
 _TIMER_EVENTS = tuple(ev.TimerFired(kind) for kind in ev.TimerKind)
 FIND_NODE = pb.MessageType.FIND_NODE
 GET_PROVIDERS = pb.MessageType.GET_PROVIDERS
@@ -207,6 +208,8 @@ class Cluster:
         self._size_sum: dict[str, int] = {}
         self._size_n: dict[str, int] = {}
         self._sizer = WireSizer()
+        self._deliver_gossip_cb = self._deliver_gossip  # bound once: the hot path's callbacks
+        self._fire_cb = self._fire
         # observers
         self.on_member_changed: Callable[[float, SimPeer, ev.MemberChanged], None] = _noop
         self.on_capability_changed: Callable[[float, SimPeer, ev.CapabilityChanged], None] = _noop
@@ -384,14 +387,19 @@ class Cluster:
 
     def _commands(self, peer: SimPeer, commands: list) -> None:
         for cmd in commands:
-            kind = type(cmd)
-            if kind is ev.Send:
-                self._send(peer, cmd.peer, cmd.msg, self._deliver_gossip, None)
-            elif kind is ev.SetTimer:
-                k = cmd.kind
-                if peer.timers[k] != cmd.at:
-                    peer.timers[k] = cmd.at
-                    self.engine.at(cmd.at, self._fire, peer, k)  # a time already past runs now
+            kind = cmd.__class__
+            if kind is _SEND:
+                self._send(peer, cmd.peer, cmd.msg, self._deliver_gossip_cb, None)
+            elif kind is _SET_TIMER:
+                k, at = cmd.kind, cmd.at
+                timers = peer.timers
+                if timers[k] != at:
+                    timers[k] = at
+                    engine = self.engine  # engine.at inlined: a time already past runs now
+                    if at < engine.now:
+                        at = engine.now
+                    engine._seq += 1
+                    _heappush(engine._heap, (at, engine._seq, self._fire_cb, peer, k))
             elif kind is ev.MemberChanged:
                 if cmd.new >= DEAD and self.config.evict_dead_from_dht:
                     peer.table.remove(cmd.peer, self.engine.now)
@@ -400,10 +408,12 @@ class Cluster:
                 self.on_capability_changed(self.engine.now, peer, cmd)
 
     def _fire(self, peer: SimPeer, kind: int) -> None:
-        if not peer.alive or peer.timers[kind] > self.engine.now:
+        now = self.engine.now
+        timers = peer.timers
+        if timers[kind] > now or not peer.alive:
             return  # superseded by a later deadline, or already fired (inf)
-        peer.timers[kind] = _INF
-        self._commands(peer, peer.membership.handle(_TIMER_EVENTS[kind], self.engine.now))
+        timers[kind] = _INF
+        self._commands(peer, peer.membership.handle(_TIMER_EVENTS[kind], now))
 
     def _deliver_gossip(self, dst: SimPeer, payload: tuple) -> None:
         if not dst.alive:
