@@ -462,7 +462,9 @@ class Cluster:
         if last is not None and at < last:
             at = last
         elif last is None and len(links) >= src.links_limit:
-            self._prune_links(src, now)  # (``links`` stays the old dict: see _prune_links)
+            # A known quirk, kept so that seeds replay as before: ``links`` is still the dict that
+            # _prune_links replaced, so this message's FIFO time is not remembered.
+            self._prune_links(src, now)
         if params.loss and link_rng.random() < params.loss:
             if rid is None:
                 links[dst_id] = at
