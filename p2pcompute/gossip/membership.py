@@ -107,6 +107,7 @@ from .table import Member, Suspicion, Table, join, normal
 _MAX_ORPHANS = 256
 _MAX_SEEN_CLAIMS = 4096
 _MAX_BUCKETS = 1024  # senders whose rate of new members we track (oldest forgotten first)
+_GOSSIP = TimerKind.GOSSIP
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +189,19 @@ class Membership(ProbingMixin, DisseminationMixin):
         out: list[ev.Command] = []
         self._now = now
         self._handlers[type(event)](event, now, out)
-        if self.joined and not self.left and TimerKind.GOSSIP not in self._timers and self._has_news():
-            self._set_timer(TimerKind.GOSSIP, now + self.config.gossip_interval, out)
+        if self.joined and not self.left and _GOSSIP not in self._timers and self._has_news():
+            self._set_timer(_GOSSIP, now + self.config.gossip_interval, out)
+        return out
+
+    def receive(self, peer: PeerId, msg: object, now: float) -> list[ev.Command]:
+        """``handle(Received(peer, msg), now)`` without building the event: a simulation's hot path."""
+        if self.left:
+            return []
+        out: list[ev.Command] = []
+        self._now = now
+        self._on_message(peer, msg, now, out)
+        if self.joined and not self.left and _GOSSIP not in self._timers and self._has_news():
+            self._set_timer(_GOSSIP, now + self.config.gossip_interval, out)
         return out
 
     def rearm(self, now: float) -> list[ev.Command]:
@@ -224,13 +236,16 @@ class Membership(ProbingMixin, DisseminationMixin):
         """
         if self.joined:
             raise ValueError("preload comes before Join")
+        members = self.table.members
+        limit, own = self.config.max_members, self.self_id
+        fresh = []
         for update, record, claim in known:
-            if len(self.table) >= self.config.max_members:
+            if len(members) + len(fresh) >= limit:
                 break
-            if update.peer == self.self_id or update.peer in self.table.members:
+            if update.peer == own or update.peer in members:
                 continue
-            member = Member(update.peer, update, now, now, update.address, record, claim, vouched=True)
-            self.table.add(member)
+            fresh.append(Member(update.peer, update, now, now, update.address, record, claim, vouched=True))
+        self.table.add_all(fresh)
 
     # --- queries (for ``p2pcompute peers`` and the layers above) --------------------
 
@@ -324,8 +339,11 @@ class Membership(ProbingMixin, DisseminationMixin):
             self._push_pull_round(now, out)
 
     def _on_received(self, event: ev.Received, now: float, out: list) -> None:
-        peer, msg = event.peer, event.msg
-        sender = self.table.get(peer)
+        self._on_message(event.peer, event.msg, now, out)
+
+    def _on_message(self, peer: PeerId, msg: object, now: float, out: list) -> None:
+        get = self.table.members.get
+        sender = get(peer)
         if sender is not None:
             sender.last_seen = now
             sender.vouched = True
@@ -340,7 +358,7 @@ class Membership(ProbingMixin, DisseminationMixin):
                 self._on_piggybacked(peer, msg, now, out)
         finally:
             self._sender = None
-        if sender is None and (sender := self.table.get(peer)) is not None:
+        if sender is None and (sender := get(peer)) is not None:
             sender.vouched = True  # it introduced itself
 
     def _on_piggybacked(self, peer: PeerId, msg: Ping | Ack | PingReq | Nack | Gossip, now: float, out: list) -> None:

@@ -125,6 +125,30 @@ class Table:
         if member.live:
             self._enter_live(member)
 
+    def add_all(self, members: list[Member]) -> None:
+        """``add`` each of ``members`` (distinct, none held yet), in order: the same table and the
+        same draws from the rng as one ``add`` at a time, with less overhead per member."""
+        if len({m.peer for m in members}) != len(members) or any(m.peer in self.members for m in members):
+            raise ValueError("add_all takes distinct members that are not held yet")
+        table, live, order, rng = self.members, self.live, self._order, self._rng
+        cursor = self._cursor
+        # randint(cursor, n) is cursor + _randbelow(n - cursor + 1) (random.py); the same draws
+        below = rng._randbelow if type(rng) is random.Random else (lambda n: rng.randint(0, n - 1))
+        for member in members:
+            peer = member.peer
+            table[peer] = member
+            if not member.live or member.slot >= 0:
+                continue
+            member.slot = _index(len(live))
+            live.append(peer)
+            n = len(order)
+            spot = cursor + below(n - cursor + 1)
+            if spot == n:
+                order.append(peer)
+            else:
+                order.append(order[spot])
+                order[spot] = peer
+
     def remove(self, peer: PeerId) -> None:
         member = self.members.pop(peer, None)
         if member is not None:

@@ -58,6 +58,7 @@ from ..gossip import events as ev
 from ..gossip.messages import ALIVE, DEAD, SUSPECT
 from ..node.identity import PeerId
 from .cluster import Cluster, ClusterConfig, LookupRun, SimPeer
+from .des import quiet_gc, settle_gc
 
 _SPREAD_FRACTION = 0.99
 _SPREAD_GIVE_UP = 60.0  # an update not at 99% after this long counts as never arriving
@@ -456,11 +457,13 @@ class ChurnRun:
         started, cpu = time.perf_counter(), time.process_time()
         end = self.end
         t = 0.0
-        while t < end:
-            t = min(end, t + step)
-            self.engine.run_until(t)
-            if progress is not None:
-                progress(t, end)
+        with quiet_gc():
+            while t < end:
+                t = min(end, t + step)
+                self.engine.run_until(t)
+                settle_gc()
+                if progress is not None:
+                    progress(t, end)
         self.metrics.finish(end)
         self.wall_seconds = time.perf_counter() - started
         self.cpu_seconds = time.process_time() - cpu

@@ -17,8 +17,10 @@ and a directed link delivers in FIFO order (``max(now + latency,
 last_delivery)``). A message to a crashed peer, or one that crashes while the
 message is in flight, is dropped. Byte counts are honest without encoding
 every message: the first 64 and then every ``byte_sample_every``-th message
-of each type are encoded with the real codec (``wire.encode``, ``pb.frame``) and
-bytes are estimated as count × mean sampled size per type.
+of each type are sized as the real codec would encode them (``pb.frame``;
+membership messages by ``wiresize.WireSizer``, exactly ``len(wire.encode)``
+without re-encoding the shared facts of a push-pull every time) and bytes are
+estimated as count × mean sampled size per type.
 
 Timers cost one heap entry each and are cancelled lazily: a peer keeps the
 current deadline of each of its membership timer kinds (at most five) and
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import math
 import random
 from collections import Counter
@@ -68,12 +71,14 @@ from ..gossip import events as ev
 from ..gossip.capability import make_record, open_record
 from ..gossip.membership import Membership
 from ..gossip.messages import ALIVE, DEAD, Update
-from ..node import wire
 from ..node.identity import Identity, PeerId
-from .des import Engine
+from .des import Engine, paused_gc
 from .memnet import MemNetwork
+from .wiresize import WireSizer
 
 _INF = math.inf
+_heappush = heapq.heappush
+_SEND, _SET_TIMER = ev.Send, ev.SetTimer
 _TIMER_EVENTS = tuple(ev.TimerFired(kind) for kind in ev.TimerKind)
 FIND_NODE = pb.MessageType.FIND_NODE
 GET_PROVIDERS = pb.MessageType.GET_PROVIDERS
@@ -202,6 +207,9 @@ class Cluster:
         self.dropped: Counter = Counter()  # by reason
         self._size_sum: dict[str, int] = {}
         self._size_n: dict[str, int] = {}
+        self._sizer = WireSizer()
+        self._deliver_gossip_cb = self._deliver_gossip  # bound once: the hot path's callbacks
+        self._fire_cb = self._fire
         # observers
         self.on_member_changed: Callable[[float, SimPeer, ev.MemberChanged], None] = _noop
         self.on_capability_changed: Callable[[float, SimPeer, ev.CapabilityChanged], None] = _noop
@@ -271,6 +279,10 @@ class Cluster:
         after its join wave has settled, built in O(N·(N + k·log N)) instead
         of simulated; the protocols then run as usual from here.
         """
+        with paused_gc():  # a million long-lived objects at 1000 peers: nothing for the collector to find
+            self._start_converged(peers)
+
+    def _start_converged(self, peers: list[SimPeer]) -> None:
         now = self.engine.now
         claims = []
         for peer in peers:
@@ -375,14 +387,19 @@ class Cluster:
 
     def _commands(self, peer: SimPeer, commands: list) -> None:
         for cmd in commands:
-            kind = type(cmd)
-            if kind is ev.Send:
-                self._send(peer, cmd.peer, cmd.msg, self._deliver_gossip, None)
-            elif kind is ev.SetTimer:
-                k = cmd.kind
-                if peer.timers[k] != cmd.at:
-                    peer.timers[k] = cmd.at
-                    self.engine.at(cmd.at, self._fire, peer, k)  # a time already past runs now
+            kind = cmd.__class__
+            if kind is _SEND:
+                self._send(peer, cmd.peer, cmd.msg, self._deliver_gossip_cb, None)
+            elif kind is _SET_TIMER:
+                k, at = cmd.kind, cmd.at
+                timers = peer.timers
+                if timers[k] != at:
+                    timers[k] = at
+                    engine = self.engine  # engine.at inlined: a time already past runs now
+                    if at < engine.now:
+                        at = engine.now
+                    engine._seq += 1
+                    _heappush(engine._heap, (at, engine._seq, self._fire_cb, peer, k))
             elif kind is ev.MemberChanged:
                 if cmd.new >= DEAD and self.config.evict_dead_from_dht:
                     peer.table.remove(cmd.peer, self.engine.now)
@@ -391,17 +408,18 @@ class Cluster:
                 self.on_capability_changed(self.engine.now, peer, cmd)
 
     def _fire(self, peer: SimPeer, kind: int) -> None:
-        if not peer.alive or peer.timers[kind] > self.engine.now:
+        now = self.engine.now
+        timers = peer.timers
+        if timers[kind] > now or not peer.alive:
             return  # superseded by a later deadline, or already fired (inf)
-        peer.timers[kind] = _INF
-        self._commands(peer, peer.membership.handle(_TIMER_EVENTS[kind], self.engine.now))
+        timers[kind] = _INF
+        self._commands(peer, peer.membership.handle(_TIMER_EVENTS[kind], now))
 
     def _deliver_gossip(self, dst: SimPeer, payload: tuple) -> None:
         if not dst.alive:
             self.dropped["crash"] += 1
             return
-        src, msg, _ = payload
-        self._commands(dst, dst.membership.handle(ev.Received(src, msg), self.engine.now))
+        self._commands(dst, dst.membership.receive(payload[0], payload[1], self.engine.now))
 
     # --- the network ----------------------------------------------------------------
 
@@ -414,10 +432,11 @@ class Cluster:
         (``stream_rto``) later, as TCP would deliver it.
         """
         counts = self._counts
-        key = type(msg)
+        key = msg.__class__
         if key is _KAD:
             key = msg.type
-        n = counts[key] = counts.get(key, 0) + 1
+        n = counts.get(key, 0) + 1
+        counts[key] = n
         if n <= _FIRST_SAMPLES or n % self._sample_every == 0:
             self._sample_size(key, msg)
         dst = self.live.get(dst_id)
@@ -425,21 +444,28 @@ class Cluster:
             self.dropped["crash"] += 1
             return
         net = self.net
-        if net._group is not None and net._group.get(src.id) != net._group.get(dst_id):
+        src_id = src.id
+        group = net._group
+        if group is not None and group.get(src_id) != group.get(dst_id):
             self.dropped["partition"] += 1
             return
-        params = net._params(src.id, dst_id)
-        now = self.engine.now
-        at = now + params.sample(self.link_rng)
-        if net.quantum:
-            at = math.ceil(at / net.quantum) * net.quantum
+        params = net._overrides.get((src_id, dst_id), net.default_link) if net._overrides else net.default_link
+        link_rng = self.link_rng
+        engine = self.engine
+        now = engine.now
+        at = now + params.sample(link_rng)
+        quantum = net.quantum
+        if quantum:
+            at = math.ceil(at / quantum) * quantum
         links = src.links
         last = links.get(dst_id)
         if last is not None and at < last:
             at = last
         elif last is None and len(links) >= src.links_limit:
+            # A known quirk, kept so that seeds replay as before: ``links`` is still the dict that
+            # _prune_links replaced, so this message's FIFO time is not remembered.
             self._prune_links(src, now)
-        if params.loss and self.link_rng.random() < params.loss:
+        if params.loss and link_rng.random() < params.loss:
             if rid is None:
                 links[dst_id] = at
                 self.dropped["loss"] += 1
@@ -447,7 +473,10 @@ class Cluster:
             at += self.config.stream_rto
             self.retransmits += 1
         links[dst_id] = at
-        self.engine.at(at, deliver, dst, (src.id, msg, rid))
+        if at < now:
+            at = now
+        engine._seq += 1  # engine.at, inlined: the busiest call of a simulation
+        _heappush(engine._heap, (at, engine._seq, deliver, dst, (src_id, msg, rid)))
 
     def _prune_links(self, peer: SimPeer, now: float) -> None:
         peer.links = {p: t for p, t in peer.links.items() if t > now}
@@ -457,7 +486,7 @@ class Cluster:
         if key.__class__ is pb.MessageType:
             size = len(pb.frame(msg))
         else:
-            size = len(wire.encode(msg, max_size=1 << 30))
+            size = self._sizer.size(msg)  # == len(wire.encode(msg)), see wiresize.py
         name = _name(key)
         self._size_sum[name] = self._size_sum.get(name, 0) + size
         self._size_n[name] = self._size_n.get(name, 0) + 1

@@ -19,14 +19,26 @@ deliveries use ``at`` and are never rounded.
 
 All randomness of a simulation should come from ``rng`` (or generators seeded
 from it), never from the global ``random`` module.
+
+Garbage collection. A simulation holds millions of long-lived objects (a
+member table per peer: N² entries), and CPython's cyclic collector rescans
+them at every full collection: at 1000 peers that was about an eighth of the
+CPU time. ``quiet_gc`` (a context manager for a run) freezes what exists into
+the permanent generation and raises the young threshold; ``settle_gc`` (call
+it between steps) freezes what survived the last step; ``paused_gc`` turns
+collection off for a bulk build (a converged network's tables). Reference
+counting still frees everything as before; only cyclic garbage waits until
+the run ends. None of it changes a result.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Callback = Callable[[Any, Any], None]
@@ -84,3 +96,33 @@ class Engine:
         self.events += count
         if t_end > self.now:
             self.now = t_end
+
+
+@contextlib.contextmanager
+def quiet_gc(young: int = 20_000) -> Iterator[None]:
+    """For a whole run: long-lived objects out of the collector's way; thresholds restored after."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(young, thresholds[0]), thresholds[1], max(1000, thresholds[2]))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def settle_gc() -> None:
+    """Between steps of a run inside ``quiet_gc``: what survived so far is long-lived."""
+    gc.freeze()
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic collection while a bulk of long-lived objects is built (the previous state after)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -172,3 +172,20 @@ def test_a_timer_already_due_fires_at_once_in_the_cluster_driver():
     cluster._commands(observer, observer.membership.handle(ev.Received(others[1].id, Gossip((confirmed,))), cluster.now))
     cluster.engine.run_until(cluster.now + 0.01)
     assert observer.membership.state_of(victim.id) == DEAD
+
+
+def test_gc_helpers_restore_the_collector_as_they_found_it():
+    import gc
+
+    from p2pcompute.simulations.des import paused_gc, quiet_gc, settle_gc
+
+    thresholds, enabled = gc.get_threshold(), gc.isenabled()
+    with quiet_gc(young=50_000):
+        assert gc.get_threshold()[0] == max(50_000, thresholds[0])
+        junk = [[i] for i in range(100)]
+        settle_gc()
+        assert gc.get_freeze_count() >= len(junk)
+        with paused_gc():
+            assert not gc.isenabled()
+        assert gc.isenabled() == enabled
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
