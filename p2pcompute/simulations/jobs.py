@@ -78,6 +78,7 @@ from ..scheduler.model import MAX_INPUTS_PER_TASK, InputRef, JobPlan, Requiremen
 from ..scheduler.placement import MODES, Candidate
 from .churn import quantile
 from .cluster import Cluster, ClusterConfig, SimPeer
+from .des import quiet_gc, settle_gc
 from .sched_peer import SchedPeer
 
 MB = 1 << 20
@@ -543,11 +544,13 @@ class JobsRun:
     def run(self, progress: Callable[[float, float], None] | None = None, step: float = 5.0) -> dict:
         started, cpu = time.perf_counter(), time.process_time()
         t, end = 0.0, self.end
-        while t < end and not (self.done and t > self.jobs[-1].submit_at):
-            t = min(end, t + step)
-            self.engine.run_until(t)
-            if progress is not None:
-                progress(t, end)
+        with quiet_gc():              # the cluster's long-lived tables out of the collector's way (des.py)
+            while t < end and not (self.done and t > self.jobs[-1].submit_at):
+                t = min(end, t + step)
+                self.engine.run_until(t)
+                settle_gc()
+                if progress is not None:
+                    progress(t, end)
         self.virtual_seconds = t
         self.wall_seconds = time.perf_counter() - started
         self.cpu_seconds = time.process_time() - cpu
