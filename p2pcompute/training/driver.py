@@ -143,6 +143,8 @@ class NetworkTrainer:
             raise UserError(f"the checkpoint's parameters do not fit the model: {problem}")
         record = dict(ck["coordinator"])
         record["config"] = dict(train.__dict__)       # this train.yaml's schedule (e.g. more rounds)
+        if record.get("finished"):                    # its slots are the closed last round's: a new round starts
+            record["done"], record["finished"] = [None] * train.shards, False
         try:
             self.coord = Coordinator.from_record(record, random.Random(self.rng.getrandbits(64)))
         except ValueError as exc:
