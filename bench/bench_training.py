@@ -15,6 +15,14 @@ Prints:
   * 20% byzantine peers (2 of 10, 10 shards a round) with each attack under
     each aggregation rule, beside the clean run of the same rule (test
     accuracy averaged over --byzantine-seeds seeds).
+
+    python bench/bench_training.py --devnet 4 [--specs examples/digits.train.yaml ...]   (run from /tmp)
+
+instead trains each train.yaml on a real N-peer devnet (one daemon per OS
+process, loopback TCP; the daemon's TrainingService, every gradient or
+local-steps task a scheduler job) and, in this process, the same model with
+the same seed (training/inprocess.py): accuracy of both, wall time of both
+and their ratio, bytes moved, jobs, peers that ran tasks.
 """
 
 from __future__ import annotations
@@ -56,12 +64,60 @@ def numpy_mlp(split: data.Split, epochs: int, batch: int, lr: float, momentum: f
     return float(np.mean(pred == split.y_test)), time.perf_counter() - start
 
 
+def devnet(n: int, specs: list[str], as_json: bool) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from p2pcompute.node.client import ControlClient
+    from p2pcompute.node.devnet import Devnet
+    from p2pcompute.training.spec import parse
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as root:
+        net = Devnet(Path(root), n, log_level="warning")
+        try:
+            net.start(timeout=120)
+            if not net.wait_connected(60):
+                raise SystemExit("the devnet did not connect")
+            client = ControlClient(net.peers[0].data_dir, timeout=60)
+            for path in specs:
+                text = Path(path).read_text()
+                spec = parse(text)
+                run_id = client._call("POST", "/v1/train", json={"spec": text})["id"]
+                while (st := client._call("GET", f"/v1/train/{run_id}"))["state"] in ("waiting for peers", "running"):
+                    time.sleep(0.5)
+                split = data.digits(spec.seed)
+                ref = run(spec.run_config(), split)
+                results.append({"spec": path, "mode": spec.mode, "state": st["state"], "error": st["error"],
+                                "rounds": st["round"], "accuracy": st["accuracy"], "wall_s": st["elapsed_s"],
+                                "bytes": st["bytes"], "data_bytes": st["data_bytes"], "jobs": st["jobs"],
+                                "peers_seen": st["peers_seen"], "inprocess_accuracy": ref.test_accuracy,
+                                "inprocess_wall_s": ref.wall_seconds, "inprocess_bytes": ref.bytes_moved,
+                                "wall_ratio": st["elapsed_s"] / ref.wall_seconds})
+        finally:
+            net.stop()
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{n}-peer devnet (machine shared), each train.yaml on the network and in this process, same seed:")
+    for r in results:
+        print(f"  {r['spec']}: {r['state']} {r['error']}  {r['mode']}  rounds {r['rounds']}  accuracy "
+              f"{r['accuracy']:.4f} (in-process {r['inprocess_accuracy']:.4f})  wall {r['wall_s']:.1f} s "
+              f"(in-process {r['inprocess_wall_s']:.2f} s, ratio {r['wall_ratio']:.0f}x)  bytes {r['bytes'] / 1e6:.2f} MB"
+              f" (+{r['data_bytes'] / 1e6:.2f} MB minibatches)  jobs {r['jobs']}  peers {r['peers_seen']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--byzantine-seeds", type=int, default=3, help="seeds averaged in the byzantine table")
+    ap.add_argument("--devnet", type=int, metavar="N", help="train the --specs on a real N-peer devnet instead")
+    ap.add_argument("--specs", nargs="+", default=["examples/digits.train.yaml"], metavar="TRAIN.yaml")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.devnet:
+        devnet(args.devnet, args.specs, args.json)
+        return
     split = data.digits(seed=args.seed)
     out: dict = {"train_examples": len(split.y_train), "test_examples": len(split.y_test)}
 

@@ -170,3 +170,90 @@ def _print_end(r: dict, written: list[Path]) -> None:
         console.print(f"  checkpoint after round {rnd}: {cid}", highlight=False)
     for p in written:
         console.print(f"  wrote {p}", highlight=False)
+
+
+# --- simulate train (registered under `simulate` by simulate_cmd.py) ------------------------------------
+
+SIM_EPILOG = """\
+formats as for 'simulate churn' (churn FRACTION/PERIOD such as 10%/10min, 0 for none).
+Writes DIR/report.json and DIR/curve.png. The same --seed gives the same report (except wall time).
+"""
+
+
+def register_simulate(psub: Any) -> None:
+    s = psub.add_parser("train", help="distributed training on a churning network: the real coordinator, the "
+                        "real numeric work on a small model, byzantine peers",
+                        description="Simulate N peers (membership and DHT as in 'simulate churn'); peer 0 runs "
+                        "the training coordinator over the others, every update is computed for real (the digits "
+                        "MLP's opset-2 graphs), liars send attacked updates, peers are replaced; measure final "
+                        "accuracy, rounds, bytes per round, wall time.",
+                        epilog=SIM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--peers", type=int, default=100, help="number of peers, the coordinator included (default 100)")
+    s.add_argument("--mode", choices=("sync", "local", "async"), default="sync")
+    s.add_argument("--byzantine", default="0", help="share of peers that lie (0.2 or 20%%; default 0)")
+    s.add_argument("--attack", choices=("sign_flip", "scaled", "biased"), default="sign_flip")
+    s.add_argument("--rule", choices=("mean", "median", "trimmed_mean", "centered_clip"),
+                   help="aggregation (default: mean without liars, trimmed_mean with)")
+    s.add_argument("--churn", default="10%/10min", help="FRACTION/PERIOD of peers replaced (default 10%%/10min)")
+    s.add_argument("--kill-per-round", type=int, default=0, help="also crash this many shard holders mid-round")
+    s.add_argument("--rounds", type=int, help="rounds (default: sync/async 80, local 8)")
+    s.add_argument("--shards", type=int, default=20, help="updates per round (default 20)")
+    s.add_argument("--local-steps", type=int, default=10, help="H, local mode's steps per round (default 10)")
+    s.add_argument("--task-seconds", type=float, default=1.0, help="compute seconds of one step (default 1)")
+    s.add_argument("--compare-clean", action="store_true",
+                   help="also run the same seed without liars and churn, and report the accuracy difference")
+    s.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed)")
+    s.add_argument("--out", metavar="DIR", default="sim-train", help="output directory (default ./sim-train)")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_simulate_train)
+
+
+def cmd_simulate_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    from ..training.plot import write_curve
+    from ..training.simulate import TrainScenario, simulate
+    from .simulate_cmd import parse_churn, parse_fraction
+
+    byz = parse_fraction(args.byzantine, "byzantine share")
+    fraction, period = parse_churn(args.churn)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    rounds = args.rounds or (8 if args.mode == "local" else 80)
+    rule = args.rule or ("trimmed_mean" if byz > 0 else "mean")
+    try:
+        scenario = TrainScenario(peers=args.peers, mode=args.mode, shards=args.shards, rounds=rounds,
+                                 local_steps=args.local_steps, byzantine=byz, attack=args.attack, rule=rule,
+                                 churn_fraction=fraction, churn_period=period, kill_per_round=args.kill_per_round,
+                                 task_s=args.task_seconds, seed=seed)
+        scenario.run_config()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not args.json:
+        console.print(f"seed {seed}: {scenario.peers} peers, {args.mode}, {rounds} rounds of {args.shards} shards, "
+                      f"byzantine {byz:.0%} ({args.attack}, {rule}), churn {fraction:.0%}/{period:g} s",
+                      highlight=False)
+    report = simulate(scenario)
+    if args.compare_clean:
+        clean = simulate(dataclasses.replace(scenario, byzantine=0.0, churn_fraction=0.0, kill_per_round=0))
+        report["clean_accuracy"] = clean["final_accuracy"]
+        report["accuracy_drop_points"] = 100 * (clean["final_accuracy"] - report["final_accuracy"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    png = write_curve(out / "curve.png", report["curve"],
+                      f"simulate train: {args.peers} peers, {args.mode}, byzantine {byz:.0%} {args.attack} ({rule}), "
+                      f"churn {fraction:.0%}/{period:g} s, seed {seed}")
+    if args.json:
+        print_json({k: v for k, v in report.items() if k != "curve"})
+    else:
+        console.print(f"final accuracy {100 * report['final_accuracy']:.2f}% after {report['rounds']} rounds "
+                      f"({report['updates']} updates); {report['bytes_per_round'] / 1e6:.2f} MB per round; "
+                      f"{report['crashes']} crashes ({report['kills_mid_round']} mid-round), "
+                      f"{report['coordinator']['reassigned']} shards reassigned, {report['lying_updates']} lying "
+                      f"updates; {report['virtual_s']:.0f} virtual s in {report['wall_s']:.1f} wall s", highlight=False)
+        if "clean_accuracy" in report:
+            console.print(f"clean run, same seed: {100 * report['clean_accuracy']:.2f}% "
+                          f"({report['accuracy_drop_points']:+.2f} points lost)", highlight=False)
+        console.print(f"wrote {out / 'report.json'}, {png}", highlight=False)
+    return 0 if report["finished"] else 1

@@ -182,3 +182,16 @@ async def test_local_mode_and_a_peer_crashed_mid_task(tmp_path):
                 if x["peer"] == str(victim.peer_id) and x["outcome"] != "ok"]
         assert lost                                        # the victim's task was retried elsewhere
         nursery.cancel_scope.cancel()
+
+
+async def test_async_mode_applies_every_shard_once_per_epoch(tmp_path):
+    net = MemNetwork(13, latency=(0.001, 0.004))
+    async with trio.open_nursery() as nursery:
+        nodes = await start_peers(nursery, net, tmp_path, 3, delay=0.05)
+        svc = nodes[0].services["training"]
+        st = await train(svc, (SPEC % ("async", 4)) + "async: {staleness_bound: 2}\n")
+        assert st["state"] == "done", st["error"]
+        assert st["round"] == 4 and len(st["curve"]) == 4
+        assert st["stats"]["applied"] == 12 and st["version"] == 12   # 3 shards x 4 epochs, one version each
+        assert st["stats"]["stale_dropped"] == st["stats"]["assigned"] - 12 - st["stats"]["reassigned"]
+        nursery.cancel_scope.cancel()
