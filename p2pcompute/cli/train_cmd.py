@@ -193,10 +193,10 @@ def register_simulate(psub: Any) -> None:
     s.add_argument("--byzantine", default="0", help="share of peers that lie (0.2 or 20%%; default 0)")
     s.add_argument("--attack", choices=("sign_flip", "scaled", "biased"), default="sign_flip")
     s.add_argument("--rule", choices=("mean", "median", "trimmed_mean", "centered_clip"),
-                   help="aggregation (default: mean without liars, trimmed_mean with)")
+                   help="aggregation (default: mean without liars, centered_clip with)")
     s.add_argument("--churn", default="10%/10min", help="FRACTION/PERIOD of peers replaced (default 10%%/10min)")
     s.add_argument("--kill-per-round", type=int, default=0, help="also crash this many shard holders mid-round")
-    s.add_argument("--rounds", type=int, help="rounds (default: sync/async 80, local 8)")
+    s.add_argument("--rounds", type=int, help="rounds (default: sync/async 120, local 8)")
     s.add_argument("--shards", type=int, default=20, help="updates per round (default 20)")
     s.add_argument("--local-steps", type=int, default=10, help="H, local mode's steps per round (default 10)")
     s.add_argument("--task-seconds", type=float, default=1.0, help="compute seconds of one step (default 1)")
@@ -219,8 +219,8 @@ def cmd_simulate_train(args: argparse.Namespace) -> int:
     byz = parse_fraction(args.byzantine, "byzantine share")
     fraction, period = parse_churn(args.churn)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    rounds = args.rounds or (8 if args.mode == "local" else 80)
-    rule = args.rule or ("trimmed_mean" if byz > 0 else "mean")
+    rounds = args.rounds or (8 if args.mode == "local" else 120)
+    rule = args.rule or ("centered_clip" if byz > 0 else "mean")
     try:
         scenario = TrainScenario(peers=args.peers, mode=args.mode, shards=args.shards, rounds=rounds,
                                  local_steps=args.local_steps, byzantine=byz, attack=args.attack, rule=rule,

@@ -62,7 +62,7 @@ class TrainScenario:
     peers: int = 100
     mode: str = "sync"
     shards: int = 20
-    rounds: int = 80
+    rounds: int = 120
     local_steps: int = 10
     staleness_bound: int = 8
     batch: int = 32
