@@ -128,6 +128,7 @@ class NetworkTrainer:
         self.final_cid = ""
         self.data_bytes = 0
         self.jobs = 0
+        self.active: set[str] = set()                                 # job ids submitted, not ended
         self.refused: list[str] = []
         self.started_at: float | None = None
         self.done = trio.Event()
@@ -189,6 +190,12 @@ class NetworkTrainer:
         finally:
             if self.state not in ("done", "failed"):
                 self.state = "cancelled"
+            with trio.CancelScope(shield=True):   # the tasks still out are not needed any more
+                for job_id in sorted(self.active):
+                    try:
+                        await self.sched.cancel(job_id, f"training run {self.run_id} {self.state}")
+                    except P2PComputeError:
+                        pass
             self.done.set()
 
     async def _run(self) -> None:
@@ -290,8 +297,10 @@ class NetworkTrainer:
                            RetryPolicy(retries=3, backoff_s=0.5, backoff_max_s=5.0),
                            outputs=tuple(("step", o) for o in graph.outputs))
             self.jobs += 1
+            self.active.add(job_id)                     # before submit: a cancel may land inside it
             await self.sched.submit(plan)
-            report = await self.sched.wait(job_id)
+            report = await self.sched.wait(job_id)      # cancelled: the id stays, run() cancels the job
+            self.active.discard(job_id)
             if report.kind == "done":
                 break
             log.info("training %s: job %s %s: %s", self.run_id, job_id, report.kind, report.reason)

@@ -195,3 +195,25 @@ async def test_async_mode_applies_every_shard_once_per_epoch(tmp_path):
         assert st["stats"]["applied"] == 12 and st["version"] == 12   # 3 shards x 4 epochs, one version each
         assert st["stats"]["stale_dropped"] == st["stats"]["assigned"] - 12 - st["stats"]["reassigned"]
         nursery.cancel_scope.cancel()
+
+
+async def test_cancelling_a_run_cancels_its_jobs(tmp_path):
+    net = MemNetwork(14, latency=(0.001, 0.004))
+    async with trio.open_nursery() as nursery:
+        nodes = await start_peers(nursery, net, tmp_path, 3, delay=0.5)
+        svc = nodes[0].services["training"]
+        started = await api(svc, "start", body={"spec": SPEC % ("sync", 50)})
+        sched = nodes[0].services["scheduler"]
+        with trio.fail_after(60):
+            while not any(j.js.state == "running" for j in sched.jobs.values()):
+                await trio.sleep(0.02)
+        status, _, _ = await svc.api_routes()[("POST", "/v1/train/cancel/{id}")](b"{}", {"id": started["id"]})
+        assert status == 200
+        with trio.fail_after(30):
+            while (st := await api(svc, "get", started["id"]))["state"] != "cancelled":
+                await trio.sleep(0.05)
+            while not all(j.done.is_set() for j in sched.jobs.values()):
+                await trio.sleep(0.05)
+        assert st["round"] < 50
+        assert any(j.report.kind == "cancelled" for j in sched.jobs.values())
+        nursery.cancel_scope.cancel()
