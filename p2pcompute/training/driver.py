@@ -5,18 +5,22 @@ Theory of operation
 ``NetworkTrainer`` owns one ``Coordinator`` (coordinator.py) and carries out
 its commands, in order, under one lock:
 
-* ``Assign`` -> a one-task job on this peer's scheduler (``SchedulerService.submit``),
-  so that the task is placed, retried and checked like any other: an opset-2
-  ``graph`` task (``inprocess.task_graph``: one step's gradient, or H local
-  steps' delta) whose inputs are CIDs: the parameters of the assignment's
-  version (published once per version) and the shard's minibatch(es)
+* ``Assign``s -> the assignments of one step (sync: a round's) as one job on
+  this peer's scheduler (``SchedulerService.submit``), a task each, so that
+  tasks are placed, retried and checked like any other: an opset-2 ``graph``
+  task (``inprocess.task_graph``: one step's gradient, or H local steps'
+  delta) whose inputs are CIDs: the parameters of the assignment's version
+  (published once per version) and the shard's minibatch(es)
   (``inprocess.feeds``: fixed by shard and round, whoever computes them).
-  When the job is done its outputs are in this peer's blockstore (the
-  scheduler fetched them); they are decoded, checked (``model.check_update``:
-  names, dtypes, shapes; a malformed update is not fed and its shard times out
-  to another peer) and fed as ``UpdateArrived`` with the payload as the output
-  CIDs. A job that fails (the scheduler's retries spent) is submitted again,
-  at most ``MAX_RESUBMITS`` times per assignment, then the run fails.
+  When the job ends, each done task's outputs are in this peer's blockstore
+  (the scheduler fetched them); they are decoded, checked
+  (``model.check_update``: names, dtypes, shapes; a malformed update is not
+  fed and its shard times out to another peer) and fed as ``UpdateArrived``
+  with the payload as the output CIDs. The tasks of a job that failed (the
+  scheduler's retries spent) are submitted again as a new job, at most
+  ``MAX_RESUBMITS`` times, then the run fails. (One job per round rather
+  than per task: a job's fixed costs, its record's replication above all,
+  are paid once a round.)
 * ``Aggregate`` / ``Apply`` -> ``inprocess.Updater`` (the robust rule, then
   the optimiser: the same code as the in-process run, so a run with the same
   seed computes the same numbers), the new parameters published (version + 1),
@@ -120,7 +124,6 @@ class NetworkTrainer:
         self.losses: dict[tuple[int, int], float] = {}
         self.executors: dict[int, set[str]] = defaultdict(set)        # round -> peers that ran its tasks
         self.all_executors: set[str] = set()
-        self.tries: dict[tuple[int, int, str], int] = defaultdict(int)
         self.round_pins: dict[int, list[str]] = defaultdict(list)      # round -> minibatch CIDs pinned here
         self.state = "waiting for peers"
         self.error = ""
@@ -131,6 +134,7 @@ class NetworkTrainer:
         self.active: set[str] = set()                                 # job ids submitted, not ended
         self.refused: list[str] = []
         self.started_at: float | None = None
+        self.ended_at: float | None = None
         self.done = trio.Event()
 
     def _resume(self, ck: dict, train: TrainConfig, params: Params) -> None:
@@ -175,7 +179,10 @@ class NetworkTrainer:
         return self.coord.stats["bytes_down"] + self.coord.stats["bytes_up"]
 
     def elapsed(self) -> float:
-        return self.elapsed_before + (0.0 if self.started_at is None else time.perf_counter() - self.started_at)
+        if self.started_at is None:
+            return self.elapsed_before
+        end = self.ended_at if self.ended_at is not None else time.perf_counter()
+        return self.elapsed_before + end - self.started_at
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -188,6 +195,7 @@ class NetworkTrainer:
             log.exception("training run %s failed", self.run_id)
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
+            self.ended_at = time.perf_counter()
             if self.state not in ("done", "failed"):
                 self.state = "cancelled"
             with trio.CancelScope(shield=True):   # the tasks still out are not needed any more
@@ -225,13 +233,17 @@ class NetworkTrainer:
 
     async def _feed(self, event: Any, now: float) -> None:
         async with self.lock:
+            assigns: list[Assign] = []
             for cmd in self.coord.handle(event, now):
-                await self._execute(cmd)
+                if isinstance(cmd, Assign):
+                    assigns.append(cmd)
+                else:
+                    await self._execute(cmd)
+            if assigns:                     # one job for the step's assignments (sync: the round's)
+                self.nursery.start_soon(self._work, assigns)
 
     async def _execute(self, cmd: Any) -> None:
-        if isinstance(cmd, Assign):
-            self.nursery.start_soon(self._work, cmd)
-        elif isinstance(cmd, Aggregate):
+        if isinstance(cmd, Aggregate):
             payloads = [await self._load(c.payload) for c in cmd.contributions]
             self.updater.aggregate(payloads)
             await self._unpin([cid for c in cmd.contributions for cid in c.payload.values()])
@@ -267,54 +279,77 @@ class NetworkTrainer:
 
     # --- one assignment: a job ---------------------------------------------------------------------
 
-    async def _work(self, a: Assign) -> None:
-        from ..scheduler.model import InputRef, JobPlan, Requirements, RetryPolicy, TaskSpec
+    async def _task(self, a: Assign) -> Any:
+        """The assignment as a graph task of a job (its minibatch added here), or None if its parameter
+        version is no longer kept (the coordinator's staleness rule would refuse it anyway)."""
+        from ..scheduler.model import InputRef, Requirements, TaskSpec
 
+        params = self.versions.get(a.version)
+        if params is None:
+            return None
         graph = task_graph(self.cfg, a)
-        batch = feeds(self.cfg, self.split, a)
         refs = []
-        for name, value in batch.items():
+        for name, value in feeds(self.cfg, self.split, a).items():
             cid, size = await self._add(tensor_format.encode(value))
             refs.append(InputRef(name, cid=cid, size=size))
             self.round_pins[a.round].append(cid)
             self.data_bytes += size
-        params = self.versions.get(a.version)
-        if params is None:      # an old version no longer kept: the coordinator's staleness rule refuses it anyway
-            return
         refs += [InputRef(n, cid=c, size=s) for n, (c, s) in params.items()]
         limits = Limits(memory=512 << 20, cpu_seconds=max(10.0, self.spec.task_timeout),
                         wall_seconds=self.spec.task_timeout)
         task = Task("graph", inputs={d.name: InputFile("") for d in graph.inputs},
                     outputs={o: "tensor" for o in graph.outputs}, limits=limits, graph=graph.to_cbor())
-        spec = TaskSpec("step", "train", "graph", cbor2.dumps(task.to_wire()), tuple(refs),
+        return TaskSpec(f"r{a.round}-s{a.shard}-{a.peer}", "train", "graph", cbor2.dumps(task.to_wire()), tuple(refs),
                         requirements=Requirements(cpus=1.0, memory=512 << 20, timeout_s=self.spec.task_timeout,
                                                   opset=2))
-        key = (a.round, a.shard, a.peer)
-        while True:
-            self.tries[key] += 1
-            job_id = f"{self.run_id}-r{a.round}-s{a.shard}-{a.peer}-{self.tries[key]}"
-            plan = JobPlan(job_id, f"train {self.spec.name}: round {a.round} shard {a.shard}", (spec,),
+
+    async def _work(self, assigns: list[Assign]) -> None:
+        """The assignments of one coordinator step (sync: a round's) as one job, a task each: the
+        job is placed, retried and checked by the scheduler; a job that fails is submitted again for
+        the tasks it did not finish, at most ``MAX_RESUBMITS`` times."""
+        from ..scheduler.model import JobPlan, RetryPolicy
+
+        specs = {}
+        for a in assigns:
+            spec = await self._task(a)
+            if spec is not None:
+                specs[spec.task_id] = (a, spec)
+        tries = 0
+        while specs:
+            tries += 1
+            first = next(iter(specs.values()))[0]
+            job_id = f"{self.run_id}-{self.jobs + 1}-r{first.round}"
+            plan = JobPlan(job_id, f"train {self.spec.name}: round {first.round}, {len(specs)} shard(s)",
+                           tuple(spec for _, spec in specs.values()),
                            RetryPolicy(retries=3, backoff_s=0.5, backoff_max_s=5.0),
-                           outputs=tuple(("step", o) for o in graph.outputs))
+                           outputs=tuple((tid, o) for tid, (a, _) in specs.items()
+                                         for o in task_graph(self.cfg, a).outputs))
             self.jobs += 1
             self.active.add(job_id)                     # before submit: a cancel may land inside it
             await self.sched.submit(plan)
             report = await self.sched.wait(job_id)      # cancelled: the id stays, run() cancels the job
             self.active.discard(job_id)
-            if report.kind == "done":
-                break
-            log.info("training %s: job %s %s: %s", self.run_id, job_id, report.kind, report.reason)
-            if self.tries[key] > MAX_RESUBMITS:
-                self.error = f"round {a.round} shard {a.shard}: {self.tries[key]} jobs failed, the last: " \
-                             f"{report.reason}"
-                self.state = "failed"
-                return
-        run = self.sched.jobs[job_id].js.tasks["step"]
+            js = self.sched.jobs[job_id].js
+            for tid in [t for t in specs if js.tasks[t].state == "done"]:
+                a, _ = specs.pop(tid)
+                await self._arrived(a, js.tasks[tid])
+            if specs:
+                log.info("training %s: job %s %s: %s", self.run_id, job_id, report.kind, report.reason)
+                if tries > MAX_RESUBMITS:
+                    self.error = f"round {first.round}: {tries} jobs failed, the last: {report.reason}"
+                    self.state = "failed"
+                    return
+
+    async def _arrived(self, a: Assign, run: Any) -> None:
         if run.peer is not None:
             self.executors[a.round].add(str(run.peer))
             self.all_executors.add(str(run.peer))
-        outputs = {name: cid for _, name, cid in report.outputs}
-        values = await trio.to_thread.run_sync(self._read_outputs, outputs)
+        outputs = dict(run.outputs)
+        try:
+            values = await trio.to_thread.run_sync(self._read_outputs, outputs)
+        except (P2PComputeError, ValueError) as exc:
+            self.refused.append(f"round {a.round} shard {a.shard}: unreadable update ({exc})")
+            return
         payload = payload_of(a, values)
         problem = check_update(self.cfg.model, payload) or ("" if np.ndim(values.get("loss")) == 0 else "loss")
         if problem:

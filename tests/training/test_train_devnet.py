@@ -48,7 +48,7 @@ def test_train_on_three_daemons_matches_the_inprocess_run_and_resumes(tmp_path):
         peer0 = str(net.peers[0].data_dir)
         first = cli(["train", "t3.yaml", "--data-dir", peer0, "--out", "out3"], tmp_path)
         assert first["state"] == "done", first["error"]
-        assert first["rounds"] == 3 and first["jobs"] == 9 and first["peers_seen"] >= 2
+        assert first["rounds"] == 3 and first["jobs"] == 3 and first["peers_seen"] >= 2
         assert (tmp_path / "out3" / "curve.png").stat().st_size > 1000
         assert json.loads((tmp_path / "out3" / "report.json").read_text())["final"] == first["final"]
         split = data.digits(2)
@@ -58,7 +58,7 @@ def test_train_on_three_daemons_matches_the_inprocess_run_and_resumes(tmp_path):
 
         more = cli(["train", "t5.yaml", "--data-dir", peer0, "--out", "out5", "--resume", first["final"]], tmp_path)
         assert more["state"] == "done", more["error"]
-        assert more["rounds"] == 5 and more["jobs"] == 6
+        assert more["rounds"] == 5 and more["jobs"] == 2
         assert more["final_accuracy"] == run_inprocess(parse(SPEC % 5).run_config(), split).test_accuracy
     finally:
         net.stop()
