@@ -195,7 +195,8 @@ class NetworkTrainer:
             log.exception("training run %s failed", self.run_id)
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            self.ended_at = time.perf_counter()
+            if self.ended_at is None:
+                self.ended_at = time.perf_counter()
             if self.state not in ("done", "failed"):
                 self.state = "cancelled"
             with trio.CancelScope(shield=True):   # the tasks still out are not needed any more
@@ -274,6 +275,7 @@ class NetworkTrainer:
         self.curve.append([rnd + 1, float(np.mean(losses)) if losses else None, acc, self.moved(), self.elapsed()])
 
     async def _finish(self) -> None:
+        self.ended_at = time.perf_counter()
         self.final_cid = await self._checkpoint()
         self.state = "done"
 
