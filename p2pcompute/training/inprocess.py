@@ -142,6 +142,9 @@ def run(cfg: RunConfig, split: Split) -> Report:
                   time.perf_counter() - start, curve, dict(coord.stats), kills, upd.params)
 
 
+NORM_WINDOW = 64
+
+
 class Updater:
     """The numeric side of ``Aggregate`` / ``Apply``: the robust rule, then the optimiser (sync: SGD with
     momentum on the aggregated gradient; local: DiLoCo's outer Nesterov step on the aggregated delta;
@@ -155,6 +158,7 @@ class Updater:
         self.opt = Sgd(cfg.lr, cfg.momentum if self.mode == "sync" else 0.0)
         self.outer = Sgd(cfg.outer_lr, cfg.outer_momentum, nesterov=True)
         self.combine = aggregate.rule(cfg.rule, cfg.byzantine)
+        self.norms: list[float] = []        # async: the norms of the last updates (apply's clipping)
 
     def aggregate(self, payloads: list[Params]) -> None:
         rows = np.stack([flatten(p) for p in payloads])
@@ -163,6 +167,21 @@ class Updater:
                        else outer_step(self.outer, self.params, mean))
 
     def apply(self, payload: Params, weight: float) -> None:
+        """Async: one update as it arrives. With a robust rule (anything but the mean) there is nothing to
+        aggregate it with, so its norm is clipped to the median norm of the last ``NORM_WINDOW`` updates
+        (the parameters' norm before 5 are known; non-finite updates dropped): a liar's update can weigh
+        no more than a typical honest one."""
+        if self.cfg.rule != "mean":
+            flat = flatten(payload)
+            norm = float(np.linalg.norm(flat))
+            if not np.isfinite(norm):
+                return
+            # until a few norms are known, the parameters' own norm bounds an update (a first liar is capped)
+            usual = float(np.median(self.norms)) if len(self.norms) >= 5 else \
+                min(norm, float(np.linalg.norm(flatten(self.params))))
+            self.norms = (self.norms + [norm])[-NORM_WINDOW:]
+            if norm > usual > 0:
+                payload = unflatten(flat * (usual / norm), payload)
         self.params = {n: p - self.cfg.lr * weight * payload[n] for n, p in self.params.items()}
 
     def velocity(self) -> Params:

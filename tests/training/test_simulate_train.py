@@ -57,3 +57,13 @@ def test_the_cli_writes_report_and_curve(tmp_path, capsys):
     assert printed["rounds"] == report["rounds"] == 3 and len(report["curve"]) == 3
     assert report["bytes_per_round"] == report["bytes_moved"] / 3
     assert (tmp_path / "o" / "curve.png").stat().st_size > 1000
+
+
+def test_async_mode_clips_a_liars_update_to_a_usual_norm():
+    liars = dataclasses.replace(BASE, peers=21, shards=10, rounds=12, mode="async", byzantine=0.2, attack="scaled",
+                                rule="centered_clip")
+    clipped = simulate(liars)
+    clean = simulate(dataclasses.replace(liars, byzantine=0.0))
+    sunk = simulate(dataclasses.replace(liars, rule="mean"))
+    assert clipped["lying_updates"] > 10 and clipped["updates"] == 120
+    assert clean["final_accuracy"] - clipped["final_accuracy"] <= 0.05 and sunk["final_accuracy"] < 0.5

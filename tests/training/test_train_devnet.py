@@ -1,15 +1,19 @@
 """`p2pcompute train` on a real devnet (three daemons, subprocesses, the default services): the CLI posts a
 small train.yaml to one daemon, its TrainingService runs every gradient as a job over the peers, the CLI
 writes report.json and curve.png; the accuracy is the in-process run's with the same seed; the final
-checkpoint's CID resumes for more rounds."""
+checkpoint's CID resumes for more rounds. (slow: a daemon SIGKILLed mid-training.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from p2pcompute.node.devnet import Devnet
 from p2pcompute.training import data
@@ -60,5 +64,35 @@ def test_train_on_three_daemons_matches_the_inprocess_run_and_resumes(tmp_path):
         assert more["state"] == "done", more["error"]
         assert more["rounds"] == 5 and more["jobs"] == 2
         assert more["final_accuracy"] == run_inprocess(parse(SPEC % 5).run_config(), split).test_accuracy
+    finally:
+        net.stop()
+
+
+@pytest.mark.slow
+def test_a_daemon_killed_mid_training_changes_nothing(tmp_path):
+    """SIGKILL one of three daemons mid-training: tasks it held run again elsewhere (after the
+    lease lapses, about 30 s), the rounds complete, and the model is the in-process run's."""
+    from p2pcompute.node.client import ControlClient
+
+    net = Devnet(tmp_path / "net", 3, log_level="warning")
+    try:
+        net.start(timeout=120)
+        assert net.wait_connected(60)
+        client = ControlClient(net.peers[0].data_dir, timeout=60)
+        text = SPEC % 8
+        run_id = client._call("POST", "/v1/train", json={"spec": text})["id"]
+        deadline = time.monotonic() + 120
+        while client._call("GET", f"/v1/train/{run_id}")["round"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        net.peers[2].process.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 300
+        while (st := client._call("GET", f"/v1/train/{run_id}"))["state"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert st["state"] == "done", st["error"]
+        assert st["round"] == 8
+        split = data.digits(2)
+        assert st["accuracy"] == run_inprocess(parse(text).run_config(), split).test_accuracy
     finally:
         net.stop()
