@@ -152,6 +152,7 @@ def stop_daemon(data_dir: Path, *, timeout: float = 30.0, force: bool = False) -
 
 def default_services(config: Config) -> list:
     """The protocols a daemon runs, in start order (a service may use those before it)."""
+    from ..dashboard.service import DashboardService
     from ..dht.service import DhtConfig, DhtService
     from ..gossip.service import MembershipService
     from ..ops.service import ComputeService
@@ -163,7 +164,7 @@ def default_services(config: Config) -> list:
 
     return [MembershipService(), DhtService(DhtConfig(protocols=tuple(config.dht_protocols))), StorageService(max_bytes=config.storage_max or None),
             BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus))), SchedulerService(),
-            TrainingService()]
+            TrainingService(), DashboardService()]
 
 
 def advertised_host() -> str:
