@@ -63,7 +63,7 @@ class TrainingService:
 
     async def start(self, text: str, resume: str | None = None) -> str:
         """Start a run from a train.yaml's text; its id. ``UserError`` if it cannot start."""
-        from .driver import NetworkTrainer, read_checkpoint
+        from .driver import NetworkTrainer
         from .spec import parse
 
         if self._nursery is None:
