@@ -15,6 +15,19 @@ Prints:
   * 20% byzantine peers (2 of 10, 10 shards a round) with each attack under
     each aggregation rule, beside the clean run of the same rule (test
     accuracy averaged over --byzantine-seeds seeds).
+
+    python bench/bench_training.py --simulate 100 [--rounds 80] [--byzantine-seeds 3]
+
+runs the simulate-train scenario (100 peers, 20% liars, 10%/10min churn) for
+each rule and attack beside the clean run of the same seed and rule.
+
+    python bench/bench_training.py --devnet 4 [--specs examples/digits.train.yaml ...]   (run from /tmp)
+
+instead trains each train.yaml on a real N-peer devnet (one daemon per OS
+process, loopback TCP; the daemon's TrainingService, every gradient or
+local-steps task a scheduler job) and, in this process, the same model with
+the same seed (training/inprocess.py): accuracy of both, wall time of both
+and their ratio, bytes moved, jobs, peers that ran tasks.
 """
 
 from __future__ import annotations
@@ -56,12 +69,108 @@ def numpy_mlp(split: data.Split, epochs: int, batch: int, lr: float, momentum: f
     return float(np.mean(pred == split.y_test)), time.perf_counter() - start
 
 
+def devnet(n: int, specs: list[str], as_json: bool) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from p2pcompute.node.client import ControlClient
+    from p2pcompute.node.devnet import Devnet
+    from p2pcompute.training.spec import parse
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as root:
+        net = Devnet(Path(root), n, log_level="warning")
+        try:
+            net.start(timeout=120)
+            if not net.wait_connected(60):
+                raise SystemExit("the devnet did not connect")
+            client = ControlClient(net.peers[0].data_dir, timeout=60)
+            for path in specs:
+                text = Path(path).read_text()
+                spec = parse(text)
+                run_id = client._call("POST", "/v1/train", json={"spec": text})["id"]
+                while (st := client._call("GET", f"/v1/train/{run_id}"))["state"] in ("waiting for peers", "running"):
+                    time.sleep(0.5)
+                split = data.digits(spec.seed)
+                ref = run(spec.run_config(), split)
+                first95 = next((p for p in st["curve"] if p[2] >= 0.95), None)
+                results.append({"spec": path, "mode": spec.mode, "state": st["state"], "error": st["error"],
+                                "bytes_to_95": first95[3] if first95 else None,
+                                "round_to_95": first95[0] if first95 else None,
+                                "inprocess_bytes_to_95": ref.bytes_to_target,
+                                "rounds": st["round"], "accuracy": st["accuracy"], "wall_s": st["elapsed_s"],
+                                "bytes": st["bytes"], "data_bytes": st["data_bytes"], "jobs": st["jobs"],
+                                "peers_seen": st["peers_seen"], "inprocess_accuracy": ref.test_accuracy,
+                                "inprocess_wall_s": ref.wall_seconds, "inprocess_bytes": ref.bytes_moved,
+                                "wall_ratio": st["elapsed_s"] / ref.wall_seconds})
+        finally:
+            net.stop()
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{n}-peer devnet (machine shared), each train.yaml on the network and in this process, same seed:")
+    for r in results:
+        print(f"  {r['spec']}: {r['state']} {r['error']}  {r['mode']}  rounds {r['rounds']}  accuracy "
+              f"{r['accuracy']:.4f} (in-process {r['inprocess_accuracy']:.4f})  wall {r['wall_s']:.1f} s "
+              f"(in-process {r['inprocess_wall_s']:.2f} s, ratio {r['wall_ratio']:.0f}x)  bytes {r['bytes'] / 1e6:.2f} MB"
+              f" (+{r['data_bytes'] / 1e6:.2f} MB minibatches)  jobs {r['jobs']}  peers {r['peers_seen']}  to 95%: "
+              f"round {r['round_to_95']}, {r['bytes_to_95'] and r['bytes_to_95'] / 1e6} MB (in-process "
+              f"{r['inprocess_bytes_to_95'] and r['inprocess_bytes_to_95'] / 1e6} MB)")
+    by_mode = {r["mode"]: r for r in results if r["bytes_to_95"]}
+    if "sync" in by_mode and "local" in by_mode:
+        print(f"  sync / local bytes (parameters and updates) to first reach 95%: "
+              f"{by_mode['sync']['bytes_to_95'] / by_mode['local']['bytes_to_95']:.1f}x")
+
+
+def simulated(peers: int, rounds: int, seeds: list[int], rules: list[str], attacks: list[str], as_json: bool) -> None:
+    """`simulate train`'s scenario (training/simulate.py): 20% liars and 10%/10min churn against the clean run
+    (same seed and rule, no liars, no churn): final test accuracy and the points lost."""
+    import dataclasses
+
+    from p2pcompute.training.simulate import TrainScenario, simulate
+
+    rows = []
+    for rule in rules:
+        for seed in seeds:
+            base = TrainScenario(peers=peers, rounds=rounds, rule=rule, seed=seed)
+            clean = simulate(base)["final_accuracy"]
+            for attack in attacks:
+                r = simulate(dataclasses.replace(base, byzantine=0.2, attack=attack, churn_fraction=0.1))
+                rows.append({"rule": rule, "seed": seed, "attack": attack, "clean": clean,
+                             "accuracy": r["final_accuracy"], "lost_points": 100 * (clean - r["final_accuracy"]),
+                             "wall_s": r["wall_s"], "crashes": r["crashes"]})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"simulate train: {peers} peers, sync, {rounds} rounds of 20 shards, 20% liars, churn 10%/10min "
+          f"(machine shared); points lost against the clean run of the same seed and rule:")
+    for rule in rules:
+        for attack in attacks:
+            got = [r for r in rows if r["rule"] == rule and r["attack"] == attack]
+            print(f"  {rule:<14} {attack:<10} accuracy {np.mean([r['accuracy'] for r in got]):.4f}  clean "
+                  f"{np.mean([r['clean'] for r in got]):.4f}  lost {np.mean([r['lost_points'] for r in got]):+.2f} "
+                  f"points (worst {max(r['lost_points'] for r in got):+.2f}, {len(got)} seeds)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--byzantine-seeds", type=int, default=3, help="seeds averaged in the byzantine table")
+    ap.add_argument("--devnet", type=int, metavar="N", help="train the --specs on a real N-peer devnet instead")
+    ap.add_argument("--specs", nargs="+", default=["examples/digits.train.yaml"], metavar="TRAIN.yaml")
+    ap.add_argument("--simulate", type=int, metavar="PEERS", help="the simulate-train byzantine table instead")
+    ap.add_argument("--rounds", type=int, default=80, help="with --simulate (default 80)")
+    ap.add_argument("--rules", nargs="+", default=["trimmed_mean", "median", "centered_clip"])
+    ap.add_argument("--attacks", nargs="+", default=["sign_flip", "scaled", "biased"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.simulate:
+        simulated(args.simulate, args.rounds, list(range(args.seed, args.seed + args.byzantine_seeds)), args.rules,
+                  args.attacks, args.json)
+        return
+    if args.devnet:
+        devnet(args.devnet, args.specs, args.json)
+        return
     split = data.digits(seed=args.seed)
     out: dict = {"train_examples": len(split.y_train), "test_examples": len(split.y_test)}
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "p2pcompute.cli.ops_cmd",
     "p2pcompute.cli.validate_cmd",
     "p2pcompute.cli.jobs_cmd",
+    "p2pcompute.cli.train_cmd",
     "p2pcompute.cli.storage_cmd",
     "p2pcompute.cli.data_cmd",
     "p2pcompute.cli.dht_cmd",

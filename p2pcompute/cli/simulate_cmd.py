@@ -145,6 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--out", metavar="DIR", default="sim-jobs", help="output directory (default ./sim-jobs)")
     add_json_flag(j)
     j.set_defaults(func=cmd_jobs)
+    from .train_cmd import register_simulate
+
+    register_simulate(psub)      # simulate train (training/simulate.py)
 
 
 JOBS_EPILOG = """\

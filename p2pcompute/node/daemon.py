@@ -160,10 +160,11 @@ def default_services(config: Config) -> list:
     from ..storage.bitswap_service import BitswapService
     from ..storage.registry_service import RegistryService
     from ..storage.service import StorageService
+    from ..training.service import TrainingService
 
     return [MembershipService(), DhtService(DhtConfig(protocols=tuple(config.dht_protocols))), StorageService(max_bytes=config.storage_max or None),
             BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus))), SchedulerService(),
-            DashboardService()]
+            TrainingService(), DashboardService()]
 
 
 def advertised_host() -> str:

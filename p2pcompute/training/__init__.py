@@ -7,8 +7,15 @@ Files:
     reference.py    the single-process reference trainer on the same graphs (accuracy, wall time)
     aggregate.py    mean, coordinate median, trimmed mean, CenteredClip (pure numpy; non-finite rows dropped)
     coordinator.py  the training coordinator, pure: rounds, shards, sync / local / async, faults, checkpoints
-    inprocess.py    drives the coordinator in one process in virtual time with real numeric work, faults, liars
-    INTEGRATION.md  how the next session wires this into jobs, the CLI and the simulation
+    inprocess.py    drives the coordinator in one process in virtual time with real numeric work, faults, liars;
+                    Updater / feeds / task_graph: the numeric side the network driver shares
+    spec.py         train.yaml -> TrainSpec (model, dataset, optimiser, mode, schedule); every problem named
+    driver.py       NetworkTrainer, the trio driver: each assignment a one-task scheduler job, parameters and
+                    checkpoints as CIDs, resume from a checkpoint
+    service.py      TrainingService: the daemon's training runs, control API /v1/train (start, list, get, cancel)
+    plot.py         the learning curve PNG (matplotlib)
+    simulate.py     ``simulate train``: the coordinator on the simulated churning cluster, real numeric work, liars
+    INTEGRATION.md  how this is wired into jobs, the CLI and the simulation, and what is left
 
 The operators the graphs need beyond opset 1 are in ops/op_train.py.
 """

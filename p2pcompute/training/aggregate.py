@@ -15,7 +15,8 @@ per row, and returns one d-vector:
   start from the coordinate median, then iterate
   ``v <- v + mean_i (g_i - v) * min(1, tau / |g_i - v|)``: a row far from
   the centre pulls it by at most ``tau / n`` per iteration, whatever its norm.
-  ``tau=None`` takes the median distance of the rows from the start point.
+  ``tau=None`` takes ``scale`` x the median distance of the rows from the start
+  point (``rule("centered_clip")``: a quarter, 40 iterations).
 
 ``by_parts`` aggregates column ranges separately (parameter sharding).
 
@@ -68,11 +69,11 @@ def trimmed_mean(updates: np.ndarray, trim: int) -> np.ndarray:
 
 
 def centered_clip(updates: np.ndarray, tau: float | None = None, iters: int = 20,
-                  tol: float = 1e-10) -> np.ndarray:
+                  tol: float = 1e-10, scale: float = 1.0) -> np.ndarray:
     rows = finite_rows(updates)
     v = np.median(rows, axis=0)
     if tau is None:
-        tau = float(np.median(np.linalg.norm(rows - v, axis=1))) or 1e-12
+        tau = scale * float(np.median(np.linalg.norm(rows - v, axis=1))) or 1e-12
     if tau <= 0:
         raise ValueError("tau must be positive")
     for _ in range(iters):
@@ -110,8 +111,11 @@ def rule(name: str, byzantine: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     if name == "trimmed_mean":
         return lambda u: trimmed_mean(u, min(max(1, byzantine), (len(u) - 1) // 2))
     if name == "centered_clip":
-        return centered_clip
+        # a quarter of the median distance, 40 iterations: 20% sign-flipping liars on 100 simulated peers
+        # lost 0.46 point on average (worst 1.39, 3 seeds) against 1.30 (worst 2.23) with the whole distance
+        return lambda u: centered_clip(u, iters=40, scale=CLIP_SCALE)
     raise ValueError(f"unknown aggregation rule {name!r}; one of mean, median, trimmed_mean, centered_clip")
 
 
 RULES = ("mean", "median", "trimmed_mean", "centered_clip")
+CLIP_SCALE = 0.25

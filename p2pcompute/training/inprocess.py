@@ -28,8 +28,9 @@ from . import aggregate
 from .coordinator import Aggregate, Apply, Assign, Coordinator, PeerJoined, PeerLost, TrainConfig, \
     UpdateArrived
 from .data import Split, batch_indices, shard
-from .model import Model, Params, accuracy, init_params, local_graph, loss_and_grads
+from .model import Model, Params, accuracy, init_params, local_graph, loss_and_grads, step_graph
 from .optim import Sgd, flatten, nbytes, outer_step, unflatten
+from ..ops.graph import Graph
 
 
 @dataclass
@@ -76,9 +77,7 @@ def run(cfg: RunConfig, split: Split) -> Report:
     peers = [f"p{i}" for i in range(cfg.peers)]
     liars = set(peers[:cfg.byzantine])
     speed = {p: rng.uniform(0.5, 1.5) for p in peers}
-    opt = Sgd(cfg.lr, cfg.momentum if train.mode == "sync" else 0.0)
-    outer = Sgd(cfg.outer_lr, cfg.outer_momentum, nesterov=True)
-    combine = aggregate.rule(cfg.rule, cfg.byzantine)
+    upd = Updater(cfg, params)
     queue: list[tuple[float, int, Assign, Params]] = []
     seq = 0
     now = 0.0
@@ -93,29 +92,26 @@ def run(cfg: RunConfig, split: Split) -> Report:
 
     def record(round_: int) -> None:
         nonlocal to_target
-        acc = accuracy(model, params, split.x_test, split.y_test)
+        acc = accuracy(model, upd.params, split.x_test, split.y_test)
         curve.append((round_, moved(), acc))
         if to_target is None and acc >= cfg.target_accuracy:
             to_target = (round_, moved())
 
     def execute(commands: list) -> None:
-        nonlocal seq, params
+        nonlocal seq
         for cmd in commands:
             if isinstance(cmd, Assign):  # the peer starts from the parameters of now (cmd.version)
                 seq += 1
-                payload = work(cfg, model, params, split, cmd)
+                payload = work(cfg, model, upd.params, split, cmd)
                 if cmd.peer in liars:
                     payload = attack(cfg.attack, payload, rng)
                 done = now + speed[cmd.peer] * rng.uniform(0.8, 1.2) * cmd.steps
                 heapq.heappush(queue, (done, seq, cmd, payload))
             elif isinstance(cmd, Aggregate):
-                rows = np.stack([flatten(c.payload) for c in cmd.contributions])
-                mean = unflatten(combine(rows), params)
-                params = opt.step(params, mean) if train.mode == "sync" else outer_step(outer, params, mean)
+                upd.aggregate([c.payload for c in cmd.contributions])
                 record(cmd.round + 1)
             elif isinstance(cmd, Apply):
-                c = cmd.contribution
-                params = {n: p - cfg.lr * c.weight * c.payload[n] for n, p in params.items()}
+                upd.apply(cmd.contribution.payload, cmd.contribution.weight)
                 if coord.round > cmd.round:  # this update closed the epoch
                     record(cmd.round + 1)
 
@@ -140,25 +136,95 @@ def run(cfg: RunConfig, split: Split) -> Report:
             for p in killed:
                 execute(coord.handle(PeerJoined(p), now))
             killed = []
-    final = accuracy(model, params, split.x_test, split.y_test)
+    final = accuracy(model, upd.params, split.x_test, split.y_test)
     return Report(train.mode, coord.round, coord.version, final, moved(),
                   to_target[1] if to_target else None, to_target[0] if to_target else None,
-                  time.perf_counter() - start, curve, dict(coord.stats), kills, params)
+                  time.perf_counter() - start, curve, dict(coord.stats), kills, upd.params)
 
 
-def work(cfg: RunConfig, model: Model, params: Params, split: Split, task: Assign) -> Params:
-    """What a peer computes for an assignment: a gradient, or the delta after ``steps`` local steps."""
+NORM_WINDOW = 64
+
+
+class Updater:
+    """The numeric side of ``Aggregate`` / ``Apply``: the robust rule, then the optimiser (sync: SGD with
+    momentum on the aggregated gradient; local: DiLoCo's outer Nesterov step on the aggregated delta;
+    async: plain SGD on each update, scaled by its staleness weight). The network driver uses it too,
+    so that a distributed run and an in-process run with the same seed compute the same numbers."""
+
+    def __init__(self, cfg: RunConfig, params: Params) -> None:
+        self.cfg = cfg
+        self.mode = cfg.train.mode
+        self.params = params
+        self.opt = Sgd(cfg.lr, cfg.momentum if self.mode == "sync" else 0.0)
+        self.outer = Sgd(cfg.outer_lr, cfg.outer_momentum, nesterov=True)
+        self.combine = aggregate.rule(cfg.rule, cfg.byzantine)
+        self.norms: list[float] = []        # async: the norms of the last updates (apply's clipping)
+
+    def aggregate(self, payloads: list[Params]) -> None:
+        rows = np.stack([flatten(p) for p in payloads])
+        mean = unflatten(self.combine(rows), self.params)
+        self.params = (self.opt.step(self.params, mean) if self.mode == "sync"
+                       else outer_step(self.outer, self.params, mean))
+
+    def apply(self, payload: Params, weight: float) -> None:
+        """Async: one update as it arrives. With a robust rule (anything but the mean) there is nothing to
+        aggregate it with, so its norm is clipped to the median norm of the last ``NORM_WINDOW`` updates
+        (the parameters' norm before 5 are known; non-finite updates dropped): a liar's update can weigh
+        no more than a typical honest one."""
+        if self.cfg.rule != "mean":
+            flat = flatten(payload)
+            norm = float(np.linalg.norm(flat))
+            if not np.isfinite(norm):
+                return
+            # until a few norms are known, the parameters' own norm bounds an update (a first liar is capped)
+            usual = float(np.median(self.norms)) if len(self.norms) >= 5 else \
+                min(norm, float(np.linalg.norm(flatten(self.params))))
+            self.norms = (self.norms + [norm])[-NORM_WINDOW:]
+            if norm > usual > 0:
+                payload = unflatten(flat * (usual / norm), payload)
+        self.params = {n: p - self.cfg.lr * weight * payload[n] for n, p in self.params.items()}
+
+    def velocity(self) -> Params:
+        """The optimiser state a checkpoint keeps (sync: the SGD momentum; local: the outer one)."""
+        return dict(self.opt.velocity if self.mode == "sync" else self.outer.velocity)
+
+    def set_velocity(self, velocity: Params) -> None:
+        (self.opt if self.mode == "sync" else self.outer).velocity = dict(velocity)
+
+
+def feeds(cfg: RunConfig, split: Split, task: Assign) -> dict[str, np.ndarray]:
+    """The data of an assignment: its shard's minibatch (gradient) or ``steps`` minibatches stacked (local),
+    fixed by (shard, round): whoever computes it draws the same examples."""
     x, y = shard(split.x_train, split.y_train, task.shard, cfg.train.shards)
     seed = cfg.seed + 1_000_003 * task.shard  # shard 0 draws the reference trainer's minibatches
     if task.kind == "gradient":
         idx = batch_indices(len(y), cfg.batch, task.round, seed)
-        return loss_and_grads(model, params, x[idx], y[idx])[2]
+    else:
+        idx = np.concatenate([batch_indices(len(y), cfg.batch, task.round * task.steps + j, seed)
+                              for j in range(task.steps)])
+    return {"x": x[idx], "y": y[idx]}
+
+
+def task_graph(cfg: RunConfig, task: Assign) -> Graph:
+    """The opset-2 graph a peer runs for an assignment (outputs ``grad.<p>`` or ``delta.<p>``, and ``loss``)."""
+    if task.kind == "gradient":
+        return step_graph(cfg.model, cfg.batch)
+    return local_graph(cfg.model, cfg.batch, task.steps, cfg.lr, cfg.momentum)
+
+
+def payload_of(task: Assign, outputs: dict) -> Params:
+    """The update in a graph's outputs: the gradients (``grad.<p>``) or the deltas (``delta.<p>``)."""
+    prefix = "grad." if task.kind == "gradient" else "delta."
+    return {n[len(prefix):]: v for n, v in outputs.items() if n.startswith(prefix)}
+
+
+def work(cfg: RunConfig, model: Model, params: Params, split: Split, task: Assign) -> Params:
+    """What a peer computes for an assignment: a gradient, or the delta after ``steps`` local steps."""
+    if task.kind == "gradient":
+        f = feeds(cfg, split, task)
+        return loss_and_grads(model, params, f["x"], f["y"])[2]
     # H steps as one opset-2 graph (the task a peer runs): the same numbers as H step graphs + Sgd
-    idx = np.concatenate([batch_indices(len(y), cfg.batch, task.round * task.steps + j, seed)
-                          for j in range(task.steps)])
-    graph = local_graph(model, cfg.batch, task.steps, cfg.lr, cfg.momentum)
-    out = graph.run({"x": x[idx], "y": y[idx], **params})
-    return {n: out[f"delta.{n}"] for n in params}
+    return payload_of(task, task_graph(cfg, task).run({**feeds(cfg, split, task), **params}))
 
 
 def attack(kind: str, payload: Params, rng: random.Random) -> Params:
