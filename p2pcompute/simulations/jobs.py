@@ -117,6 +117,7 @@ class JobsScenario:
     settle: float = 10.0
     drain_s: float = 1800.0             # after the last submission, how long to wait for the jobs
     submit_timeout_s: float = 10.0
+    fence_keep_s: float = 600.0         # a peer remembers the line of a job record it dropped this long
     keep_ended_s: float = 60.0          # a replica keeps an ended job's record this long (if not told to forget)
     takeover_wait_s: float = 10.0       # the r-th live replica takes over after r times this, if nobody did
     kill_every_s: float = 0.25          # kill_coordinators: a coordinator is crashed at most this often

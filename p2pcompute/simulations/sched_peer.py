@@ -27,7 +27,13 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   line (a newer epoch; between two replicas that both took over, the
   higher nonce), and a coordinator that hears of a higher line than its own
   was replaced (declared dead while alive, or a sibling) and drops the job,
-  reporting nothing.
+  reporting nothing. A record for a job this peer coordinates is judged the
+  same way (the trio service's ``_against_own``). A peer that drops a record
+  (left out by a newer line, told to forget, ended and kept long enough) or
+  ends a job it coordinates remembers the line for ``fence_keep_s``, so that
+  an older line (two replicas that both took over: a peer that joined lately
+  may not yet know the other is alive) is fenced off there rather than
+  acked, and no copy of another line lingers to be taken over after the end.
 * *Takeover.* When this peer's membership declares a job's coordinator dead
   and this peer is the first replica of the record's list still alive in
   its view, it resumes the job with ``JobState.from_record`` and ``start``,
@@ -104,6 +110,7 @@ class SchedPeer:
         self.ex_timer: float | None = None
         self.jobs: dict[str, Coordinated] = {}
         self.held: dict[str, Held] = {}
+        self.fences: dict[str, tuple] = {}             # job -> the line of a record dropped here (a while)
         self.runs: dict[tuple[str, str], tuple[str, Any, float, bool]] = {}   # (job, lease) -> task, coord, end, local
         self._cands: list[Candidate] | None = None
 
@@ -258,6 +265,8 @@ class SchedPeer:
             c.final = None
             self.world.job_reported(self, c.js, report, again)
             del self.jobs[c.js.job_id]
+            self.held.pop(c.js.job_id, None)          # no copy of another line lingers here to take over
+            self._fence(c.js.job_id, (c.js.epoch, c.js.nonce))
             for p in c.replicas:                  # the submitter knows: the replicas may forget the job
                 self.world.send(self, p, "forget", (c.js.job_id, c.js.epoch))
 
@@ -284,13 +293,25 @@ class SchedPeer:
         w = self.world
         try:
             line = (int(body["epoch"]), int(body["nonce"]))
-            mine = (held.record["epoch"], held.record["nonce"]) if held is not None else (-1, -1)
+            mine = (held.record["epoch"], held.record["nonce"]) if held is not None else self.fences.get(job, (-1, -1))
+            if held is None and mine > line:       # dropped here for a newer line: the sender's is fenced off
+                w.send(self, src, "ack", (job, -1, False, mine))
+                return
+            c = self.jobs.get(job)
+            if c is not None:                      # this peer coordinates the job too: the higher line wins
+                own = (c.js.epoch, c.js.nonce)
+                if own > line:
+                    w.send(self, src, "ack", (job, -1, False, own))
+                    return
+                if own < line:
+                    del self.jobs[job]
+                    w.fenced()
             if mine > line:
                 w.send(self, src, "ack", (job, held.record["version"], False, mine))
                 return
             if full:
-                record = held.record if mine == line and held.record["version"] > body["version"] else body
-            elif mine < line:
+                record = held.record if held is not None and mine == line and held.record["version"] > body["version"] else body
+            elif mine < line or held is None:
                 raise RecordGap("no record of this line held")
             else:
                 record = apply_delta(held.record, body)
@@ -302,6 +323,7 @@ class SchedPeer:
             return
         if self.id not in replicas:           # a newer coordinator chose other replicas: forget the job
             self.held.pop(job, None)
+            self._fence(job, line)
             return
         self.held[job] = Held(record, src, list(replicas))
         if full or record["state"] != "running":   # a delta of a running job needs no ack: a gap says it
@@ -313,6 +335,20 @@ class SchedPeer:
         h = self.held.get(job)
         if h is not None and h.record is record:
             del self.held[job]
+            self._fence(job, (record["epoch"], record["nonce"]))
+
+    def _fence(self, job: str, line: tuple) -> None:
+        """Remember a dropped record's line for ``fence_keep_s``, so that an older line of the job (a coordinator
+        replaced while alive, still running it) is fenced off here rather than acked as a new record: as the
+        trio service does, which keeps the records it holds until it needs their room."""
+        if line > self.fences.get(job, (-1, -1)):
+            self.fences[job] = line
+            w = self.world
+            w.engine.after(w.s.fence_keep_s, self._unfence, job, line)
+
+    def _unfence(self, job: str, line: tuple) -> None:
+        if self.fences.get(job) == line:
+            del self.fences[job]
 
     def _take_over_late(self, job: str, seen: tuple) -> None:
         h = self.held.get(job)
@@ -425,6 +461,7 @@ class SchedPeer:
             h = self.held.get(job)
             if h is not None and h.record["epoch"] <= epoch:
                 del self.held[job]
+                self._fence(job, (h.record["epoch"], h.record["nonce"]))
         elif kind == "ack":
             job, version, gap, line = body
             self.on_ack(src, job, version, gap, line)

@@ -66,6 +66,16 @@ def test_killing_the_coordinators_every_job_still_completes():
     assert _without_timing(run()) == _without_timing(report)
 
 
+def test_two_replicas_that_both_take_over_never_run_a_job_to_its_end_twice():
+    """Seed 2: a peer that joined lately and a known replica both took one job over (the newcomer did not
+    know the other was alive); the lower line was fenced off, and the winner, once done, kept no copy of the
+    other line to take over later (before the fix: the job ran to its end a second time)."""
+    report = JobsRun(JobsScenario(peers=30, jobs=60, seed=2, files_per_job=2, kill_coordinators=True,
+                                  task_s=30.0, load=0.4)).run()
+    assert report["fenced_coordinators"] >= 1 and report["succeeded"] == 60
+    assert report["repeated_final_reports"] == 0 and report["duplicate_results_accepted"] == 0
+
+
 def test_every_placement_mode_gets_the_same_jobs_and_completes_them():
     base = JobsScenario(peers=12, jobs=40, seed=8, files_per_job=2, churn_fraction=0.0)
     jobs = [(j.plan, j.submit_at, j.durations) for j in workload(base)]
