@@ -569,10 +569,21 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             return set()
         return {m.peer for m in membership.sm.members() if m.state in ("alive", "suspect")}
 
+    def _departed(self) -> set[PeerId]:
+        """The members dead or left now."""
+        membership = self.node.services.get("membership")
+        if membership is None or membership.sm is None:
+            return set()
+        return {m.peer for m in membership.sm.members() if m.state in ("dead", "left")}
+
     async def _poll_loop(self) -> None:
         while True:
             alive = self._live()
             gone, self._alive = self._alive - alive, alive
+            # a coordinator whose records are held here may have come and gone between two polls (a short job
+            # done within a second of the peers meeting): its departure counts though it was never seen alive
+            departed = self._departed()
+            gone |= {h.coordinator for h in self.held.values() if h.coordinator in departed} - self._gone
             self._gone = (self._gone | gone) - alive if len(self._gone) < 4096 else gone
             for peer in gone:                  # dead, left, or dropped from the table
                 await self._member_died(peer)
