@@ -18,7 +18,9 @@ drive the task:
   peers: the rest is placed again after ``placement_retry_s``; nothing for
   ``placement_timeout_s``: those executions are lost (``v.lost``).
 * ``Execute(trusted=True)``: one offer to a peer the driver's ``trusted(job)``
-  names (the submitter's own peer); none, or it refuses: ``v.lost(trusted)``.
+  names (the submitter's own peer); none: ``v.lost(trusted)``, the strategy
+  falls back (a vote). A trusted peer that refuses (busy) is asked again after
+  ``placement_retry_s``.
 * An offer refused or lapsed is placed again (it was no execution; at most
   ``max_declines``). A granted execution that fails, lapses or whose peer
   dies is lost (``v.lost``). A ``ResultReady`` on a current execution is
@@ -109,6 +111,7 @@ class BanPeer:
     peer: Any
     reason: str
     accusation: bytes = b""
+    outputs: tuple = ()                 # the accused's outputs ((name, CID), ...)
 
 
 def task_traits(spec: Any) -> tuple[bool, str | None]:
@@ -231,6 +234,8 @@ class Replicated:
             return
         if kind == "vplace" and token == vt.gen:
             self._place(t, vt, now, out)
+        elif kind == "vtrust" and vt.v.pending_trusted > sum(x.trusted for x in vt.execs.values()):
+            self._trusted(t, vt, now, out)
         elif kind == "voffer" and token in vt.execs and not vt.execs[token].running:
             x = vt.execs.pop(token)
             out.append(ev.Revoke(self.js.job_id, t.task_id, x.peer, token, "offer lapsed"))
@@ -324,7 +329,8 @@ class Replicated:
         js = self.js
         vt.gen += 1
         js._push(now + js.config.offer_timeout_s, "vplace", t.task_id, vt.gen)    # in case no answer comes
-        avoid = frozenset(t.failed_peers | {x.peer for x in vt.execs.values()} | {r.peer for r in vt.v.results})
+        avoid = frozenset(t.failed_peers | {x.peer for x in vt.execs.values()} | {r.peer for r in vt.v.results}
+                          | set(self.env.ledger.bans))           # bounded (Ledger.max_bans)
         out.append(ev.Dispatch(js.job_id, t.task_id, 3 * vt.want + 2, t.spec.requirements, js._resolve_inputs(t),
                                avoid))
 
@@ -333,8 +339,8 @@ class Replicated:
         self.js._touch(t)
         if t.declines > self.js.config.max_declines:
             self.js._fail_task(t, f"{t.declines} offers refused or lapsed; last: {why}", now, out)
-        elif x.trusted:
-            self._apply(t, vt.v.lost(True, now), now, out)      # the trusted peer cannot now: fall back
+        elif x.trusted:                                         # the trusted peer is busy: ask it again soon
+            self.js._push(now + self.js.config.placement_retry_s, "vtrust", t.task_id, None)
         else:
             vt.want += 1
             vt.gen += 1
@@ -391,7 +397,7 @@ class Replicated:
                     if self.env.identity is not None:
                         from .accusation import accusation_for
                         acc = accusation_for(self.env.identity, v, cmd) or b""
-                    out.append(BanPeer(js.job_id, t.task_id, cmd.peer, cmd.reason, acc))
+                    out.append(BanPeer(js.job_id, t.task_id, cmd.peer, cmd.reason, acc, v.results[cmd.index].outputs))
             elif isinstance(cmd, Load):
                 r = v.results[cmd.index]
                 out.append(LoadTensors(js.job_id, t.task_id, cmd.index, r.peer, r.outputs,
