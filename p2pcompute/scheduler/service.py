@@ -78,6 +78,7 @@ from .events import JobConfig
 from .executing import ExecutingMixin
 from .job_lookup import JobLookupMixin
 from .job_state import JobState
+from .verifying import AccusationNotice, VerifyingMixin
 from .jobs_api import JobsApiMixin
 from .messages import (MAX_CARRIED, MAX_ID, JobQuery, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept,
                        TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
@@ -136,7 +137,7 @@ class _Job:
         self.fenced = ""                             # a replica holds a newer coordinator's line: step down
 
 
-class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin):
+class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin, VerifyingMixin):
     name = "scheduler"
 
     def __init__(self, config: SchedulerConfig | None = None, rng: random.Random | None = None) -> None:
@@ -183,6 +184,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
         node.transport.on_request(JobQuery, self._on_job_query)
+        node.transport.on_message(AccusationNotice, self._on_accusation)
         node.transport.on_stream(RECORD_PROTOCOL, self._record_stream)
         self._local = {**handlers, TaskHeartbeat: self._on_heartbeat}
 
@@ -243,7 +245,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         if problems:
             raise UserError("no known peer can run part of the job: " + "; ".join(problems))
         now = trio.current_time()
-        js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.config.job)
+        self.submitted_here(plan.job_id)
+        js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.config.job, self.verify_env())
         size = len(cbor2.dumps(js.to_record()))
         if size > MAX_RECORD_BYTES // 2:     # room to grow with attempts and results
             raise UserError(f"the job's record would be {size:,} bytes, over the {MAX_RECORD_BYTES // 2:,} its "
@@ -341,12 +344,16 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             elif isinstance(c, ev.SetTimer):
                 job.timer = c.at
                 self._timer_wake.set()
+            else:
+                self.carry_verification(job, c)
         return refused
 
     def _release(self, job: _Job) -> None:
         """Carry out the reports whose version (or a later one) a replica acknowledged."""
         while job.held and job.held[0][0] <= job.acked:
             _, r = job.held.pop(0)
+            if r.kind == "done" and self.evidence_problem(job):    # the submitter's own check (verifying.py)
+                r = replace(r, kind="failed", reason=f"evidence check failed: {self.evidence_problem(job)}")
             job.report = r
             if r.kind in TERMINAL:
                 log.info("job %s %s %s", job.js.job_id, r.kind, r.reason)
@@ -672,7 +679,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         try:
             ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id,
                                                                 dict(msg.outputs), dict(msg.inline), dict(msg.sizes), msg.log,
-                                                                msg.log_bytes))
+                                                                msg.log_bytes, msg.claim))
         finally:
             self._carried.pop(key, None)      # not taken: nothing of it stays
         if ack.ok:                            # a result taken: its outputs are at that peer

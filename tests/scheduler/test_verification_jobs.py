@@ -77,7 +77,7 @@ def test_replicate_places_n_distinct_peers_and_accepts_when_they_agree():
     assert w.js.state == "done" and w.js.outputs() == (("t0", "out", "good-t0"),)
     ver = w.js.tasks["t0"].verified
     assert ver["how"].startswith("3 of 3 agree") and len(ver["peers"]) == 3 and ver["executions"] == 3
-    assert w.js.describe()[0]["verification"]["evidence"] is ver
+    assert w.js.describe()[0]["verification"]["accepted"]["how"] == ver["how"]
 
 
 def test_a_dissent_goes_to_the_trusted_peer_and_the_liar_is_banned():

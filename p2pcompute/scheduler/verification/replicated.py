@@ -72,6 +72,7 @@ class VerifyEnv:
     traits: Callable[[Any], tuple[bool, str | None]] | None = None   # TaskSpec -> (portable, check)
     identity: Any = None                                          # signs evidence (node Identity) if set
     require_claims: bool = False                                  # refuse results without a signed claim
+    suspected: Callable[[Hashable], bool] = lambda peer: False    # accused by others: left out while others can
 
 
 # --- its own events and commands -------------------------------------------------------------------
@@ -269,7 +270,11 @@ class Replicated:
             live = {"results": len(vt.v.results), "pending": vt.v.pending + vt.v.pending_trusted,
                     "executions": [{"peer": x.peer, "lease": lease, "trusted": x.trusted, "running": x.running}
                                    for lease, x in vt.execs.items()]}
-        return {"verification": {"strategy": self.strategy.canonical(), "now": live, "evidence": t.verified}}
+        accepted = None
+        if t.verified is not None:
+            accepted = {k: v for k, v in t.verified.items() if k != "evidence"}
+            accepted["evidence"] = bytes(t.verified.get("evidence") or b"").hex()      # signed (421), or ""
+        return {"verification": {"strategy": self.strategy.canonical(), "now": live, "accepted": accepted}}
 
     # --- inside ---------------------------------------------------------------------------------
 
@@ -285,6 +290,9 @@ class Replicated:
             peers = [p for p in dict.fromkeys(e.peers) if p not in taken and not ledger.banned(p)]
         except TypeError:
             peers = []
+        fine = [p for p in peers if not self.env.suspected(p)]
+        if len(fine) >= vt.want:
+            peers = fine
         if self.env.facts is not None:
             facts = self.env.facts
             chosen = [facts(p) for p in taken]
@@ -364,8 +372,11 @@ class Replicated:
         problem = check_result(e, js._needs[t.task_id], js._needs_inline[t.task_id], js.config)
         claim = getattr(e, "claim", b"") or b""
         if problem is None and (claim or self.env.require_claims):
-            problem = signed.claim_problem(claim, js.job_id, t.task_id, vt.v.task.inputs, x.peer, e.outputs,
+            problem = signed.claim_problem(claim, js.job_id, t.task_id, vt.v.task.inputs, None, e.outputs,
                                            e.inline)
+            signer = None if problem else signed.open_result(claim).peer
+            if signer is not None and signer != x.peer and str(signer) != str(x.peer):
+                problem = "the claim is signed by another peer"
         if problem:
             js._refuse(x.peer, f"result of {t.task_id}: {problem}", out)
             self._gone(t, vt, lease, ev.FAILED, f"bad result: {problem}", now, out)
