@@ -95,4 +95,12 @@ async def test_a_lying_executor_is_caught_banned_and_the_job_still_returns_the_r
         t0.outputs = dict(zip(sorted(real), reversed([real[k] for k in sorted(real)])))   # a replica's lie
         assert "evidence for other inputs or outputs" in svc.evidence_problem(svc.jobs[job_id])
         t0.outputs = real
+
+        # a forged accusation is refused by its receiver, with nobody suspected
+        from p2pcompute.scheduler.verifying import AccusationNotice
+        target = nodes[2].services["scheduler"]
+        before = dict(target.suspects)
+        await nodes[1].transport.send(nodes[2].peer_id, AccusationNotice(b"\x00not an accusation"))
+        await wait_for(lambda: target.stats.get("accusations_refused", 0) >= 1, 30)
+        assert target.suspects == before
         nursery.cancel_scope.cancel()
