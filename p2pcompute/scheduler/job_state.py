@@ -22,7 +22,10 @@ placement's reason once it has waited ``placement_timeout_s``. Offers lapse afte
 again (not charged; at most ``max_declines`` times).
 
 *Leases.* A lease lapses ``lease_s`` after its grant or last heartbeat.
-Expiry, the peer's death, a crash, a timeout, a resource limit, a program
+The death of the running peer (membership declared it dead) is not the
+task's fault: the task goes back at once, away from that peer, and is not
+charged; it fails only after ``max_lost`` such losses (churn that eats every
+run). Expiry, a crash, a timeout, a resource limit, a program
 failure, a missing input or an unfetchable result is a *charged* failure:
 the task goes back with exponential backoff (``RetryPolicy``, jitter ×0.5–1)
 and placement is told to avoid the peers that failed it. The same failure
@@ -444,8 +447,16 @@ class JobState:
         if kind == ev.EXPIRED:
             out.append(ev.Revoke(self.job_id, t.task_id, peer, lease, "lease expired"))
         t.lease = t.peer = None
-        t.failures += 1
         t.failed_peers.add(peer)
+        if kind == ev.DIED:        # the peer's fault, not the task's: not charged to retries, bounded apart
+            t.lost += 1
+            if t.lost > self.config.max_lost:
+                self._fail_task(t, f"lost with its executor {t.lost} times; attempts: " + "; ".join(t.reasons()),
+                                now, out)
+            else:
+                self._requeue(t, 0.0, now, f"{kind} on {peer!r} ({lease}): {message}", out)
+            return
+        t.failures += 1
         policy = self.plan.retry
         if kind in SAME_RULE_KINDS:
             seen = t.same.setdefault((kind, message), set())

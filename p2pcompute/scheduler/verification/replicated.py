@@ -362,7 +362,10 @@ class Replicated:
             return
         if x.attempt is not None:
             x.attempt.update(end=now, outcome=kind, message=message)
-        t.failures += 1
+        if kind == ev.DIED:
+            t.lost += 1            # lost with its executor: not the task's fault (job_state.py)
+        else:
+            t.failures += 1
         t.failed_peers.add(x.peer)
         self._apply(t, vt.v.lost(x.trusted, now), now, out)
 
