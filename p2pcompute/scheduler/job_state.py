@@ -387,7 +387,7 @@ class JobState:
         for tid in self._dependents[t.task_id]:
             d = self.tasks[tid]
             if d.state in (READY, PLACING, OFFERED, RUNNING):
-                if d.state == RUNNING:
+                if d.state == RUNNING and d.lease:
                     out.append(ev.Revoke(self.job_id, d.task_id, d.peer, d.lease, f"input {t.task_id} lost"))
                     self._end_attempt(d, ev.REVOKED, f"input {t.task_id} lost", now)
                 for lease, p in d.offers.items():

@@ -42,7 +42,8 @@ from ..node.wire import message
 from .verification import accusation as acc_mod
 from .verification import signed
 from .verification.engine import Outcome
-from .verification.replicated import BanPeer, LoadTensors, TensorsLoaded, TensorsUnavailable, VerifyEnv
+from .verification.replicated import (BanPeer, LoadTensors, PeerBanned, TensorsLoaded, TensorsUnavailable,
+                                      VerifyEnv)
 from .verification.reputation import Ledger
 from .verification.sybil import PeerFacts
 
@@ -104,11 +105,18 @@ class VerifyingMixin:
             log.warning("job %s: peer %s banned: %s", c.job_id, str(c.peer)[:16], c.reason)
             if c.accusation:
                 self._spawn(self._spread, c.accusation, str(c.peer))
+            self._spawn(self._banned_here, c.peer)
             return True
         if isinstance(c, LoadTensors):
             self._spawn(self._load, job, c)
             return True
         return False
+
+    async def _banned_here(self, peer: Any) -> None:
+        """Every verified job running here re-verifies the done tasks resting on ``peer`` (PeerBanned)."""
+        for job in list(self.jobs.values()):
+            if job.js.verify is not None and job.js.state == "running":
+                await self._feed(job, PeerBanned(peer))
 
     async def _spread(self, accusation: bytes, accused: str) -> None:
         msg = AccusationNotice(accusation)
@@ -133,7 +141,8 @@ class VerifyingMixin:
             own = Outcome.of(str(self.node.peer_id), dict(acc.truth_outputs), acc_mod._inline(acc.truth_inline))
             verdict = acc_mod.judge(acc, own=own)     # the proof is my own result: I can judge it myself
             if verdict.guilty:
-                env.ledger.ban(accused, f"accused by {peer.short}: {verdict.reason}", trio.current_time())
+                if env.ledger.ban(accused, f"accused by {peer.short}: {verdict.reason}", trio.current_time()):
+                    await self._banned_here(accused)
                 return
         self.suspects[accused] = acc.reason[:200]
         self.suspects.move_to_end(accused)

@@ -119,6 +119,7 @@ class TrustWorld:
         """``sp``'s coordinator proved ``cmd.peer`` wrong: note it, and let the accusation reach the others."""
         now = self.run.now
         self.banned_by.setdefault(cmd.peer, now)
+        self.run.engine.after(0.0, self._banned_at, sp, cmd.peer)
         claimed = cmd.outputs
         for pid in list(self.run.cluster.live):
             other = self.run.sched.get(pid)
@@ -132,9 +133,19 @@ class TrustWorld:
             return
         self.judged += 1
         if dict(claimed).get("out") != f"out-{job}-{task}":     # my recomputation differs: guilty
-            sp.verify_env.ledger.ban(peer, f"accused over {job}/{task}", self.run.now)
+            if sp.verify_env.ledger.ban(peer, f"accused over {job}/{task}", self.run.now):
+                self._banned_at(sp, peer)
         else:
             self.false_accusations += 1
+
+    def _banned_at(self, sp: Any, peer: Any) -> None:
+        """``sp``'s ledger banned ``peer``: its running verified jobs re-verify what rests on it."""
+        from ..scheduler.verification.replicated import PeerBanned
+        if not sp.peer.alive:
+            return
+        for c in list(sp.jobs.values()):
+            if c.js.verify is not None and c.js.state == "running":
+                sp._feed(c, PeerBanned(peer))
 
     # --- the report ------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from p2pcompute.scheduler import events as ev
 from p2pcompute.scheduler.job_state import JobState
 from p2pcompute.scheduler.model import JobPlan
-from p2pcompute.scheduler.verification.replicated import BanPeer, VerifyEnv
+from p2pcompute.scheduler.verification.replicated import BanPeer, PeerBanned, VerifyEnv
 from p2pcompute.scheduler.verification.reputation import Ledger
 from p2pcompute.scheduler.verification.sybil import PeerFacts
 
@@ -255,3 +255,40 @@ def test_no_task_accepted_twice_none_lost_and_honest_peers_never_banned(seed, n_
     for tid, cids in fetched:
         if cids["out"].startswith("bad"):
             assert all(p in liars for p in js.tasks[tid].verified["peers"])
+
+
+def test_a_ban_retracts_done_tasks_resting_on_the_peer_and_what_read_them():
+    w = World("replicate(2, agree=2)", liars={"p0", "p1"}, n_tasks=2, trusted=())
+    w.place("t0", peers=("p0", "p1"))                       # two colluders agree: accepted, nothing to see
+    w.answer("t0")
+    f = of(w.log, ev.FetchResult)[0]
+    assert dict(f.cids) == {"out": "bad-t0"}
+    w.feed(ev.Fetched("t0", f.lease_id))
+    w.place("t1", peers=("p5", "p6"))
+    w.answer("t1")
+    f1 = [c for c in of(w.log, ev.FetchResult) if c.task == "t1"][0]
+    assert w.js.tasks["t1"].state == "fetching"
+    w.js.tasks["t1"].state  # t1 is not done yet: it waits again for t0, whose run is retracted
+    out = w.feed(PeerBanned("p0"))
+    assert w.js.tasks["t0"].state in ("ready", "running") and w.js.stats["results_retracted"] == 1
+    assert w.js.stats["results_accepted"] == 0
+    assert of(out, ev.Dispatch) and of(out, ev.Dispatch)[0].task == "t0"
+    w.feed(ev.Fetched("t1", f1.lease_id))                    # a fetch of a task that waits again: stale
+    assert w.js.tasks["t1"].state != "done"
+    w.feed(ev.Placed("t0", ("p5", "p6")))
+    w.answer("t0")
+    f = [c for c in of(w.log, ev.FetchResult) if c.task == "t0"][-1]
+    assert dict(f.cids) == {"out": "good-t0"}
+
+
+def test_peer_banned_leaves_tasks_a_trusted_execution_settled():
+    w = World("replicate(3, agree=2)", liars={"p0"})
+    w.place("t0", peers=("p0", "p5", "p6"))
+    out = w.answer("t0")
+    lease = [o for o in of(out, ev.SendOffer) if o.peer == "sub"][0].lease_id
+    w.feed(ev.OfferAccepted("t0", "sub", lease))
+    out = w.feed(ev.ResultReady("t0", "sub", lease, {"out": "good-t0"}))
+    w.feed(ev.Fetched("t0", of(out, ev.FetchResult)[0].lease_id))
+    assert w.js.state == "done"
+    w.feed(PeerBanned("p5"))
+    assert w.js.stats["results_retracted"] == 0

@@ -35,6 +35,11 @@ drive the task:
 * ``Reject``: the ledger counts it; a proven one bans the peer (``learn``)
   and a ``BanPeer`` command tells the driver (to spread an accusation).
 * ``GiveUp``: the task fails (and so the job).
+* ``PeerBanned`` (from the driver, for every running job): a done task whose
+  accepted result rests on the banned peer (it agreed, and no trusted
+  execution did) is retracted and runs again, after the done tasks that read
+  it (they read a result now in doubt): ``ResultLost``'s path, the
+  acceptance taken back (``results_retracted``, not counted as accepted).
 * ``Load`` (tensors for a tolerance or a check): a ``LoadTensors`` command; the
   driver answers ``TensorsLoaded`` or ``TensorsUnavailable``.
 
@@ -83,6 +88,13 @@ class TensorsLoaded:
     index: int
     outputs: dict
     inputs: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBanned:
+    """The driver's ledger banned ``peer`` (this job's proof, another job's, or an accusation judged here)."""
+
+    peer: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +185,12 @@ class Replicated:
     def handle(self, e: Any, now: float, out: list) -> bool:
         """Take ``e`` if it is about a current execution of a verified task (True); else JobState's handlers
         see it (stale leases of verified tasks are answered there, as any)."""
+        if isinstance(e, PeerBanned):
+            for tid, t in self.js.tasks.items():
+                if t.state == "done" and t.verified and not t.verified.get("trusted") and \
+                        e.peer in t.verified.get("peers", ()):
+                    self._retract(tid, f"its result rests on banned peer {e.peer!r}", now, out)
+            return True
         if isinstance(e, ev.MemberDied):
             for tid, vt in list(self.tasks.items()):
                 for lease, x in list(vt.execs.items()):
@@ -228,6 +246,26 @@ class Replicated:
         else:
             return False
         return True
+
+    def _retract(self, tid: str, why: str, now: float, out: list) -> None:
+        """Take back a done task's acceptance (the done tasks that read it first) and run it again."""
+        js = self.js
+        if js.tasks[tid].state != "done" or not js.tasks[tid].outputs or js.state != "running":
+            return
+        for dep in js._dependents[tid]:
+            d = js.tasks[dep]
+            if d.state == "done" and d.outputs:
+                self._retract(dep, f"read {tid}, retracted", now, out)
+            elif d.state in (RUNNING, "fetching"):       # it read the result in doubt: it waits and runs again
+                self.cancel(d, f"input {tid} retracted", now, out)
+                if d.state == RUNNING and d.lease:
+                    out.append(ev.Revoke(js.job_id, dep, d.peer, d.lease, f"input {tid} retracted"))
+                d.outputs, d.inline, d.sizes, d.accepted, d.lease, d.peer = {}, {}, {}, None, None, None
+                d.pending = 0
+                js._set(d, "waiting", now, f"input {tid} retracted: waits for it again")
+        js.stats["results_retracted"] += 1
+        js.stats["results_accepted"] -= 1
+        js._on_ResultLost(ev.ResultLost(tid, why), now, out)
 
     def timer(self, kind: str, t: TaskRun, token: Any, now: float, out: list) -> None:
         vt = self.tasks.get(t.task_id)
