@@ -292,3 +292,17 @@ def test_peer_banned_leaves_tasks_a_trusted_execution_settled():
     assert w.js.state == "done"
     w.feed(PeerBanned("p5"))
     assert w.js.stats["results_retracted"] == 0
+
+
+def test_a_banned_peers_running_execution_is_revoked_and_asked_elsewhere():
+    w = World("replicate(2, agree=2)")
+    w.place("t0", peers=("p0", "p1"))
+    o = {c.peer: c.lease_id for c in of(w.out, ev.SendOffer)}
+    w.feed(ev.OfferAccepted("t0", "p0", o["p0"]))
+    w.env.ledger.ban("p0", "caught elsewhere", 0.0)
+    out = w.feed(PeerBanned("p0"))
+    assert [r.peer for r in of(out, ev.Revoke)] == ["p0"]
+    w.feed(ev.OfferAccepted("t0", "p1", o["p1"]))
+    out = w.feed(ev.ResultReady("t0", "p1", o["p1"], {"out": "good-t0"}))
+    d = of(out, ev.Dispatch)                                 # the lost execution is asked again, not of p0
+    assert d and "p0" in d[0].avoid and not of(out, ev.FetchResult)

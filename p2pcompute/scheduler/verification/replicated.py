@@ -190,6 +190,16 @@ class Replicated:
                 if t.state == "done" and t.verified and not t.verified.get("trusted") and \
                         e.peer in t.verified.get("peers", ()):
                     self._retract(tid, f"its result rests on banned peer {e.peer!r}", now, out)
+            for tid, vt in list(self.tasks.items()):        # its executions still out are dropped, asked elsewhere
+                t = self.js.tasks[tid]
+                for lease, x in list(vt.execs.items()):
+                    if x.peer == e.peer and t.state == RUNNING and vt.v.state == "running" and lease in vt.execs:
+                        out.append(ev.Revoke(self.js.job_id, tid, x.peer, lease, "peer banned"))
+                        if x.attempt is not None:
+                            x.attempt.update(end=now, outcome=ev.REVOKED, message="peer banned")
+                        del vt.execs[lease]
+                        self._apply(t, vt.v.lost(x.trusted, now), now, out) if x.running else \
+                            self._declined(t, vt, x, "peer banned", now, out)
             return True
         if isinstance(e, ev.MemberDied):
             for tid, vt in list(self.tasks.items()):
