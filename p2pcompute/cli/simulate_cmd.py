@@ -147,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--strategy", "--verification", dest="verification", default="none",
                    help="every job's verification, as in job.yaml: none (default), 'replicate(3, agree=2)', "
                         "adaptive, 'spot-check(0.1)', ...")
+    j.add_argument("--float-noise", action="store_true",
+                   help="honest peers' results differ in the last bits (float work across machines): only a "
+                        "tolerance tells them from liars")
     add_json_flag(j)
     j.set_defaults(func=cmd_jobs)
 
@@ -204,7 +207,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                             kill_every_s=parse_duration(args.kill_every),
                             load=args.load, placement=args.placement, task_s=args.task_seconds,
                             loss=parse_fraction(args.loss, "loss"), latency=parse_latency(args.latency),
-                            malicious=args.malicious, attack=args.attack, verification=_strategy(args.verification))
+                            malicious=args.malicious, attack=args.attack, verification=_strategy(args.verification),
+                            float_noise=args.float_noise)
     if not args.json:
         console.print(f"seed {seed}: {scenario.peers} peers, {scenario.jobs} jobs of {scenario.files_per_job} "
                       f"files at load {scenario.load:g} ({scenario.rate:.2f} jobs/s), placement "

@@ -127,6 +127,7 @@ class JobsScenario:
     verification: str = "none"
     rare_share: float = 0.05            # attack "rare": the share of tasks liars lie on
     accuse_delay_s: float = 2.0         # a ban's accusation reaches the other peers this late
+    float_noise: bool = False           # honest results differ in the last bits (trust.py)
     config: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:

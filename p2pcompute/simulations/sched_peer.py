@@ -64,7 +64,7 @@ from ..scheduler.job_state import JobState
 from ..scheduler.model import PlanError
 from ..scheduler.placement import Candidate, Placement, PlacementConfig
 from ..scheduler.replicas import closest
-from ..scheduler.verification.replicated import BanPeer
+from ..scheduler.verification.replicated import BanPeer, LoadTensors
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -207,6 +207,8 @@ class SchedPeer:
                 w.refused(cmd.reason)
             elif kind is BanPeer:
                 w.trust.ban(self, cmd)
+            elif kind is LoadTensors:
+                w.trust.load(self, c, cmd)
         if dispatches:
             placed = self.placement.place(dispatches, self.candidates(), w.providers_for(dispatches))
             for p in placed:

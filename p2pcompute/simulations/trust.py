@@ -14,6 +14,13 @@ simulation is about executors) but lie about results, per ``attack``:
 * ``rare``: liars collude on a share ``rare_share`` (5%) of tasks, the same
   tasks for all of them (drawn from the task's name), and are honest otherwise.
 
+*Float noise* (``float_noise``): honest results differ in their last bits
+(each honest peer's CID is its own; loaded tensors differ by 1e-9), as float
+work does across machines; tasks are then not portable, so an exact
+disagreement is no proof and only a tolerance tells liars (who differ by
+far more) from honest peers. ``LoadTensors`` is answered after the transfer
+time with such stand-in tensors.
+
 *Who is trusted.* A job is submitted to an honest peer (the user's own
 peer); that peer is the job's trusted peer for re-executions while it lives
 (``VerifyEnv.trusted``). Sybil rules are off here: the simulated peers share
@@ -80,7 +87,29 @@ class TrustWorld:
             self.bad.add(peer.id)
 
     def env(self, sp: Any) -> VerifyEnv:
-        return VerifyEnv(ledger=Ledger(), trusted=self._trusted, traits=lambda spec: (True, None))
+        portable = not self.run.s.float_noise
+        return VerifyEnv(ledger=Ledger(), trusted=self._trusted, traits=lambda spec: (portable, None))
+
+    def load(self, sp: Any, c: Any, cmd: Any) -> None:
+        """Stand-in tensors of a result's outputs, after the transfer time (see the module doc)."""
+        s = self.run.s
+        self.run.engine.after(0.05 + s.output_bytes / s.bandwidth, self._loaded, sp, (c, cmd))
+
+    def _loaded(self, sp: Any, job: tuple) -> None:
+        import numpy as np
+        c, cmd = job
+
+        from ..scheduler.verification.replicated import TensorsLoaded
+        if not sp.peer.alive or sp.jobs.get(c.js.job_id) is not c:
+            return
+        def value(cid: str) -> Any:
+            honest = f"out-{cmd.job_id}-{cmd.task}"
+            base = cid.split("~")[0]
+            v = 1.0 if base == honest else 2.0 + _share(cid)
+            if "~" in cid:
+                v += 1e-9 * int(cid.split("~")[1])
+            return np.array([v, 2 * v])
+        sp._feed(c, TensorsLoaded(cmd.task, cmd.index, {name: value(cid) for name, cid in cmd.outputs}))
 
     def _trusted(self, job_id: str) -> list:
         p = self.submitter.get(job_id)
@@ -94,7 +123,7 @@ class TrustWorld:
     def output(self, sp: Any, job: str, task: str, cid: str) -> str:
         """The CID ``sp`` returns for a run whose honest output is ``cid``."""
         if sp.id not in self.bad:
-            return cid
+            return f"{cid}~{self.run.index_of(sp.id)}" if self.run.s.float_noise else cid
         if self.attack == "wrong":
             return f"bad-{job}-{task}-{self.run.index_of(sp.id)}"
         if self.attack == "copy":
@@ -109,7 +138,8 @@ class TrustWorld:
         for tid, t in js.tasks.items():
             if t.state == "done":
                 self.tasks_done += 1
-                wrong += any(name == "out" and cid != f"out-{js.job_id}-{tid}" for name, cid in t.outputs.items())
+                wrong += any(name == "out" and cid.split("~")[0] != f"out-{js.job_id}-{tid}"
+                             for name, cid in t.outputs.items())
         self.wrong += wrong
         self.wrong_jobs += wrong > 0
 
@@ -132,7 +162,7 @@ class TrustWorld:
         if not sp.peer.alive:
             return
         self.judged += 1
-        if dict(claimed).get("out") != f"out-{job}-{task}":     # my recomputation differs: guilty
+        if str(dict(claimed).get("out", "")).split("~")[0] != f"out-{job}-{task}":   # my recomputation differs
             if sp.verify_env.ledger.ban(peer, f"accused over {job}/{task}", self.run.now):
                 self._banned_at(sp, peer)
         else:

@@ -37,3 +37,16 @@ def test_49_percent_colluding_liars_ban_no_honest_peer(attack):
     r = sim(0.49, attack, "replicate(3, agree=2)")
     assert r["honest_banned"] == 0 and r["malicious_banned"] >= r["malicious_peers"] // 2
     assert r["succeeded"] >= 0.99 * r["jobs"]
+
+
+def test_float_noise_under_a_tolerance_bans_liars_and_no_honest_peer():
+    report, _ = run_jobs(JobsScenario(peers=30, jobs=60, seed=5, malicious=0.1, attack="wrong", load=0.1,
+                                      verification="replicate(3, agree=2, rtol=1e-06)", float_noise=True))
+    assert report["succeeded"] == report["jobs"] and report["wrong_results_accepted"] == 0
+    assert report["honest_banned"] == 0 and report["malicious_banned"] >= 1
+
+
+def test_float_noise_under_exact_replication_bans_no_honest_peer():
+    report, _ = run_jobs(JobsScenario(peers=30, jobs=30, seed=5, malicious=0.0, load=0.1,
+                                      verification="replicate(3, agree=2)", float_noise=True))
+    assert report["honest_banned"] == 0
