@@ -190,6 +190,7 @@ class TrustWorld:
             "verification": self.run.s.verification,
             "malicious_peers": len(self.bad),
             "wrong_results_accepted": self.wrong,
+            "wrong_accepted": self.wrong,                   # the name for it
             "jobs_with_wrong_result": self.wrong_jobs,
             "executions_per_task": None if epr is None else round(epr, 3),
             "malicious_banned": sum(1 for p in self.banned_by if p in self.bad),
