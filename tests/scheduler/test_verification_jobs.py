@@ -268,7 +268,6 @@ def test_a_ban_retracts_done_tasks_resting_on_the_peer_and_what_read_them():
     w.answer("t1")
     f1 = [c for c in of(w.log, ev.FetchResult) if c.task == "t1"][0]
     assert w.js.tasks["t1"].state == "fetching"
-    w.js.tasks["t1"].state  # t1 is not done yet: it waits again for t0, whose run is retracted
     out = w.feed(PeerBanned("p0"))
     assert w.js.tasks["t0"].state in ("ready", "running") and w.js.stats["results_retracted"] == 1
     assert w.js.stats["results_accepted"] == 0
