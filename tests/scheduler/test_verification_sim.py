@@ -14,6 +14,8 @@ def sim(malicious, attack, strategy, seed=5, peers=30, jobs=60):
 
 
 def test_ten_percent_colluding_liars_under_replicate_no_wrong_result_and_liars_banned():
+    # seeded: replicate(3, 2) cannot tell three colluders agreeing from the truth; at 10% that is rare, and a
+    # later ban retracts what rests on them while the job runs. Liars that never agree are always caught (below).
     r = sim(0.1, "collude", "replicate(3, agree=2)")
     assert r["succeeded"] == r["jobs"] and r["tasks_lost"] == 0
     assert r["wrong_results_accepted"] == 0 and r["jobs_with_wrong_result"] == 0
