@@ -45,7 +45,7 @@ from .verification.engine import Outcome
 from .verification.replicated import (BanPeer, LoadTensors, PeerBanned, TensorsLoaded, TensorsUnavailable,
                                       VerifyEnv)
 from .verification.reputation import Ledger
-from .verification.sybil import PeerFacts
+from .verification.sybil import PeerFacts, SybilRules
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class VerifyingMixin:
         if self._venv is None:
             self._own_jobs: OrderedDict[str, None] = OrderedDict()
             self.suspects: OrderedDict[str, str] = OrderedDict()
-            self._venv = VerifyEnv(ledger=Ledger(), trusted=self._trusted_for, facts=self._facts,
+            cfg = self.config
+            self._venv = VerifyEnv(ledger=Ledger(cfg.verification_threshold, cfg.ledger_max_peers),
+                                   trusted=self._trusted_for, facts=self._facts, rules=cfg.sybil or SybilRules(),
                                    identity=self.node.identity, suspected=self.suspects.__contains__)
         return self._venv
 
