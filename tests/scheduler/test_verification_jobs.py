@@ -186,8 +186,9 @@ def test_a_job_verified_survives_a_takeover_from_its_record():
 
 # --- properties: a random world of executors --------------------------------------------------------
 
-def run_world(strategy, liars, trusted, seed, n_tasks=3, fail_p=0.1, peers=PEERS):
-    """Drive a job to its end with executors answering in a random order (some failing, some lapsing)."""
+def run_world(strategy, liars, trusted, seed, n_tasks=3, fail_p=0.1, peers=PEERS, ban_p=0.0):
+    """Drive a job to its end with executors answering in a random order (some failing, some lapsing);
+    with ``ban_p``, a liar is banned from elsewhere (``PeerBanned``) at random moments."""
     rng = random.Random(seed)
     e = env(trusted)
     js = JobState(vplan(strategy, n_tasks), 0.0, random.Random(seed), verify=e)
@@ -213,6 +214,11 @@ def run_world(strategy, liars, trusted, seed, n_tasks=3, fail_p=0.1, peers=PEERS
         if not offers:
             now += 5.0
             queue = js.handle(ev.Tick(), now)
+            continue
+        if ban_p and rng.random() < ban_p and liars - set(e.ledger.bans):
+            p = rng.choice(sorted(liars - set(e.ledger.bans)))
+            e.ledger.ban(p, "caught elsewhere", now)
+            queue = js.handle(PeerBanned(p), now)
             continue
         lease = rng.choice(sorted(offers))
         o = offers.pop(lease)
@@ -305,3 +311,17 @@ def test_a_banned_peers_running_execution_is_revoked_and_asked_elsewhere():
     out = w.feed(ev.ResultReady("t0", "p1", o["p1"], {"out": "good-t0"}))
     d = of(out, ev.Dispatch)                                 # the lost execution is asked again, not of p0
     assert d and "p0" in d[0].avoid and not of(out, ev.FetchResult)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), n_liars=st.integers(1, 6))
+def test_bans_from_elsewhere_mid_job_keep_every_task_accepted_once_and_retract_only_what_rests_on_liars(seed, n_liars):
+    liars = set(random.Random(seed).sample(PEERS, n_liars))
+    js, e, fetched = run_world("replicate(2, agree=2)", liars, (), seed, ban_p=0.2)
+    assert js.state in ("done", "failed")
+    done = [t for t in js.tasks.values() if t.state == "done"]
+    assert js.stats["results_accepted"] == len(done)
+    assert len(fetched) == len(done) + js.stats["results_lost"]    # a retraction takes ResultLost's path
+    assert not any(e.ledger.banned(p) for p in PEERS if p not in liars)
+    for t in done:                         # what is accepted at the end rests on no banned peer
+        assert not set(t.verified["peers"]) & set(e.ledger.bans) or t.verified["trusted"]

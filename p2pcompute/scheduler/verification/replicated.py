@@ -186,10 +186,19 @@ class Replicated:
         """Take ``e`` if it is about a current execution of a verified task (True); else JobState's handlers
         see it (stale leases of verified tasks are answered there, as any)."""
         if isinstance(e, PeerBanned):
+            why = f"its result rests on banned peer {e.peer!r}"
             for tid, t in self.js.tasks.items():
-                if t.state == "done" and t.verified and not t.verified.get("trusted") and \
-                        e.peer in t.verified.get("peers", ()):
-                    self._retract(tid, f"its result rests on banned peer {e.peer!r}", now, out)
+                rests = t.verified and not t.verified.get("trusted") and e.peer in t.verified.get("peers", ())
+                if rests and t.state == "done":
+                    self._retract(tid, why, now, out)
+                elif rests and t.state == "fetching" and self.js.state == "running":    # accepted, not yet here
+                    t.outputs, t.inline, t.sizes, t.accepted = {}, {}, {}, None
+                    self.js._requeue(t, 0.0, now, why, out)
+            for tid, vt in list(self.tasks.items()):        # its results not yet decided on no longer count
+                t = self.js.tasks[tid]
+                for i, r in enumerate(vt.v.results):
+                    if r.peer == e.peer and not r.trusted and t.state == RUNNING and vt.v.state == "running":
+                        self._apply(t, vt.v.discard(i, "its peer was banned", now), now, out)
             for tid, vt in list(self.tasks.items()):        # its executions still out are dropped, asked elsewhere
                 t = self.js.tasks[tid]
                 for lease, x in list(vt.execs.items()):
