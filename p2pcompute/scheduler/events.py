@@ -64,11 +64,13 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """Placement's answer to a ``Dispatch``: the peers to offer ``task`` to (empty: none now, and why)."""
+    """Placement's answer to a ``Dispatch``: the peers to offer ``task`` to (empty: none now, and why).
+    ``missing``: an input of the task nobody holds (the DHT asked, its root block sought): it fails now."""
 
     task: str
     peers: tuple[Peer, ...]
     reason: str = ""
+    missing: str = ""
 
 
 @dataclass(frozen=True, slots=True)

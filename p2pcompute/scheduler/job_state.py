@@ -56,7 +56,8 @@ of records a task becomes ``done`` once (or again, as a new result, if its
 outputs turn out lost: ``ResultLost``, when only the dead coordinator had
 fetched them and their executor is gone; then what reads them waits for the
 new run; the trio service holds the job's end until every done task's
-outputs were found again: ``hold_results``). A ``done`` the dead coordinator
+outputs were found again: ``hold_results``; a job that ended ``done`` reopens
+on a ``ResultLost``: its successor found a job output nowhere). A ``done`` the dead coordinator
 never replicated is lost with it and the task runs again. So the driver
 must have a version acknowledged by a replica before it carries out a
 ``Report`` that follows that version's ``Replicate`` (they come in that
@@ -176,7 +177,8 @@ class JobState:
         problem = self._malformed(event)
         if problem:
             self._refuse(getattr(event, "peer", None) if not problem.startswith("peer") else None, problem, out)
-        elif self.state != "running" and not isinstance(event, (ev.ResultReady, ev.Heartbeat)):
+        elif self.state != "running" and not isinstance(event, (ev.ResultReady, ev.Heartbeat)) and not (
+                self.state == "done" and isinstance(event, ev.ResultLost)):     # a done job may reopen
             pass
         elif self.verify is not None and self.state == "running" and self.verify.handle(event, now, out):
             pass
@@ -225,6 +227,9 @@ class JobState:
         t = self.tasks[e.task]
         if t.state != PLACING:
             self.stats["stale_placements"] += 1
+            return
+        if e.missing:                 # an input nobody holds: no attempt could run it (the job's fault)
+            self._fail_task(t, self._text(e.missing), now, out)
             return
         peers = list(dict.fromkeys(e.peers))[: max(1, self.config.probes) * 4]
         if not peers:
@@ -375,6 +380,9 @@ class JobState:
         if t.state != DONE or not t.outputs:
             self.stats["stale_losses"] += 1
             return
+        if self.state == "done":      # its result is gone (its coordinator alone held it): the job reopens
+            self.state, self.reason, self._reported_end = "running", "", False
+            self.stats["reopened"] += 1
         self.stats["results_lost"] += 1
         self._unconfirmed.discard(t.task_id)
         message = self._text(e.message)

@@ -313,3 +313,17 @@ def test_a_task_whose_offers_were_all_refused_waits_for_room_too():
     c.feed(ev.TaskFailed("a", "p1", lease, ev.REJECTED, "16 reservations queued, no free slot"), 1.0)
     assert c.state("a") == "ready" and c.js.waiting_for_room() == 1
     assert c.dispatched(c.feed(ev.Room(1), 1.5)) == ["a"]
+
+
+def test_a_task_with_an_input_nobody_holds_fails_at_once_without_an_attempt():
+    from sm_harness import Coord, chain_plan
+
+    c = Coord(chain_plan(2))
+    assert c.state("t0") == "placing"
+    c.feed(ev.Placed("t0", (), "", "input_not_found: input in (cid-x) not found: nobody"))
+    assert c.state("t0") == "failed" and c.js.tasks["t0"].attempts == []
+    assert c.js.state == "failed" and "input_not_found: input in (cid-x) not found" in c.js.reason
+    d = Coord(chain_plan(2))
+    d.feed(ev.Placed("t0", ("p1",)))                     # offered already: a late verdict is stale
+    d.feed(ev.Placed("t0", (), "", "input_not_found: late"))
+    assert d.state("t0") == "offered" and d.js.stats["stale_placements"] == 1 and d.js.state == "running"
