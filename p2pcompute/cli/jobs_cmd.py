@@ -246,7 +246,25 @@ def cmd_describe(args: argparse.Namespace) -> int:
             console.print(f"      {a.get('outcome') or 'running'} on {a.get('peer')}{when}{took}{log}"
                           + (f": {a['message']}" if a.get("message") else ""), highlight=False, style="dim",
                           markup=False)
+        _print_verification(task.get("verification"))
     return 0
+
+
+def _print_verification(v: Any) -> None:
+    """A verified task's evidence: how it was accepted, by which peers, who was rejected (verification/)."""
+    accepted = v.get("accepted") if isinstance(v, dict) else None
+    if not isinstance(accepted, dict):
+        return
+    trusted = set(accepted.get("trusted") or [])
+    peers = ", ".join(f"{p}{' (trusted)' if p in trusted else ''}" for p in accepted.get("peers") or [])
+    evidence = accepted.get("evidence") or ""
+    console.print(f"      verified: {accepted.get('how')} [{v.get('strategy')}]; agreeing: {peers}; "
+                  f"{accepted.get('executions')} executions; "
+                  + (f"evidence signed, {len(evidence) // 2} bytes" if evidence else "no signed evidence"),
+                  highlight=False, markup=False)
+    for peer, proven, reason in accepted.get("rejected") or []:
+        console.print(f"      rejected {peer}{' (proven, banned)' if proven else ''}: {reason}", highlight=False,
+                      markup=False, style="yellow")
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -143,6 +143,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--latency", default="20-120ms", help="one-way latency range (default 20-120ms)")
     j.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed)")
     j.add_argument("--out", metavar="DIR", default="sim-jobs", help="output directory (default ./sim-jobs)")
+    j.add_argument("--malicious", type=float, default=0.0,
+                   help="share of peers that lie about results (default 0; see --attack)")
+    j.add_argument("--attack", choices=("wrong", "collude", "copy", "rare"), default="wrong",
+                   help="how malicious peers lie: wrong (each its own wrong CID), collude (all the same wrong CID), "
+                        "copy (the same task's output of another job), rare (collude on 5%% of tasks)")
+    j.add_argument("--strategy", "--verification", dest="verification", default="none",
+                   help="every job's verification, as in job.yaml: none (default), 'replicate(3, agree=2)', "
+                        "adaptive, 'spot-check(0.1)', ...")
+    j.add_argument("--float-noise", action="store_true",
+                   help="honest peers' results differ in the last bits (float work across machines): only a "
+                        "tolerance tells them from liars")
     add_json_flag(j)
     j.set_defaults(func=cmd_jobs)
     from .train_cmd import register_simulate
@@ -168,8 +179,22 @@ JOBS_TARGETS = [
     ("takeovers", "coordinator takeovers", "", None),
     ("jobs_killed", "jobs whose coordinator was killed", "", None),
     ("killed_jobs_succeeded", "of them completed", "", None),
+    ("wrong_results_accepted", "wrong results accepted", "0", lambda v: v == 0),
+    ("jobs_with_wrong_result", "jobs with a wrong result", "0", lambda v: v == 0),
+    ("executions_per_task", "executions per task", "", None),
+    ("malicious_banned", "malicious peers banned", "", None),
+    ("honest_banned", "honest peers banned", "0", lambda v: v == 0),
     ("wall_seconds", "wall seconds", "", None),
 ]
+
+
+def _strategy(text: str) -> str:
+    """The canonical text of a verification strategy (verification/policy.py), or a UserError."""
+    from ..scheduler.verification.policy import canonical
+    try:
+        return canonical(text)
+    except ValueError as exc:
+        raise UserError(f"--strategy: {exc}") from None
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -188,7 +213,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                             seed=seed, files_per_job=args.files_per_job, kill_coordinators=args.kill_coordinators,
                             kill_every_s=parse_duration(args.kill_every), kill_max_per_job=args.kill_max_per_job,
                             load=args.load, placement=args.placement, task_s=args.task_seconds,
-                            loss=parse_fraction(args.loss, "loss"), latency=parse_latency(args.latency))
+                            loss=parse_fraction(args.loss, "loss"), latency=parse_latency(args.latency),
+                            malicious=args.malicious, attack=args.attack, verification=_strategy(args.verification),
+                            float_noise=args.float_noise)
     if not args.json:
         console.print(f"seed {seed}: {scenario.peers} peers, {scenario.jobs} jobs of {scenario.files_per_job} "
                       f"files at load {scenario.load:g} ({scenario.rate:.2f} jobs/s), placement "

@@ -29,6 +29,7 @@ Files:
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
     blocks.py      submit's half of a split matmul: a local or ipfs:// input cut into row/column blocks, a CID each
     submit_sources.py  submit's URLs (fetched here, bounded) and registry handles (resolved) -> CIDs, pinned
+    verifying.py   its verification role (a mixin): ledger, evidence check, tensors, accusations (423)
     verification/  result verification strategies, signed results and evidence, reputation, bans (pure)
 
 The job simulation drives these machines with simulations/sched_peer.py (``simulate jobs``).

@@ -101,6 +101,7 @@ class ResultReady:
     sizes: dict[str, int] = field(default_factory=dict)   # output name -> bytes, when the executor knows
     log: str = ""                  # the attempt's stderr as a CID held by the executor ("": none), and its size
     log_bytes: int = 0
+    claim: bytes = b""             # the executor's signed ResultClaim (verification/signed.py), b"": none
 
 
 @dataclass(frozen=True, slots=True)

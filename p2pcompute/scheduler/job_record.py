@@ -83,11 +83,11 @@ def apply_delta(record: dict[str, Any], d: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_record(cls: type[JobState], record: dict[str, Any], now: float, rng: random.Random,
-                config: JobConfig | None) -> JobState:
+                config: JobConfig | None, verify: Any = None) -> JobState:
     try:
         if record.get("format") != FORMAT:
             raise PlanError(f"job record format {record.get('format')!r}, expected {FORMAT}")
-        js = cls(JobPlan.from_wire(record["plan"]), float(record["created"]), rng, config)
+        js = cls(JobPlan.from_wire(record["plan"]), float(record["created"]), rng, config, verify)
         if len(record["tasks"]) != len(js.tasks) or record["state"] not in JOB_STATES:
             raise PlanError("job record does not fit its plan")
         js.version, js.epoch = int(record["version"]), int(record["epoch"]) + 1

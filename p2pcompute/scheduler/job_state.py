@@ -95,7 +95,8 @@ SAME_RULE_KINDS = frozenset({ev.CRASH, ev.TIMEOUT, ev.RESOURCE_EXCEEDED, ev.FAIL
 class JobState:
     """The coordinator's state machine for one job. Call ``start(now)`` once, then ``handle(event, now)``."""
 
-    def __init__(self, plan: JobPlan, now: float, rng: random.Random, config: JobConfig | None = None) -> None:
+    def __init__(self, plan: JobPlan, now: float, rng: random.Random, config: JobConfig | None = None,
+                 verify: Any = None) -> None:
         plan.check()
         self.plan = plan
         self.job_id = plan.job_id
@@ -139,6 +140,11 @@ class JobState:
         self._unconfirmed: set[str] = set()      # done tasks whose outputs a takeover must find (hold_results)
         self._changed: set[str] = set()          # tasks changed since the last delta()
         self._delta_base = 0                     # the version the last delta() carried
+        self.verify = None                       # verification/replicated.py: tasks of a job verified (not none)
+        if plan.verification.strip() != "none":
+            from .verification.policy import parse
+            from .verification.replicated import Replicated
+            self.verify = Replicated(self, parse(plan.verification), verify)
 
     @property
     def _lease_prefix(self) -> str:
@@ -166,7 +172,7 @@ class JobState:
             raise RuntimeError("JobState.handle before start")
         out: list[ev.Command] = []
         handler = getattr(self, "_on_" + type(event).__name__, None)
-        if handler is None:
+        if handler is None and self.verify is None:
             raise TypeError(f"JobState cannot handle {type(event).__name__}")
         problem = self._malformed(event)
         if problem:
@@ -174,6 +180,10 @@ class JobState:
         elif self.state != "running" and not isinstance(event, (ev.ResultReady, ev.Heartbeat)) and not (
                 self.state == "done" and isinstance(event, ev.ResultLost)):     # a done job may reopen
             pass
+        elif self.verify is not None and self.state == "running" and self.verify.handle(event, now, out):
+            pass
+        elif handler is None:
+            self.stats["stale_loads"] += 1           # tensors for a verification that has moved on
         else:
             handler(event, now, out)
         if self.state == "running":
@@ -205,7 +215,8 @@ class JobState:
         """Per task, for ``describe JOB``: state, reason, attempts (peer, lease, times, outcome) and story."""
         return [{"task": tid, "stage": t.spec.stage, "state": t.state, "reason": t.reason,
                  "attempts": [dict(a) for a in t.attempts], "attempts_dropped": t.attempts_dropped,
-                 "outputs": dict(t.outputs), "story": list(t.story)} for tid, t in self.tasks.items()]
+                 "outputs": dict(t.outputs), "story": list(t.story),
+                 **(self.verify.describe(tid) if self.verify is not None else {})} for tid, t in self.tasks.items()]
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -384,7 +395,7 @@ class JobState:
         for tid in self._dependents[t.task_id]:
             d = self.tasks[tid]
             if d.state in (READY, PLACING, OFFERED, RUNNING):
-                if d.state == RUNNING:
+                if d.state == RUNNING and d.lease:
                     out.append(ev.Revoke(self.job_id, d.task_id, d.peer, d.lease, f"input {t.task_id} lost"))
                     self._end_attempt(d, ev.REVOKED, f"input {t.task_id} lost", now)
                 for lease, p in d.offers.items():
@@ -520,8 +531,10 @@ class JobState:
             for lease, p in t.offers.items():
                 out.append(ev.Revoke(self.job_id, t.task_id, p, lease, f"job {state}"))
             t.offers.clear()
+            if self.verify is not None:
+                self.verify.cancel(t, f"job {state}", now, out)
             if t.state in (RUNNING, FETCHING):
-                if t.state == RUNNING:
+                if t.state == RUNNING and t.lease:
                     out.append(ev.Revoke(self.job_id, t.task_id, t.peer, t.lease, f"job {state}"))
                 self._end_attempt(t, ev.REVOKED, f"job {state}", now)
             self._set(t, CANCELLED, now, f"job {state}")
@@ -554,11 +567,16 @@ class JobState:
                     self._push(t.deadline, "lease", tid, token)
             elif kind == "placing" and t.state == PLACING and t.gen == token:
                 self._requeue(t, 0.0, now, "no placement answer", out)
+            elif kind[0] == "v" and self.verify is not None:
+                self.verify.timer(kind, t, token, now, out)
         in_flight = self.counts[PLACING] + self.counts[OFFERED]
         while self._ready and in_flight < self.config.max_in_flight and self.state == "running":
             t = self.tasks[self._ready.popleft()]
             t.queued = False
             if t.state != READY or t.not_before > now:
+                continue
+            if self.verify is not None:
+                self.verify.dispatch(t, now, out)
                 continue
             t.gen += 1
             self._push(now + self.config.offer_timeout_s, "placing", t.task_id, t.gen)
@@ -640,9 +658,10 @@ class JobState:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], now: float, rng: random.Random,
-                    config: JobConfig | None = None) -> JobState:
-        """A replica takes over: the next epoch, running work re-offered (see the module doc). Then ``start``."""
-        return job_record.from_record(cls, record, now, rng, config)
+                    config: JobConfig | None = None, verify: Any = None) -> JobState:
+        """A replica takes over: the next epoch, running work re-offered (see the module doc). Then ``start``.
+        ``verify``: the driver's ``VerifyEnv`` (verification/replicated.py) for a verified job."""
+        return job_record.from_record(cls, record, now, rng, config, verify)
 
     def _touch(self, t: TaskRun) -> None:
         self._changed.add(t.task_id)
@@ -651,7 +670,7 @@ class JobState:
     def _take_over(self, t: TaskRun, now: float) -> None:
         out = self._resume
         if t.state in (PLACING, OFFERED, RUNNING):
-            if t.state == RUNNING:
+            if t.state == RUNNING and t.lease:
                 out.append(ev.Revoke(self.job_id, t.task_id, t.peer, t.lease, "coordinator changed"))
                 self._end_attempt(t, ev.REVOKED, "coordinator changed", now)
             self._requeue(t, 0.0, now, "takeover: queued again", out)

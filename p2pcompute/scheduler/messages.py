@@ -161,10 +161,13 @@ class TaskDone:
     log: str = ""                  # the run's stderr: a CID pinned at the executor ("" when none; task_logs.py)
     log_bytes: int = 0
     blocks: tuple[tuple[str, bytes], ...] = ()
+    claim: bytes = b""             # the executor's signed ResultClaim (verification/signed.py, code 420)
 
     def __post_init__(self) -> None:
         _ids(job_id=self.job_id, task=self.task, lease_id=self.lease_id)
         _carried(self.blocks)
+        if type(self.claim) is not bytes or len(self.claim) > 1024:
+            raise ValueError("a result claim is bytes of at most 1024")
         for what, d in (("outputs", self.outputs), ("inline", self.inline), ("sizes", self.sizes)):
             if len(d) > MAX_OUTPUTS:
                 raise ValueError(f"more than {MAX_OUTPUTS} {what}")

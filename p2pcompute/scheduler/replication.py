@@ -285,7 +285,8 @@ class ReplicationMixin:
             return
         now = trio.current_time()
         try:
-            js = JobState.from_record(held.record, now, random.Random(self.rng.getrandbits(64)), self.config.job)
+            js = JobState.from_record(held.record, now, random.Random(self.rng.getrandbits(64)), self.config.job,
+                                      self.verify_env())
         except PlanError as exc:
             log.warning("cannot take job %s over: %s", job_id, exc)
             return

@@ -79,6 +79,7 @@ from .events import JobConfig
 from .executing import ExecutingMixin
 from .job_lookup import JobLookupMixin
 from .job_state import JobState
+from .verifying import AccusationNotice, VerifyingMixin
 from .jobs_api import JobsApiMixin
 from .messages import (MAX_CARRIED, MAX_ID, JobCancel, JobList, JobQuery, JobRecordDelta, JobRecordFull, SchedAck,
                        TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
@@ -117,6 +118,9 @@ class SchedulerConfig:
     poll_s: float = 1.0                # membership poll
     record_stream_over: int = 512 << 10   # full records larger than this go over a stream (replication.py)
     lookups: LookupConfig = field(default_factory=LookupConfig)   # DHT provider lookups for placement
+    verification_threshold: int = 10   # adaptive: consecutive verified results before a peer is trusted
+    ledger_max_peers: int = 10_000     # peers the reputation ledger remembers (verifying.py)
+    sybil: Any = None                  # verification/sybil.py SybilRules for replicas (None: the defaults)
 
 
 class _Job:
@@ -137,7 +141,7 @@ class _Job:
         self.fenced = ""                             # a replica holds a newer coordinator's line: step down
 
 
-class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin):
+class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin, VerifyingMixin):
     name = "scheduler"
 
     def __init__(self, config: SchedulerConfig | None = None, rng: random.Random | None = None) -> None:
@@ -184,6 +188,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
         node.transport.on_request(JobQuery, self._on_job_query)
+        node.transport.on_message(AccusationNotice, self._on_accusation)
         node.transport.on_request(JobCancel, self._on_job_cancel)
         node.transport.on_request(JobList, self._on_job_list)
         node.transport.on_stream(RECORD_PROTOCOL, self._record_stream)
@@ -246,7 +251,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         if problems:
             raise UserError("no known peer can run part of the job: " + "; ".join(problems))
         now = trio.current_time()
-        js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.config.job)
+        self.submitted_here(plan.job_id)
+        js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.config.job, self.verify_env())
         size = len(cbor2.dumps(js.to_record()))
         if size > MAX_RECORD_BYTES // 2:     # room to grow with attempts and results
             raise UserError(f"the job's record would be {size:,} bytes, over the {MAX_RECORD_BYTES // 2:,} its "
@@ -344,12 +350,16 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             elif isinstance(c, ev.SetTimer):
                 job.timer = c.at
                 self._timer_wake.set()
+            else:
+                self.carry_verification(job, c)
         return refused
 
     def _release(self, job: _Job) -> None:
         """Carry out the reports whose version (or a later one) a replica acknowledged."""
         while job.held and job.held[0][0] <= job.acked:
             _, r = job.held.pop(0)
+            if r.kind == "done" and self.evidence_problem(job):    # the submitter's own check (verifying.py)
+                r = replace(r, kind="failed", reason=f"evidence check failed: {self.evidence_problem(job)}")
             job.report = r
             if r.kind in TERMINAL:
                 log.info("job %s %s %s", job.js.job_id, r.kind, r.reason)
@@ -700,7 +710,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         try:
             ack = await self._to_job(msg.job_id, ev.ResultReady(msg.task, str(peer), msg.lease_id,
                                                                 dict(msg.outputs), dict(msg.inline), dict(msg.sizes), msg.log,
-                                                                msg.log_bytes))
+                                                                msg.log_bytes, msg.claim))
         finally:
             self._carried.pop(key, None)      # not taken: nothing of it stays
         if ack.ok:                            # a result taken: its outputs are at that peer

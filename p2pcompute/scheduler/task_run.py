@@ -35,7 +35,7 @@ class TaskRun:
 
     __slots__ = ("spec", "state", "pending", "lease", "peer", "deadline", "offers", "issued", "accepted",
                  "attempts", "attempts_dropped", "failures", "lost", "failed_peers", "same", "not_before", "queued",
-                 "outputs", "inline", "sizes", "declines", "unplaced_since", "gen", "reason", "story")
+                 "outputs", "inline", "sizes", "declines", "unplaced_since", "gen", "reason", "story", "verified")
 
     def __init__(self, spec: TaskSpec, story_len: int) -> None:
         self.spec = spec
@@ -63,6 +63,7 @@ class TaskRun:
         self.gen = 0                           # bumps on each placing, to tell stale timers
         self.reason = ""
         self.story: deque = deque(maxlen=story_len)
+        self.verified: dict[str, Any] | None = None   # what verification accepted and why (verification/replicated.py)
 
     @property
     def task_id(self) -> str:
@@ -104,7 +105,7 @@ class TaskRun:
                 "failures": self.failures, "lost": self.lost, "failed_peers": list(self.failed_peers),
                 "same": [[k, m, list(p)] for (k, m), p in self.same.items()], "not_before": self.not_before,
                 "outputs": dict(self.outputs), "inline": dict(self.inline), "sizes": dict(self.sizes),
-                "declines": self.declines, "reason": self.reason}
+                "declines": self.declines, "reason": self.reason, "verified": self.verified}
 
     def load_record(self, r: dict[str, Any]) -> None:
         """Fill from ``to_record``'s dict; PlanError if it is malformed."""
@@ -128,6 +129,7 @@ class TaskRun:
             self.sizes = {str(k): int(v) for k, v in dict(r["sizes"]).items()}
             self.declines = int(r["declines"])
             self.reason = str(r["reason"])
+            self.verified = dict(r["verified"]) if r.get("verified") else None
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"task record of {self.task_id}: {type(e).__name__}: {e}") from None
 

@@ -12,4 +12,5 @@ Files:
     jobs.py       the jobs scenario: workload at a load, churn, killed coordinators, metrics, report
     sched_peer.py SchedPeer: one peer's coordinator, replica and executor over the real scheduler machines
     jobs_report.py  report.json and the PNG plots of a jobs run (job latency, tasks per peer)
+    trust.py      malicious executors (--malicious, --attack), judged accusations, the trust metrics
 """

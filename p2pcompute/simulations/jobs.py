@@ -127,6 +127,12 @@ class JobsScenario:
     capability_every: float = 5.0       # a peer republishes its capability record (free slots, load) if changed
     seeds_per_join: int = 3
     job_config: JobConfig = field(default_factory=lambda: JobConfig(offer_timeout_s=120.0))
+    malicious: float = 0.0              # trust.py: share of peers that lie about results, how, and the jobs'
+    attack: str = "wrong"               # verification strategy (job.yaml's text)
+    verification: str = "none"
+    rare_share: float = 0.05            # attack "rare": the share of tasks liars lie on
+    accuse_delay_s: float = 2.0         # a ban's accusation reaches the other peers this late
+    float_noise: bool = False           # honest results differ in the last bits (trust.py)
     config: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
@@ -136,6 +142,8 @@ class JobsScenario:
             raise ValueError("load must be within (0, 10]")
         if self.placement not in MODES:
             raise ValueError(f"placement {self.placement!r}: use one of {', '.join(MODES)}")
+        if not 0.0 <= self.malicious < 1.0 or self.attack not in ("wrong", "collude", "copy", "rare"):
+            raise ValueError("malicious is a share of peers below 1; attack one of wrong, collude, copy, rare")
         if not 0.0 <= self.churn_fraction <= 1.0 or self.churn_period <= 0:
             raise ValueError("churn fraction must be within 0..1 and the period positive")
         if self.kill_max_per_job < 1 or self.kill_keep_holders < 1:
@@ -167,7 +175,7 @@ class JobRun:
     ended: float | None = None
 
 
-def make_plan(job_id: str, files: list[tuple[str, int]]) -> JobPlan:
+def make_plan(job_id: str, files: list[tuple[str, int]], verification: str = "none") -> JobPlan:
     maps = [TaskSpec(f"m{i}", "map", "graph", b"", inputs=(InputRef("in", cid=cid, size=size),),
                      requirements=Requirements()) for i, (cid, size) in enumerate(files)]
     tasks = list(maps)
@@ -183,7 +191,7 @@ def make_plan(job_id: str, files: list[tuple[str, int]]) -> JobPlan:
         tasks.append(TaskSpec("c", "combine", "combine", b"", requirements=Requirements(),
                               inputs=tuple(InputRef(f"in{i}", task=t, output="out") for i, t in enumerate(sources))))
         outputs = (("c", "out"),)
-    return JobPlan(job_id, "simulated", tuple(tasks), outputs=outputs)
+    return JobPlan(job_id, "simulated", tuple(tasks), outputs=outputs, verification=verification)
 
 
 def workload(s: JobsScenario) -> list[JobRun]:
@@ -196,7 +204,7 @@ def workload(s: JobsScenario) -> list[JobRun]:
         files = [(f"file-{j}-{i}", wl.randint(*s.file_mb) * MB) for i in range(s.files_per_job)]
         durations = {f"m{i}": min(8 * s.task_s, max(0.05 * s.task_s, wl.expovariate(1 / s.task_s)))
                      for i in range(s.files_per_job)}
-        plan = make_plan(job_id, files)
+        plan = make_plan(job_id, files, s.verification)
         durations |= {task.task_id: s.combine_s for task in plan.tasks if task.kind == "combine"}
         out.append(JobRun(plan, t, durations, dict(files)))
     return out
@@ -247,6 +255,8 @@ class JobsRun:
         self.published: dict[Any, tuple] = {}
         self.sent_at_start: Counter = Counter()
         self.wall_seconds = self.cpu_seconds = 0.0
+        from .trust import TrustWorld
+        self.trust = TrustWorld(self)
         self.cluster.on_member_changed = self._member_changed
         self.cluster.on_capability_changed = self._capability_changed
         self.cluster.on_crash = self._crashed
@@ -332,7 +342,7 @@ class JobsRun:
             holders.append(sp.id)
         self.run_local[job, lease] = local
         self.runs_done[self.index[sp.id]] += 1
-        return cid
+        return self.trust.output(sp, job, task, cid)
 
     def refused(self, reason: str) -> None:
         self.refusals[_normal_reason(reason)] += 1
@@ -364,6 +374,7 @@ class JobsRun:
             return
         jr.outcome, jr.reason, jr.ended = report.kind, report.reason, self.now
         self.finished += 1
+        self.trust.job_ended(js)
         done = sum(1 for t in js.tasks.values() if t.state == "done")
         self.duplicates += max(0, js.stats["results_accepted"] - done)
         for tid, t in js.tasks.items():
@@ -426,6 +437,7 @@ class JobsRun:
 
     def _add(self, peer: SimPeer) -> None:
         self.index[peer.id] = peer.index
+        self.trust.added(peer)
         self.sched[peer.id] = SchedPeer(self, peer, random.Random(self.sched_rng.getrandbits(64)))
         self.engine.after(self.sched_rng.uniform(0, self.s.capability_every), self._publish, peer, None)
 
@@ -460,7 +472,10 @@ class JobsRun:
                     self.files_at.setdefault(pid, []).append(cid)
         else:
             self.resubmits += 1
+        if jr.coordinator is None and self.s.malicious:
+            live = self.trust.honest_live(live)          # the user's own peer is honest (trust.py)
         pid = live[self.submit_rng.randrange(len(live))]
+        self.trust.submitter.setdefault(jr.plan.job_id, pid)
         jr.coordinator = pid
         self.sched[pid].submit(jr.plan)
         self.engine.after(self.s.submit_timeout_s, self._check_submitted, jr, pid)
@@ -616,6 +631,7 @@ class JobsRun:
             "refused": dict(sorted(self.refusals.items())),
             "stale_msgs": dict(sorted(self.stale_msgs.items())),
             "events": self.engine.events,
+            **self.trust.report(sum(self.runs_done.values()), len(ok), n),
         }
 
     def series(self) -> dict[str, Any]:

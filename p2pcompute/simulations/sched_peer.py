@@ -70,6 +70,7 @@ from ..scheduler.job_state import JobState
 from ..scheduler.model import PlanError
 from ..scheduler.placement import Candidate, Placement, PlacementConfig
 from ..scheduler.replicas import closest
+from ..scheduler.verification.replicated import BanPeer, LoadTensors
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -113,6 +114,7 @@ class SchedPeer:
         self.fences: dict[str, tuple] = {}             # job -> the line of a record dropped here (a while)
         self.runs: dict[tuple[str, str], tuple[str, Any, float, bool]] = {}   # (job, lease) -> task, coord, end, local
         self._cands: list[Candidate] | None = None
+        self.verify_env = world.trust.env(self)             # this peer's ledger, shared by its jobs (trust.py)
 
     # --- membership -------------------------------------------------------------------------
 
@@ -157,7 +159,7 @@ class SchedPeer:
 
     def submit(self, plan: Any) -> None:
         now = self.world.now
-        js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.world.s.job_config)
+        js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.world.s.job_config, self.verify_env)
         c = Coordinated(js)
         self.jobs[plan.job_id] = c
         self._pick_replicas(c)
@@ -210,6 +212,10 @@ class SchedPeer:
                     w.engine.at(cmd.at, self._job_timer, job, cmd.at)
             elif kind is ev.Refused:
                 w.refused(cmd.reason)
+            elif kind is BanPeer:
+                w.trust.ban(self, cmd)
+            elif kind is LoadTensors:
+                w.trust.load(self, c, cmd)
         if dispatches:
             placed = self.placement.place(dispatches, self.candidates(), w.providers_for(dispatches))
             for p in placed:
@@ -370,7 +376,8 @@ class SchedPeer:
         del self.held[job]
         w = self.world
         record = w.copy_record(h.record)
-        js = JobState.from_record(record, w.now, random.Random(self.rng.getrandbits(64)), w.s.job_config)
+        js = JobState.from_record(record, w.now, random.Random(self.rng.getrandbits(64)), w.s.job_config,
+                                  self.verify_env)
         c = Coordinated(js)
         self.jobs[job] = c
         w.took_over(self, js)

@@ -10,6 +10,7 @@ Files:
     reputation.py  Ledger: per-peer valid/invalid/timed-out counts, trust for adaptive, bans; bounded
     accusation.py  a signed accusation of a proven wrong result, and how another peer judges it
     sybil.py       replicas never on peers sharing an IP /24 or joining in the same window; peer-ID proof of work
+    replicated.py  Replicated: JobState's verified tasks, n executions each on peers it picks, until accepted
 
 INTEGRATION.md says which events and commands the scheduler's parts use.
 """

@@ -224,6 +224,17 @@ class TaskVerification:
         self.rejected[index] = cmd
         return self._run([cmd], now)
 
+    def discard(self, index: int, reason: str, now: float = 0.0) -> list[Command]:
+        """Result ``index`` no longer counts (its peer was banned meanwhile): rejected unproven, decide again."""
+        if self.state != "running" or not 0 <= index < len(self.results) or index in self.rejected:
+            self.refused += 1
+            return []
+        self.loading.discard(index)
+        r = self.results[index]
+        cmd = Reject(r.peer, index, False, reason)
+        self.rejected[index] = cmd
+        return self._run([cmd], now)
+
     # --- the job record: a replica that takes over goes on from here ----------------------------
 
     def to_record(self) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""Verification on real libp2p peers: five peers, one of them lying about its results.
+
+A job mapping a small graph over six .npy files, under ``replicate(3, agree=2, rtol=1e-5)``, is submitted to
+peer A. Peer E's executor swaps its outputs' CIDs (a test-only hook) but signs them as its own. Each task
+runs on three peers the coordinator picks; where E takes part its result disagrees, A (the submitter's own
+peer) re-executes the task, E is proven wrong and banned, and its accusation reaches the other peers, which
+check it and keep E out of their replicas. The job ends with the right results, every task with evidence
+signed by A that A's own check accepts; a tampered result is refused by that check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import trio
+
+from p2pcompute.ops import tensor_format
+from p2pcompute.ops.graph import Graph
+from p2pcompute.storage.cid import Cid
+from p2pcompute.storage.exporter import read_file
+
+from test_service_net import GRAPH, start_peers, wait_for, workspace
+
+JOB = """
+name: squares
+verification: "replicate(3, agree=2, rtol=1e-5)"
+inputs:
+  x: x/*.npy
+stages:
+  - name: sq
+    map: {over: inputs.x}
+    ops: %s
+""" % json.dumps(GRAPH)
+
+
+def swap_outputs(job_id, task, outcome):
+    """A liar: the two outputs' CIDs swapped (each a real CID it holds), claimed as its own result."""
+    names = sorted(outcome.outputs)
+    lie = dict(zip(names, reversed([outcome.outputs[n] for n in names])))
+    return dataclasses.replace(outcome, outputs=lie)
+
+
+async def test_a_lying_executor_is_caught_banned_and_the_job_still_returns_the_right_result(tmp_path):
+    arrays = workspace(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nodes, _ = await start_peers(nursery, tmp_path, n=5)
+        a, liar = nodes[0], nodes[4]
+        liar.services["scheduler"].result_hook = swap_outputs
+        svc = a.services["scheduler"]
+        status, _, body = await svc._api_submit(json.dumps({"job": JOB, "base": str(tmp_path)}).encode(), {})
+        assert status == 200, body
+        job_id = json.loads(body)["job_id"]
+        with trio.fail_after(240):
+            report = await svc.wait(job_id)
+        assert report.kind == "done", report.reason
+
+        # the right results, pinned at A
+        store = a.services["storage"].blockstore
+        outputs = {(task, out): cid for task, out, cid in report.outputs}
+        graph = Graph.from_dict(GRAPH)
+        for i, x in enumerate(arrays):
+            label = f"{i:05d}"
+            local = graph.run({"x": x})
+            for name in ("y", "s"):
+                got = tensor_format.decode(read_file(store.get, Cid.parse(outputs[(f"sq/{label}", f"{name}/{label}")])))
+                np.testing.assert_array_equal(got, local[name])
+
+        # the liar took part, was proven wrong and banned by A; no honest peer was
+        js = svc.jobs[job_id].js
+        ran_by_liar = [tid for tid, t in js.tasks.items() if any(a_["peer"] == str(liar.peer_id) for a_ in t.attempts)]
+        assert ran_by_liar, "the coordinator never picked the liar (placement is random: 0.4% of runs)"
+        ledger = svc.verify_env().ledger
+        assert ledger.banned(str(liar.peer_id))
+        assert not any(ledger.banned(str(n.peer_id)) for n in nodes[:4])
+        for tid in ran_by_liar:
+            accepted = js.tasks[tid].verified
+            assert str(liar.peer_id) not in accepted["peers"]
+
+        # the accusation reached the others, who checked it and keep the liar out of replicas
+        others = [n.services["scheduler"] for n in nodes[1:4]]
+        bad = str(liar.peer_id)
+        await wait_for(lambda: all(bad in s.suspects or s.verify_env().ledger.banned(bad)
+                                   for s in others if s.verify_env() is not None), 60)
+
+        # describe shows each task's evidence; A's check of it holds, and refuses a tampered result
+        status, _, body = await svc._api_describe(b"", {"id": job_id})
+        tasks = json.loads(body)["tasks"]
+        assert all(t["verification"]["accepted"]["evidence"] for t in tasks)
+        assert all(len(t["verification"]["accepted"]["peers"]) >= 1 for t in tasks)
+        assert svc.evidence_problem(svc.jobs[job_id]) is None
+        t0 = js.tasks[tasks[0]["task"]]
+        real = dict(t0.outputs)
+        t0.outputs = dict(zip(sorted(real), reversed([real[k] for k in sorted(real)])))   # a replica's lie
+        assert "evidence for other inputs or outputs" in svc.evidence_problem(svc.jobs[job_id])
+        t0.outputs = real
+
+        # a forged accusation is refused by its receiver, with nobody suspected
+        from p2pcompute.scheduler.verifying import AccusationNotice
+        target = nodes[2].services["scheduler"]
+        before = dict(target.suspects)
+        await nodes[1].transport.send(nodes[2].peer_id, AccusationNotice(b"\x00not an accusation"))
+        await wait_for(lambda: target.stats.get("accusations_refused", 0) >= 1, 30)
+        assert target.suspects == before
+        nursery.cancel_scope.cancel()
