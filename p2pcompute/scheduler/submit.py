@@ -34,6 +34,9 @@ from .spec_check import lines_of, with_lines
 from .submit_sources import origins, resolve_remote
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_request(request: dict[str, Any]) -> specmod.JobSpec:
     """The checked JobSpec of a request body; ``UserError`` listing every problem."""
     if "path" in request:
@@ -48,7 +51,7 @@ def load_request(request: dict[str, Any]) -> specmod.JobSpec:
     if len(text.encode()) > MAX_JOB_BYTES:
         raise UserError(f"the job file is larger than {MAX_JOB_BYTES} bytes")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)    # libyaml's when there: a sixth of the pure-Python loader's time
     except yaml.YAMLError as exc:
         raise UserError(f"not valid YAML: {exc}") from None
     spec, problems = specmod.check(data, Path(base))
