@@ -150,6 +150,35 @@ def bitswap_counts(status: dict) -> tuple[int, int]:
 LOG_LEVEL = ["warning"]
 
 
+def devnet_cpu_s(net: Devnet) -> float:
+    """CPU seconds (user + system) used so far by the devnet's daemons and their live descendants (the
+    executors' workers), from /proc (0.0 where there is none): a figure less sensitive than latency to
+    other work on a shared machine."""
+    import os
+
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(name)] = int(fields[1])
+        ticks[int(name)] = int(fields[11]) + int(fields[12])
+    roots = {p.process.pid for p in net.peers}
+    total = 0
+    for pid in ticks:
+        p = pid
+        while p > 1 and p not in roots:
+            p = parent.get(p, 0)
+        if p in roots:
+            total += ticks[pid]
+    return total / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
+
+
 def start_devnet(root: Path, n: int) -> Devnet:
     net = Devnet(root, n, log_level=LOG_LEVEL[0])
     started = time.monotonic()
@@ -209,6 +238,7 @@ def run_rate(net: Devnet, work: Path, rate: float, seconds: float, drain: float 
     pollers = [threading.Thread(target=poll, args=(i,), daemon=True) for i in range(len(net.peers))]
     for t in pollers:
         t.start()
+    cpu0 = devnet_cpu_s(net)
     t_start = time.monotonic() + 0.2
     with ThreadPoolExecutor(max_workers=min(64, max(4, int(rate * 2)))) as pool:
         for k in range(count):
@@ -223,6 +253,7 @@ def run_rate(net: Devnet, work: Path, rate: float, seconds: float, drain: float 
     stop.set()
     for t in pollers:
         t.join()
+    cpu = devnet_cpu_s(net) - cpu0
     e2e, in_job, submit_s, states = [], [], [], {}
     for job_id, (peer, t0, t1) in submitted.items():
         submit_s.append(t1 - t0)
@@ -246,6 +277,9 @@ def run_rate(net: Devnet, work: Path, rate: float, seconds: float, drain: float 
             "submit_call_s": {"p50": r3(pct(submit_s, 50)), "p99": r3(pct(submit_s, 99))},
             "end_to_end_s": {"p50": r3(pct(e2e, 50)), "p99": r3(pct(e2e, 99)), "max": r3(max(e2e, default=None))},
             "in_job_s": {"p50": r3(pct(in_job, 50)), "p99": r3(pct(in_job, 99)), "sampled": len(in_job)},
+            "devnet_cpu_ms_per_job": round(1000 * cpu / max(1, len(submitted)), 1),
+            "devnet_cpu_note": "CPU of every daemon and its workers while the jobs were submitted and drained, "
+                               "pollers' requests included, over the jobs submitted",
             "passes": bool(ok)}
 
 
@@ -308,6 +342,7 @@ def part_dispatch(net: Devnet, work: Path, tasks: int) -> dict:
     client = ControlClient(net.peers[0].data_dir, timeout=120)
     slots = sum(ControlClient(p.data_dir).status().get("scheduler", {}).get("slots", {})
                 .get("total", 0) for p in net.peers)
+    cpu0 = devnet_cpu_s(net)
     t0 = time.monotonic()
     job = client._call("POST", "/v1/jobs", {"job": MAP_JOB, "base": str(work)})
     t_submitted = time.monotonic()
@@ -319,6 +354,7 @@ def part_dispatch(net: Devnet, work: Path, tasks: int) -> dict:
             break       # reported as it stands (state "running"), the phases of the tasks that are done
         time.sleep(0.05)
     wall = time.monotonic() - t0
+    cpu = devnet_cpu_s(net) - cpu0
     d = client._call("GET", f"/v1/jobs/{job['job_id']}")
     (work / "describe.json").write_text(json.dumps(d, indent=1))
     phases = [story_phases(t) for t in d["tasks"] if t["state"] == "done"]
@@ -350,6 +386,7 @@ def part_dispatch(net: Devnet, work: Path, tasks: int) -> dict:
                                      if a.get("outcome") not in ("ok", "running")})[:5],
             "submit_call_s": round(t_submitted - t0, 3), "wall_s": round(wall, 3),
             "in_job_s": round(in_job, 3), "in_job_per_task_ms": round(1000 * in_job / len(d["tasks"]), 2),
+            "devnet_cpu_ms_per_task": round(1000 * cpu / len(d["tasks"]), 2),
             "slots_total": slots, "tasks_per_peer": sorted(by_peer.values(), reverse=True),
             "tasks_on_coordinator": by_peer.get(coordinator, 0),
             "phase_s": {k: q(k) for k in ("placing", "offer_to_grant", "run", "fetch")},
@@ -502,13 +539,13 @@ def table(doc: dict) -> str:
     if "rate" in doc:
         r = doc["rate"]
         lines.append(f"1. trivial jobs, {r['submitted_to']}")
-        lines.append("   rate/s  jobs  done  e2e p50  e2e p99  in-job p50  submit p50  pass")
+        lines.append("   rate/s  jobs  done  e2e p50  e2e p99  in-job p50  submit p50  cpu ms/job  pass")
         for row in r["rates"]:
             e, j = row["end_to_end_s"], row["in_job_s"]
             lines.append(f"   {row['rate_per_s']:>6g}  {row['jobs']:>4}  {row['states'].get('done', 0):>4}  "
                          f"{e['p50'] or float('nan'):>7.3f}  {e['p99'] or float('nan'):>7.3f}  "
                          f"{j['p50'] or float('nan'):>10.3f}  {row['submit_call_s']['p50'] or float('nan'):>10.3f}  "
-                         f"{'yes' if row['passes'] else 'NO'}")
+                         f"{row.get('devnet_cpu_ms_per_job', float('nan')):>10.1f}  {'yes' if row['passes'] else 'NO'}")
         lines.append(f"   highest rate with p50 <= 1 s and p99 <= 3 s: {r['highest_passing_rate_per_s']} jobs/s")
     if "dispatch" in doc:
         d = doc["dispatch"]
@@ -521,7 +558,7 @@ def table(doc: dict) -> str:
                                                      ("placing", "offer_to_grant", "run", "fetch")),
                                                    1000 * d["executor"]["executor_run_s"]["p50"]))
         lines.append(f"   overhead per task: {d['overhead_per_task_ms']['latency_p50']} ms "
-                     f"(placing + run - executor + fetch, p50)")
+                     f"(placing + run - executor + fetch, p50); devnet CPU {d.get('devnet_cpu_ms_per_task')} ms/task")
     for m in doc.get("matmul", []):
         if m.get("state") != "done":
             lines.append(f"3. matmul {m['n']}: {m.get('state')} {m.get('reason', '')}")
