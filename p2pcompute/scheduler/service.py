@@ -33,7 +33,10 @@ through the storage service and pins them. Small inputs and outputs travel
 inline instead (carry.py): a grant carries the blocks of the small inputs
 held here, a result those of its small outputs; CIDs stay the identity (a
 block is stored only if it hashes to its CID, anything missing is fetched).
-Pins made on a task's path are announced in the background. ``SetTimer`` arms one timer per
+Pins made on a task's path are announced in the background, at most one per
+``announce_gap_s`` (each is a DHT lookup and an ADD_PROVIDER to the closest
+peers: unpaced, the 400 pins of a 200-task map took a fifth of its coordinator's CPU
+while its tasks waited; beyond the queue's bound, the storage service's periodic pass announces them). ``SetTimer`` arms one timer per
 job. Membership is polled: a member that turns dead or left is
 ``MemberDied`` for every job (and ``CoordinatorDied`` for the leases).
 
@@ -115,6 +118,7 @@ class SchedulerConfig:
     lost_result_timeout_s: float = 10.0   # after a takeover, a result whose executor is gone too: run it again
     replicate_retry_s: float = 2.0
     replicate_batch_s: float = 0.05    # after a round, more changes wait this long to go as one delta (not a final one)
+    announce_gap_s: float = 0.1        # background announcements of pins made on tasks' paths: at most one per this
     max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
     poll_s: float = 1.0                # membership poll
     record_stream_over: int = 512 << 10   # full records larger than this go over a stream (replication.py)
@@ -554,6 +558,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             while self._to_announce:
                 cid, _ = self._to_announce.popitem(last=False)
                 await storage.announce(cid)
+                await trio.sleep(self.config.announce_gap_s)   # a DHT provide is ~20 requests: paced, off dispatch's CPU
 
     # --- membership --------------------------------------------------------------------------------
 
