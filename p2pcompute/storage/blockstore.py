@@ -83,7 +83,7 @@ class Blockstore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._mutex = threading.Lock()  # guards the byte count (puts may come from worker threads)
         self._shards: set[str] = set()  # shard dirs known to exist (saves a mkdir per block)
-        self._pins: set[Cid] = set()
+        self._pins: set[Cid] = set()     # replaced, never changed in place (threads read it while one pins)
         self._seen: tuple | None = None   # (snapshot's inode, size, mtime) and the log's (inode, bytes read, lines)
         self._pins = self._load_pins()
         self._total = sum(size for _, size in self._scan())
@@ -322,9 +322,10 @@ class Blockstore:
         log was replaced since the last look. Callers hold the pin lock (or are the constructor)."""
         snap, log = self._stat(PINS_FILE), self._stat(PINS_LOG)
         seen = self._seen
+        pins = None                              # a new set, never the one readers may be iterating
         if seen is None or seen[0] != snap or (log is None and seen[1] is not None) or (
                 log is not None and seen[1] is not None and (log[0] != seen[1][0] or log[1] < seen[1][1])):
-            self._pins, seen = self._read_snapshot(), (snap, None)
+            pins, seen = self._read_snapshot(), (snap, None)
         start = seen[1][1] if seen[1] is not None else 0
         lines = seen[1][2] if seen[1] is not None else 0
         torn = False
@@ -334,25 +335,17 @@ class Blockstore:
                 tail = fh.read()
             whole, _, rest = tail.rpartition(b"\n")
             torn = bool(rest)
-            for line in whole.split(b"\n") if whole else ():
-                self._apply_line(line)
-                lines += 1
-            start += len(whole) + (1 if whole else 0)
+            if whole:
+                pins = set(self._pins) if pins is None else pins
+                for line in whole.split(b"\n"):
+                    _apply_line(pins, line, self.root / PINS_LOG)
+                    lines += 1
+                start += len(whole) + 1
+        if pins is not None:
+            self._pins = pins
         self._seen = (snap, (log[0], start, lines) if log is not None else None)
         if torn:                                 # a writer died mid-line: fold what is whole into a snapshot
             self._save_pins()
-
-    def _apply_line(self, line: bytes) -> None:
-        try:
-            op, cid = line[:1], parse_cid(line[1:].decode("ascii"))
-        except (ValueError, UnicodeDecodeError, P2PComputeError):
-            raise StorageError(f"{self.root / PINS_LOG} has a bad line {line[:80]!r}; fix or remove it") from None
-        if op == b"+":
-            self._pins.add(cid)
-        elif op == b"-":
-            self._pins.discard(cid)
-        else:
-            raise StorageError(f"{self.root / PINS_LOG} has a bad line {line[:80]!r}; fix or remove it")
 
     def _read_snapshot(self) -> set[Cid]:
         try:
@@ -368,7 +361,9 @@ class Blockstore:
         seen = self._seen
         lines = seen[1][2] if seen is not None and seen[1] is not None else 0
         if lines + 1 > max(PIN_LOG_COMPACT, len(self._pins)):
-            (self._pins.add if op == "+" else self._pins.discard)(root)
+            pins = set(self._pins)
+            (pins.add if op == "+" else pins.discard)(root)
+            self._pins = pins
             self._save_pins()
             return
         with open(self.root / PINS_LOG, "ab") as fh:
@@ -376,8 +371,7 @@ class Blockstore:
             if self.fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
-        (self._pins.add if op == "+" else self._pins.discard)(root)
-        self._refresh_pins()     # reads back just this line (and any another process appended meanwhile)
+        self._refresh_pins()     # reads back this line (nothing else: the pin lock is held)
 
     def _save_pins(self) -> None:
         """The whole pin set as the snapshot (atomically), then no log: it is all in the snapshot."""
@@ -387,3 +381,17 @@ class Blockstore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / PINS_LOG)
         self._seen = (self._stat(PINS_FILE), None)
+
+
+def _apply_line(pins: set[Cid], line: bytes, path: Path) -> None:
+    """One ``+CID`` or ``-CID`` line of the pin log applied to ``pins``."""
+    try:
+        op, cid = line[:1], parse_cid(line[1:].decode("ascii"))
+    except (ValueError, UnicodeDecodeError, P2PComputeError):
+        raise StorageError(f"{path} has a bad line {line[:80]!r}; fix or remove it") from None
+    if op == b"+":
+        pins.add(cid)
+    elif op == b"-":
+        pins.discard(cid)
+    else:
+        raise StorageError(f"{path} has a bad line {line[:80]!r}; fix or remove it")

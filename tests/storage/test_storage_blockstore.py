@@ -208,3 +208,30 @@ def test_a_bad_pin_log_line_is_an_error_naming_the_file(tmp_path):
     (root / "pins.log").write_bytes(b"+not-a-cid\n")
     with pytest.raises(StorageError, match="pins.log"):
         Blockstore(root)
+
+
+def test_the_pin_set_can_be_read_from_one_thread_while_another_pins(tmp_path):
+    """The set is replaced, never changed in place: a reader never sees it change under iteration."""
+    import threading
+
+    store = Blockstore(tmp_path / "blocks")
+    cids = [_add(store, b"t%d" % i) for i in range(200)]
+    done, errors = threading.Event(), []
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                sorted(str(c) for c in store.pins)
+            except RuntimeError as exc:       # "Set changed size during iteration"
+                errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for cid in cids:
+            store.pin(cid)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors
+    assert store.pins == set(cids) == Blockstore(tmp_path / "blocks").pins
