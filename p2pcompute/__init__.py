@@ -11,6 +11,7 @@ Package map:
     ops/          operators, tensor DSL, WebAssembly programs, sandboxed executor
     scheduler/    job specs, planning, placement, dispatch, verification
     training/     distributed training: models as opset-2 graphs, robust aggregation, the coordinator
+    dashboard/    the web dashboard each daemon serves on its control API (pages, live updates, login)
     cli/          the ``p2pcompute`` command (argument parsing and printing only)
     simulations/  in-memory network with virtual time and scenario runners
 """

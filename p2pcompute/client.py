@@ -66,6 +66,7 @@ class Job:
         return self.client.api._call("GET", f"/v1/jobs/logs/{self.id}", params=params)
 
     def cancel(self, reason: str = "cancelled by the user") -> dict:
+        """Cancel the job (at its coordinator, wherever it is: allowed from the peer it was submitted through)."""
         return self.client.api._call("POST", f"/v1/jobs/cancel/{self.id}", {"reason": reason})
 
     def result_bytes(self, summary: dict | None = None) -> Iterator[tuple[str, str, bytes]]:
@@ -84,7 +85,13 @@ class Job:
             if cid:
                 root = Cid.parse(cid)
                 if not store.has(root):       # coordinated elsewhere (or taken over): bring it here
-                    self.client.api._call("POST", "/v1/fetch", {"cid": cid})
+                    try:
+                        self.client.api._call("POST", "/v1/fetch", {"cid": cid})
+                    except P2PComputeError as exc:
+                        raise P2PComputeError(
+                            f"result {output} of task {task} ({cid}) of job {self.id} cannot be fetched: {exc}. "
+                            "If only its coordinator held it and that peer died, its successor runs the task "
+                            "again: `describe` shows the job running until then.") from None
                 yield task, output, b"".join(exporter.iter_file(store.get, root, 0, None))
 
     def results(self) -> dict[tuple[str, str], Any]:
@@ -113,10 +120,12 @@ class Client:
             summary = self.api._call("POST", "/v1/jobs", {"job": job, "base": str(Path(base or ".").resolve())})
         return Job(self, summary["job_id"])
 
-    def jobs(self, state: str | None = None) -> list[dict]:
-        """Summaries of the jobs the daemon coordinates; only those in ``state`` (submitted, running, done, failed,
-        cancelled) if given."""
-        return self.api._call("GET", "/v1/jobs", params={"state": state} if state else None)["jobs"]
+    def jobs(self, state: str | None = None, all: bool = False) -> list[dict]:
+        """Summaries of the jobs the daemon coordinates and of those submitted through it that another peer
+        coordinates now (``moved``); only those in ``state`` (submitted, running, done, failed, cancelled) if
+        given; ``all``: also the jobs other peers coordinate (bounded: at most 64 peers, 100 jobs each)."""
+        params = ({"state": state} if state else {}) | ({"all": "1"} if all else {})
+        return self.api._call("GET", "/v1/jobs", params=params or None)["jobs"]
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)

@@ -5,6 +5,7 @@ Files:
     output.py   printing helpers: rich tables, ``--json``, user-facing errors
     daemon.py   ``join`` (run a peer in the foreground), ``config show``
     control.py  ``status``, ``id``, ``peers``, ``ping``, ``connect``, ``stop`` (a running daemon)
+    dashboard_cmd.py  ``dashboard`` (a one-time login link to the web dashboard; opened with a desktop)
     devnet.py   ``devnet`` (N real daemons on loopback) and ``demo``
     ops_cmd.py  ``run job.yaml --local``, ``ops list``, ``ops scene``
     storage_cmd.py  ``add``, ``cat``, ``get``, ``car export|import``, ``storage gc|pins|unpin``

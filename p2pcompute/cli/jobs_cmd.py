@@ -40,9 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(s)
     s.set_defaults(func=cmd_submit, detach=False)
 
-    j = sub.add_parser("jobs", help="list the jobs the local daemon coordinates",
-                       description="List the jobs submitted to the local daemon, with state and progress.")
+    j = sub.add_parser("jobs", help="list the jobs the local daemon coordinates or that were submitted through it",
+                       description="List the jobs the local daemon coordinates and those submitted through it, "
+                       "with state and progress; a job whose coordinator moved to another peer (a takeover) is "
+                       "looked up there and marked 'moved'. --all also asks the other peers (at most 64, each "
+                       "listing at most 100 jobs).")
     j.add_argument("--state", choices=("submitted", "running", *FINAL), help="only jobs in this state")
+    j.add_argument("--all", action="store_true", help="also the jobs other peers coordinate")
     add_data_dir(j)
     add_json_flag(j)
     j.set_defaults(func=cmd_jobs)
@@ -68,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lg.set_defaults(func=cmd_logs)
 
     c = sub.add_parser("cancel", help="cancel a job: its running tasks stop on every peer",
-                       description="Cancel a job coordinated by the local daemon.")
+                       description="Cancel a job. A job coordinated by another peer is cancelled there (its "
+                       "coordinator is found through the network); it allows that only from the peer the job was "
+                       "submitted through.")
     c.add_argument("job_id", metavar="JOB")
     add_data_dir(c)
     add_json_flag(c)
@@ -175,21 +181,30 @@ def _safe_path(name: str) -> Path:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    jobs = client_for(args)._call("GET", "/v1/jobs", params={"state": args.state} if args.state else None)["jobs"]
+    params = ({"state": args.state} if args.state else {}) | ({"all": "1"} if args.all else {})
+    listing = client_for(args)._call("GET", "/v1/jobs", params=params or None)
+    jobs = listing["jobs"]
     if args.json:
-        print_json(jobs)
+        print_json(listing if args.all else jobs)
         return 0
     if not jobs:
         console.print("no jobs here (`p2pcompute submit JOB.yaml` submits one)")
-        return 0
-    from rich.table import Table
+    else:
+        from rich.table import Table
 
-    table = Table("job", "name", "state", "done", "running", "queued", "failed", "total")
-    for j in jobs:
-        p = j.get("progress") or {}
-        table.add_row(j["job_id"], j.get("name") or "", j["state"], *(str(p.get(k, 0)) for k in
-                      ("done", "running", "queued", "failed")), str(p.get("total", "?")))
-    console.print(table)
+        table = Table("job", "name", "state", "done", "running", "queued", "failed", "total", "coordinator")
+        for j in jobs:
+            p = j.get("progress") or {}
+            state = j["state"] + (" (not found now)" if j.get("stale") else "")
+            where = "here" if not j.get("moved") and j.get("submitted_here") else str(j.get("coordinator"))[:16]
+            table.add_row(j["job_id"], j.get("name") or "", state, *(str(p.get(k, 0)) for k in
+                          ("done", "running", "queued", "failed")), str(p.get("total", "?")),
+                          where + (" (moved)" if j.get("moved") else ""))
+        console.print(table)
+    if args.all:
+        console.print(f"{listing.get('peers_answered', 0)} of {listing.get('peers_asked', 0)} peers asked answered"
+                      + (f"; {listing['peers_not_asked']} not asked" if listing.get("peers_not_asked") else "")
+                      + (f"; {listing['more']} more jobs not listed" if listing.get("more") else ""), highlight=False)
     return 0
 
 

@@ -16,6 +16,7 @@ from .output import print_error
 COMMAND_MODULES = [
     "p2pcompute.cli.daemon",
     "p2pcompute.cli.control",
+    "p2pcompute.cli.dashboard_cmd",
     "p2pcompute.cli.devnet",
     "p2pcompute.cli.ops_cmd",
     "p2pcompute.cli.validate_cmd",

@@ -27,7 +27,14 @@ once (then 503), and one client IP gets ``PUBLIC_RATE`` requests a second
 after a burst of ``PUBLIC_BURST`` (then 429). Any route may stream: a payload that is an async function
 ``payload(write)`` is called to ``await write(chunk)`` its body (the route
 gives its own content-length, if any). A client that goes away (disconnect)
-cancels its request, handler and stream alike.
+cancels its request, handler and stream alike. Any route may return a fourth
+element, extra response headers.
+
+A browser cannot send the bearer token: when a ``dashboard`` service runs
+(p2pcompute/dashboard/), a request without the token is also served if its
+session cookie is live and, for a method other than GET/HEAD, it comes from
+the page's own origin (``authorize_session``; dashboard/access.py). Never on
+the links listener: there, a route marked ``control_only`` is not served.
 """
 
 from __future__ import annotations
@@ -104,7 +111,10 @@ class ControlApi:
             for key, route in service.api_routes().items():
                 self.routes[key] = route
         if public_only:
-            self.routes = {key: route for key, route in self.routes.items() if getattr(route, "public", False)}
+            self.routes = {key: route for key, route in self.routes.items()
+                           if getattr(route, "public", False) and not getattr(route, "control_only", False)}
+        dashboard = None if public_only else node.services.get("dashboard")
+        self._sessions = getattr(dashboard, "authorize_session", None)  # (method, headers) -> None | why not
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -133,7 +143,7 @@ class ControlApi:
                 self._authorize(scope)
                 body = await _read_body(receive)
                 nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                status, content_type, payload = await handler(body, query)
+                status, content_type, payload, *extra = await handler(body, query)
             else:
                 client = (scope.get("client") or ("?", 0))[0]
                 if self._public_rate.reserve(client, trio.current_time()) is None:
@@ -184,8 +194,15 @@ class ControlApi:
     def _authorize(self, scope: dict) -> None:
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"")
-        if not given.startswith(b"Bearer ") or not hmac.compare_digest(given[7:].strip(), self._token):
-            raise HttpError(401, "missing or wrong token: send 'Authorization: Bearer <contents of api_token>'")
+        if given.startswith(b"Bearer ") and hmac.compare_digest(given[7:].strip(), self._token):
+            return
+        if self._sessions is not None and b"cookie" in headers and not given:
+            why = self._sessions(scope["method"], {k.decode("latin-1").lower(): v.decode("latin-1")
+                                                   for k, v in scope.get("headers") or []})
+            if why is None:
+                return
+            raise HttpError(403 if "origin" in why.lower() else 401, why)
+        raise HttpError(401, "missing or wrong token: send 'Authorization: Bearer <contents of api_token>'")
 
     # --- endpoints --------------------------------------------------------------------
 

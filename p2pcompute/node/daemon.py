@@ -152,6 +152,7 @@ def stop_daemon(data_dir: Path, *, timeout: float = 30.0, force: bool = False) -
 
 def default_services(config: Config) -> list:
     """The protocols a daemon runs, in start order (a service may use those before it)."""
+    from ..dashboard.service import DashboardService
     from ..dht.service import DhtConfig, DhtService
     from ..gossip.service import MembershipService
     from ..ops.service import ComputeService
@@ -161,7 +162,8 @@ def default_services(config: Config) -> list:
     from ..storage.service import StorageService
 
     return [MembershipService(), DhtService(DhtConfig(protocols=tuple(config.dht_protocols))), StorageService(max_bytes=config.storage_max or None),
-            BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus))), SchedulerService()]
+            BitswapService(), RegistryService(), ComputeService(cpus=max(1, int(config.cpus))), SchedulerService(),
+            DashboardService()]
 
 
 def advertised_host() -> str:

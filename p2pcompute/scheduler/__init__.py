@@ -15,7 +15,7 @@ Files:
     placement.py   Placement: Sparrow batch sampling with data locality; oracle and random modes; unmet()
     providers.py   the DHT's providers of tasks' inputs for placement: bounded lookups, a bounded cache with expiry
     leases.py      ExecutorLeases: an executing peer's reservations, slots and heartbeats, pure
-    messages.py    the scheduler's wire messages (codes 400-409, 415-416): offers, grants, results, job records
+    messages.py    the scheduler's wire messages (codes 400-409, 415-419): offers, grants, results, job records
     replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over
     runner.py      an executing peer runs one granted task: inputs by CID, the executor, outputs pinned
     task_logs.py   a task's stderr: pinned as a CID by the peer that ran it, read back for ``logs JOB [TASK]``
@@ -24,9 +24,10 @@ Files:
     executing.py   its executor role: offers, grants, runs, heartbeats, results (a mixin)
     replication.py its replication of job records to the k closest peers, and takeover (a mixin)
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, logs, cancel (a mixin)
-    job_lookup.py  following a job through any peer: JobQuery to its coordinator or replicas (a mixin)
+    job_lookup.py  following a job through any peer: JobQuery to its coordinator or replicas; JobCancel, JobList (a mixin)
+    submitted.py   the jobs submitted through this peer, kept (and saved) so that `jobs` lists them after a takeover
     submit.py      POST /v1/jobs: job.yaml + base dir -> local inputs added and pinned -> JobPlan
-    blocks.py      submit's half of a split matmul: a local input cut into row/column blocks, a CID each
+    blocks.py      submit's half of a split matmul: a local or ipfs:// input cut into row/column blocks, a CID each
     submit_sources.py  submit's URLs (fetched here, bounded) and registry handles (resolved) -> CIDs, pinned
     verification/  result verification strategies, signed results and evidence, reputation, bans (pure)
 

@@ -12,8 +12,12 @@ the peer that holds the data, and executing peers fetch only the blocks of
 their tiles. The slicing is done by submit rather than by a first stage of
 tasks because the submitting peer already reads every local input to add
 it: a slice task would be one more dispatch, and the coordinator would pull
-its outputs back to itself. An ``ipfs://`` input is not cut (nobody here
-need hold it): its tiles read all of it and slice it themselves.
+its outputs back to itself. An ``ipfs://`` input cannot be cut by the planner (nobody there
+need hold it) by the planner; submit cuts it too (``cid_cuts``): it fetches
+the input's DAG once (bounded by the fetch timeout), exports it to a
+scratch file whose suffix comes from its first bytes (as an executing peer
+does), and cuts that file as a local one: the tiles then fetch their blocks
+from the submitting peer instead of each fetching the whole matrix.
 
 ``whole_inputs(spec)`` is what submit must still add whole: every input some
 stage other than a split reads (a split reads only the blocks of a cut
@@ -37,6 +41,14 @@ def local_cuts(spec: JobSpec, cuts: list[Cut]) -> list[Cut]:
     """The cuts of inputs that are one local file (the ones submit can make)."""
     return [c for c in cuts if not spec.inputs[c.input].collection and len(spec.inputs[c.input].sources) == 1
             and spec.inputs[c.input].sources[0].kind == "file"]
+
+
+def cid_cuts(spec: JobSpec, cuts: list[Cut]) -> list[Cut]:
+    """The cuts of inputs that are one ``ipfs://CID`` (submit fetches, then cuts them; an ``ipfs://CID/path``
+    is not cut: its tiles read it whole)."""
+    return [c for c in cuts if not spec.inputs[c.input].collection and len(spec.inputs[c.input].sources) == 1
+            and spec.inputs[c.input].sources[0].text.startswith("ipfs://")
+            and "/" not in spec.inputs[c.input].sources[0].text.removeprefix("ipfs://")]
 
 
 def whole_inputs(spec: JobSpec) -> set[str]:

@@ -64,11 +64,13 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """Placement's answer to a ``Dispatch``: the peers to offer ``task`` to (empty: none now, and why)."""
+    """Placement's answer to a ``Dispatch``: the peers to offer ``task`` to (empty: none now, and why).
+    ``missing``: an input of the task nobody holds (the DHT asked, its root block sought): it fails now."""
 
     task: str
     peers: tuple[Peer, ...]
     reason: str = ""
+    missing: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +284,7 @@ class JobConfig:
     placement_retry_s: float = 1.0     # no peer free now: ask placement again after this (unless Room comes first)
     placement_timeout_s: float = 600.0  # no peer could take the task for this long: it fails with the reason
     max_declines: int = 1000           # offers refused or lapsed for one task before it fails
+    max_lost: int = 10                 # runs of one task lost with their executor (died) before it fails
     story_len: int = 64                # story entries kept per task (oldest dropped)
     attempts_kept: int = 128           # attempts kept per task in the record (oldest dropped, counted)
     max_outputs: int = 1024            # outputs (and inline values) per result

@@ -22,7 +22,10 @@ placement's reason once it has waited ``placement_timeout_s``. Offers lapse afte
 again (not charged; at most ``max_declines`` times).
 
 *Leases.* A lease lapses ``lease_s`` after its grant or last heartbeat.
-Expiry, the peer's death, a crash, a timeout, a resource limit, a program
+The death of the running peer (membership declared it dead) is not the
+task's fault: the task goes back at once, away from that peer, and is not
+charged; it fails only after ``max_lost`` such losses (churn that eats every
+run). Expiry, a crash, a timeout, a resource limit, a program
 failure, a missing input or an unfetchable result is a *charged* failure:
 the task goes back with exponential backoff (``RetryPolicy``, jitter ×0.5–1)
 and placement is told to avoid the peers that failed it. The same failure
@@ -53,7 +56,8 @@ of records a task becomes ``done`` once (or again, as a new result, if its
 outputs turn out lost: ``ResultLost``, when only the dead coordinator had
 fetched them and their executor is gone; then what reads them waits for the
 new run; the trio service holds the job's end until every done task's
-outputs were found again: ``hold_results``). A ``done`` the dead coordinator
+outputs were found again: ``hold_results``; a job that ended ``done`` reopens
+on a ``ResultLost``: its successor found a job output nowhere). A ``done`` the dead coordinator
 never replicated is lost with it and the task runs again. So the driver
 must have a version acknowledged by a replica before it carries out a
 ``Report`` that follows that version's ``Replicate`` (they come in that
@@ -167,7 +171,8 @@ class JobState:
         problem = self._malformed(event)
         if problem:
             self._refuse(getattr(event, "peer", None) if not problem.startswith("peer") else None, problem, out)
-        elif self.state != "running" and not isinstance(event, (ev.ResultReady, ev.Heartbeat)):
+        elif self.state != "running" and not isinstance(event, (ev.ResultReady, ev.Heartbeat)) and not (
+                self.state == "done" and isinstance(event, ev.ResultLost)):     # a done job may reopen
             pass
         else:
             handler(event, now, out)
@@ -211,6 +216,9 @@ class JobState:
         t = self.tasks[e.task]
         if t.state != PLACING:
             self.stats["stale_placements"] += 1
+            return
+        if e.missing:                 # an input nobody holds: no attempt could run it (the job's fault)
+            self._fail_task(t, self._text(e.missing), now, out)
             return
         peers = list(dict.fromkeys(e.peers))[: max(1, self.config.probes) * 4]
         if not peers:
@@ -361,6 +369,9 @@ class JobState:
         if t.state != DONE or not t.outputs:
             self.stats["stale_losses"] += 1
             return
+        if self.state == "done":      # its result is gone (its coordinator alone held it): the job reopens
+            self.state, self.reason, self._reported_end = "running", "", False
+            self.stats["reopened"] += 1
         self.stats["results_lost"] += 1
         self._unconfirmed.discard(t.task_id)
         message = self._text(e.message)
@@ -433,8 +444,16 @@ class JobState:
         if kind == ev.EXPIRED:
             out.append(ev.Revoke(self.job_id, t.task_id, peer, lease, "lease expired"))
         t.lease = t.peer = None
-        t.failures += 1
         t.failed_peers.add(peer)
+        if kind == ev.DIED:        # the peer's fault, not the task's: not charged to retries, bounded apart
+            t.lost += 1
+            if t.lost > self.config.max_lost:
+                self._fail_task(t, f"lost with its executor {t.lost} times; attempts: " + "; ".join(t.reasons()),
+                                now, out)
+            else:
+                self._requeue(t, 0.0, now, f"{kind} on {peer!r} ({lease}): {message}", out)
+            return
+        t.failures += 1
         policy = self.plan.retry
         if kind in SAME_RULE_KINDS:
             seen = t.same.setdefault((kind, message), set())

@@ -255,3 +255,48 @@ class JobInfo:
     def __post_init__(self) -> None:
         if self.source not in ("", "coordinator", "replica"):
             raise ValueError(f"source {self.source[:40]!r} is not coordinator or replica")
+
+
+@message(417)
+@dataclass(frozen=True)
+class JobCancel:
+    """Any peer -> a job's coordinator: cancel ``job_id`` (a ``cancel`` through a peer that does not
+    coordinate it). Answered by ``SchedAck``; the coordinator refuses a peer that may not (job_lookup.py)."""
+
+    job_id: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id)
+        if type(self.reason) is not str or len(self.reason) > 512:
+            raise ValueError("reason over 512 characters")
+
+
+@message(418)
+@dataclass(frozen=True)
+class JobList:
+    """Any peer -> a member: the jobs you coordinate (``jobs --all``), at most ``limit``, in ``state`` if
+    given. Answered by ``JobListing``."""
+
+    state: str = ""
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if self.state not in ("", "running", "done", "failed", "cancelled", "submitted"):
+            raise ValueError(f"state {str(self.state)[:40]!r} is not a job state")
+        if type(self.limit) is not int or not 0 < self.limit <= 1000:
+            raise ValueError("limit is not 1 to 1000")
+
+
+@message(419)
+@dataclass(frozen=True)
+class JobListing:
+    """The answer to ``JobList``: the CBOR of a list of job summaries (without tasks), newest first;
+    ``more``: how many more there were past the limit."""
+
+    jobs: bytes = b""
+    more: int = 0
+
+    def __post_init__(self) -> None:
+        if type(self.more) is not int or self.more < 0:
+            raise ValueError("more is not a count")

@@ -205,12 +205,13 @@ class JobPlan:
     # where the inputs came from, for ``describe``: (input, "file" | "url" | "handle" | "cid", source, CID),
     # the first MAX_SOURCES items (submit_sources.origins)
     sources: tuple[tuple[str, str, str, str], ...] = ()
+    submitter: str = ""      # the peer the job was submitted through: it may cancel the job (jobs_api.py)
 
     def to_wire(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "name": self.name, "tasks": [t.to_wire() for t in self.tasks],
                 "retry": self.retry.to_wire(), "priority": self.priority, "verification": self.verification,
                 "outputs": [list(o) for o in self.outputs], "templates": [[k, v] for k, v in self.templates],
-                "sources": [list(s) for s in self.sources]}
+                "sources": [list(s) for s in self.sources], "submitter": self.submitter}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> JobPlan:
@@ -226,7 +227,7 @@ class JobPlan:
                    priority=int(d.get("priority", 0)), verification=str(d.get("verification", "none")),
                    outputs=tuple((str(a), str(b)) for a, b in d.get("outputs", ())),
                    templates=tuple((str(k), bytes(v)) for k, v in templates),
-                   sources=_sources(d.get("sources", ())))
+                   sources=_sources(d.get("sources", ())), submitter=str(d.get("submitter", "")))
         plan.check()
         return plan
 
@@ -251,6 +252,8 @@ class JobPlan:
             raise PlanError(f"templates: at most {MAX_TEMPLATES}, each name once")
         if any(len(v) > MAX_PAYLOAD_BYTES for _, v in self.templates):
             raise PlanError(f"a template is over {MAX_PAYLOAD_BYTES} bytes")
+        if len(self.submitter) > 128:
+            raise PlanError("submitter: a peer id of at most 128 characters")
 
 
 MAX_SOURCES = 256            # input items whose origin a plan keeps

@@ -25,9 +25,17 @@ the DHT for the input CIDs of a ``Dispatch`` that have no known holder:
   is found soon after); at most ``max_entries`` CIDs, the least recently
   used dropped. The cache is pure (``now`` passed in).
 
-Nobody found is not a verdict: the task is still placed (anywhere) and its
-executor's own fetch, bounded by ``fetch_timeout_s``, decides "input not
-found"; the same failure on two peers fails the task (job_state.py).
+Nobody found is not yet a verdict. The coordinator then asks for the CID's
+root block itself (``probe_root``: the storage service's fetch, which asks
+the connected peers and dials the DHT's providers, stopped at the first
+block; at most ``probe_s``), once per CID however many tasks read it (``absent``), the
+answer cached for ``absent_ttl_s``. Nobody serving it either fails the task
+at once with "input not found" (``Placed.missing``): about ``timeout_s +
+probe_s`` (12 s) instead of two executors' fetch timeouts and a backoff
+(121 s with the defaults). A root block served, or no verdict (the lookup
+cut short, no DHT), and the task is placed as before: its executor's own
+fetch, bounded by ``fetch_timeout_s``, decides, and the same failure on two
+peers fails the task (job_state.py).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -50,6 +59,8 @@ class LookupConfig:
     negative_ttl_s: float = 5.0      # "nobody found" is trusted this long
     max_entries: int = 10_000        # CIDs cached (least recently used dropped)
     want: int = 8                    # providers asked of the DHT per CID
+    probe_s: float = 10.0            # a CID with no provider: its root block is sought this long
+    absent_ttl_s: float = 30.0       # a CID nobody served is known to be missing this long
 
 
 class ProviderCache:
@@ -90,7 +101,10 @@ class ProviderLookups:
         self._find = find
         self._slots = trio.Semaphore(self.config.max_inflight)
         self._pending: dict[str, trio.Event] = {}          # CID -> set when its lookup ends
-        self.stats = {"lookups": 0, "found": 0, "empty": 0, "failed": 0, "timed_out": 0, "waits_cut": 0}
+        self.stats = {"lookups": 0, "found": 0, "empty": 0, "failed": 0, "timed_out": 0, "waits_cut": 0,
+                      "probes": 0, "absent": 0}
+        self._probes: dict[str, trio.Event] = {}           # CID -> set when its probe ends
+        self._absent = ProviderCache(self.config.max_entries, self.config.absent_ttl_s, self.config.absent_ttl_s)
 
     def known(self, cid: str) -> tuple[str, ...] | None:
         return self.cache.get(cid, trio.current_time())
@@ -119,6 +133,47 @@ class ProviderLookups:
         if scope.cancelled_caught:
             self.stats["waits_cut"] += 1
 
+    async def settle(self, cids: Iterable[str]) -> None:
+        """Wait for the lookups of ``cids`` still running to end (each ends within ``timeout_s`` of its start:
+        ``resolve``'s wait, begun first, is cut just before a lookup that times out)."""
+        with trio.move_on_after(self.config.timeout_s):
+            for cid in list(cids):
+                event = self._pending.get(cid)
+                if event is not None:
+                    await event.wait()
+
+    def nobody(self, cids: Iterable[str]) -> list[str]:
+        """Those of ``cids`` whose lookup found no provider (cached)."""
+        return [c for c in dict.fromkeys(cids) if self.known(c) == ()]
+
+    async def absent(self, cid: str, probe: Callable[[str], Awaitable[str]]) -> str:
+        """Why nobody serves ``cid`` ("" when somebody does, or when it cannot be told): ``probe(cid)`` asks
+        (one probe per CID at a time, bounded by the probe); a "missing" answer is cached for ``absent_ttl_s``."""
+        now = trio.current_time()
+        cached = self._absent.get(cid, now)
+        if cached is not None:
+            return cached[0] if cached else ""
+        if cid not in self._probes:
+            if len(self._probes) >= self.config.max_entries:
+                return ""
+            self._probes[cid] = trio.Event()
+            try:
+                self.stats["probes"] += 1
+                why = ""
+                try:
+                    why = await probe(cid)
+                except Exception as exc:      # a probe that breaks tells nothing: the executors decide
+                    log.debug("probe of %s failed: %s", cid, exc)
+                if why:
+                    self.stats["absent"] += 1
+                    self._absent.put(cid, [why], trio.current_time())
+            finally:
+                self._probes.pop(cid).set()
+            return why
+        await self._probes[cid].wait()
+        cached = self._absent.get(cid, trio.current_time())
+        return cached[0] if cached else ""
+
     async def _lookup(self, cid: str) -> None:
         peers: list[str] = []
         try:
@@ -135,3 +190,29 @@ class ProviderLookups:
         finally:
             self.cache.put(cid, peers, trio.current_time())
             self._pending.pop(cid).set()
+
+
+async def probe_root(node: Any, cid_text: str, timeout: float) -> str:
+    """"" when the root block of ``cid_text`` is here or some peer serves it within ``timeout`` s (the storage
+    service's fetch: the connected peers at once, the DHT's providers dialled; stopped at the first block);
+    else why not. A CID that does not parse, or no bitswap: "" (the executor decides)."""
+    from ..errors import P2PComputeError
+    from ..storage.cid import Cid
+
+    try:
+        cid = Cid.parse(cid_text)
+    except (P2PComputeError, ValueError):
+        return ""
+    storage = node.services["storage"]
+    if node.services.get("bitswap") is None or await trio.to_thread.run_sync(storage.blockstore.has, cid):
+        return ""
+    with trio.CancelScope() as scope:
+        def heard(event: dict) -> None:
+            if event.get("phase") == "fetching" and event.get("blocks", 0) >= 1:
+                scope.cancel()                    # somebody serves it: the rest is the executor's to fetch
+
+        try:
+            await storage.fetch(cid, pin=False, timeout=timeout, progress=heard)
+        except P2PComputeError as exc:
+            return f"no provider in the DHT, and no peer served it within {timeout:g} s ({str(exc)[:300]})"
+    return ""

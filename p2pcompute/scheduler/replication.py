@@ -20,7 +20,9 @@ A replica checks a record before keeping it (CBOR, the job id, a plan
 here dies and this peer is the closest live replica of the set it named,
 it takes the job over: ``JobState.from_record`` (the next epoch), ``start``,
 and the results the old coordinator had fetched are pulled here (one found
-nowhere is ``ResultLost``: its task runs again).
+nowhere is ``ResultLost``: its task runs again). A job that had ended
+``done`` is not taken over, but its outputs are pulled here
+(``_check_finished``); one found nowhere reopens it here.
 
 Fencing. A record's line is (epoch, nonce); a replica keeps the higher line
 (a newer epoch; of two replicas that both took over, the higher nonce) and
@@ -332,6 +334,80 @@ class ReplicationMixin:
                 t = job.js.tasks[tid]
                 maker = next((a["peer"] for a in reversed(t.attempts) if a["outcome"] == "ok"), None)
                 nursery.start_soon(pull, tid, t.accepted, sorted(t.outputs.values()), maker)
+
+
+    async def _check_finished(self, job_id: str, gone: PeerId) -> None:
+        """A job that ended ``done`` whose coordinator (``gone``) died, held here as its closest live replica:
+        its outputs are pulled here and pinned (its results outlive their coordinator). An output found
+        nowhere (only the dead coordinator held it, and its maker is gone too or lost it) reopens the job:
+        it is taken over and ``ResultLost`` runs again the task that made it, and, found nowhere either,
+        the results that task read (top-down, as job_state.py needs), instead of the user getting a CID
+        nobody can serve. At most four jobs are checked at once."""
+        checks = self.__dict__.setdefault("_finished_checks", trio.CapacityLimiter(4))   # jobs checked at once
+        async with checks:
+            await self._check_finished_now(job_id, gone)
+
+    async def _check_finished_now(self, job_id: str, gone: PeerId) -> None:
+        from ..storage.cid import Cid
+        from . import events as ev
+
+        held = self.held.get(job_id)
+        if held is None or held.record.get("state") != "done":
+            return
+        try:
+            plan = JobPlan.from_wire(held.record["plan"])
+            rows = {t["id"]: t for t in held.record["tasks"]}
+        except (PlanError, KeyError, TypeError) as exc:
+            log.warning("cannot check the results of job %s: %s", job_id, exc)
+            return
+        reads = {t.task_id: [i.task for i in t.inputs if i.task] for t in plan.tasks}
+        storage = self.node.services["storage"]
+        live = {str(p) for p in self._live()} | {str(self.node.peer_id)}
+        limit = trio.CapacityLimiter(8)
+        lost: dict[str, str] = {}
+
+        async def pull(tid: str) -> None:
+            row = rows[tid]
+            maker = next((a.get("peer") for a in reversed(row["attempts"]) if a.get("outcome") == "ok"), None)
+            timeout = self.config.fetch_timeout_s if maker in live else self.config.lost_result_timeout_s
+            async with limit:
+                try:
+                    for cid in sorted(row["outputs"].values()):
+                        await storage.fetch(Cid.parse(cid), pin=True, timeout=timeout)
+                except (P2PComputeError, ValueError) as exc:
+                    lost[tid] = str(exc)[:1024]
+                    return
+            for cid in row["outputs"].values():
+                self._note(cid, str(self.node.peer_id))
+
+        checked: set[str] = set()
+        order: list[str] = []
+        level = list(dict.fromkeys(tid for tid, _ in plan.outputs))
+        while level:
+            level = [t for t in level if t not in checked and t in rows and rows[t].get("state") == "done"
+                     and rows[t].get("outputs")]
+            checked.update(level)
+            async with trio.open_nursery() as nursery:
+                for tid in level:
+                    nursery.start_soon(pull, tid)
+            now_lost = [t for t in level if t in lost]
+            order += now_lost
+            level = list(dict.fromkeys(d for t in now_lost for d in reads[t]))
+        if not order:
+            return
+        if job_id in self.jobs or self.held.get(job_id) is not held:
+            return                         # taken over meanwhile (or replaced by a newer record)
+        log.warning("job %s ended done, but %d of its results were held only by its coordinator %s, which died: "
+                    "it reopens here and runs %s again", job_id, len(order), gone.short, ", ".join(order[:5]))
+        await self._take_over(job_id)
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        js = job.js
+        job.report = ev.Report(job_id, js.state, js.progress(), js.reason, js.outputs())   # replicated: shown
+        self.stats["reopened"] = self.stats.get("reopened", 0) + 1
+        for tid in order:
+            await self._feed(job, ev.ResultLost(tid, f"not found after coordinator {gone.short} died: {lost[tid]}"))
 
 
 def _line(record: dict) -> tuple:

@@ -23,7 +23,8 @@ hints for data locality: an output CID is known to be held by the executor
 whose result was taken and, once fetched, by this peer; for an input with no
 holder known here, the DHT's provider records are asked (providers.py:
 bounded lookups, cached; only that task waits, at most ``lookups.timeout_s``,
-then is placed with what is known). Placement counts the
+then is placed with what is known; an input with no provider whose root
+block no peer serves either fails its task "input not found" at once). Placement counts the
 offers still unanswered per peer (``_reserved``) against that peer's budget;
 a task no peer has room for waits, and is placed again as soon as offers are
 answered (``Room``), not on a timer. Offers, grants and
@@ -84,12 +85,12 @@ from .executing import ExecutingMixin
 from .job_lookup import JobLookupMixin
 from .job_state import JobState
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_CARRIED, MAX_ID, JobQuery, JobRecordDelta, JobRecordFull, SchedAck, TaskAccept,
-                       TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
+from .messages import (MAX_CARRIED, MAX_ID, JobCancel, JobList, JobQuery, JobRecordDelta, JobRecordFull, SchedAck,
+                       TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
-from .providers import LookupConfig, ProviderLookups
+from .providers import LookupConfig, ProviderLookups, probe_root
 from .replicas import K, successor
 from .replication import MAX_RECORD_BYTES, RECORD_PROTOCOL, RECORD_STREAMS, ReplicationMixin
 
@@ -191,6 +192,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
         node.transport.on_request(JobQuery, self._on_job_query)
+        node.transport.on_request(JobCancel, self._on_job_cancel)
+        node.transport.on_request(JobList, self._on_job_list)
         node.transport.on_stream(RECORD_PROTOCOL, self._record_stream)
         self._local = {**handlers, TaskHeartbeat: self._on_heartbeat}
 
@@ -509,6 +512,17 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
     async def _place_after_lookups(self, d: ev.Dispatch, cids: list[str]) -> None:
         assert self.lookups is not None and self._nursery is not None
         await self.lookups.resolve(self._nursery, cids)
+        await self.lookups.settle(c for c in cids if self.lookups.known(c) is None)   # a lookup that timed out
+        nobody = set(self.lookups.nobody(c for c in cids if c not in self._providers))
+        for name, cid, _ in d.inputs:           # no provider: its root block sought, else it fails now
+            if cid in nobody:
+                wait = min(self.config.lookups.probe_s, self.config.fetch_timeout_s)   # no longer than an executor
+                why = await self.lookups.absent(cid, lambda c: probe_root(self.node, c, wait))
+                job = self.jobs.get(d.job_id)
+                if why and job is not None:
+                    await self._feed(job, ev.Placed(d.task, (), "", f"{ev.INPUT_NOT_FOUND}: input {name} ({cid}) "
+                                                                      f"not found: {why}"))
+                    return
         self._dispatches.append(d)
         self._place_wake.set()
 
@@ -593,6 +607,9 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             if held.coordinator == peer and held.record.get("state") == "running":
                 if successor(job_id, held.replicas, self._alive | {me}) == me:
                     await self._take_over(job_id)
+            elif held.coordinator == peer and held.record.get("state") == "done":   # its results outlive it
+                if successor(job_id, held.replicas, self._alive | {me}) == me:
+                    self._spawn(self._check_finished, job_id, peer)
 
     # --- timers and placement ----------------------------------------------------------------------
 

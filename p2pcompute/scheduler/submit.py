@@ -9,7 +9,9 @@ announced (later, if the caller gives ``announce``); ``ipfs://CID`` inputs are u
 URLs and registry handles are brought here and pinned (submit_sources.py, with ``node``); local
 programs are refused for now. A local input a split matmul reads is cut into
 its row or column blocks, each added as a CID of its own (``blocks.py``), and
-is not added whole unless another stage reads it. The resolution then goes
+is not added whole unless another stage reads it; an ``ipfs://`` input a split
+reads is fetched here first (at most ``CUT_FETCH_S`` without a block) and cut
+the same way. The resolution then goes
 to ``plan_job``, and the plan keeps where each input came from
 (``JobPlan.sources``).
 """
@@ -17,6 +19,7 @@ to ``plan_job``, and the plan keeps where each input came from
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,14 @@ from ..errors import UserError
 from ..ops.jobfile import MAX_JOB_BYTES
 from . import spec as specmod
 from .model import JobPlan, PlanError
-from .blocks import cut_file, local_cuts, whole_inputs
+from .blocks import cid_cuts, cut_file, local_cuts, whole_inputs
 from .plan import Cut, Resolved, plan_job, resolution, split_cuts
 from .spec_check import lines_of, with_lines
 from .submit_sources import origins, resolve_remote
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+CUT_FETCH_S = 60.0        # an ipfs:// input a split reads: given up when no block came for this long
 
 
 def load_request(request: dict[str, Any]) -> specmod.JobSpec:
@@ -135,10 +139,48 @@ async def _cut_splits(spec: specmod.JobSpec, storage: Any) -> tuple[dict[Cut, li
         out[cut] = await trio.to_thread.run_sync(cut_and_add, cut, spec.inputs[cut.input].sources[0].text)
         for r in out[cut]:
             await storage.pin(_cid(r.cid))                   # and announce it
+    with tempfile.TemporaryDirectory(prefix="p2pcompute-cut-") as scratch:
+        for cut in cid_cuts(spec, split_cuts(spec)):          # fetched once here, then cut as a local file
+            text = spec.inputs[cut.input].sources[0].text
+            path = await _fetched(storage, text, Path(scratch) / f"{cut.input}-{cut.axis}")
+            out[cut] = await trio.to_thread.run_sync(cut_and_add, cut, path)
+            for r in out[cut]:
+                await storage.pin(_cid(r.cid))
     cut_names, whole = {c.input for c in cuts}, whole_inputs(spec)
     needed = {src.text for name, i in spec.inputs.items() if name not in cut_names or name in whole
               for src in i.sources}
     return out, {spec.inputs[c.input].sources[0].text for c in cuts} - needed
+
+
+async def _fetched(storage: Any, uri: str, stem: Path) -> str:
+    """The ``ipfs://`` input ``uri`` brought here (not pinned: its blocks are) and exported to ``stem`` plus
+    the suffix its first bytes call for; ``UserError`` when it cannot be had."""
+    from ..errors import BlockNotFound, P2PComputeError
+    from ..storage.exporter import iter_file
+    from .runner import suffix_of
+
+    cid = _cid(uri.removeprefix("ipfs://").split("/")[0])
+
+    def export() -> str:
+        tmp = stem.with_suffix(".part")
+        with open(tmp, "wb") as fh:
+            for chunk in iter_file(storage.blockstore.get, cid):
+                fh.write(chunk)
+        with open(tmp, "rb") as fh:
+            head = fh.read(16)
+        path = stem.with_name(stem.name + suffix_of(head))
+        tmp.rename(path)
+        return str(path)
+
+    try:
+        return await trio.to_thread.run_sync(export)
+    except BlockNotFound:
+        pass
+    try:
+        await storage.fetch(cid, pin=False, timeout=CUT_FETCH_S)
+        return await trio.to_thread.run_sync(export)
+    except (P2PComputeError, BlockNotFound) as exc:
+        raise UserError(f"input {uri}: input not found, to cut it into the blocks of a split: {exc}") from None
 
 
 def _cut_sources(sources: tuple, blocks: dict[Cut, list[Resolved]]) -> tuple:

@@ -34,7 +34,7 @@ class TaskRun:
     """A task's run-time state. ``story``: (now, stimulus, old state, new state), the newest last."""
 
     __slots__ = ("spec", "state", "pending", "lease", "peer", "deadline", "offers", "issued", "accepted",
-                 "attempts", "attempts_dropped", "failures", "failed_peers", "same", "not_before", "queued",
+                 "attempts", "attempts_dropped", "failures", "lost", "failed_peers", "same", "not_before", "queued",
                  "outputs", "inline", "sizes", "declines", "unplaced_since", "gen", "reason", "story")
 
     def __init__(self, spec: TaskSpec, story_len: int) -> None:
@@ -50,6 +50,7 @@ class TaskRun:
         self.attempts: list[dict[str, Any]] = []
         self.attempts_dropped = 0
         self.failures = 0                      # charged failures (count against retries)
+        self.lost = 0                          # runs lost with their executor's death (count against max_lost)
         self.failed_peers: set = set()
         self.same: dict[tuple[str, str], set] = {}   # (kind, message) -> peers it happened on
         self.not_before = 0.0
@@ -100,7 +101,7 @@ class TaskRun:
                 "offers": [[k, v] for k, v in self.offers.items()],
                 "issued": [[k, v] for k, v in self.issued.items()], "accepted": self.accepted,
                 "attempts": [dict(a) for a in self.attempts], "attempts_dropped": self.attempts_dropped,
-                "failures": self.failures, "failed_peers": list(self.failed_peers),
+                "failures": self.failures, "lost": self.lost, "failed_peers": list(self.failed_peers),
                 "same": [[k, m, list(p)] for (k, m), p in self.same.items()], "not_before": self.not_before,
                 "outputs": dict(self.outputs), "inline": dict(self.inline), "sizes": dict(self.sizes),
                 "declines": self.declines, "reason": self.reason}
@@ -118,6 +119,7 @@ class TaskRun:
             self.attempts = [dict(a) for a in r["attempts"]]
             self.attempts_dropped = int(r["attempts_dropped"])
             self.failures = int(r["failures"])
+            self.lost = int(r.get("lost", 0))
             self.failed_peers = set(r["failed_peers"])
             self.same = {(str(k), str(m)): set(p) for k, m, p in r["same"]}
             self.not_before = float(r["not_before"])

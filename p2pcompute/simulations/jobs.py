@@ -20,29 +20,32 @@ is put on ``file_copies`` random live peers when the job is submitted (the
 provider hints placement gets); a task that runs away from its input first
 pulls it at ``bandwidth``. A file whose holder crashes moves to another live
 peer (the pinning layer's repair). A job is submitted to a random live peer,
-which coordinates it; if that peer dies before any replica acked the job, and
-no live peer holds its record, the client submits it again elsewhere.
+which coordinates it; the client follows
+its job until it ends: when no live peer holds the job's record (its
+coordinator died before any replica acked the job, or its coordinator and
+every replica holding it died), it submits the job again, the same plan and
+ID, to a live peer (``resubmits``).
 
 *Churn.* ``churn_fraction`` of the peers are replaced every ``churn_period``
 (silent crash, a fresh peer joins), as in churn.py. A crashed peer loses its
 runs, its reservations and the jobs it coordinates; replicas take over.
 ``kill_coordinators``: the coordinator of every job is crashed once while
 the job runs (and replaced by a fresh peer). Every ``kill_every_s`` the
-oldest running job, submitted at least ``kill_after_s`` ago, whose
-coordinator was not killed yet has its current coordinator crashed, with
-every job that peer coordinates (each counts as killed; a job killed before,
-whose successor coordinator this was, counts in ``kill_repeats``). A kill
-waits, and younger jobs go first, while the victim holds the record of a
-running job (as coordinator or replica) that lost a holder less than
-``kill_gap_s`` (10 s) ago: the network notices each death (about 5 s) and a
-replica takes over, or the coordinator picks a new replica, before the next
-death hits the same job, so a live replica always holds its record.
-``jobs_killed`` says how many jobs it reached (with 100 peers at 80% load
-each peer holds the records of about 7 running jobs, so the 10 s rule leaves
-some jobs ending before their turn), ``killed_jobs_succeeded`` how many of
-those completed. (Allowing two deaths per job in 10 s reached 96% of 300
-jobs and lost one: its coordinator, both successors and every replica that
-had its record died within a minute, two thirds of the peers replaced.)
+live peer coordinating the most running jobs not yet hit (submitted at
+least ``kill_after_s`` ago; ties: the oldest such job) is crashed, with
+every job it coordinates (each counts as killed). A peer is spared while it
+coordinates a job hit ``kill_max_per_job`` (5) times already (a successor
+coordinator takes jobs that were hit over, and new jobs are submitted to
+it; ``kill_repeats`` counts the second and later hits), or while a running
+job whose record it holds (as coordinator or replica) would be left with
+fewer than ``kill_keep_holders`` (2) live holders: the job survives its
+coordinator's death and one more death at any moment, as a replica set of
+3 promises. ``jobs_killed`` says how many jobs it reached,
+``killed_jobs_succeeded`` how many of those completed. A job is not reached
+when it ends within ``kill_after_s``, or while every peer coordinating it
+is spared. A takeover re-runs the job's running tasks (their leases are
+revoked), so each hit costs a job its running work: latency grows with
+``kill_max_per_job``.
 
 *Metrics.* A job ends when its coordinator carries out the final ``Report``
 (after a replica acked it). ``tasks_lost``: tasks of jobs with no outcome
@@ -115,10 +118,10 @@ class JobsScenario:
     submit_timeout_s: float = 10.0
     keep_ended_s: float = 60.0          # a replica keeps an ended job's record this long (if not told to forget)
     takeover_wait_s: float = 10.0       # the r-th live replica takes over after r times this, if nobody did
-    kill_every_s: float = 0.1           # kill_coordinators: a coordinator is crashed at most this often
+    kill_every_s: float = 0.25          # kill_coordinators: a coordinator is crashed at most this often
     kill_after_s: float = 0.5           # kill_coordinators: a job's coordinator is killed once it ran this long
-    kill_gap_s: float = 10.0            # kill_coordinators: at most kill_per_gap holders of a running job's
-    kill_per_gap: int = 1               # record (its coordinator and replicas) are killed within this time
+    kill_max_per_job: int = 5           # kill_coordinators: a peer coordinating a job killed this often is spared
+    kill_keep_holders: int = 2          # kill_coordinators: live holders of a running job's record a kill leaves
     capability_every: float = 5.0       # a peer republishes its capability record (free slots, load) if changed
     seeds_per_join: int = 3
     job_config: JobConfig = field(default_factory=lambda: JobConfig(offer_timeout_s=120.0))
@@ -133,6 +136,8 @@ class JobsScenario:
             raise ValueError(f"placement {self.placement!r}: use one of {', '.join(MODES)}")
         if not 0.0 <= self.churn_fraction <= 1.0 or self.churn_period <= 0:
             raise ValueError("churn fraction must be within 0..1 and the period positive")
+        if self.kill_max_per_job < 1 or self.kill_keep_holders < 1:
+            raise ValueError("--kill-max-per-job and the holders a kill leaves must be at least 1")
 
     @property
     def job_seconds(self) -> float:
@@ -234,7 +239,6 @@ class JobsRun:
         self.failures_made = 0
         self.kills = self.kill_waits = 0
         self.kill_from = 0                            # jobs before this index have ended or were killed
-        self.disturbed: dict[str, list] = {}          # job -> times holders of its record were killed lately
         self.finished = 0
         self.duplicates = 0
         self.local_maps = self.maps_done = 0
@@ -342,7 +346,10 @@ class JobsRun:
 
     def took_over(self, sp: SchedPeer, js: Any) -> None:
         self.takeovers += 1
-        self.by_id[js.job_id].coordinator = sp.id
+        jr = self.by_id[js.job_id]
+        if jr.coordinator != sp.id:
+            jr.coordinator = sp.id
+            self.engine.after(self.s.submit_timeout_s, self._check_submitted, jr, sp.id)
 
     def job_reported(self, sp: SchedPeer, js: Any, report: Any, again: bool = False) -> None:
         """The final report of a job; ``again``: from a takeover of a record that had already ended."""
@@ -457,17 +464,14 @@ class JobsRun:
         self.engine.after(self.s.submit_timeout_s, self._check_submitted, jr, pid)
 
     def _check_submitted(self, jr: JobRun, pid: Any) -> None:
-        """The client's side: no ack yet from a dead coordinator and no live peer holds the job: submit again."""
+        """The client's side: it follows its job until the job ends, and submits it again (the same plan and ID)
+        to a live peer when no live peer holds it: its coordinator died before any replica acked it, or the
+        coordinator and every replica holding its record are dead."""
         if jr.outcome is not None or jr.coordinator != pid:
             return
-        sp = self.sched[pid]
-        c = sp.jobs.get(jr.plan.job_id)
-        if c is not None and any(v >= 0 for v in c.synced.values()):
-            return
-        if pid in self.cluster.live:
+        job = jr.plan.job_id
+        if any(job in self.sched[p].jobs or job in self.sched[p].held for p in self.cluster.live):
             self.engine.after(self.s.submit_timeout_s, self._check_submitted, jr, pid)
-            return
-        if any(jr.plan.job_id in self.sched[p].held or jr.plan.job_id in self.sched[p].jobs for p in self.cluster.live):
             return
         self._submit(jr, None)
 
@@ -489,34 +493,45 @@ class JobsRun:
             self._replace(live[self.rng.randrange(len(live))])
         self.engine.after(interval, self._churn, interval, None)
 
+    def _holders(self) -> Counter:
+        """Running job -> how many live peers hold its record (its coordinator and its replicas)."""
+        count: Counter = Counter()
+        for pid in self.cluster.live:
+            sp = self.sched[pid]
+            count.update(list(sp.jobs))
+            count.update(j for j, h in sp.held.items() if j not in sp.jobs and h.record["state"] == "running")
+        return count
+
     def _kill(self, _: Any, __: Any) -> None:
-        """Crash the coordinator of the oldest running job whose coordinator was not killed yet (module doc)."""
+        """Crash the live coordinator of the most running jobs whose coordinator was not killed yet (module doc)."""
         if self.done:
             return
-        s, now, jobs = self.s, self.now, self.jobs
-        while self.kill_from < len(jobs) and (jobs[self.kill_from].killed or jobs[self.kill_from].outcome):
-            self.kill_from += 1
-        for i in range(self.kill_from, len(jobs)):
-            jr = jobs[i]
-            if jr.submit_at > now - s.kill_after_s:
-                break
-            if jr.outcome is not None or jr.killed:
+        s, now = self.s, self.now
+        holders: Counter | None = None
+        best, best_key = None, None
+        for pid in self.cluster.live:
+            sp = self.sched[pid]
+            running = [jr for jr in (self.by_id[j] for j in sp.jobs) if jr.outcome is None]
+            if not running or any(jr.killed >= s.kill_max_per_job for jr in running):
+                continue                                     # spare a job killed often enough already
+            fresh = [jr for jr in running if jr.submit_at <= now - s.kill_after_s]
+            if not fresh:
                 continue
-            sp = self.sched.get(jr.coordinator)
-            if sp is None or not sp.peer.alive or jr.plan.job_id not in sp.jobs:
-                continue                                     # being taken over: not running at a coordinator now
-            touched = list(sp.jobs) + [j for j, h in sp.held.items() if h.record["state"] == "running"]
-            recent = {j: [t for t in self.disturbed.get(j, ()) if now - t < s.kill_gap_s] for j in touched}
-            if any(len(ts) >= s.kill_per_gap for ts in recent.values()):
+            key = (len(fresh), -min(jr.submit_at for jr in fresh), -self.index[pid])
+            if best_key is not None and key <= best_key:
+                continue
+            if holders is None:
+                holders = self._holders()
+            touched = set(sp.jobs) | {j for j, h in sp.held.items() if h.record["state"] == "running"}
+            if any(holders[j] - 1 < s.kill_keep_holders for j in touched):
                 self.kill_waits += 1
                 continue
-            for j, ts in recent.items():
-                self.disturbed[j] = ts + [now]
-            for job in sp.jobs:
+            best, best_key = sp, key
+        if best is not None:
+            for job in best.jobs:
                 self.by_id[job].killed += 1
             self.kills += 1
-            self._replace(sp.peer)
-            break
+            self._replace(best.peer)
         self.engine.after(s.kill_every_s, self._kill, None, None)
 
     # --- running ---------------------------------------------------------------------------------

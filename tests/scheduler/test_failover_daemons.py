@@ -209,6 +209,18 @@ def test_the_coordinator_daemon_sigkilled_mid_job_a_replica_finishes_it_and_anot
         res = run("describe", "jnosuchjob", "--data-dir", str(net.peers[3].data_dir))
         assert res.returncode == 1 and "no job jnosuchjob" in res.stderr
         follower.close()
+        # the submitting daemon comes back (its data dir, its identity): `jobs` still lists the job it
+        # submitted, at the peer that took it over, done
+        boot = next(a for a in net.peers[1].status["addresses"] if "/127.0.0.1/" in a)
+        back = net._spawn(0, boot)
+        net._wait_serving(back, time.monotonic() + 60)
+
+        def listed_there():
+            res = run("jobs", "--json", "--data-dir", str(back.data_dir))
+            rows = [j for j in json.loads(res.stdout) if j["job_id"] == job.id] if res.returncode == 0 else []
+            return rows and not rows[0].get("stale") and rows[0]["state"] == "done" and rows[0]
+        row = wait_for(listed_there, 60, "the restarted submitter listing its job, found at the heir")
+        assert row["moved"] and row["submitted_here"] and row["coordinator"] == summary["coordinator"]
     finally:
         net.stop()
 

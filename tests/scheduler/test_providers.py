@@ -123,3 +123,45 @@ async def test_the_service_places_a_task_whose_lookup_hangs_after_the_timeout_an
     assert queued["known"] < 0.05 and queued["looked-up"] < 0.05
     assert 2.0 <= queued["slow"] < 2.1
     assert svc._hints(svc._dispatches) == {"made-here": ("peer-c",), "added-on-b": ("peer-b",)}
+
+
+async def test_a_cid_nobody_serves_is_probed_once_however_many_tasks_ask_and_the_verdict_is_cached(autojump_clock):
+    probes: list[str] = []
+
+    async def probe(cid: str) -> str:
+        probes.append(cid)
+        await trio.sleep(1.0)
+        return "" if cid == "held" else f"nobody has {cid}"
+
+    lookups = ProviderLookups(lambda cid: trio.sleep(0, result=[]), LookupConfig(absent_ttl_s=30.0))
+    answers: dict[tuple[str, int], str] = {}
+    async with trio.open_nursery() as nursery:
+        async def ask(cid: str, n: int) -> None:
+            answers[cid, n] = await lookups.absent(cid, probe)
+
+        for n in range(5):
+            nursery.start_soon(ask, "gone", n)
+            nursery.start_soon(ask, "held", n)
+    assert probes.count("gone") == 1 and probes.count("held") == 1         # one probe per CID at a time
+    assert {answers["gone", n] for n in range(5)} == {"nobody has gone"}
+    assert {answers["held", n] for n in range(5)} == {""}
+    assert await lookups.absent("gone", probe) == "nobody has gone" and probes.count("gone") == 1   # cached
+    assert await lookups.absent("held", probe) == "" and probes.count("held") == 2   # "held" is not cached
+    await trio.sleep(31.0)
+    assert await lookups.absent("gone", probe) == "nobody has gone" and probes.count("gone") == 2   # expired
+
+    async def broken(cid: str) -> str:
+        raise ValueError("no bitswap")
+
+    assert await lookups.absent("other", broken) == ""                   # no verdict: the executors decide
+    assert lookups.stats["probes"] == 5 and lookups.stats["absent"] == 2
+
+
+async def test_nobody_lists_only_the_cids_whose_lookup_found_no_provider(autojump_clock):
+    async def find(cid: str) -> list[str]:
+        return ["p"] if cid == "found" else []
+
+    lookups = ProviderLookups(find)
+    async with trio.open_nursery() as nursery:
+        await lookups.resolve(nursery, ["found", "empty"])
+    assert lookups.nobody(["found", "empty", "never-asked", "empty"]) == ["empty"]

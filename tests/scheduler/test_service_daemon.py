@@ -74,6 +74,20 @@ def test_a_job_submitted_over_the_api_of_one_of_two_daemons_completes_with_its_r
             with pytest.raises(ApiError, match="no job"):
                 client._call("POST", "/v1/jobs/cancel/nope", {})
             assert "scheduler" in json.dumps(client.status())
+            # through b, which neither coordinates it nor was it submitted through: jobs --all, describe,
+            # logs and results find it at a; a cancel of the finished job changes nothing
+            from test_cli import run
+            home_b = ["--data-dir", str(tmp_path / "b")]
+            assert json.loads(run(*home_b, "jobs", "--json").stdout) == []
+            everything = json.loads(run(*home_b, "jobs", "--all", "--json").stdout)
+            assert [j["job_id"] for j in everything["jobs"]] == [job["job_id"]] and everything["peers_answered"] == 1
+            assert json.loads(run(*home_b, "describe", job["job_id"], "--json").stdout)["state"] == "done"
+            logs = json.loads(run(*home_b, "logs", job["job_id"], "--json").stdout)
+            assert len(logs["tasks"]) == 4 and all(t["attempts"][-1]["outcome"] == "ok" for t in logs["tasks"])
+            res = run(*home_b, "results", job["job_id"], "-o", str(tmp_path / "via_b"))
+            assert res.returncode == 0 and len(list((tmp_path / "via_b").rglob("*.tensor"))) == 4, res.stderr
+            res = run(*home_b, "cancel", job["job_id"], "--json")
+            assert res.returncode == 0 and json.loads(res.stdout)["state"] == "done"
         finally:
             stop(b)
     finally:

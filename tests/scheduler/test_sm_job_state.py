@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+import random
+
 from p2pcompute.scheduler import events as ev
 from p2pcompute.scheduler.events import JobConfig
+from p2pcompute.scheduler.job_state import JobState
 from p2pcompute.scheduler.model import Condition, InputRef
 from sm_harness import Coord, chain_plan, of, plan, task
 
@@ -97,11 +100,34 @@ def test_expiry_and_death_never_count_as_the_same_failure():
     c = Coord(plan(task("a"), retries=5, same=1), config=JobConfig(lease_s=5.0))
     c.grant("a", "p1")
     c.feed(ev.MemberDied("p1"))
-    assert c.state("a") == "ready" and c.js.tasks["a"].attempts[-1]["outcome"] == ev.DIED
-    c.tick(c.js.tasks["a"].not_before)
+    assert c.state("a") == "placing" and c.js.tasks["a"].attempts[-1]["outcome"] == ev.DIED
     c.grant("a", "p2")
     c.tick(c.now + 5.0)
-    assert c.state("a") == "ready" and c.js.tasks["a"].failures == 2
+    assert c.state("a") == "ready" and c.js.tasks["a"].failures == 1 and c.js.tasks["a"].lost == 1
+
+
+def test_an_executors_death_is_not_charged_to_retries_but_is_bounded_apart():
+    c = Coord(plan(task("a"), task("b"), retries=0, same=5), config=JobConfig(max_lost=3))
+    for i in range(3):                                # three executors die under it: placed again at once
+        c.grant("a", f"p{i}")
+        out = c.feed(ev.MemberDied(f"p{i}"))
+        assert c.state("a") == "placing" and "a" in c.dispatched(out)
+        assert f"p{i}" in c.js.tasks["a"].failed_peers
+    assert c.js.tasks["a"].failures == 0 and c.js.tasks["a"].lost == 3 and c.js.state == "running"
+    c.grant("a", "p3")
+    out = c.feed(ev.MemberDied("p3"))                 # the fourth: past max_lost, the task and the job fail
+    assert c.state("a") == "failed" and c.js.state == "failed"
+    assert "lost with its executor 4 times" in of(out, ev.Report)[-1].reason
+
+
+def test_lost_runs_survive_the_record():
+    c = Coord(plan(task("a")), config=JobConfig(max_lost=3))
+    c.grant("a", "p1")
+    c.feed(ev.MemberDied("p1"))
+    record = c.js.to_record()
+    assert record["tasks"][0]["lost"] == 1
+    del record["tasks"][0]["lost"]                   # a record from a peer of an older version
+    assert JobState.from_record(record, c.now, random.Random(1)).tasks["a"].lost == 0
 
 
 def test_member_death_withdraws_its_offers_and_requeues_a_task_left_without_any():
@@ -287,3 +313,17 @@ def test_a_task_whose_offers_were_all_refused_waits_for_room_too():
     c.feed(ev.TaskFailed("a", "p1", lease, ev.REJECTED, "16 reservations queued, no free slot"), 1.0)
     assert c.state("a") == "ready" and c.js.waiting_for_room() == 1
     assert c.dispatched(c.feed(ev.Room(1), 1.5)) == ["a"]
+
+
+def test_a_task_with_an_input_nobody_holds_fails_at_once_without_an_attempt():
+    from sm_harness import Coord, chain_plan
+
+    c = Coord(chain_plan(2))
+    assert c.state("t0") == "placing"
+    c.feed(ev.Placed("t0", (), "", "input_not_found: input in (cid-x) not found: nobody"))
+    assert c.state("t0") == "failed" and c.js.tasks["t0"].attempts == []
+    assert c.js.state == "failed" and "input_not_found: input in (cid-x) not found" in c.js.reason
+    d = Coord(chain_plan(2))
+    d.feed(ev.Placed("t0", ("p1",)))                     # offered already: a late verdict is stale
+    d.feed(ev.Placed("t0", (), "", "input_not_found: late"))
+    assert d.state("t0") == "offered" and d.js.stats["stale_placements"] == 1 and d.js.state == "running"

@@ -52,17 +52,41 @@ def test_a_running_reader_of_a_lost_result_is_revoked_and_a_finished_one_is_left
     assert c.js.state == "done" and c.state("b") == "done"
 
 
-def test_a_loss_of_a_task_not_done_or_of_a_finished_job_changes_nothing():
+def test_a_loss_of_a_task_not_done_or_of_a_failed_or_cancelled_job_changes_nothing():
     c = Coord(chain_plan(2))
     c.feed(ev.ResultLost("t0", "x"))
     assert c.js.stats["stale_losses"] == 1 and c.state("t0") == "placing"
     c.run("t0")
-    c.run("t1")
-    assert c.js.state == "done"
-    out = c.feed(ev.ResultLost("t1", "x"))
-    assert c.js.state == "done" and c.state("t1") == "done" and not of(out, ev.Dispatch)
+    c.feed(ev.Cancel("stop"))
+    assert c.js.state == "cancelled"
+    out = c.feed(ev.ResultLost("t0", "x"))
+    assert c.js.state == "cancelled" and c.state("t0") == "done" and not of(out, ev.Dispatch)
     out = c.feed(ev.ResultLost("nope", "x"))
     assert of(out, ev.Refused)
+
+
+def test_a_done_job_whose_output_is_lost_reopens_runs_the_tasks_that_made_it_and_ends_done_again():
+    """The successor of a dead coordinator finds a finished job's output nowhere (ResultLost for the output
+    task, then for the lost input it read): the job runs again, only those tasks, and reports done anew."""
+    c = Coord(chain_plan(3))
+    for tid in ("t0", "t1", "t2"):
+        c.run(tid, "p1")
+    assert c.js.state == "done"
+    r = _replica(c, now=30.0)                    # a finished job's record, taken over
+    assert r.js.state == "done" and not of(r.last, ev.Dispatch) and not of(r.last, ev.Report)
+    out = r.feed(ev.ResultLost("t2", "not found"))          # the job output, top-down: then what it read
+    assert r.js.state == "running" and r.js.reason == "" and r.dispatched(out) == ["t2"]
+    assert of(out, ev.Report)[-1].kind == "progress" and r.js.stats["reopened"] == 1
+    out = r.feed(ev.ResultLost("t1", "not found"))
+    assert r.state("t2") == "waiting" and r.state("t1") == "placing" and r.state("t0") == "done"
+    r.run("t1", "p2", outputs={"out": "cid-t1-again"})
+    assert r.js._resolve_inputs(r.js.tasks["t2"]) == (("in", "cid-t1-again", None),)
+    out = r.run("t2", "p2", outputs={"out": "cid-t2-again"})
+    assert r.js.state == "done" and of(out, ev.Report)[-1].kind == "done"
+    assert of(out, ev.Report)[-1].outputs == (("t2", "out", "cid-t2-again"),)
+    assert [a["outcome"] for a in r.js.tasks["t2"].attempts] == ["lost", "ok"]
+    assert r.js.stats["reopened"] == 1 and r.js.stats["results_lost"] == 2
+    assert [a["outcome"] for a in r.js.tasks["t0"].attempts] == ["ok"]       # t0's result was not lost
 
 
 def test_after_a_takeover_that_holds_results_the_job_ends_only_once_each_is_found_again_or_run_again():

@@ -69,3 +69,57 @@ async def test_a_split_matmul_runs_across_four_peers_each_tile_reading_only_its_
         got = tensor_format.decode(read_file(store.get, Cid.parse(cid)))
         np.testing.assert_allclose(got, a @ b, rtol=0, atol=1e-9)
         nursery.cancel_scope.cancel()
+
+
+async def test_ipfs_inputs_of_a_split_are_fetched_once_and_cut_by_the_submitting_peer(tmp_path, monkeypatch):
+    """A and B are ipfs:// CIDs held by peer C only: peer A (the submitter) fetches each once, cuts it into its
+    blocks and pins them, so that each tile reads its two blocks, not the whole matrices; a CID nobody holds
+    is refused at submit ("input not found"), after the bounded fetch."""
+    from p2pcompute.errors import UserError
+    from p2pcompute.scheduler import submit as submit_mod
+
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((128, 96)), rng.standard_normal((96, 128))
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    async with trio.open_nursery() as nursery:
+        nodes, _ = await start_peers(nursery, tmp_path, n=3)
+        holder = nodes[2].services["storage"].blockstore
+        cids = {}
+        for name in ("a", "b"):
+            cids[name] = str(import_path(tmp_path / f"{name}.npy", holder.put).cid)
+            holder.pin(Cid.parse(cids[name]))
+        job = (f"name: mm\ninputs:\n  A: {{uri: ipfs://{cids['a']}, dtype: float64, shape: [128, 96]}}\n"
+               f"  B: {{uri: ipfs://{cids['b']}, dtype: float64, shape: [96, 128]}}\n"
+               "split: {op: matmul, tile: 64}\n")
+        svc = nodes[0].services["scheduler"]
+        status, _, body = await svc._api_submit(json.dumps({"job": job, "base": str(tmp_path)}).encode(), {})
+        assert status == 200, body
+        answer = json.loads(body)
+        assert answer["tasks"] == 4 + 1
+        with trio.fail_after(180):
+            report = await svc.wait(answer["job_id"])
+        assert report.kind == "done", report.reason
+        store = nodes[0].services["storage"].blockstore
+        js = svc.jobs[answer["job_id"]].js
+        for task_id, t in js.tasks.items():
+            if task_id == "combine":
+                continue
+            i, j = map(int, task_id.removeprefix("tile/").split("-"))
+            assert {r.cid for r in t.spec.inputs}.isdisjoint(cids.values())         # blocks, not the whole
+            got = {r.name: np.load(io.BytesIO(read_file(store.get, Cid.parse(r.cid)))) for r in t.spec.inputs}
+            assert all(Cid.parse(r.cid) in store.pins for r in t.spec.inputs)       # pinned at the submitter
+            np.testing.assert_array_equal(got["A"], a[64 * i:64 * (i + 1)])
+            np.testing.assert_array_equal(got["B"], b[:, 64 * j:64 * (j + 1)])
+        cid = next(c for task, out, c in report.outputs if out == "product")
+        np.testing.assert_allclose(tensor_format.decode(read_file(store.get, Cid.parse(cid))), a @ b, rtol=0,
+                                   atol=1e-9)
+        monkeypatch.setattr(submit_mod, "CUT_FETCH_S", 1.0)
+        nobody = str(import_path(tmp_path / "a.npy", None).cid).replace(cids["a"][-4:], "aaaa")
+        missing = job.replace(cids["a"], nobody)
+        try:
+            await svc._api_submit(json.dumps({"job": missing, "base": str(tmp_path)}).encode(), {})
+            raise AssertionError("a split input nobody holds was submitted")
+        except UserError as exc:
+            assert "input not found" in str(exc) and nobody in str(exc)
+        nursery.cancel_scope.cancel()

@@ -50,8 +50,8 @@ def test_a_churned_run_ends_every_job_and_replays_exactly():
 
 
 def test_killing_the_coordinators_every_job_still_completes():
-    """The coordinator of every job is crashed once while the job runs (never two holders of one job's
-    record within 10 s); every job completes, none twice, and the run replays exactly."""
+    """The coordinator of every job is crashed once while the job runs (never leaving a running job's record
+    with fewer than 2 live holders); every job completes, none twice, and the run replays exactly."""
     def run() -> dict:
         return JobsRun(JobsScenario(peers=30, jobs=40, seed=3, files_per_job=2, kill_coordinators=True,
                                     task_s=30.0, load=0.2)).run()
