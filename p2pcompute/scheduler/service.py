@@ -34,7 +34,10 @@ through the storage service and pins them. Small inputs and outputs travel
 inline instead (carry.py): a grant carries the blocks of the small inputs
 held here, a result those of its small outputs; CIDs stay the identity (a
 block is stored only if it hashes to its CID, anything missing is fetched).
-Pins made on a task's path are announced in the background. ``SetTimer`` arms one timer per
+Pins made on a task's path are announced in the background, at most one per
+``announce_gap_s`` (each is a DHT lookup and an ADD_PROVIDER to the closest
+peers: unpaced, the 400 pins of a 200-task map took a fifth of its coordinator's CPU
+while its tasks waited; beyond the queue's bound, the storage service's periodic pass announces them). ``SetTimer`` arms one timer per
 job. Membership is polled: a member that turns dead or left is
 ``MemberDied`` for every job (and ``CoordinatorDied`` for the leases).
 
@@ -46,7 +49,9 @@ version before it (or a later one); with none acknowledging, the reports wait
 (the newest progress one and any final one) and replication is retried every
 ``replicate_retry_s``. Replication never holds up a job's events: one round
 at a time runs per job (``_replicator``) and carries, as one delta, every
-change made while the last round was out. A peer with no other live member has nobody to wait
+change made while the last round was out, and for ``replicate_batch_s``
+after it (progress only: a final report goes at once), so that a short job
+costs its replicas two or three rounds, not one per state change. A peer with no other live member has nobody to wait
 for. When a job's coordinator dies and this peer is the closest live replica
 it named, it takes the job over.
 
@@ -114,6 +119,8 @@ class SchedulerConfig:
     fetch_timeout_s: float = 60.0
     lost_result_timeout_s: float = 10.0   # after a takeover, a result whose executor is gone too: run it again
     replicate_retry_s: float = 2.0
+    replicate_batch_s: float = 0.05    # after a round, more changes wait this long to go as one delta (not a final one)
+    announce_gap_s: float = 0.1        # background announcements of pins made on tasks' paths: at most one per this
     max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
     poll_s: float = 1.0                # membership poll
     record_stream_over: int = 512 << 10   # full records larger than this go over a stream (replication.py)
@@ -135,6 +142,7 @@ class _Job:
         self.want = 0                               # the newest version to replicate
         self.acked = 0                              # the newest version a replica acknowledged
         self.replicating = False                    # its replicator task runs
+        self.urgent = trio.Event()                  # a final report waits: the next round goes at once
         self.report: ev.Report | None = None        # the last report carried out
         self.done = trio.Event()
         self.submitted = submitted
@@ -342,6 +350,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
                     self._nursery.start_soon(self._replicator, job)
             elif isinstance(c, ev.Report):     # of the progress reports waiting, only the newest matters
                 job.held = [(v, r) for v, r in job.held if r.kind != "progress"] + [(job.want, c)]
+                if c.kind in TERMINAL:
+                    job.urgent.set()
                 self._release(job)
             elif isinstance(c, ev.Refused):
                 self.stats["refused"] += 1
@@ -383,6 +393,9 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
                     self._release(job)
                     with trio.move_on_after(2 * self.config.request_timeout_s):
                         await everyone.wait()
+                    if job.replicas and job.acked < job.want:    # the changes of the next little while go as one
+                        with trio.move_on_after(self.config.replicate_batch_s):
+                            await job.urgent.wait()
                 else:
                     await trio.sleep(self.config.replicate_retry_s)
         finally:
@@ -569,6 +582,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             while self._to_announce:
                 cid, _ = self._to_announce.popitem(last=False)
                 await storage.announce(cid)
+                await trio.sleep(self.config.announce_gap_s)   # a DHT provide is ~20 requests: paced, off dispatch's CPU
 
     # --- membership --------------------------------------------------------------------------------
 
