@@ -209,13 +209,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         raise UserError("--files-per-job: at most 10,000 (one job of that many map tasks)")
     fraction, period = parse_churn(args.churn)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    scenario = JobsScenario(peers=args.peers, jobs=args.jobs, churn_fraction=fraction, churn_period=period,
-                            seed=seed, files_per_job=args.files_per_job, kill_coordinators=args.kill_coordinators,
-                            kill_every_s=parse_duration(args.kill_every), kill_max_per_job=args.kill_max_per_job,
-                            load=args.load, placement=args.placement, task_s=args.task_seconds,
-                            loss=parse_fraction(args.loss, "loss"), latency=parse_latency(args.latency),
-                            malicious=args.malicious, attack=args.attack, verification=_strategy(args.verification),
-                            float_noise=args.float_noise)
+    try:
+        scenario = JobsScenario(peers=args.peers, jobs=args.jobs, churn_fraction=fraction, churn_period=period,
+                                seed=seed, files_per_job=args.files_per_job, kill_coordinators=args.kill_coordinators,
+                                kill_every_s=parse_duration(args.kill_every), kill_max_per_job=args.kill_max_per_job,
+                                load=args.load, placement=args.placement, task_s=args.task_seconds,
+                                loss=parse_fraction(args.loss, "loss"), latency=parse_latency(args.latency),
+                                malicious=args.malicious, attack=args.attack,
+                                verification=_strategy(args.verification), float_noise=args.float_noise)
+    except ValueError as exc:            # the scenario's own range checks
+        raise UserError(str(exc)) from None
     if not args.json:
         console.print(f"seed {seed}: {scenario.peers} peers, {scenario.jobs} jobs of {scenario.files_per_job} "
                       f"files at load {scenario.load:g} ({scenario.rate:.2f} jobs/s), placement "

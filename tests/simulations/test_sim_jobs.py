@@ -102,8 +102,8 @@ def test_simulate_jobs_command_writes_the_report(tmp_path, capsys):
 
 def test_simulate_jobs_explains_bad_values(tmp_path, capsys):
     for flag, value, words in [("--churn", "10%", "FRACTION/PERIOD"), ("--load", "0", "--load"),
-                               ("--jobs", "0", "--jobs")]:
-        code = main(["simulate", "jobs", "--peers", "10", flag, value, "--out", str(tmp_path)])
+                               ("--jobs", "0", "--jobs"), ("--kill-max-per-job", "0", "--kill-max-per-job")]:
+        code = main(["simulate", "jobs", "--peers", "10", "--kill-coordinators", flag, value, "--out", str(tmp_path)])
         assert code == 1
         assert words in capsys.readouterr().err
 
