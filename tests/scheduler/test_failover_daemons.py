@@ -186,7 +186,10 @@ def test_the_coordinator_daemon_sigkilled_mid_job_a_replica_finishes_it_and_anot
             own = [t["task"] for t in d["tasks"] if t["state"] == "done"
                    and any(a["outcome"] == "ok" and a["peer"] == ids[0] for a in t["attempts"])]
             done = (d["progress"] or {}).get("done", 0)        # no progress before the first report is replicated
-            ready = done >= 1 and running_on(d, set(ids)) and (own or done >= 4)
+            # the tasks come from the state machine, the progress from the last replicated report: only once
+            # every done task is replicated does the heir know the coordinator's own task was done
+            replicated = done == sum(t["state"] == "done" for t in d["tasks"])
+            ready = done >= 1 and replicated and running_on(d, set(ids)) and (own or done >= 4)
             return ready and (own or [None])
 
         own = wait_for(half_done, 90, "a task done and another running")[0]
