@@ -12,9 +12,10 @@ the peer that holds the data, and executing peers fetch only the blocks of
 their tiles. The slicing is done by submit rather than by a first stage of
 tasks because the submitting peer already reads every local input to add
 it: a slice task would be one more dispatch, and the coordinator would pull
-its outputs back to itself. An ``ipfs://`` input cannot be cut by the planner (nobody there
-need hold it) by the planner; submit cuts it too (``cid_cuts``): it fetches
-the input's DAG once (bounded by the fetch timeout), exports it to a
+its outputs back to itself. An input named elsewhere cannot be cut by the planner (nobody there
+need hold it); submit cuts it too (``remote_cuts``): an ``ipfs://CID/path``,
+a URL or a registry handle is first resolved to a CID (submit_sources.py),
+then submit fetches that DAG once (bounded by the fetch timeout), exports it to a
 scratch file whose suffix comes from its first bytes (as an executing peer
 does), and cuts that file as a local one: the tiles then fetch their blocks
 from the submitting peer instead of each fetching the whole matrix.
@@ -43,12 +44,12 @@ def local_cuts(spec: JobSpec, cuts: list[Cut]) -> list[Cut]:
             and spec.inputs[c.input].sources[0].kind == "file"]
 
 
-def cid_cuts(spec: JobSpec, cuts: list[Cut]) -> list[Cut]:
-    """The cuts of inputs that are one ``ipfs://CID`` (submit fetches, then cuts them; an ``ipfs://CID/path``
-    is not cut: its tiles read it whole)."""
+def remote_cuts(spec: JobSpec, cuts: list[Cut]) -> list[Cut]:
+    """The cuts of inputs that are one source named elsewhere: an ``ipfs://CID`` (or ``ipfs://CID/path``), a
+    URL or a registry handle. Submit brings each here once (a path under a CID, a URL and a handle are
+    resolved to a CID first: submit_sources.py), then cuts it as a local file."""
     return [c for c in cuts if not spec.inputs[c.input].collection and len(spec.inputs[c.input].sources) == 1
-            and spec.inputs[c.input].sources[0].text.startswith("ipfs://")
-            and "/" not in spec.inputs[c.input].sources[0].text.removeprefix("ipfs://")]
+            and spec.inputs[c.input].sources[0].kind in ("uri", "handle")]
 
 
 def whole_inputs(spec: JobSpec) -> set[str]:

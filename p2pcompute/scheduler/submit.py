@@ -9,9 +9,10 @@ announced (later, if the caller gives ``announce``); ``ipfs://CID`` inputs are u
 URLs and registry handles are brought here and pinned (submit_sources.py, with ``node``); local
 programs are refused for now. A local input a split matmul reads is cut into
 its row or column blocks, each added as a CID of its own (``blocks.py``), and
-is not added whole unless another stage reads it; an ``ipfs://`` input a split
-reads is fetched here first (at most ``CUT_FETCH_S`` without a block) and cut
-the same way. The resolution then goes
+is not added whole unless another stage reads it; an input named elsewhere
+that a split reads (``ipfs://CID``, ``ipfs://CID/path``, a URL, a handle: the
+last three resolved to a CID first) is fetched here (at most ``CUT_FETCH_S``
+without a block) and cut the same way. The resolution then goes
 to ``plan_job``, and the plan keeps where each input came from
 (``JobPlan.sources``).
 """
@@ -31,7 +32,7 @@ from ..errors import UserError
 from ..ops.jobfile import MAX_JOB_BYTES
 from . import spec as specmod
 from .model import JobPlan, PlanError
-from .blocks import cid_cuts, cut_file, local_cuts, whole_inputs
+from .blocks import cut_file, local_cuts, remote_cuts, whole_inputs
 from .plan import Cut, Resolved, plan_job, resolution, split_cuts
 from .spec_check import lines_of, with_lines
 from .submit_sources import origins, resolve_remote
@@ -85,7 +86,8 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, 
             storage.blockstore.pin(result.cid)
         return Resolved(str(result.cid), Path(path).stat().st_size)
 
-    blocks, cut_only = await _cut_splits(spec, storage)     # a split's tiles read only their blocks
+    remote = await resolve_remote(spec, node) if node is not None else {}
+    blocks, cut_only = await _cut_splits(spec, storage, remote)     # a split's tiles read only their blocks
     for path in cut_only:                                    # nobody reads it whole: not added
         added[path] = Resolved("", Path(path).stat().st_size)
     files = [p for p in spec.local_files() if p not in cut_only]
@@ -96,7 +98,6 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, 
         else:
             announce(_cid(added[path].cid))
 
-    remote = await resolve_remote(spec, node) if node is not None else {}
 
     def resolve(src: Any, hint: Any) -> Resolved:
         shape, dtype = (hint.shape, hint.dtype.name) if hint is not None else (None, None)
@@ -118,9 +119,11 @@ async def plan_from_request(request: dict[str, Any], storage: Any, job_id: str, 
         raise UserError(f"the job cannot be planned: {exc}") from None
 
 
-async def _cut_splits(spec: specmod.JobSpec, storage: Any) -> tuple[dict[Cut, list[Resolved]], set[str]]:
-    """Each local input a split reads, cut into its blocks, each added, pinned and announced
-    (``blocks.py``); and the local files only splits read (they need not be added whole)."""
+async def _cut_splits(spec: specmod.JobSpec, storage: Any,
+                      remote: dict[str, Any]) -> tuple[dict[Cut, list[Resolved]], set[str]]:
+    """Each input a split reads, cut into its blocks, each added, pinned and announced (``blocks.py``): a
+    local file, or one named elsewhere (``remote``: what submit_sources resolved it to, else an
+    ``ipfs://CID``); and the local files only splits read (they need not be added whole)."""
     from ..storage.importer import import_stream
 
     cuts = local_cuts(spec, split_cuts(spec))
@@ -140,9 +143,12 @@ async def _cut_splits(spec: specmod.JobSpec, storage: Any) -> tuple[dict[Cut, li
         for r in out[cut]:
             await storage.pin(_cid(r.cid))                   # and announce it
     with tempfile.TemporaryDirectory(prefix="p2pcompute-cut-") as scratch:
-        for cut in cid_cuts(spec, split_cuts(spec)):          # fetched once here, then cut as a local file
+        for cut in remote_cuts(spec, split_cuts(spec)):       # fetched once here, then cut as a local file
             text = spec.inputs[cut.input].sources[0].text
-            path = await _fetched(storage, text, Path(scratch) / f"{cut.input}-{cut.axis}")
+            uri = f"ipfs://{remote[text].cid}" if text in remote else text
+            if not uri.startswith("ipfs://"):
+                raise UserError(f"input {text[:200]}: only local files, ipfs://, URLs and handles can be submitted")
+            path = await _fetched(storage, uri, Path(scratch) / f"{cut.input}-{cut.axis}")
             out[cut] = await trio.to_thread.run_sync(cut_and_add, cut, path)
             for r in out[cut]:
                 await storage.pin(_cid(r.cid))

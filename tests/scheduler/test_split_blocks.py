@@ -17,7 +17,7 @@ from p2pcompute.errors import UserError
 from p2pcompute.ops import tensor_format
 from p2pcompute.ops.graph import Graph
 from p2pcompute.scheduler import spec
-from p2pcompute.scheduler.blocks import cid_cuts, cut_file, local_cuts, whole_inputs
+from p2pcompute.scheduler.blocks import cut_file, local_cuts, remote_cuts, whole_inputs
 from p2pcompute.scheduler.model import PlanError
 from p2pcompute.scheduler.plan import (Cut, Resolved, block_bounds, decode_payload, diagonals, plan_job,
                                        split_cuts)
@@ -135,7 +135,7 @@ def test_what_is_cut_and_what_is_still_added_whole(tmp_path):
     cuts = split_cuts(j)
     assert cuts == [Cut("A", 0, 3), Cut("B", 1, 3), Cut("B", 0, 5), Cut("C", 1, 5)]
     assert local_cuts(j, cuts) == cuts[:3]                   # an ipfs:// input is not cut here
-    assert cid_cuts(j, cuts) == cuts[3:]                     # but fetched and cut by submit
+    assert remote_cuts(j, cuts) == cuts[3:]                  # but fetched and cut by submit
     assert whole_inputs(j) == {"A"}                          # the graph stage reads all of A
 
 

@@ -72,7 +72,8 @@ async def test_a_split_matmul_runs_across_four_peers_each_tile_reading_only_its_
 
 
 async def test_ipfs_inputs_of_a_split_are_fetched_once_and_cut_by_the_submitting_peer(tmp_path, monkeypatch):
-    """A and B are ipfs:// CIDs held by peer C only: peer A (the submitter) fetches each once, cuts it into its
+    """A is an ipfs://CID and B an ipfs://CID/path, held by peer C only: peer A (the submitter) resolves the
+    path, fetches each once, cuts it into its
     blocks and pins them, so that each tile reads its two blocks, not the whole matrices; a CID nobody holds
     is refused at submit ("input not found"), after the bounded fetch."""
     from p2pcompute.errors import UserError
@@ -86,11 +87,14 @@ async def test_ipfs_inputs_of_a_split_are_fetched_once_and_cut_by_the_submitting
         nodes, _ = await start_peers(nursery, tmp_path, n=3)
         holder = nodes[2].services["storage"].blockstore
         cids = {}
-        for name in ("a", "b"):
-            cids[name] = str(import_path(tmp_path / f"{name}.npy", holder.put).cid)
+        (tmp_path / "dir").mkdir()                        # B under a directory: ipfs://CID/path
+        np.save(tmp_path / "dir" / "b.npy", b)
+        for name, path in (("a", tmp_path / "a.npy"), ("dir", tmp_path / "dir")):
+            cids[name] = str(import_path(path, holder.put).cid)
             holder.pin(Cid.parse(cids[name]))
+        cids["b"] = str(import_path(tmp_path / "b.npy", None).cid)
         job = (f"name: mm\ninputs:\n  A: {{uri: ipfs://{cids['a']}, dtype: float64, shape: [128, 96]}}\n"
-               f"  B: {{uri: ipfs://{cids['b']}, dtype: float64, shape: [96, 128]}}\n"
+               f"  B: {{uri: 'ipfs://{cids['dir']}/b.npy', dtype: float64, shape: [96, 128]}}\n"
                "split: {op: matmul, tile: 64}\n")
         svc = nodes[0].services["scheduler"]
         status, _, body = await svc._api_submit(json.dumps({"job": job, "base": str(tmp_path)}).encode(), {})
