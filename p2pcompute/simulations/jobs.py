@@ -58,7 +58,9 @@ heartbeats, results, fetches, records, acks) per job; gossip and DHT traffic
 is reported apart. ``repeated_final_reports``: a job run to its end by a
 second line of coordinators (two replicas that both took over, not fenced
 in time); ``ended_jobs_reannounced``: a replica that kept an ended job's
-record (its "forget" lost) took it over and told the same outcome again.
+record (its "forget" lost) took it over and told the same outcome again;
+``takeovers_averted``: a replica about to take over learnt of a newer line
+from another holder (sched_peer.py) and dropped its copy instead.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class JobsScenario:
     fence_keep_s: float = 600.0         # a peer remembers the line of a job record it dropped this long
     keep_ended_s: float = 60.0          # a replica keeps an ended job's record this long (if not told to forget)
     takeover_wait_s: float = 10.0       # the r-th live replica takes over after r times this, if nobody did
+    takeover_query_s: float = 1.0       # before a takeover, the other holders are asked for a newer line this long
     kill_every_s: float = 0.25          # kill_coordinators: a coordinator is crashed at most this often
     kill_after_s: float = 0.5           # kill_coordinators: a job's coordinator is killed once it ran this long
     kill_max_per_job: int = 5           # kill_coordinators: a peer coordinating a job killed this often is spared
@@ -246,6 +249,7 @@ class JobsRun:
         self.runs_lost = 0
         self.crashes = self.joins = self.takeovers = self.coordinator_losses = 0
         self.resubmits = self.repeated_reports = self.fenced_coordinators = self.reannounced = 0
+        self.takeovers_averted = 0
         self.failures_made = 0
         self.kills = self.kill_waits = 0
         self.kill_from = 0                            # jobs before this index have ended or were killed
@@ -349,6 +353,9 @@ class JobsRun:
 
     def fenced(self) -> None:
         self.fenced_coordinators += 1
+
+    def averted(self) -> None:
+        self.takeovers_averted += 1
 
     def stale(self, kind: str) -> None:
         self.stale_msgs[kind] += 1
@@ -531,7 +538,7 @@ class JobsRun:
             running = [jr for jr in (self.by_id[j] for j in sp.jobs) if jr.outcome is None]
             if not running or any(jr.killed >= s.kill_max_per_job for jr in running):
                 continue                                     # spare a job killed often enough already
-            fresh = [jr for jr in running if jr.submit_at <= now - s.kill_after_s]
+            fresh = [jr for jr in running if not jr.killed and jr.submit_at <= now - s.kill_after_s]
             if not fresh:
                 continue
             key = (len(fresh), -min(jr.submit_at for jr in fresh), -self.index[pid])
@@ -625,6 +632,7 @@ class JobsRun:
             "repeated_final_reports": self.repeated_reports,
             "ended_jobs_reannounced": self.reannounced,
             "fenced_coordinators": self.fenced_coordinators,
+            "takeovers_averted": self.takeovers_averted,
             "msgs_by_kind": dict(sorted(self.msgs.items())),
             "msgs_dropped": dict(sorted(self.dropped.items())),
             "gossip_dht_msgs_per_job": r(sum(gossip.values()) / n, 2),

@@ -40,7 +40,12 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   picks its own replicas and sends them the full record. The r-th live
   replica waits r · ``takeover_wait_s`` and takes over only if no newer
   record came meanwhile (the first may not hold the record, or be dead
-  unnoticed). The new coordinator sends the full record to the old replicas
+  unnoticed). Before any takeover the replica asks the record's other live
+  holders for the newest line they know of the job (``line?``: a record held,
+  a line dropped and fenced, the job coordinated there) and waits
+  ``takeover_query_s``: a newer line means the job was taken over already (and
+  may have ended and been forgotten), so its copy is dropped and fenced
+  (``takeovers_averted``) instead of run to its end a second time. The new coordinator sends the full record to the old replicas
   it did not choose, too: a record whose replica list leaves this peer out
   makes it drop its copy, so that it never takes over a second time.
 * *Executor.* ``ExecutorLeases`` holds reservations and slots. A granted task
@@ -112,6 +117,7 @@ class SchedPeer:
         self.jobs: dict[str, Coordinated] = {}
         self.held: dict[str, Held] = {}
         self.fences: dict[str, tuple] = {}             # job -> the line of a record dropped here (a while)
+        self.asking: dict[str, tuple] = {}             # job -> the line held, while other holders are asked
         self.runs: dict[tuple[str, str], tuple[str, Any, float, bool]] = {}   # (job, lease) -> task, coord, end, local
         self._cands: list[Candidate] | None = None
         self.verify_env = world.trust.env(self)             # this peer's ledger, shared by its jobs (trust.py)
@@ -369,10 +375,51 @@ class SchedPeer:
         if self.id not in alive:
             return
         rank = alive.index(self.id)
+        w = self.world
         if rank > 0 and not force:        # the first live replica takes over; the next ones, later, if not
-            w = self.world
             w.engine.after(w.s.takeover_wait_s * rank, self._take_over_late, job, (h.record["epoch"], h.coordinator))
             return
+        if job in self.asking:
+            return
+        line = (h.record["epoch"], h.record["nonce"])
+        self.asking[job] = line                  # first: does another holder know of a newer line?
+        for p in h.replicas:
+            if p != self.id and self.alive(p):
+                w.send(self, p, "line?", (job,))
+        w.engine.after(w.s.takeover_query_s, self._asked, job, (line, h))
+
+    def on_line(self, job: str, line: tuple) -> None:
+        """Another holder's answer to ``line?``: a newer line than the record held here means the job was taken
+        over (and maybe ended) already: the copy here is dropped and fenced, never taken over."""
+        asked = self.asking.get(job)
+        if asked is None or not line > asked:
+            return
+        del self.asking[job]
+        h = self.held.get(job)
+        if h is not None and (h.record["epoch"], h.record["nonce"]) < line:
+            del self.held[job]
+        self._fence(job, line)
+        self.world.averted()
+
+    def best_line(self, job: str) -> tuple:
+        """The newest line of ``job`` known here: a record held, a line dropped (fenced), the job coordinated."""
+        lines = [self.fences.get(job, (-1, -1))]
+        h, c = self.held.get(job), self.jobs.get(job)
+        if h is not None:
+            lines.append((h.record["epoch"], h.record["nonce"]))
+        if c is not None:
+            lines.append((c.js.epoch, c.js.nonce))
+        return max(lines)
+
+    def _asked(self, job: str, token: tuple) -> None:
+        line, h = token
+        if self.asking.get(job) != line:
+            return
+        del self.asking[job]
+        if self.peer.alive and self.held.get(job) is h and not self.alive(h.coordinator) and job not in self.jobs:
+            self._take_over_now(job, h)
+
+    def _take_over_now(self, job: str, h: Held) -> None:
         del self.held[job]
         w = self.world
         record = w.copy_record(h.record)
@@ -472,6 +519,10 @@ class SchedPeer:
         elif kind == "ack":
             job, version, gap, line = body
             self.on_ack(src, job, version, gap, line)
+        elif kind == "line?":
+            w.send(self, src, "line", (body[0], self.best_line(body[0])))
+        elif kind == "line":
+            self.on_line(*body)
         else:
             job = body[0]
             c = self.jobs.get(job)
