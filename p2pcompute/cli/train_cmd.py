@@ -200,6 +200,16 @@ def register_simulate(psub: Any) -> None:
     s.add_argument("--shards", type=int, default=20, help="updates per round (default 20)")
     s.add_argument("--local-steps", type=int, default=10, help="H, local mode's steps per round (default 10)")
     s.add_argument("--task-seconds", type=float, default=1.0, help="compute seconds of one step (default 1)")
+    s.add_argument("--spot-check", type=float, default=0.0, metavar="SHARE",
+                   help="share of updates the coordinator recomputes before a round closes; a peer whose update "
+                        "is far from the recomputation is banned and its shards handed out again (default 0)")
+    s.add_argument("--param-shards", type=int, default=1, metavar="P",
+                   help="cut the parameter vector into P parts, each aggregated by the peer closest to the part's "
+                        "key (default 1)")
+    s.add_argument("--peer-memory", default="0", metavar="SIZE",
+                   help="a peer's memory limit for aggregating (e.g. 64KiB; default: none); parameters that do "
+                        "not fit are refused unless --param-shards splits them")
+    s.add_argument("--linear", action="store_true", help="a linear model (64 -> 10) instead of the 64-32-10 MLP")
     s.add_argument("--compare-clean", action="store_true",
                    help="also run the same seed without liars and churn, and report the accuracy difference")
     s.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed)")
@@ -213,7 +223,8 @@ def cmd_simulate_train(args: argparse.Namespace) -> int:
     import os
 
     from ..training.plot import write_curve
-    from ..training.simulate import TrainScenario, simulate
+    from ..node.config import parse_size
+    from ..training.simulate import TrainScenario, TrainSim, simulate
     from .simulate_cmd import parse_churn, parse_fraction
 
     byz = parse_fraction(args.byzantine, "byzantine share")
@@ -225,8 +236,11 @@ def cmd_simulate_train(args: argparse.Namespace) -> int:
         scenario = TrainScenario(peers=args.peers, mode=args.mode, shards=args.shards, rounds=rounds,
                                  local_steps=args.local_steps, byzantine=byz, attack=args.attack, rule=rule,
                                  churn_fraction=fraction, churn_period=period, kill_per_round=args.kill_per_round,
-                                 task_s=args.task_seconds, seed=seed)
+                                 task_s=args.task_seconds, seed=seed, spot_check=args.spot_check,
+                                 param_shards=args.param_shards, peer_memory=parse_size(args.peer_memory),
+                                 linear=args.linear)
         scenario.run_config()
+        TrainSim.check(scenario)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if not args.json:

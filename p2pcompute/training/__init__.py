@@ -2,6 +2,7 @@
 
 Files:
     model.py        MLP / linear model as opset-2 graphs: one step (forward+backward), H local steps, predict
+    sharding.py     parameter sharding: parts of the parameter vector, the XOR-closest peer aggregates each; memory check
     data.py         scikit-learn's digits (shipped, no download): seeded split, shards, minibatch indices
     optim.py        SGD with momentum, DiLoCo's outer Nesterov step, flatten/unflatten of parameter dicts
     reference.py    the single-process reference trainer on the same graphs (accuracy, wall time)

@@ -49,6 +49,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from .sharding import check_fits, owners as part_owners
+
 MODES = ("sync", "local", "async")
 
 
@@ -64,13 +66,22 @@ class TrainConfig:
     param_bytes: int = 0          # size of the parameters one Assign ships (for the byte count)
     max_peers: int = 10_000
     min_peers: int = 1            # no shard is handed out before this many peers have joined
+    param_shards: int = 1         # parts of the parameter vector, each aggregated by its own peer (sharding.py)
+    peer_memory: int = 0          # bytes a peer may hold to aggregate (0: no limit); too little -> ShardingNeeded
+    spot_check: float = 0.0       # share of counted updates recomputed before the round closes; a mismatch bans
+    run: str = "train"            # the run's name: the parameter parts' keys derive from it
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not (1 <= self.shards <= 100_000 and self.rounds >= 1 and 1 <= self.min_peers <= self.max_peers and self.local_steps >= 1
-                and self.staleness_bound >= 0 and self.checkpoint_every >= 0 and self.task_timeout > 0):
+                and self.staleness_bound >= 0 and self.checkpoint_every >= 0 and self.task_timeout > 0
+                and self.param_shards >= 1 and self.peer_memory >= 0 and 0.0 <= self.spot_check <= 1.0):
             raise ValueError(f"invalid training configuration {self}")
+        if self.param_shards > 1 and self.mode == "async":
+            raise ValueError("param_shards needs mode sync or local (async applies each update alone)")
+        if self.param_bytes and self.mode != "async":
+            check_fits(self.param_bytes, self.shards, self.param_shards, self.peer_memory)
 
 
 # --- events ---------------------------------------------------------------------------
@@ -100,6 +111,15 @@ class Tick:
     pass
 
 
+@dataclass(frozen=True)
+class SpotChecked:
+    """The verdict on a ``SpotCheck``: ``ok`` False when the update was far from the recomputation."""
+    peer: str
+    round: int
+    shard: int
+    ok: bool
+
+
 # --- commands -------------------------------------------------------------------------
 
 
@@ -126,6 +146,24 @@ class Contribution:
 class Aggregate:
     round: int
     contributions: tuple[Contribution, ...]
+    owners: tuple[str, ...] = ()   # param_shards > 1: the peer that aggregates each part (closest to its key)
+
+
+@dataclass(frozen=True)
+class SpotCheck:
+    """Recompute this counted update (same shard, round and parameter version) and answer ``SpotChecked``."""
+    peer: str
+    round: int
+    shard: int
+    version: int
+    kind: str
+    steps: int = 1
+
+
+@dataclass(frozen=True)
+class Banned:
+    peer: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -171,9 +209,12 @@ class Coordinator:
         self.peers: dict[str, set[int]] = {}   # live peer -> shards of this round it holds
         self.slots: list[_Slot] = []
         self.finished = False
+        self.banned: set[str] = set()
+        self.checks: dict[int, tuple[str, float]] = {}   # shard -> (peer checked, deadline) of this round
         self.started = False   # set once min_peers have joined; after that, any live peer will do
         self.stats = {"bytes_down": 0, "bytes_up": 0, "assigned": 0, "reassigned": 0, "refused": 0,
-                      "applied": 0, "stale_dropped": 0}
+                      "applied": 0, "stale_dropped": 0,
+                      "spot_checks": 0, "spot_failed": 0, "spot_timeouts": 0, "banned": 0}
         self._start_round()
 
     # --- the one entry point -------------------------------------------------------------
@@ -181,7 +222,8 @@ class Coordinator:
     def handle(self, event: Any, now: float) -> list[Any]:
         out: list[Any] = []
         if isinstance(event, PeerJoined):
-            if event.peer not in self.peers and len(self.peers) < self.config.max_peers:
+            if event.peer not in self.peers and event.peer not in self.banned \
+                    and len(self.peers) < self.config.max_peers:
                 self.peers[event.peer] = set()
         elif isinstance(event, PeerLost):
             held = self.peers.pop(event.peer, set())
@@ -190,6 +232,8 @@ class Coordinator:
                 self.stats["reassigned"] += not self.slots[shard].holders
         elif isinstance(event, UpdateArrived):
             self._arrived(event, now, out)
+        elif isinstance(event, SpotChecked):
+            self._checked(event, out)
         elif isinstance(event, Tick):
             self._expire(now, out)
         else:
@@ -206,6 +250,7 @@ class Coordinator:
         Who holds which shard is not kept: a rebuilt coordinator hands those shards out again."""
         return {"config": dict(self.config.__dict__), "round": self.round, "version": self.version,
                 "finished": self.finished, "started": self.started, "stats": dict(self.stats),
+                "banned": sorted(self.banned),
                 "done": [None if s.done is None else [s.done.shard, s.done.peer, s.done.payload, s.done.weight,
                                                        s.done.staleness] for s in self.slots]}
 
@@ -224,6 +269,7 @@ class Coordinator:
             coord.round, coord.version = rnd, version
             coord.finished, coord.started = bool(record["finished"]), bool(record["started"])
             coord.stats.update({k: int(v) for k, v in record["stats"].items() if k in coord.stats})
+            coord.banned = {str(p) for p in record.get("banned", [])}
             for i, entry in enumerate(done):
                 if entry is not None:
                     shard, peer, payload, weight, staleness = entry
@@ -237,6 +283,7 @@ class Coordinator:
     # --- internals ------------------------------------------------------------------------
 
     def _start_round(self) -> None:
+        self.checks = {}
         self.slots = [_Slot() for _ in range(self.config.shards)]
         for held in self.peers.values():
             held.clear()
@@ -264,13 +311,46 @@ class Coordinator:
             self.stats["applied"] += 1
         else:
             slot.done = Contribution(ev.shard, ev.peer, ev.payload)
+            if self.config.spot_check and self.rng.random() < self.config.spot_check:
+                self.checks[ev.shard] = (ev.peer, now + self.config.task_timeout)
+                self.stats["spot_checks"] += 1
+                local = self.config.mode == "local"
+                out.append(SpotCheck(ev.peer, ev.round, ev.shard, given, "local" if local else "gradient",
+                                     self.config.local_steps if local else 1))
         for other in slot.holders:  # backups of a finished shard are released
             self.peers.get(other, set()).discard(ev.shard)
         slot.holders.clear()
-        if all(s.done is not None for s in self.slots):
+        self._maybe_close(out)
+
+    def _maybe_close(self, out: list[Any]) -> None:
+        if not self.finished and not self.checks and all(s.done is not None for s in self.slots):
             self._close(out)
 
+    def _checked(self, ev: SpotChecked, out: list[Any]) -> None:
+        """A spot check's verdict: passed, the round may close; failed, the peer is banned, each of its
+        counted updates of this round thrown away and its shards handed out again."""
+        if ev.round != self.round or self.checks.get(ev.shard, ("",))[0] != ev.peer:
+            return  # not a check this round waits for (late, or already decided)
+        del self.checks[ev.shard]
+        if not ev.ok:
+            self.stats["spot_failed"] += 1
+            self._ban(ev.peer, f"update for shard {ev.shard} of round {ev.round} far from its recomputation", out)
+        self._maybe_close(out)
+
+    def _ban(self, peer: str, reason: str, out: list[Any]) -> None:
+        self.banned.add(peer)
+        self.stats["banned"] += 1
+        out.append(Banned(peer, reason))
+        for shard in self.peers.pop(peer, set()):
+            self.slots[shard].holders.pop(peer, None)
+        for shard, slot in enumerate(self.slots):
+            if slot.done is not None and slot.done.peer == peer:
+                slot.done = None
+                self.checks.pop(shard, None)
+
     def _check(self, ev: UpdateArrived) -> str:
+        if ev.peer in self.banned:
+            return "banned from this training"
         if ev.peer not in self.peers:
             return "not a live peer of this training"
         if type(ev.round) is not int or ev.round != self.round:
@@ -287,7 +367,9 @@ class Coordinator:
     def _close(self, out: list[Any]) -> None:
         closed = self.round
         if self.config.mode != "async":
-            out.append(Aggregate(closed, tuple(s.done for s in self.slots)))  # type: ignore[misc]
+            parts = self.config.param_shards
+            owners = part_owners(self.config.run, parts, self.peers) if parts > 1 else ()
+            out.append(Aggregate(closed, tuple(s.done for s in self.slots), owners))  # type: ignore[misc]
             self.version += 1
         self.round += 1
         every = self.config.checkpoint_every
@@ -300,6 +382,13 @@ class Coordinator:
         self._start_round()
 
     def _expire(self, now: float, out: list[Any]) -> None:
+        for shard, (peer, deadline) in list(self.checks.items()):
+            if deadline <= now:  # no verdict in time: the update stands
+                del self.checks[shard]
+                self.stats["spot_timeouts"] += 1
+        self._maybe_close(out)
+        if self.finished:
+            return
         for shard, slot in enumerate(self.slots):
             if slot.done is None and slot.holders and all(d <= now for _, d in slot.holders.values()):
                 # every holder is late: ask one more peer (the late ones may still answer first)

@@ -162,7 +162,9 @@ class Updater:
 
     def aggregate(self, payloads: list[Params]) -> None:
         rows = np.stack([flatten(p) for p in payloads])
-        mean = unflatten(self.combine(rows), self.params)
+        parts = self.cfg.train.param_shards
+        combined = aggregate.by_parts(self.combine, rows, parts) if parts > 1 else self.combine(rows)
+        mean = unflatten(combined, self.params)
         self.params = (self.opt.step(self.params, mean) if self.mode == "sync"
                        else outer_step(self.outer, self.params, mean))
 
@@ -225,6 +227,21 @@ def work(cfg: RunConfig, model: Model, params: Params, split: Split, task: Assig
         return loss_and_grads(model, params, f["x"], f["y"])[2]
     # H steps as one opset-2 graph (the task a peer runs): the same numbers as H step graphs + Sgd
     return payload_of(task, task_graph(cfg, task).run({**feeds(cfg, split, task), **params}))
+
+
+def far_from(update: Params, recomputed: Params, rtol: float = 1e-3) -> bool:
+    """A spot check's verdict: is ``update`` far from the coordinator's recomputation of it? (Relative
+    distance over ``rtol``, a different set of arrays, or a non-finite value.) Honest peers' float
+    differences between machines are far below 1e-3 of the norm."""
+    if set(update) != set(recomputed):
+        return True
+    try:
+        a, b = flatten(update), flatten(recomputed)
+    except (ValueError, TypeError):
+        return True
+    if a.shape != b.shape or not np.all(np.isfinite(a)):
+        return True
+    return bool(np.linalg.norm(a - b) > rtol * max(float(np.linalg.norm(b)), 1e-12))
 
 
 def attack(kind: str, payload: Params, rng: random.Random) -> Params:

@@ -50,9 +50,10 @@ import numpy as np
 from ..gossip.messages import ALIVE, DEAD
 from ..simulations.cluster import Cluster, SimPeer
 from . import data as datasets
-from .coordinator import Aggregate, Apply, Assign, Coordinator, PeerJoined, PeerLost, Tick, TrainConfig, \
-    UpdateArrived
-from .inprocess import RunConfig, Updater, attack, work
+from .coordinator import Aggregate, Apply, Assign, Banned, Coordinator, PeerJoined, PeerLost, SpotCheck, \
+    SpotChecked, Tick, TrainConfig, UpdateArrived
+from .inprocess import RunConfig, Updater, attack, far_from, work
+from .sharding import aggregate_memory
 from .model import Model, accuracy, init_params
 from .optim import nbytes
 
@@ -83,6 +84,10 @@ class TrainScenario:
     seeds_per_join: int = 3
     seed: int = 0
     max_virtual_s: float = 24 * 3600.0
+    spot_check: float = 0.0           # share of updates the coordinator recomputes (a mismatch bans the peer)
+    param_shards: int = 1             # parts of the parameter vector, each aggregated by its own peer
+    peer_memory: int = 0              # a peer's memory limit for aggregation, bytes (0: none)
+    linear: bool = False              # a linear model (no hidden layer) instead of the MLP
 
     def __post_init__(self) -> None:
         if self.peers < 2:
@@ -95,8 +100,9 @@ class TrainScenario:
         tolerate = self.tolerate or max(1, math.ceil(2 * self.byzantine * self.shards))
         train = TrainConfig(self.mode, shards=self.shards, rounds=self.rounds, local_steps=self.local_steps,
                             staleness_bound=self.staleness_bound, task_timeout=self.task_timeout,
-                            min_peers=1)
-        return RunConfig(train, model=Model(64, self.hidden, 10), peers=self.peers - 1, batch=self.batch, lr=self.lr,
+                            min_peers=1, param_shards=self.param_shards, peer_memory=self.peer_memory,
+                            spot_check=self.spot_check)
+        return RunConfig(train, model=Model(64, () if self.linear else self.hidden, 10), peers=self.peers - 1, batch=self.batch, lr=self.lr,
                          momentum=self.momentum, rule=self.rule, byzantine=min(tolerate, (self.shards - 1) // 2),
                          attack=self.attack, seed=self.seed)
 
@@ -108,10 +114,18 @@ class _Out:
     joins: int = 0
     lost_updates: int = 0
     lied: int = 0
+    banned: dict = field(default_factory=dict)      # peer -> round it was banned in
+    owners: dict = field(default_factory=dict)      # peer -> parameter parts it aggregated
     curve: list = field(default_factory=list)
 
 
 class TrainSim:
+    @staticmethod
+    def check(s: TrainScenario) -> None:
+        """``ValueError`` (``ShardingNeeded``) when the scenario's parameters do not fit a peer's memory."""
+        cfg = s.run_config()
+        TrainConfig(**{**cfg.train.__dict__, "param_bytes": nbytes(init_params(cfg.model, np.random.default_rng(0)))})
+
     def __init__(self, s: TrainScenario) -> None:
         self.s = s
         self.cfg = s.run_config()
@@ -181,13 +195,31 @@ class TrainSim:
                 compute = self.s.task_s * self.speed.get(cmd.peer, 1.0) * self.rng.uniform(0.8, 1.2) * cmd.steps
                 self.engine.after(transfer + compute, self._deliver, (cmd, payload, size))
                 self._maybe_kill(cmd)
+            elif isinstance(cmd, SpotCheck):
+                self._spot_check(cmd)
+            elif isinstance(cmd, Banned):
+                self.out.banned[cmd.peer] = self.coord.round
             elif isinstance(cmd, Aggregate):
+                for owner in cmd.owners:
+                    self.out.owners[owner] = self.out.owners.get(owner, 0) + 1
                 self.updater.aggregate([c.payload for c in cmd.contributions])
                 self._point(cmd.round + 1)
             elif isinstance(cmd, Apply):
                 self.updater.apply(cmd.contribution.payload, cmd.contribution.weight)
                 if self.coord.round > cmd.round:
                     self._point(cmd.round + 1)
+
+    def _spot_check(self, cmd: SpotCheck) -> None:
+        """The coordinator recomputes the counted update itself (the parameters are still those of
+        ``cmd.version``: a round waits for its checks) and answers after the compute time."""
+        done = self.coord.slots[cmd.shard].done
+        redo = work(self.cfg, self.cfg.model, self.updater.params, self.split,
+                    Assign(cmd.peer, cmd.round, cmd.shard, cmd.version, cmd.kind, cmd.steps))
+        ok = done is not None and not far_from(done.payload, redo)
+        self.engine.after(self.s.task_s * cmd.steps, self._verdict, SpotChecked(cmd.peer, cmd.round, cmd.shard, ok))
+
+    def _verdict(self, ev: SpotChecked, _: Any = None) -> None:
+        self._execute(self.coord.handle(ev, self.engine.now))
 
     def _point(self, rnd: int) -> None:
         acc = accuracy(self.cfg.model, self.updater.params, self.split.x_test, self.split.y_test)
@@ -271,6 +303,12 @@ class TrainSim:
                 "liars": len(self.liars), "lying_updates": self.out.lied, "crashes": self.out.crashes,
                 "kills_mid_round": self.out.kills, "joins": self.out.joins, "lost_updates": self.out.lost_updates,
                 "coordinator": st, "aggregation": self.cfg.rule, "tolerate": self.cfg.byzantine,
+                "banned": len(self.out.banned), "liars_banned": sum(p in self.liars for p in self.out.banned),
+                "honest_banned": sum(p not in self.liars for p in self.out.banned),
+                "ban_rounds": sorted(r for p, r in self.out.banned.items() if p in self.liars),
+                "param_bytes": self.param_bytes, "param_shards": self.s.param_shards,
+                "aggregate_bytes_per_peer": aggregate_memory(self.param_bytes, self.s.shards, self.s.param_shards),
+                "part_owners": len(self.out.owners),
                 "curve": self.out.curve}
 
 
