@@ -506,7 +506,8 @@ class SchedPeer:
             self._ex(self.ex.handle(lx.Revoked(job, coordinator, lease, reason), now))
         elif kind == "fetch":
             job, task, lease, cids = body
-            w.send(self, src, "fetched", (job, task, lease), delay=w.s.output_bytes / w.s.bandwidth)
+            if not w.trust.lazy(self):                 # a lazy liar has nothing to serve (trust.py)
+                w.send(self, src, "fetched", (job, task, lease), delay=w.s.output_bytes / w.s.bandwidth)
         elif kind in ("record", "delta"):
             job, record, replicas = body
             self.on_record(src, job, record, replicas, kind == "record")

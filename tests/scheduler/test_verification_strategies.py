@@ -111,7 +111,15 @@ def test_adaptive_replicates_untrusted_peers_and_trusts_trusted_ones_mostly():
     v.start()
     out = v.result(res("new"))
     assert out == [Execute(1, frozenset({"new"}), False, "1 of 2 results to compare")]
-    assert of(v.result(res("other")), Accept)[0].agreeing == (0, 1)
+    out = v.result(res("other"))                      # two unvetted peers agreeing is what colluders do too
+    assert out == [Execute(1, frozenset({"new", "other"}), True, "agreement without an anchor")]
+    acc = of(v.result(res("me", trusted=True)), Accept)[0]
+    assert acc.agreeing == (2, 0, 1) and acc.anchored
+    v = tv("adaptive(threshold=5, rate=0.1)", trusted=lambda p: p == "old")
+    v.start()
+    v.result(res("new"))
+    acc = of(v.result(res("old")), Accept)[0]         # a vetted peer anchors the agreement
+    assert acc.index == 1 and acc.agreeing == (1, 0) and acc.anchored and "anchored by a vetted peer" in acc.how
     taken = replicated = 0
     for seed in range(400):
         v = tv("adaptive(threshold=5, rate=0.1)", seed=seed, trusted=lambda p: p == "old")

@@ -8,8 +8,14 @@ matched a trusted re-execution: ``Accept.verified``) adds to ``valid`` and to
 ``consecutive``; an *invalid* one (outvoted, not proven) adds to ``invalid``
 and resets ``consecutive`` to 0, as BOINC's adaptive replication does; a
 *timeout* is counted but leaves ``consecutive`` alone (an honest peer's
-machine may go to sleep). A peer is trusted (``is_trusted``) with at least
-``threshold`` consecutive valid results and no ban. A *proven* wrong result
+machine may go to sleep). A peer is trusted (*vetted*: ``is_trusted``) with at
+least ``threshold`` consecutive valid results and no ban. Only an *anchored*
+acceptance (``Accept.anchored``: the result matched a trusted execution, a
+passed check or a vetted peer) credits; two peers agreeing with each other
+credit nobody. ``endorse`` takes credits from other coordinators' anchored
+acceptances, but only those anchored by this peer itself or a peer this
+ledger vetted: vetting spreads through the network's work without any
+coordinator's word alone vetting a peer. A *proven* wrong result
 (a trusted re-execution or a check showed it; or an accusation this peer
 judged, accusation.py) bans the peer: it is never trusted nor chosen again
 by this coordinator, and ``ban`` says whether the ban is new (so that the
@@ -86,10 +92,11 @@ class Ledger:
         return True
 
     def learn(self, results: list[Outcome], commands: Iterable[Command], now: float) -> list[Hashable]:
-        """Record what a task's verification decided (engine commands); the peers newly banned."""
+        """Record what a task's verification decided (engine commands); the peers newly banned. Only an
+        anchored acceptance credits its peers: agreeing with each other is what colluders do too."""
         banned = []
         for cmd in commands:
-            if isinstance(cmd, Accept) and cmd.verified:
+            if isinstance(cmd, Accept) and cmd.verified and cmd.anchored:
                 for i in cmd.agreeing:
                     if not results[i].trusted:
                         self.valid(results[i].peer, now)
@@ -103,12 +110,32 @@ class Ledger:
 
     # --- what the coordinator asks ---------------------------------------------------------------
 
+    def endorse(self, anchor: Hashable, peers: Iterable[Hashable], now: float, mine: bool = False) -> int:
+        """Another coordinator accepted a result of ``peers`` that matched ``anchor``'s (its trusted
+        re-execution, or a peer it vetted): credit them here only if ``anchor`` is this peer itself
+        (``mine``) or a peer this ledger vetted, so that no coordinator's word alone vets anyone. The
+        number of peers credited."""
+        if not (mine or self.is_trusted(anchor)):
+            return 0
+        n = 0
+        for p in peers:
+            if p != anchor and p not in self.bans:
+                self.valid(p, now)
+                n += 1
+        return n
+
     def banned(self, peer: Hashable) -> bool:
         return peer in self.bans
 
-    def is_trusted(self, peer: Hashable) -> bool:
+    def is_trusted(self, peer: Hashable, threshold: int | None = None) -> bool:
+        """Vetted: at least ``threshold`` (the ledger's by default) consecutive valid results, never banned."""
         r = self.peers.get(peer)
-        return r is not None and r.consecutive >= self.threshold and peer not in self.bans
+        return r is not None and r.consecutive >= (threshold or self.threshold) and peer not in self.bans
+
+    def vetted(self, threshold: int | None = None) -> list[Hashable]:
+        """The peers ``is_trusted`` (a scan of at most ``max_peers`` records: for an escalation, not per event)."""
+        t = threshold or self.threshold
+        return [p for p, r in self.peers.items() if r.consecutive >= t and p not in self.bans]
 
     def record(self, peer: Hashable) -> PeerRecord | None:
         return self.peers.get(peer)
