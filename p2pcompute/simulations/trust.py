@@ -26,8 +26,9 @@ time with such stand-in tensors.
 
 *Who is trusted.* A job is submitted to an honest peer (the user's own
 peer); that peer is the job's trusted peer for re-executions while it lives
-(``VerifyEnv.trusted``); a job submitted again after it died has the new
-one. Sybil rules are off here: the simulated peers share
+(``VerifyEnv.trusted``); when it dies the user comes back through another
+honest peer (a job submitted again, or a verification asking for its trusted
+peer, gets the new one). Sybil rules are off here: the simulated peers share
 a /24 and joined together.
 
 *Vetting spreads.* A coordinator's anchored acceptance (``VerifyEnv.endorse``)
@@ -75,6 +76,7 @@ class TrustWorld:
         s = run.s
         self.fraction, self.attack = s.malicious, s.attack
         self.rng = random.Random(f"{s.seed}/malicious")
+        self.user_rng = random.Random(f"{s.seed}/users")
         first = self.rng.sample(range(s.peers), round(s.malicious * s.peers)) if s.malicious else []
         self.first_bad = set(first)
         self.bad: set = set()
@@ -101,11 +103,9 @@ class TrustWorld:
             self.bad.add(peer.id)
 
     def env(self, sp: Any) -> VerifyEnv:
-        from ..scheduler.verification.policy import parse
         portable = not self.run.s.float_noise
-        threshold = getattr(parse(self.run.s.verification), "threshold", None) or 10
-        return VerifyEnv(ledger=Ledger(threshold), trusted=self._trusted, traits=lambda spec: (portable, None),
-                         live=self.run.cluster.live.__contains__,
+        return VerifyEnv(ledger=Ledger(), trusted=self._trusted, traits=lambda spec: (portable, None),
+                         live=self.run.cluster.live.__contains__, free=sp.has_room,
                          endorse=lambda job, task, anchor, peers: self.endorse(sp, anchor, peers))
 
     def lazy(self, sp: Any) -> bool:
@@ -128,7 +128,7 @@ class TrustWorld:
             ledger = sp.verify_env.ledger
             for origin, anchor, peers in batch:
                 if origin != pid:
-                    self.endorsed += ledger.endorse(anchor, peers, now, anchor == pid)
+                    self.endorsed += ledger.endorse(anchor, peers, now, pid)
 
     def load(self, sp: Any, c: Any, cmd: Any) -> None:
         """Stand-in tensors of a result's outputs, after the transfer time (see the module doc)."""
@@ -163,7 +163,10 @@ class TrustWorld:
 
     def _trusted(self, job_id: str) -> list:
         p = self.submitter.get(job_id)
-        return [p] if p is not None and p in self.run.cluster.live else []
+        if p is not None and p not in self.run.cluster.live:        # the user comes back through another of
+            live = [q for q in self.run._live_sorted() if q not in self.bad]   # its (honest) peers
+            p = self.submitter[job_id] = live[self.user_rng.randrange(len(live))] if live else None
+        return [p] if p is not None else []
 
     def honest_live(self, live: list) -> list:
         return [p for p in live if p not in self.bad] or live

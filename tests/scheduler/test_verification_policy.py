@@ -22,7 +22,7 @@ from p2pcompute.scheduler.verification.strategies import (Adaptive, Check, NoVer
     ("replicate(n=4, agree=4, rtol=1e-6)", Replicate(4, 4, Close(1e-6, 0.0))),
     ("replicate(2, anchor=1)", Replicate(2, 2, Exact(), True)),
     ("replicate(3, agree=2, anchor=0)", Replicate(3, 2)),
-    ("adaptive", Adaptive(10, 0.1)),
+    ("adaptive", Adaptive(100, 0.1)),
     ("adaptive(threshold=20, rate=0.05)", Adaptive(20, 0.05)),
     ("spot-check", SpotCheck(0.05)),
     ("spot-check(0.25, atol=1e-9)", SpotCheck(0.25, Close(0.0, 1e-9))),

@@ -60,7 +60,7 @@ def _build(name: str, args: dict[str, float]) -> Strategy:
                          bool(_int(args, "anchor", 0, 0, 1, "anchor is 0 (agreement is enough) or 1 (it needs a "
                                                             "trusted or vetted peer among the agreeing)")))
     if name == "adaptive":
-        return Adaptive(_int(args, "threshold", 10, 1, 1000), _num(args, "rate", 0.1, 0, 1), compare)
+        return Adaptive(_int(args, "threshold", 100, 1, 1000), _num(args, "rate", 0.1, 0, 1), compare)
     if name == "spot-check":
         rate = _num(args, "rate", 0.05, 0, 1)
         if rate <= 0:

@@ -79,6 +79,8 @@ class VerifyEnv:
     require_claims: bool = False                                  # refuse results without a signed claim
     suspected: Callable[[Hashable], bool] = lambda peer: False    # accused by others: left out while others can
     live: Callable[[Hashable], bool] = lambda peer: True          # a vetted peer asked directly must be alive
+    crew: int = 8                                                 # peers being vetted that get work first
+    free: Callable[[Hashable], bool] = lambda peer: True          # has a free slot (by its capability record)
     endorse: Callable[..., None] | None = None                    # (job, task, anchor, peers): an anchored acceptance
                                                                   # for other ledgers (Ledger.endorse), or None
 
@@ -172,6 +174,7 @@ class Replicated:
         self.js = js
         self.strategy = strategy
         self.env = env or VerifyEnv()
+        self.crew_size = self.env.crew
         self.tasks: dict[str, _VTask] = {}
 
     # --- from JobState --------------------------------------------------------------------------
@@ -365,9 +368,8 @@ class Replicated:
         if len(fine) >= vt.want:
             peers = fine
         first: list = []
-        if self.strategy.anchored and not any(self.vetted(p) for p in taken):   # one replica on a vetted peer
-            vetted = [p for p in peers if self.vetted(p)]
-            first = self._pick(vetted, 1, taken)
+        if self.strategy.anchored and not any(self.vetted(p) for p in taken):   # one replica on a vetted peer,
+            first = self._pick(self._warmest(peers), 1, taken)                 # else on the one nearest to it
             peers = [p for p in peers if p not in first]
         picked = first + self._pick(peers, vt.want - len(first), taken | set(first))
         for p in picked:
@@ -389,6 +391,16 @@ class Replicated:
             return
         vt.gen += 1
         js._push(now + js.config.placement_retry_s, "vplace", t.task_id, vt.gen)
+
+    def _warmest(self, peers: list) -> list:
+        """The vetted among ``peers``; none: those with the most consecutive valid results (at least one), so
+        that a coordinator's results concentrate on a few peers and vet them sooner."""
+        vetted = [p for p in peers if self.vetted(p)]
+        if vetted:
+            return vetted
+        ledger = self.env.ledger
+        best = max((r.consecutive for p in peers if (r := ledger.record(p)) is not None), default=0)
+        return [p for p in peers if best and (r := ledger.record(p)) is not None and r.consecutive == best]
 
     def _pick(self, peers: list, k: int, taken: set) -> list:
         """Up to ``k`` of ``peers`` at random (the coordinator's rng), under the Sybil rules when facts are given."""
@@ -487,7 +499,7 @@ class Replicated:
                     for _ in range(cmd.n):
                         self._vetted_exec(t, vt, now, out)
                 else:
-                    vt.want += cmd.n
+                    vt.want += cmd.n - self._crew_exec(t, vt, now, out)
                     vt.unplaced_since = None
                     self._place(t, vt, now, out)
             elif isinstance(cmd, Reject):
@@ -520,6 +532,26 @@ class Replicated:
             self._apply(t, vt.v.lost(True, now), now, out)
             return
         self._offer(t, vt, peers[self.js.rng.randrange(len(peers))], True, now, out)
+
+    def _crew_exec(self, t: TaskRun, vt: _VTask, now: float, out: list) -> int:
+        """An anchored strategy's task with no execution on a vetted peer yet: one offered directly to the
+        coordinator's crew (Ledger.crew: a vetted peer, else one of the few it is vetting) that has a free
+        slot, so that its results concentrate there and vet them soon. 1 if offered (a refusal falls back
+        to placement); 0: placement finds them all."""
+        if not self.strategy.anchored or self.crew_size <= 0:
+            return 0
+        taken = {x.peer for x in vt.execs.values()} | {r.peer for r in vt.v.results} | set(t.failed_peers)
+        if any(self.vetted(p) for p in taken):
+            return 0
+        try:
+            crew = [p for p in self.env.ledger.crew(self.crew_size, self.threshold)
+                    if p not in taken and self.env.live(p) and not self.env.suspected(p) and self.env.free(p)]
+        except TypeError:
+            crew = []
+        if not crew:
+            return 0
+        self._offer(t, vt, crew[self.js.rng.randrange(len(crew))], False, now, out)
+        return 1
 
     def _vetted_exec(self, t: TaskRun, vt: _VTask, now: float, out: list) -> None:
         """One execution asked only of a vetted peer (an escalation with no trusted peer): offered directly to

@@ -54,10 +54,12 @@ class Ban:
 
 
 class Ledger:
-    def __init__(self, threshold: int = 10, max_peers: int = 10_000, max_bans: int = 10_000) -> None:
-        if threshold < 1 or max_peers < 1 or max_bans < 1:
-            raise ValueError("threshold, max_peers and max_bans are at least 1")
+    def __init__(self, threshold: int = 10, max_peers: int = 10_000, max_bans: int = 10_000,
+                 vouch: int = 3) -> None:
+        if threshold < 1 or max_peers < 1 or max_bans < 1 or vouch < 1:
+            raise ValueError("threshold, max_peers, max_bans and vouch are at least 1")
         self.threshold = threshold
+        self.vouch = vouch
         self.max_peers = max_peers
         self.max_bans = max_bans
         self.peers: OrderedDict[Hashable, PeerRecord] = OrderedDict()
@@ -110,16 +112,20 @@ class Ledger:
 
     # --- what the coordinator asks ---------------------------------------------------------------
 
-    def endorse(self, anchor: Hashable, peers: Iterable[Hashable], now: float, mine: bool = False) -> int:
-        """Another coordinator accepted a result of ``peers`` that matched ``anchor``'s (its trusted
-        re-execution, or a peer it vetted): credit them here only if ``anchor`` is this peer itself
-        (``mine``) or a peer this ledger vetted, so that no coordinator's word alone vets anyone. The
-        number of peers credited."""
-        if not (mine or self.is_trusted(anchor)):
+    def endorse(self, anchor: Hashable, peers: Iterable[Hashable], now: float, me: Hashable = None) -> int:
+        """Another coordinator accepted one result agreed on by ``anchor`` (its trusted re-execution, or a peer
+        it vetted) and ``peers``. This ledger credits the others of that group only when one of the group is
+        someone it vouches for itself: this peer (``me``: its own result was among them) or a peer with
+        ``vouch`` valid results in a row here (fewer than ``threshold``: vouching says only that the group
+        computed what a peer with a clean record computed; it takes many such credits to be vetted).
+        So no coordinator's word alone vets anyone: a result matching one this peer trusts is what counts,
+        wherever it was compared. The number of peers credited."""
+        group = [anchor, *peers]
+        if not any(p == me or self.is_trusted(p, self.vouch) for p in group):
             return 0
         n = 0
-        for p in peers:
-            if p != anchor and p not in self.bans:
+        for p in dict.fromkeys(group):
+            if p != me and p is not None and p not in self.bans:
                 self.valid(p, now)
                 n += 1
         return n
@@ -136,6 +142,18 @@ class Ledger:
         """The peers ``is_trusted`` (a scan of at most ``max_peers`` records: for an escalation, not per event)."""
         t = threshold or self.threshold
         return [p for p, r in self.peers.items() if r.consecutive >= t and p not in self.bans]
+
+    def crew(self, k: int, threshold: int | None = None) -> list[Hashable]:
+        """Whom a coordinator gives an anchored task's first execution to: its vetted peers and, while they
+        are fewer than ``k``, the peers it is nearest to vetting (at least one valid result in a row), to
+        make ``k``. A scan of the records."""
+        t = threshold or self.threshold
+        vetted = [p for p, r in self.peers.items() if r.consecutive >= t and p not in self.bans]
+        if len(vetted) >= k:
+            return vetted
+        warm = [(r.consecutive, i, p) for i, (p, r) in enumerate(self.peers.items())
+                if 0 < r.consecutive < t and p not in self.bans]
+        return vetted + [p for _, _, p in sorted(warm, reverse=True)[:k - len(vetted)]]
 
     def record(self, peer: Hashable) -> PeerRecord | None:
         return self.peers.get(peer)

@@ -185,8 +185,9 @@ class Adaptive(Strategy):
     it, a proven lie bans it. A vetted peer's result is taken alone, except
     that with probability ``rate`` it is replicated anyway (so a vetted peer
     that turns bad is caught); an unvetted peer's result is replicated once and
-    taken when both agree *and* one of them is vetted (anchored: the module
-    doc), else a trusted peer re-executes it. Placement gives each task's first
+    compared with a trusted re-execution (the submitter's own peer; with none
+    available, with a second execution, and taken when both agree *and* one of
+    them is vetted: anchored, the module doc). Placement gives each task's first
     execution to a vetted peer when it can, so once vetting has built up a task
     costs about ``1 + rate`` executions (plus what unvetted newcomers cost).
     Against peers that lie on every task, at any share: no wrong result. A
@@ -195,7 +196,7 @@ class Adaptive(Strategy):
     ``threshold`` is what keeps occasional liars from being vetted at all.
     """
 
-    threshold: int = 10
+    threshold: int = 100
     rate: float = 0.1
     compare: Comparison = field(default_factory=Exact)
     name = "adaptive"
@@ -206,9 +207,12 @@ class Adaptive(Strategy):
         if not v.results:
             return v.again("execution lost")
         first = v.results[0]
-        if len(v.results) == 1 and not first.trusted and not v.pending and v.is_trusted_peer(first.peer) \
-                and not v.draw("replicate-trusted", self.rate):
-            return [Accept(0, (0,), "vetted peer, not replicated (adaptive)", verified=False)]
+        if len(v.results) == 1 and not first.trusted and not v.pending and 0 not in v.rejected:
+            if v.is_trusted_peer(first.peer):
+                if not v.draw("replicate-trusted", self.rate):
+                    return [Accept(0, (0,), "vetted peer, not replicated (adaptive)", verified=False)]
+            elif not v.no_trusted_peer and not v.pending_trusted:     # an unvetted peer: the trusted peer
+                return v.ask(1, trusted=True, why="an unvetted peer's result")   # re-executes it (2 in all)
         return vote(v, 2, 2, " (adaptive)", anchored=True)
 
     def canonical(self) -> str:
