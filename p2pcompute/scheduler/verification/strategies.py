@@ -162,6 +162,8 @@ def anchored_vote(v: TaskVerification, groups: list[list[int]], agree: int, want
                               for g in groups if g is not winner for i in g]
         return out + [Accept(a, agreeing, f"{len(winner)} of {n} agree, anchored by a vetted peer "
                                           f"({v.strategy.compare}){how}", anchored=True)]
+    if len(held) == 1 and v.can_ask():                # an anchored result with too few agreeing: more of them
+        return v.ask(1, why=f"{len(held[0])} of {agree} agree with a vetted peer")
     if len(held) > 1 or (groups and len(groups[0]) >= agree):       # vetted peers disagree, or no anchor
         why = "vetted peers disagree" if len(held) > 1 else "agreement without an anchor"
         if not v.no_trusted_peer:
