@@ -23,8 +23,9 @@ here (the submitter's own peer).
 * Before a job submitted here is reported done, every task of its result
   must carry evidence that ``signed.check_evidence`` accepts, signed by this
   peer (the coordinator) with enough distinct signers of those outputs, or
-  one signed by this peer as the trusted re-execution; otherwise the job is
-  reported failed with the reason.
+  one signed by this peer as the trusted re-execution, and, under an anchored
+  strategy, one signer that this peer's ledger vetted (or itself); otherwise
+  the job is reported failed with the reason.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ class VerifyingMixin:
         if js.verify is None or js.job_id not in getattr(self, "_own_jobs", ()):
             return None
         me = bytes(self.node.peer_id)
+        anchors = self._anchors(js)
         for tid in dict.fromkeys(task for task, _, _ in js.outputs()):
             t = js.tasks[tid]
             if t.state != "done":
@@ -204,7 +206,17 @@ class VerifyingMixin:
             evidence = (t.verified or {}).get("evidence") or b""
             inputs = [cid for _, cid, _ in js._resolve_inputs(t)]
             _, why = signed.check_evidence(evidence, js.job_id, tid, inputs, t.outputs, t.inline,
-                                           js.plan.verification, coordinators={me}, trusted={me})
+                                           js.plan.verification, coordinators={me}, trusted={me}, anchors=anchors)
             if why:
                 return f"task {tid}: {why}"
         return None
+
+    def _anchors(self, js: Any) -> set[bytes]:
+        """The peers this peer's ledger vetted, as bytes (the anchors an anchored job's evidence may rest on)."""
+        out = set()
+        for p in self.verify_env().ledger.vetted(js.verify.threshold):
+            try:
+                out.add(bytes(p) if isinstance(p, (bytes, PeerId)) else bytes(PeerId.from_string(str(p))))
+            except (ValueError, TypeError, P2PComputeError):
+                continue
+        return out
