@@ -46,6 +46,7 @@ from typing import Any, Callable, Hashable, Sequence
 from .compare import Comparison, Exact
 
 MAX_RESULTS = 48            # results kept per task (2 x 16 replicas + 1, and trusted runs); beyond: as if lost
+MAX_TRUSTED_LOST = 3        # trusted executions that failed or lapsed before a task stops asking for one
 
 
 @dataclass(frozen=True)
@@ -188,13 +189,16 @@ class TaskVerification:
         self.results.append(outcome)
         return self._run([], now)
 
-    def lost(self, trusted: bool = False, now: float = 0.0) -> list[Command]:
-        """An execution asked for did not come back (failed, lapsed, or no peer was found)."""
+    def lost(self, trusted: bool = False, now: float = 0.0, none_left: bool = True) -> list[Command]:
+        """An execution asked for did not come back (failed, lapsed, or no peer was found). A trusted one:
+        ``none_left`` says no trusted peer can be had; else (it failed or lapsed) it may be asked again, up
+        to ``MAX_TRUSTED_LOST`` times in all."""
         if self.state != "running":
             return []
         if trusted and self.pending_trusted > 0:
             self.pending_trusted -= 1
-            self.no_trusted_peer = True
+            self.memo["trusted_lost"] = lost = int(self.memo.get("trusted_lost", 0)) + 1
+            self.no_trusted_peer |= none_left or lost >= MAX_TRUSTED_LOST
         elif not trusted and self.pending > 0:
             self.pending -= 1
         else:

@@ -462,7 +462,7 @@ class Replicated:
         else:
             t.failures += 1
         t.failed_peers.add(x.peer)
-        self._apply(t, vt.v.lost(x.trusted, now), now, out)
+        self._apply(t, vt.v.lost(x.trusted, now, none_left=False), now, out)
 
     def _result(self, t: TaskRun, vt: _VTask, lease: str, x: _Exec, e: ev.ResultReady, now: float,
                 out: list) -> None:
