@@ -79,8 +79,37 @@ class VerifyingMixin:
             cfg = self.config
             self._venv = VerifyEnv(ledger=Ledger(cfg.verification_threshold, cfg.ledger_max_peers),
                                    trusted=self._trusted_for, facts=self._facts, rules=cfg.sybil or SybilRules(),
-                                   identity=self.node.identity, suspected=self.suspects.__contains__)
+                                   identity=self.node.identity, suspected=self.suspects.__contains__,
+                                   live=self._member_live, free=self._member_free)
         return self._venv
+
+    def _member(self, peer: Any) -> Any:
+        membership = self.node.services.get("membership")
+        sm = getattr(membership, "sm", None)
+        try:
+            return sm.member(PeerId.from_string(str(peer))) if sm is not None else None
+        except (ValueError, P2PComputeError):
+            return None
+
+    def _member_live(self, peer: Any) -> bool:
+        """Alive (or only suspected) by membership: a vetted peer asked directly must be."""
+        if str(peer) == str(self.node.peer_id):
+            return True
+        m = self._member(peer)
+        return m is not None and m.state in ("alive", "suspect")
+
+    def _member_free(self, peer: Any) -> bool:
+        """A free slot by its capability record (the coordinator's crew is asked only then)."""
+        from .placement import Candidate
+        if str(peer) == str(self.node.peer_id):
+            return True
+        m = self._member(peer)
+        if m is None or m.state != "alive" or m.record is None:
+            return False
+        try:
+            return Candidate.from_record(m.record).free_slots > 0
+        except (ValueError, TypeError, AttributeError):
+            return False
 
     def submitted_here(self, job_id: str) -> None:
         self.verify_env()
