@@ -13,7 +13,12 @@ drive the task:
   excluded (they gave a result already, run this task now, or are banned by
   the ledger) and picks n of them at random with its own rng, under the Sybil
   rules (sybil.py: no two replicas of a task in one /24 or joined within one
-  window) when the driver gives ``facts``. Each picked peer gets its own offer
+  window) when the driver gives ``facts``. An anchored strategy's task with no
+  vetted peer on it yet gets one first: a vetted peer of the answer, else one
+  of the coordinator's crew (Ledger.crew) alive with a free slot, else the
+  answer's peer nearest to vetting.
+* ``Execute(vetted=True)`` (an escalation with no trusted peer): offered
+  directly to a vetted peer of the ledger, alive, not on this task; none: lost. Each picked peer gets its own offer
   (no late binding among replicas: a peer never picks itself). Too few
   peers: the rest is placed again after ``placement_retry_s``; nothing for
   ``placement_timeout_s``: those executions are lost (``v.lost``).
@@ -368,8 +373,9 @@ class Replicated:
         if len(fine) >= vt.want:
             peers = fine
         first: list = []
-        if self.strategy.anchored and not any(self.vetted(p) for p in taken):   # one replica on a vetted peer,
-            first = self._pick(self._warmest(peers), 1, taken)                 # else on the one nearest to it
+        if self.strategy.anchored and not any(self.vetted(p) for p in taken):   # one replica on a vetted peer
+            pool = [p for p in peers if self.vetted(p)] or self._crew(t, vt) or self._warmest(peers)
+            first = self._pick(pool, 1, taken)
             peers = [p for p in peers if p not in first]
         picked = first + self._pick(peers, vt.want - len(first), taken | set(first))
         for p in picked:
@@ -393,14 +399,11 @@ class Replicated:
         js._push(now + js.config.placement_retry_s, "vplace", t.task_id, vt.gen)
 
     def _warmest(self, peers: list) -> list:
-        """The vetted among ``peers``; none: those with the most consecutive valid results (at least one), so
-        that a coordinator's results concentrate on a few peers and vet them sooner."""
-        vetted = [p for p in peers if self.vetted(p)]
-        if vetted:
-            return vetted
+        """Those of ``peers`` with the most consecutive valid results (at least one), so that a coordinator's
+        results concentrate on a few peers and vet them sooner; none such: all of them."""
         ledger = self.env.ledger
         best = max((r.consecutive for p in peers if (r := ledger.record(p)) is not None), default=0)
-        return [p for p in peers if best and (r := ledger.record(p)) is not None and r.consecutive == best]
+        return [p for p in peers if best and (r := ledger.record(p)) is not None and r.consecutive == best] or peers
 
     def _pick(self, peers: list, k: int, taken: set) -> list:
         """Up to ``k`` of ``peers`` at random (the coordinator's rng), under the Sybil rules when facts are given."""
@@ -499,7 +502,7 @@ class Replicated:
                     for _ in range(cmd.n):
                         self._vetted_exec(t, vt, now, out)
                 else:
-                    vt.want += cmd.n - self._crew_exec(t, vt, now, out)
+                    vt.want += cmd.n
                     vt.unplaced_since = None
                     self._place(t, vt, now, out)
             elif isinstance(cmd, Reject):
@@ -533,25 +536,18 @@ class Replicated:
             return
         self._offer(t, vt, peers[self.js.rng.randrange(len(peers))], True, now, out)
 
-    def _crew_exec(self, t: TaskRun, vt: _VTask, now: float, out: list) -> int:
-        """An anchored strategy's task with no execution on a vetted peer yet: one offered directly to the
-        coordinator's crew (Ledger.crew: a vetted peer, else one of the few it is vetting) that has a free
-        slot, so that its results concentrate there and vet them soon. 1 if offered (a refusal falls back
-        to placement); 0: placement finds them all."""
-        if not self.strategy.anchored or self.crew_size <= 0:
-            return 0
+    def _crew(self, t: TaskRun, vt: _VTask) -> list:
+        """The coordinator's crew (Ledger.crew: its vetted peers, and while they are few those nearest to
+        vetting) that could take this task now: alive, a free slot, not suspected, not on it yet. Asked when
+        placement named no vetted peer, so that results concentrate there and vet them soon."""
+        if self.crew_size <= 0:
+            return []
         taken = {x.peer for x in vt.execs.values()} | {r.peer for r in vt.v.results} | set(t.failed_peers)
-        if any(self.vetted(p) for p in taken):
-            return 0
         try:
-            crew = [p for p in self.env.ledger.crew(self.crew_size, self.threshold)
+            return [p for p in self.env.ledger.crew(self.crew_size, self.threshold)
                     if p not in taken and self.env.live(p) and not self.env.suspected(p) and self.env.free(p)]
         except TypeError:
-            crew = []
-        if not crew:
-            return 0
-        self._offer(t, vt, crew[self.js.rng.randrange(len(crew))], False, now, out)
-        return 1
+            return []
 
     def _vetted_exec(self, t: TaskRun, vt: _VTask, now: float, out: list) -> None:
         """One execution asked only of a vetted peer (an escalation with no trusted peer): offered directly to
