@@ -5,7 +5,10 @@ shared ``Ledger`` (bans, adaptive trust); executions go to peers drawn at
 random among those not banned and not already used by the task; a malicious
 peer answers by its behaviour (collude: all return the same wrong CID;
 wrong: each its own; sometimes: a wrong one on 10% of tasks); a trusted
-execution (the submitter's own peer) is always right. No network, no time:
+execution (the submitter's own peer) is always right. Anchored strategies'
+executions go to a vetted peer when there is one (as replicated.py's
+placement does). One ledger, one coordinator: vetting builds up as for a
+user who submits every task. No network, no time:
 this measures what the strategies decide, not the scheduler.
 
     python bench/bench_verification.py [--tasks 10000] [--peers 100] [--seed 1] [--tile 1024]
@@ -33,7 +36,8 @@ from p2pcompute.scheduler.verification.engine import Execute, Outcome, TaskInfo,
 from p2pcompute.scheduler.verification.policy import parse
 from p2pcompute.scheduler.verification.reputation import Ledger
 
-STRATEGIES = ["none", "replicate(2, agree=2)", "replicate(3, agree=2)", "adaptive", "spot-check(0.05)"]
+STRATEGIES = ["none", "replicate(2, agree=2)", "replicate(3, agree=2)", "replicate(2, agree=2, anchor=1)",
+              "adaptive", "adaptive(threshold=100)", "spot-check(0.05)"]
 
 
 def run(strategy: str, tasks: int, peers: int, malicious: float, behaviour: str, seed: int) -> dict:
@@ -44,7 +48,9 @@ def run(strategy: str, tasks: int, peers: int, malicious: float, behaviour: str,
     wrong = executions = trusted_runs = gave_up = 0
     taken: list[tuple[frozenset, bool]] = []        # per accepted task: the untrusted peers it rests on, a lie?
     for t in range(tasks):
-        v = TaskVerification(TaskInfo("job", f"t{t}"), strat, random.Random(rng.getrandbits(64)), ledger.is_trusted)
+        threshold = getattr(strat, "threshold", None)
+        v = TaskVerification(TaskInfo("job", f"t{t}"), strat, random.Random(rng.getrandbits(64)),
+                             lambda p: ledger.is_trusted(p, threshold))
         lies = behaviour != "sometimes" or rng.random() < 0.1
         cmds = v.start()
         while v.state == "running":
@@ -59,6 +65,9 @@ def run(strategy: str, tasks: int, peers: int, malicious: float, behaviour: str,
                     free = [p for p in range(peers) if p not in c.exclude and not ledger.banned(p)]
                     used = {r.peer for r in v.results}
                     free = [p for p in free if p not in used]
+                    if c.vetted or strat.anchored:      # an escalation, or a first execution: on a vetted peer
+                        vetted = [p for p in free if ledger.is_trusted(p, threshold)]
+                        free = vetted if vetted or c.vetted else free
                     if not free:
                         cmds += v.lost()
                         continue

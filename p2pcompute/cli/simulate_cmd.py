@@ -145,9 +145,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--out", metavar="DIR", default="sim-jobs", help="output directory (default ./sim-jobs)")
     j.add_argument("--malicious", type=float, default=0.0,
                    help="share of peers that lie about results (default 0; see --attack)")
-    j.add_argument("--attack", choices=("wrong", "collude", "copy", "rare"), default="wrong",
+    j.add_argument("--attack", choices=("wrong", "collude", "copy", "lazy", "sometimes", "rare"), default="wrong",
                    help="how malicious peers lie: wrong (each its own wrong CID), collude (all the same wrong CID), "
-                        "copy (the same task's output of another job), rare (collude on 5%% of tasks)")
+                        "copy (the same task's output of another job), lazy (claim a made-up CID, all the same, "
+                        "that nobody can fetch), sometimes (collude on 5%% of tasks, honest otherwise; rare is "
+                        "another name for it)")
     j.add_argument("--strategy", "--verification", dest="verification", default="none",
                    help="every job's verification, as in job.yaml: none (default), 'replicate(3, agree=2)', "
                         "adaptive, 'spot-check(0.1)', ...")
@@ -182,7 +184,9 @@ JOBS_TARGETS = [
     ("wrong_results_accepted", "wrong results accepted", "0", lambda v: v == 0),
     ("jobs_with_wrong_result", "jobs with a wrong result", "0", lambda v: v == 0),
     ("executions_per_task", "executions per task", "", None),
+    ("executions_per_task_second_half", "executions per task, second half of the jobs", "", None),
     ("malicious_banned", "malicious peers banned", "", None),
+    ("ban_time_s.median", "time to ban a liar, median (s)", "", None),
     ("honest_banned", "honest peers banned", "0", lambda v: v == 0),
     ("wall_seconds", "wall seconds", "", None),
 ]

@@ -125,7 +125,7 @@ class SchedulerConfig:
     poll_s: float = 1.0                # membership poll
     record_stream_over: int = 512 << 10   # full records larger than this go over a stream (replication.py)
     lookups: LookupConfig = field(default_factory=LookupConfig)   # DHT provider lookups for placement
-    verification_threshold: int = 10   # adaptive: consecutive verified results before a peer is trusted
+    verification_threshold: int = 10   # anchors of replicate(..., anchor=1): results in a row matching an anchor
     ledger_max_peers: int = 10_000     # peers the reputation ledger remembers (verifying.py)
     sybil: Any = None                  # verification/sybil.py SybilRules for replicas (None: the defaults)
 

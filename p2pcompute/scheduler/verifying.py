@@ -23,8 +23,9 @@ here (the submitter's own peer).
 * Before a job submitted here is reported done, every task of its result
   must carry evidence that ``signed.check_evidence`` accepts, signed by this
   peer (the coordinator) with enough distinct signers of those outputs, or
-  one signed by this peer as the trusted re-execution; otherwise the job is
-  reported failed with the reason.
+  one signed by this peer as the trusted re-execution, and, under an anchored
+  strategy, one signer that this peer's ledger vetted (or itself); otherwise
+  the job is reported failed with the reason.
 """
 
 from __future__ import annotations
@@ -78,8 +79,37 @@ class VerifyingMixin:
             cfg = self.config
             self._venv = VerifyEnv(ledger=Ledger(cfg.verification_threshold, cfg.ledger_max_peers),
                                    trusted=self._trusted_for, facts=self._facts, rules=cfg.sybil or SybilRules(),
-                                   identity=self.node.identity, suspected=self.suspects.__contains__)
+                                   identity=self.node.identity, suspected=self.suspects.__contains__,
+                                   live=self._member_live, free=self._member_free)
         return self._venv
+
+    def _member(self, peer: Any) -> Any:
+        membership = self.node.services.get("membership")
+        sm = getattr(membership, "sm", None)
+        try:
+            return sm.member(PeerId.from_string(str(peer))) if sm is not None else None
+        except (ValueError, P2PComputeError):
+            return None
+
+    def _member_live(self, peer: Any) -> bool:
+        """Alive (or only suspected) by membership: a vetted peer asked directly must be."""
+        if str(peer) == str(self.node.peer_id):
+            return True
+        m = self._member(peer)
+        return m is not None and m.state in ("alive", "suspect")
+
+    def _member_free(self, peer: Any) -> bool:
+        """A free slot by its capability record (the coordinator's crew is asked only then)."""
+        from .placement import Candidate
+        if str(peer) == str(self.node.peer_id):
+            return True
+        m = self._member(peer)
+        if m is None or m.state != "alive" or m.record is None:
+            return False
+        try:
+            return Candidate.from_record(m.record).free_slots > 0
+        except (ValueError, TypeError, AttributeError):
+            return False
 
     def submitted_here(self, job_id: str) -> None:
         self.verify_env()
@@ -197,6 +227,7 @@ class VerifyingMixin:
         if js.verify is None or js.job_id not in getattr(self, "_own_jobs", ()):
             return None
         me = bytes(self.node.peer_id)
+        anchors = self._anchors(js)
         for tid in dict.fromkeys(task for task, _, _ in js.outputs()):
             t = js.tasks[tid]
             if t.state != "done":
@@ -204,7 +235,17 @@ class VerifyingMixin:
             evidence = (t.verified or {}).get("evidence") or b""
             inputs = [cid for _, cid, _ in js._resolve_inputs(t)]
             _, why = signed.check_evidence(evidence, js.job_id, tid, inputs, t.outputs, t.inline,
-                                           js.plan.verification, coordinators={me}, trusted={me})
+                                           js.plan.verification, coordinators={me}, trusted={me}, anchors=anchors)
             if why:
                 return f"task {tid}: {why}"
         return None
+
+    def _anchors(self, js: Any) -> set[bytes]:
+        """The peers this peer's ledger vetted, as bytes (the anchors an anchored job's evidence may rest on)."""
+        out = set()
+        for p in self.verify_env().ledger.vetted(js.verify.threshold):
+            try:
+                out.add(bytes(p) if isinstance(p, (bytes, PeerId)) else bytes(PeerId.from_string(str(p))))
+            except (ValueError, TypeError, P2PComputeError):
+                continue
+        return out

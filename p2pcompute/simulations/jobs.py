@@ -133,7 +133,7 @@ class JobsScenario:
     malicious: float = 0.0              # trust.py: share of peers that lie about results, how, and the jobs'
     attack: str = "wrong"               # verification strategy (job.yaml's text)
     verification: str = "none"
-    rare_share: float = 0.05            # attack "rare": the share of tasks liars lie on
+    rare_share: float = 0.05            # attack "sometimes" (or "rare"): the share of tasks liars lie on
     accuse_delay_s: float = 2.0         # a ban's accusation reaches the other peers this late
     float_noise: bool = False           # honest results differ in the last bits (trust.py)
     config: ClusterConfig = field(default_factory=ClusterConfig)
@@ -145,8 +145,9 @@ class JobsScenario:
             raise ValueError("load must be within (0, 10]")
         if self.placement not in MODES:
             raise ValueError(f"placement {self.placement!r}: use one of {', '.join(MODES)}")
-        if not 0.0 <= self.malicious < 1.0 or self.attack not in ("wrong", "collude", "copy", "rare"):
-            raise ValueError("malicious is a share of peers below 1; attack one of wrong, collude, copy, rare")
+        from .trust import ATTACKS
+        if not 0.0 <= self.malicious < 1.0 or self.attack not in ATTACKS:
+            raise ValueError(f"malicious is a share of peers below 1; attack one of {', '.join(ATTACKS)}")
         if not 0.0 <= self.churn_fraction <= 1.0 or self.churn_period <= 0:
             raise ValueError("churn fraction must be within 0..1 and the period positive")
         if self.kill_max_per_job < 1 or self.kill_keep_holders < 1:
@@ -482,7 +483,7 @@ class JobsRun:
         if jr.coordinator is None and self.s.malicious:
             live = self.trust.honest_live(live)          # the user's own peer is honest (trust.py)
         pid = live[self.submit_rng.randrange(len(live))]
-        self.trust.submitter.setdefault(jr.plan.job_id, pid)
+        self.trust.submitted(jr.plan.job_id, pid)
         jr.coordinator = pid
         self.sched[pid].submit(jr.plan)
         self.engine.after(self.s.submit_timeout_s, self._check_submitted, jr, pid)

@@ -120,6 +120,7 @@ class SchedPeer:
         self.asking: dict[str, tuple] = {}             # job -> the line held, while other holders are asked
         self.runs: dict[tuple[str, str], tuple[str, Any, float, bool]] = {}   # (job, lease) -> task, coord, end, local
         self._cands: list[Candidate] | None = None
+        self._room: tuple | None = None                    # (the candidates it was made from, peer -> a free slot)
         self.verify_env = world.trust.env(self)             # this peer's ledger, shared by its jobs (trust.py)
 
     # --- membership -------------------------------------------------------------------------
@@ -146,6 +147,12 @@ class SchedPeer:
             self._feed(c, ev.MemberDied(pid))
         for job_id in list(self.held):
             self._maybe_take_over(job_id)
+
+    def has_room(self, peer: Any) -> bool:
+        """A free slot at ``peer`` by the capability records this peer sees (trust.py's crew offers)."""
+        if self._room is None or self._room[0] is not self._cands:
+            self._room = (self.candidates(), {c.peer: c.free_slots > 0 for c in self.candidates()})
+        return self._room[1].get(peer, False)
 
     def candidates(self) -> list[Candidate]:
         if self.world.s.placement == "oracle":
@@ -506,7 +513,8 @@ class SchedPeer:
             self._ex(self.ex.handle(lx.Revoked(job, coordinator, lease, reason), now))
         elif kind == "fetch":
             job, task, lease, cids = body
-            w.send(self, src, "fetched", (job, task, lease), delay=w.s.output_bytes / w.s.bandwidth)
+            if not w.trust.lazy(self):                 # a lazy liar has nothing to serve (trust.py)
+                w.send(self, src, "fetched", (job, task, lease), delay=w.s.output_bytes / w.s.bandwidth)
         elif kind in ("record", "delta"):
             job, record, replicas = body
             self.on_record(src, job, record, replicas, kind == "record")

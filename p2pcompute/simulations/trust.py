@@ -11,8 +11,11 @@ simulation is about executors) but lie about results, per ``attack``:
 * ``collude``: every liar returns the same wrong CID for a task;
 * ``copy``: a liar returns, without computing, the output of the same task of
   the previous job (a real CID on the network; every copier copies the same);
-* ``rare``: liars collude on a share ``rare_share`` (5%) of tasks, the same
-  tasks for all of them (drawn from the task's name), and are honest otherwise.
+* ``lazy``: a liar claims an output it never computed (every lazy peer the
+  same made-up CID, so they agree with each other); nobody can fetch it;
+* ``sometimes`` (also ``rare``): liars collude on a share ``rare_share`` (5%)
+  of tasks, the same tasks for all of them (drawn from the task's name), and
+  are honest otherwise: they build up trust between lies.
 
 *Float noise* (``float_noise``): honest results differ in their last bits
 (each honest peer's CID is its own; loaded tensors differ by 1e-9), as float
@@ -23,8 +26,15 @@ time with such stand-in tensors.
 
 *Who is trusted.* A job is submitted to an honest peer (the user's own
 peer); that peer is the job's trusted peer for re-executions while it lives
-(``VerifyEnv.trusted``). Sybil rules are off here: the simulated peers share
+(``VerifyEnv.trusted``); when it dies the user comes back through another
+honest peer (a job submitted again, or a verification asking for its trusted
+peer, gets the new one). Sybil rules are off here: the simulated peers share
 a /24 and joined together.
+
+*Vetting spreads.* A coordinator's anchored acceptance (``VerifyEnv.endorse``)
+reaches every live peer after ``accuse_delay_s`` (batched), whose ledger
+credits it only when the anchor is itself or a peer it vetted
+(``Ledger.endorse``).
 
 *Bans.* A coordinator's ``BanPeer`` (a proven wrong result) reaches every
 live peer after ``accuse_delay_s`` (gossip); a receiver judges it by
@@ -33,7 +43,8 @@ one) and bans the accused in its own ledger only if it is guilty.
 
 *Metrics* (report.json): ``wrong_results_accepted`` (tasks of finished jobs
 whose accepted output is not the honest CID), ``jobs_with_wrong_result``,
-``executions_per_task`` (runs finished per task done), ``malicious_banned``
+``executions_per_task`` (runs finished per task done; ``..._second_half``: of
+the jobs submitted in the second half, once trust has built up), ``malicious_banned``
 and ``honest_banned`` (distinct peers banned by any coordinator: true and
 false positives), ``ban_time_s`` (from a malicious peer's start to its first
 ban: median, max), and ``trust_targets`` (the issue's targets, met or not).
@@ -49,7 +60,7 @@ from ..scheduler.verification.replicated import VerifyEnv
 from ..scheduler.verification.reputation import Ledger
 from .churn import quantile
 
-ATTACKS = ("wrong", "collude", "copy", "rare")
+ATTACKS = ("wrong", "collude", "copy", "lazy", "sometimes", "rare")
 
 
 def _share(*parts: Any) -> float:
@@ -65,6 +76,7 @@ class TrustWorld:
         s = run.s
         self.fraction, self.attack = s.malicious, s.attack
         self.rng = random.Random(f"{s.seed}/malicious")
+        self.user_rng = random.Random(f"{s.seed}/users")
         first = self.rng.sample(range(s.peers), round(s.malicious * s.peers)) if s.malicious else []
         self.first_bad = set(first)
         self.bad: set = set()
@@ -75,6 +87,10 @@ class TrustWorld:
         self.tasks_done = 0
         self.banned_by: dict[Any, float] = {}          # peer -> first time any coordinator banned it
         self.judged = self.false_accusations = 0
+        self.runs_of: dict[str, int] = {}              # job -> runs finished for it
+        self.tasks_of: dict[str, int] = {}             # job -> tasks done when it ended
+        self.endorsements: list[tuple] = []            # (origin, anchor, peers) not yet spread
+        self.endorsed = 0
 
     # --- peers --------------------------------------------------------------------------------
 
@@ -88,7 +104,31 @@ class TrustWorld:
 
     def env(self, sp: Any) -> VerifyEnv:
         portable = not self.run.s.float_noise
-        return VerifyEnv(ledger=Ledger(), trusted=self._trusted, traits=lambda spec: (portable, None))
+        return VerifyEnv(ledger=Ledger(), trusted=self._trusted, traits=lambda spec: (portable, None),
+                         live=self.run.cluster.live.__contains__, free=sp.has_room,
+                         endorse=lambda job, task, anchor, peers: self.endorse(sp, anchor, peers))
+
+    def lazy(self, sp: Any) -> bool:
+        """Does ``sp`` claim outputs it cannot serve?"""
+        return self.attack == "lazy" and sp.id in self.bad
+
+    def endorse(self, sp: Any, anchor: Any, peers: list) -> None:
+        """``sp`` accepted ``peers``' result anchored by ``anchor`` (None: by a check it ran): spread it."""
+        if not self.endorsements:
+            self.run.engine.after(self.run.s.accuse_delay_s, self._spread_endorsements, None, None)
+        self.endorsements.append((sp.id, sp.id if anchor is None else anchor, tuple(peers)))
+
+    def _spread_endorsements(self, _: Any, __: Any) -> None:
+        batch, self.endorsements = self.endorsements, []
+        now = self.run.now
+        for pid in self.run.cluster.live:
+            sp = self.run.sched.get(pid)
+            if sp is None:
+                continue
+            ledger = sp.verify_env.ledger
+            for origin, anchor, peers in batch:
+                if origin != pid:
+                    self.endorsed += ledger.endorse(anchor, peers, now, pid)
 
     def load(self, sp: Any, c: Any, cmd: Any) -> None:
         """Stand-in tensors of a result's outputs, after the transfer time (see the module doc)."""
@@ -102,6 +142,11 @@ class TrustWorld:
         from ..scheduler.verification.replicated import TensorsLoaded
         if not sp.peer.alive or sp.jobs.get(c.js.job_id) is not c:
             return
+        from ..scheduler.verification.replicated import TensorsUnavailable
+        if self.attack == "lazy" and cmd.peer in self.bad:
+            sp._feed(c, TensorsUnavailable(cmd.task, cmd.index))
+            return
+
         def value(cid: str) -> Any:
             honest = f"out-{cmd.job_id}-{cmd.task}"
             base = cid.split("~")[0]
@@ -111,9 +156,17 @@ class TrustWorld:
             return np.array([v, 2 * v])
         sp._feed(c, TensorsLoaded(cmd.task, cmd.index, {name: value(cid) for name, cid in cmd.outputs}))
 
+    def submitted(self, job_id: str, pid: Any) -> None:
+        """The user submits ``job_id`` through ``pid``: its own peer from now on if the one before is gone."""
+        if self.submitter.get(job_id) not in self.run.cluster.live:
+            self.submitter[job_id] = pid
+
     def _trusted(self, job_id: str) -> list:
         p = self.submitter.get(job_id)
-        return [p] if p is not None and p in self.run.cluster.live else []
+        if p is not None and p not in self.run.cluster.live:        # the user comes back through another of
+            live = [q for q in self.run._live_sorted() if q not in self.bad]   # its (honest) peers
+            p = self.submitter[job_id] = live[self.user_rng.randrange(len(live))] if live else None
+        return [p] if p is not None else []
 
     def honest_live(self, live: list) -> list:
         return [p for p in live if p not in self.bad] or live
@@ -122,6 +175,7 @@ class TrustWorld:
 
     def output(self, sp: Any, job: str, task: str, cid: str) -> str:
         """The CID ``sp`` returns for a run whose honest output is ``cid``."""
+        self.runs_of[job] = self.runs_of.get(job, 0) + 1
         if sp.id not in self.bad:
             return f"{cid}~{self.run.index_of(sp.id)}" if self.run.s.float_noise else cid
         if self.attack == "wrong":
@@ -129,8 +183,10 @@ class TrustWorld:
         if self.attack == "copy":
             n = int(job[3:])
             return f"out-job{n - 1:06d}-{task}" if n > 0 else f"bad-{job}-{task}"
-        if self.attack == "rare" and _share(self.run.s.seed, job, task) >= self.run.s.rare_share:
-            return cid
+        if self.attack == "lazy":
+            return f"lazy-{job}-{task}"
+        if self.attack in ("rare", "sometimes") and _share(self.run.s.seed, job, task) >= self.run.s.rare_share:
+            return f"{cid}~{self.run.index_of(sp.id)}" if self.run.s.float_noise else cid
         return f"bad-{job}-{task}"
 
     def job_ended(self, js: Any) -> None:
@@ -142,6 +198,7 @@ class TrustWorld:
                              for name, cid in t.outputs.items())
         self.wrong += wrong
         self.wrong_jobs += wrong > 0
+        self.tasks_of[js.job_id] = sum(t.state == "done" for t in js.tasks.values())
 
     # --- bans -----------------------------------------------------------------------------------
 
@@ -183,6 +240,9 @@ class TrustWorld:
         times = [t - self.started.get(p, 0.0) for p, t in self.banned_by.items() if p in self.bad]
         honest_banned = sum(1 for p in self.banned_by if p not in self.bad)
         epr = runs_finished / self.tasks_done if self.tasks_done else None
+        half = [j.plan.job_id for j in self.run.jobs[len(self.run.jobs) // 2:]]
+        late_tasks = sum(self.tasks_of.get(j, 0) for j in half)
+        late = sum(self.runs_of.get(j, 0) for j in half) / late_tasks if late_tasks else None
         success = ok / n if n else 0.0
         want = 0.99 if self.fraction >= 0.4 else 0.999
         return {
@@ -193,6 +253,8 @@ class TrustWorld:
             "wrong_accepted": self.wrong,                   # the issue's name for it
             "jobs_with_wrong_result": self.wrong_jobs,
             "executions_per_task": None if epr is None else round(epr, 3),
+            "executions_per_task_second_half": None if late is None else round(late, 3),
+            "endorsements_credited": self.endorsed,
             "malicious_banned": sum(1 for p in self.banned_by if p in self.bad),
             "honest_banned": honest_banned,
             "ban_time_s": {"median": None if not times else round(quantile(times, 0.5), 1),
@@ -202,5 +264,6 @@ class TrustWorld:
             "trust_targets": {"zero_wrong_accepted": self.wrong == 0,
                               f"success_at_least_{want:g}": success >= want,
                               "executions_per_task_at_most_1.5": epr is not None and epr <= 1.5,
+                              "second_half_executions_per_task_at_most_1.5": late is not None and late <= 1.5,
                               "no_honest_peer_banned": honest_banned == 0},
         }

@@ -153,9 +153,53 @@ def test_adaptive_takes_a_trusted_peers_result_alone():
     for _ in range(3):
         e.ledger.valid("p1", 0.0)
     w = World("adaptive(threshold=3, rate=0)", e=e)
-    w.place("t0", peers=("p1",))
+    w.place("t0", peers=("p5", "p6"))                          # placement names no vetted peer: its crew instead
+    assert [o.peer for o in of(w.out, ev.SendOffer)] == ["p1"]
     out = w.answer("t0")
     assert of(out, ev.FetchResult) and w.js.tasks["t0"].verified["verified"] is False
+
+
+def test_adaptive_sends_an_unvetted_peers_result_to_the_trusted_peer_and_credits_it():
+    w = World("adaptive(threshold=3, rate=0)")
+    w.place("t0", peers=("p4",))
+    w.answer("t0")
+    trusted = of(w.out, ev.SendOffer)
+    assert [o.peer for o in trusted] == ["sub"]
+    w.answer("t0")
+    assert w.js.tasks["t0"].verified["trusted"] == ["sub"] and w.env.ledger.record("p4").consecutive == 1
+    w2 = World("adaptive(threshold=3, rate=0)", e=w.env, seed=1)     # p4 is in this coordinator's crew now
+    w2.place("t0", peers=("p5", "p6"))
+    assert [o.peer for o in of(w2.out, ev.SendOffer)] == ["p4"]
+
+
+def test_anchored_replicate_does_not_take_two_colluders_and_bans_them_by_the_trusted_peer():
+    w = World("replicate(2, agree=2, anchor=1)", liars=PEERS)
+    w.place("t0")
+    w.answer("t0")                                            # two liars agree: no anchor among them
+    assert [o.peer for o in of(w.out, ev.SendOffer)] == ["sub"] and not of(w.log, ev.FetchResult)
+    out = w.answer("t0")
+    assert len(of(out, BanPeer)) == 2 and dict(of(out, ev.FetchResult)[0].cids) == {"out": "good-t0"}
+
+
+def test_anchored_replicate_puts_a_replica_on_a_vetted_peer_and_takes_what_agrees_with_it():
+    e = env(trusted=())
+    for _ in range(3):
+        e.ledger.valid("v", 0.0)
+    w = World("replicate(2, agree=2, anchor=1)", liars=("p1",), e=e)
+    w.place("t0", peers=("p1", "p3"))                         # no vetted peer named: one replica on its crew
+    offers = of(w.out, ev.SendOffer)
+    assert len(offers) == 2 and offers[0].peer == "v"
+    if offers[1].peer != "p1":                                # the other one: a liar, for this test
+        w.feed(ev.TaskFailed("t0", offers[1].peer, offers[1].lease_id, ev.CRASH, "refused"))
+        w.place("t0", peers=("p1",))
+        w.out = [offers[0]] + of(w.out, ev.SendOffer)
+    w.answer("t0")                                            # they disagree; no trusted peer to ask
+    assert not of(w.log, ev.FetchResult) and of(w.out, ev.Dispatch)
+    w.place("t0", peers=("p2",))
+    out = w.answer("t0")
+    fetch = of(out, ev.FetchResult)
+    assert fetch[0].peer == "v" and dict(fetch[0].cids) == {"out": "good-t0"}
+    assert w.js.tasks["t0"].verified["peers"] == ["v", "p2"] and not of(w.log, BanPeer)   # outvoted, not proven
 
 
 def test_a_stale_result_after_acceptance_is_not_taken_again():

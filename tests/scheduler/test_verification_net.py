@@ -112,3 +112,44 @@ async def test_a_lying_executor_is_caught_banned_and_the_job_still_returns_the_r
         await wait_for(lambda: target.stats.get("accusations_refused", 0) >= 1, 30)
         assert target.suspects == before
         nursery.cancel_scope.cancel()
+
+
+ADAPTIVE_JOB = JOB.replace('"replicate(3, agree=2, rtol=1e-5)"', '"adaptive(threshold=2, rate=0, rtol=1e-5)"')
+
+
+async def test_adaptive_on_real_peers_anchors_unvetted_results_then_takes_vetted_peers_alone(tmp_path):
+    """Anchored: each unvetted peer's result is re-executed at the submitter's peer A (a lie is proven, its
+    peer banned); peers that matched A twice are vetted, get the next job's tasks first (A's crew) and are
+    taken alone; A's evidence check accepts their single signatures because A vetted them itself."""
+    arrays = workspace(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nodes, _ = await start_peers(nursery, tmp_path, n=5)
+        a, liar = nodes[0], nodes[4]
+        liar.services["scheduler"].result_hook = swap_outputs
+        svc = a.services["scheduler"]
+        ledger = svc.verify_env().ledger
+        solo = 0
+        for _ in range(MAX_JOBS):
+            status, _, body = await svc._api_submit(json.dumps({"job": ADAPTIVE_JOB, "base": str(tmp_path)}).encode(),
+                                                    {})
+            assert status == 200, body
+            job_id = json.loads(body)["job_id"]
+            with trio.fail_after(240):
+                report = await svc.wait(job_id)
+            assert report.kind == "done", report.reason
+            assert svc.evidence_problem(svc.jobs[job_id]) is None
+            js = svc.jobs[job_id].js
+            for t in js.tasks.values():
+                assert str(liar.peer_id) not in t.verified["peers"]
+                solo += t.verified["how"].startswith("vetted peer, not replicated")
+            if solo and ledger.banned(str(liar.peer_id)):
+                break
+        assert solo, "no task was taken alone from a vetted peer"
+        assert ledger.banned(str(liar.peer_id)) and not any(ledger.banned(str(n.peer_id)) for n in nodes[:4])
+        store = a.services["storage"].blockstore
+        outputs = {(task, out): cid for task, out, cid in report.outputs}
+        graph = Graph.from_dict(GRAPH)
+        for i, x in enumerate(arrays):
+            got = tensor_format.decode(read_file(store.get, Cid.parse(outputs[(f"sq/{i:05d}", f"y/{i:05d}")])))
+            np.testing.assert_array_equal(got, graph.run({"x": x})["y"])
+        nursery.cancel_scope.cancel()

@@ -129,6 +129,22 @@ def test_a_malicious_coordinator_cannot_pass_a_lie_signed_by_too_few_peers():
     assert why is None
 
 
+def test_under_an_anchored_strategy_two_colluders_claims_without_a_vetted_signer_are_refused():
+    lie, text = {"C": "bafyLie"}, "replicate(2, agree=2, anchor=1)"
+    v = TaskVerification(TaskInfo("job", "t1", INPUTS), parse("replicate(2, agree=2)"), random.Random(1))
+    v.start()
+    v.result(outcome(4, lie))
+    v.result(outcome(5, lie))
+    v.strategy = parse(text)                                  # a malicious coordinator claims the job's strategy
+    ev_bytes = make_evidence(IDS[7], v, Accept(0, (0, 1), "2 of 2 agree, anchored by a vetted peer"))
+    ev, why = check_evidence(ev_bytes, "job", "t1", INPUTS, lie, {}, text, anchors={bytes(IDS[1].peer_id)})
+    assert ev is None and "no signer of these outputs is this peer or a peer it vetted" in why
+    ev, why = check_evidence(ev_bytes, "job", "t1", INPUTS, lie, {}, text)        # no ledger given: signers only
+    assert why is None
+    ev, why = check_evidence(ev_bytes, "job", "t1", INPUTS, lie, {}, text, anchors={bytes(IDS[5].peer_id)})
+    assert why is None                                        # one of them is vetted: it rests on that peer
+
+
 def test_garbage_evidence_is_refused_not_raised():
     for data in (b"", b"\xff" * 100, "text", claim(0), b"x" * (MAX_EVIDENCE_BYTES + 1)):
         ev, why = check_evidence(data, "job", "t1", INPUTS, GOOD, {}, "none")

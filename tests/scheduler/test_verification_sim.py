@@ -52,3 +52,44 @@ def test_float_noise_under_exact_replication_bans_no_honest_peer():
     report, _ = run_jobs(JobsScenario(peers=30, jobs=30, seed=5, malicious=0.0, load=0.1,
                                       verification="replicate(3, agree=2)", float_noise=True))
     assert report["honest_banned"] == 0
+
+
+# --- the issue's seeded 100-peer simulations: 10% (every attack) and 49% colluding, zero wrong results ----
+
+def sim100(malicious, attack, strategy, jobs=60, seed=3):
+    report, _ = run_jobs(JobsScenario(peers=100, jobs=jobs, seed=seed, malicious=malicious, attack=attack,
+                                      verification=strategy, load=0.3))
+    return report
+
+
+@pytest.mark.parametrize("attack", ["wrong", "collude", "lazy", "sometimes", "copy"])
+def test_100_peers_10_percent_liars_of_every_kind_under_adaptive_take_no_wrong_result(attack):
+    r = sim100(0.1, attack, "adaptive")
+    assert r["malicious_peers"] >= 10
+    assert r["wrong_results_accepted"] == 0 and r["jobs_with_wrong_result"] == 0
+    assert r["succeeded"] == r["jobs"] and r["honest_banned"] == 0
+    assert r["executions_per_task"] <= 2.2                    # before vetting: each result and an anchor's
+
+
+@pytest.mark.parametrize("strategy", ["adaptive", "replicate(2, agree=2, anchor=1)"])
+def test_100_peers_49_percent_colluding_under_an_anchored_strategy_take_no_wrong_result(strategy):
+    r = sim100(0.49, "collude", strategy)
+    assert r["malicious_peers"] >= 49
+    assert r["wrong_results_accepted"] == 0 and r["jobs_with_wrong_result"] == 0
+    assert r["succeeded"] >= 0.99 * r["jobs"] and r["honest_banned"] == 0
+    assert r["malicious_banned"] >= r["malicious_peers"] // 2          # caught by the submitters' re-executions
+
+
+def test_100_peers_49_percent_colluding_get_wrong_results_through_plain_agreement():
+    r = sim100(0.49, "collude", "replicate(2, agree=2)")      # the same run without the anchor: what it prevents
+    assert r["wrong_results_accepted"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["adaptive(rtol=1e-06)"])
+def test_100_peers_float_noise_under_adaptive_bans_no_honest_peer(strategy):
+    report, _ = run_jobs(JobsScenario(peers=100, jobs=40, seed=3, malicious=0.1, attack="collude", load=0.3,
+                                      verification=strategy, float_noise=True))
+    assert report["honest_banned"] == 0 and report["wrong_results_accepted"] == 0
+    assert report["succeeded"] == report["jobs"]
+    if "rtol" in strategy:
+        assert report["malicious_banned"] >= 1                       # a tolerance still proves the liars wrong

@@ -109,9 +109,26 @@ def test_a_peer_cannot_answer_twice_and_unasked_results_are_refused():
 def test_adaptive_replicates_untrusted_peers_and_trusts_trusted_ones_mostly():
     v = tv("adaptive(threshold=5, rate=0.1)")
     v.start()
-    out = v.result(res("new"))
+    out = v.result(res("new"))                        # an unvetted peer: the trusted peer re-executes it
+    assert out == [Execute(1, frozenset({"new"}), True, "an unvetted peer's result")]
+    acc = of(v.result(res("me", trusted=True)), Accept)[0]
+    assert acc.agreeing == (1, 0) and acc.anchored
+    v = tv("adaptive(threshold=5, rate=0.1)", trusted=lambda p: p == "old")
+    v.start()
+    v.result(res("new"))
+    out = v.lost(trusted=True)                        # no trusted peer: a second execution
     assert out == [Execute(1, frozenset({"new"}), False, "1 of 2 results to compare")]
-    assert of(v.result(res("other")), Accept)[0].agreeing == (0, 1)
+    out = v.result(res("other"))                      # two unvetted peers agreeing is what colluders do too
+    assert out == [Execute(1, frozenset({"new", "other"}), False, "agreement without an anchor; no trusted peer",
+                           vetted=True)]
+    acc = of(v.result(res("old")), Accept)[0]         # ... asked of a vetted peer, whose result anchors it
+    assert acc.agreeing == (2, 0, 1) and acc.anchored
+    v = tv("adaptive(threshold=5, rate=0.1)", trusted=lambda p: p == "old")
+    v.start()
+    v.result(res("new"))
+    v.lost(trusted=True)
+    acc = of(v.result(res("old")), Accept)[0]         # a vetted peer anchors the agreement
+    assert acc.index == 1 and acc.agreeing == (1, 0) and acc.anchored and "anchored by a vetted peer" in acc.how
     taken = replicated = 0
     for seed in range(400):
         v = tv("adaptive(threshold=5, rate=0.1)", seed=seed, trusted=lambda p: p == "old")
@@ -349,3 +366,91 @@ def test_a_replica_taking_over_goes_on_from_the_record(text):
     done.result(res("p"))
     again = TaskVerification.from_record(done.to_record(), TASK, parse("none"), random.Random(1))
     assert again.state == "accepted" and again.accepted == done.accepted and again.resume() == []
+
+
+# --- anchored strategies: agreement needs an anchor (a trusted execution or a vetted peer) -------------
+
+def test_anchored_replicate_does_not_take_two_colluders_agreeing_and_escalates_to_the_trusted_peer():
+    v = tv("replicate(2, agree=2, anchor=1)")
+    v.start()
+    v.result(res("m1", "lie"))
+    out = v.result(res("m2", "lie"))                    # replicate(2, agree=2) would take this
+    assert out == [Execute(1, frozenset({"m1", "m2"}), True, "agreement without an anchor")]
+    out = v.result(res("me", "good", trusted=True))
+    assert sorted(r.peer for r in of(out, Reject) if r.proven) == ["m1", "m2"]
+    acc = of(out, Accept)[0]
+    assert v.results[acc.index].outputs == (("out", "good"),) and acc.anchored
+
+
+def test_anchored_replicate_without_a_trusted_peer_asks_a_vetted_one_and_gives_up_rather_than_guess():
+    v = tv("replicate(2, agree=2, anchor=1)", trusted=lambda p: p == "vet")
+    v.start()
+    v.result(res("m1", "lie"))
+    v.result(res("m2", "lie"))
+    out = v.lost(trusted=True)
+    assert out == [Execute(1, frozenset({"m1", "m2"}), False, "agreement without an anchor; no trusted peer",
+                           vetted=True)]
+    out = v.result(res("vet", "good"))                 # the vetted peer disagrees: no anchored group of 2 yet
+    assert of(out, Execute) and of(out, Execute)[0].n == 1 and not of(out, Accept)
+    out = v.result(res("h", "good"))
+    acc = of(out, Accept)[0]
+    assert v.results[acc.index].peer == "vet" and acc.agreeing == (2, 3) and acc.anchored
+    assert sorted((r.peer, r.proven) for r in of(out, Reject)) == [("m1", False), ("m2", False)]
+    v = tv("replicate(2, agree=2, anchor=1)")          # nobody vetted, no trusted peer: it never takes a guess
+    cmds, n, steps = v.start(), 0, 0
+    while v.state == "running" and steps < 20:
+        steps += 1
+        pending, cmds = of(cmds, Execute), []
+        for c in pending:
+            for _ in range(c.n):
+                cmds += v.lost(trusted=True) if c.trusted else v.result(res(f"m{n}", "lie"))
+                n += 1
+    assert v.state == "failed" and "no trusted peer" in of(cmds, GiveUp)[0].reason
+
+
+def test_anchored_credit_only_an_anchored_acceptance_credits_the_ledger():
+    from p2pcompute.scheduler.verification.reputation import Ledger
+    led = Ledger(threshold=1)
+    v = tv("replicate(3, agree=2)")                    # unanchored: a plain majority
+    cmds = v.start()
+    cmds = v.result(res("a")) + v.result(res("b")) + v.result(res("c"))
+    assert of(cmds, Accept) and not of(cmds, Accept)[0].anchored
+    led.learn(v.results, cmds, 1.0)
+    assert not any(led.is_trusted(p) for p in "abc")   # colluders agreeing vet nobody
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["adaptive(threshold=3, rate=0.5)", "replicate(2, agree=2, anchor=1)",
+                        "replicate(3, agree=2, anchor=1)"]), st.integers(0, 2**32), st.data())
+def test_an_anchored_strategy_takes_a_lie_only_from_a_vetted_liar(text, seed, data):
+    """Colluding liars (any number, agreeing), honest peers, lost executions, a trusted peer that may be
+    unavailable, some peers vetted (honest or not): a lie is accepted only if a vetted peer told it."""
+    vetted = set(data.draw(st.sets(st.sampled_from([f"p{i}" for i in range(12)]), max_size=4)))
+    v = tv(text, seed=seed, trusted=lambda p: p in vetted)
+    trusted_available = data.draw(st.booleans())
+    cmds, kinds, steps, n = v.start(), {}, 0, 0
+    while v.state == "running" and of(cmds, Execute):
+        steps += 1
+        assert steps < 60
+        pending, cmds = of(cmds, Execute), []
+        for c in pending:
+            for _ in range(c.n):
+                if c.trusted:
+                    cmds += v.result(res("me", "good", trusted=True)) if trusted_available \
+                        else v.lost(trusted=True)
+                    continue
+                pool = [f"p{i}" for i in range(12) if f"p{i}" not in c.exclude]
+                if c.vetted:
+                    pool = [p for p in pool if p in vetted]
+                if not pool or data.draw(st.integers(0, 9)) == 0:
+                    cmds += v.lost()
+                    continue
+                peer = data.draw(st.sampled_from(pool))
+                lie = data.draw(st.booleans())
+                before = len(v.results)
+                cmds += v.result(res(peer, "lie" if lie else "good"))
+                if len(v.results) > before:
+                    kinds[before] = lie
+        n += 1
+    if v.state == "accepted" and kinds.get(v.accepted.index):
+        assert any(v.results[i].peer in vetted and kinds.get(i) for i in v.accepted.agreeing)

@@ -46,6 +46,7 @@ from typing import Any, Callable, Hashable, Sequence
 from .compare import Comparison, Exact
 
 MAX_RESULTS = 48            # results kept per task (2 x 16 replicas + 1, and trusted runs); beyond: as if lost
+MAX_TRUSTED_LOST = 3        # trusted executions that failed or lapsed before a task stops asking for one
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Execute:
     exclude: frozenset = frozenset()
     trusted: bool = False
     why: str = ""
+    vetted: bool = False                # only on peers the coordinator vetted (anchored strategies)
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,9 @@ class Accept:
     index: int
     agreeing: tuple[int, ...]           # indexes of the results that agree with it (itself included)
     how: str                            # which check: "single", "3 of 3 agree", "freivalds r=20 seed=..."
-    verified: bool = True               # False: taken alone, unchecked (none, a trusted peer, no spot check drawn);
-                                        # the ledger credits only verified results
+    verified: bool = True               # False: taken alone, unchecked (none, a trusted peer, no spot check drawn)
+    anchored: bool = False              # the agreement includes an anchor: a trusted execution, a passed check or
+                                        # a vetted peer; the ledger credits only verified and anchored results
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Strategy(ABC):
     name = "strategy"
     compare: Comparison = Exact()
     max_executions = 1
+    anchored = False          # agreement alone is not enough: it needs an anchor (see TaskVerification.anchor)
 
     def first(self, v: TaskVerification) -> int:
         return 1
@@ -185,13 +189,16 @@ class TaskVerification:
         self.results.append(outcome)
         return self._run([], now)
 
-    def lost(self, trusted: bool = False, now: float = 0.0) -> list[Command]:
-        """An execution asked for did not come back (failed, lapsed, or no peer was found)."""
+    def lost(self, trusted: bool = False, now: float = 0.0, none_left: bool = True) -> list[Command]:
+        """An execution asked for did not come back (failed, lapsed, or no peer was found). A trusted one:
+        ``none_left`` says no trusted peer can be had; else (it failed or lapsed) it may be asked again, up
+        to ``MAX_TRUSTED_LOST`` times in all."""
         if self.state != "running":
             return []
         if trusted and self.pending_trusted > 0:
             self.pending_trusted -= 1
-            self.no_trusted_peer = True
+            self.memo["trusted_lost"] = lost = int(self.memo.get("trusted_lost", 0)) + 1
+            self.no_trusted_peer |= none_left or lost >= MAX_TRUSTED_LOST
         elif not trusted and self.pending > 0:
             self.pending -= 1
         else:
@@ -245,7 +252,7 @@ class TaskVerification:
                 "no_trusted": self.no_trusted_peer, "memo": dict(self.memo), "state": self.state,
                 "rejected": [[i, c.proven, c.reason, c.against] for i, c in sorted(self.rejected.items())],
                 "accepted": [self.accepted.index, list(self.accepted.agreeing), self.accepted.how,
-                             self.accepted.verified] if self.accepted else None}
+                             self.accepted.verified, self.accepted.anchored] if self.accepted else None}
 
     @classmethod
     def from_record(cls, rec: dict[str, Any], task: TaskInfo, strategy: Strategy, rng: random.Random,
@@ -263,8 +270,9 @@ class TaskVerification:
             for i, proven, reason, against in rec["rejected"]:
                 v.rejected[int(i)] = Reject(v.results[int(i)].peer, int(i), bool(proven), str(reason), against)
             if rec["accepted"]:
-                i, agreeing, how, verified = rec["accepted"]
-                v.accepted = Accept(int(i), tuple(int(a) for a in agreeing), str(how), bool(verified))
+                i, agreeing, how, verified, *anchored = rec["accepted"]
+                v.accepted = Accept(int(i), tuple(int(a) for a in agreeing), str(how), bool(verified),
+                                    bool(anchored and anchored[0]))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"not a verification record: {exc}") from None
         if v.state not in ("running", "accepted", "failed") or (v.state == "accepted") != (v.accepted is not None):
@@ -302,18 +310,19 @@ class TaskVerification:
                 out.append(cmd)
         return out
 
-    def _ask(self, n: int, trusted: bool = False, why: str = "") -> Execute:
+    def _ask(self, n: int, trusted: bool = False, why: str = "", vetted: bool = False) -> Execute:
         if trusted:
             self.pending_trusted += n
         else:
             n = max(0, min(n, self.strategy.max_executions - self.asked))
             self.pending += n
             self.asked += n
-        return Execute(n, self.exclude(), trusted, why)
+        return Execute(n, self.exclude(), trusted, why, vetted)
 
-    def ask(self, n: int, trusted: bool = False, why: str = "") -> list[Command]:
-        """Commands asking for ``n`` more executions (none past ``max_executions``)."""
-        cmd = self._ask(n, trusted, why)
+    def ask(self, n: int, trusted: bool = False, why: str = "", vetted: bool = False) -> list[Command]:
+        """Commands asking for ``n`` more executions (none past ``max_executions``); ``vetted``: only on peers
+        the coordinator vetted (a lost one is no proof that none is left: the strategy bounds the asking)."""
+        cmd = self._ask(n, trusted, why, vetted)
         return [cmd] if cmd.n > 0 else []
 
     def again(self, why: str) -> list[Command]:
@@ -330,6 +339,14 @@ class TaskVerification:
     def untrusted(self) -> list[int]:
         """Results from ordinary executions, except those whose outputs could not be fetched."""
         return [i for i, r in enumerate(self.results) if not r.trusted and i not in self.rejected]
+
+    def anchor(self, indexes: Sequence[int]) -> int | None:
+        """The result among ``indexes`` that anchors them: a trusted execution's, else a vetted peer's (the
+        ledger's ``is_trusted``: enough consecutive results that matched an anchor, never proven wrong)."""
+        for i in indexes:
+            if self.results[i].trusted:
+                return i
+        return next((i for i in indexes if self.is_trusted_peer(self.results[i].peer)), None)
 
     def trusted_result(self) -> int | None:
         return next((i for i, r in enumerate(self.results) if r.trusted and i not in self.rejected), None)
@@ -383,5 +400,5 @@ class TaskVerification:
         out: list[Command] = [Reject(self.results[i].peer, i, self.conclusive(),
                                      f"differs from a trusted re-execution ({self.strategy.compare})", t)
                               for i in others if i not in agree]
-        out.append(Accept(t, (t, *agree), how))
+        out.append(Accept(t, (t, *agree), how, anchored=True))
         return out

@@ -1,6 +1,6 @@
 """job.yaml's ``verification`` key -> a ``Strategy``; its canonical text is what a JobPlan carries.
 
-Forms (docs/job-spec.md): ``none``; ``replicate(N, agree=K)``;
+Forms (docs/job-spec.md): ``none``; ``replicate(N, agree=K, anchor=0|1)``;
 ``adaptive(threshold=T, rate=R)``; ``spot-check(R)``; ``check``;
 ``tolerance(rtol=R, atol=A, n=N)``. Arguments are numbers, positional in
 that order or by name; every one has a default but ``spot-check``'s rate may
@@ -26,7 +26,7 @@ MAX_TEXT = 200
 MAX_REPLICAS = 16
 _FORM = re.compile(r"^\s*([a-z][a-z\-]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 _ARG = re.compile(r"^\s*(?:([a-z_]+)\s*=\s*)?([-+0-9.eE]+|inf|nan)\s*$")
-_PARAMS = {"none": (), "check": (), "replicate": ("n", "agree", "rtol", "atol"),
+_PARAMS = {"none": (), "check": (), "replicate": ("n", "agree", "rtol", "atol", "anchor"),
            "adaptive": ("threshold", "rate", "rtol", "atol"), "spot-check": ("rate", "rtol", "atol"),
            "tolerance": ("rtol", "atol", "n")}
 
@@ -56,9 +56,11 @@ def _build(name: str, args: dict[str, float]) -> Strategy:
         if "rtol" in args or "atol" in args else Exact()
     if name == "replicate":
         n = _int(args, "n", 2, 2, MAX_REPLICAS)
-        return Replicate(n, _int(args, "agree", n // 2 + 1, 1, n, f"agree is between 1 and n ({n})"), compare)
+        return Replicate(n, _int(args, "agree", n // 2 + 1, 1, n, f"agree is between 1 and n ({n})"), compare,
+                         bool(_int(args, "anchor", 0, 0, 1, "anchor is 0 (agreement is enough) or 1 (it needs a "
+                                                            "trusted or vetted peer among the agreeing)")))
     if name == "adaptive":
-        return Adaptive(_int(args, "threshold", 10, 1, 1000), _num(args, "rate", 0.1, 0, 1), compare)
+        return Adaptive(_int(args, "threshold", 100, 1, 1000), _num(args, "rate", 0.1, 0, 1), compare)
     if name == "spot-check":
         rate = _num(args, "rate", 0.05, 0, 1)
         if rate <= 0:

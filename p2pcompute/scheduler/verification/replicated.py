@@ -13,7 +13,12 @@ drive the task:
   excluded (they gave a result already, run this task now, or are banned by
   the ledger) and picks n of them at random with its own rng, under the Sybil
   rules (sybil.py: no two replicas of a task in one /24 or joined within one
-  window) when the driver gives ``facts``. Each picked peer gets its own offer
+  window) when the driver gives ``facts``. An anchored strategy's task with no
+  vetted peer on it yet gets one first: a vetted peer of the answer, else one
+  of the coordinator's crew (Ledger.crew) alive with a free slot, else the
+  answer's peer nearest to vetting.
+* ``Execute(vetted=True)`` (an escalation with no trusted peer): offered
+  directly to a vetted peer of the ledger, alive, not on this task; none: lost. Each picked peer gets its own offer
   (no late binding among replicas: a peer never picks itself). Too few
   peers: the rest is placed again after ``placement_retry_s``; nothing for
   ``placement_timeout_s``: those executions are lost (``v.lost``).
@@ -78,6 +83,11 @@ class VerifyEnv:
     identity: Any = None                                          # signs evidence (node Identity) if set
     require_claims: bool = False                                  # refuse results without a signed claim
     suspected: Callable[[Hashable], bool] = lambda peer: False    # accused by others: left out while others can
+    live: Callable[[Hashable], bool] = lambda peer: True          # a vetted peer asked directly must be alive
+    crew: int = 8                                                 # peers being vetted that get work first
+    free: Callable[[Hashable], bool] = lambda peer: True          # has a free slot (by its capability record)
+    endorse: Callable[..., None] | None = None                    # (job, task, anchor, peers): an anchored acceptance
+                                                                  # for other ledgers (Ledger.endorse), or None
 
 
 # --- its own events and commands -------------------------------------------------------------------
@@ -142,10 +152,11 @@ def task_traits(spec: Any) -> tuple[bool, str | None]:
 
 
 class _Exec:
-    __slots__ = ("peer", "trusted", "running", "deadline", "attempt")
+    __slots__ = ("peer", "trusted", "running", "deadline", "attempt", "vetted")
 
-    def __init__(self, peer: Any, trusted: bool) -> None:
+    def __init__(self, peer: Any, trusted: bool, vetted: bool = False) -> None:
         self.peer, self.trusted, self.running, self.deadline, self.attempt = peer, trusted, False, 0.0, None
+        self.vetted = vetted
 
 
 class _VTask:
@@ -168,16 +179,25 @@ class Replicated:
         self.js = js
         self.strategy = strategy
         self.env = env or VerifyEnv()
+        self.crew_size = self.env.crew
         self.tasks: dict[str, _VTask] = {}
 
     # --- from JobState --------------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> int | None:
+        """The strategy's vetting threshold (adaptive's), else the ledger's."""
+        return getattr(self.strategy, "threshold", None)
+
+    def vetted(self, peer: Any) -> bool:
+        return self.env.ledger.is_trusted(peer, self.threshold)
 
     def dispatch(self, t: TaskRun, now: float, out: list) -> None:
         """A ready task starts running: a new verification, its first executions."""
         js = self.js
         portable, check = (self.env.traits or task_traits)(t.spec)
         info = TaskInfo(js.job_id, t.task_id, tuple(cid for _, cid, _ in js._resolve_inputs(t)), portable, check)
-        v = TaskVerification(info, self.strategy, random.Random(js.rng.getrandbits(64)), self.env.ledger.is_trusted)
+        v = TaskVerification(info, self.strategy, random.Random(js.rng.getrandbits(64)), self.vetted)
         self.tasks[t.task_id] = _VTask(v)
         js._set(t, RUNNING, now, f"verifying ({self.strategy.canonical()})")
         self._apply(t, v.start(now), now, out)
@@ -294,6 +314,8 @@ class Replicated:
             self._place(t, vt, now, out)
         elif kind == "vtrust" and vt.v.pending_trusted > sum(x.trusted for x in vt.execs.values()):
             self._trusted(t, vt, now, out)
+        elif kind == "vvet":
+            self._vetted_exec(t, vt, now, out)
         elif kind == "voffer" and token in vt.execs and not vt.execs[token].running:
             x = vt.execs.pop(token)
             out.append(ev.Revoke(self.js.job_id, t.task_id, x.peer, token, "offer lapsed"))
@@ -350,14 +372,12 @@ class Replicated:
         fine = [p for p in peers if not self.env.suspected(p)]
         if len(fine) >= vt.want:
             peers = fine
-        if self.env.facts is not None:
-            facts = self.env.facts
-            chosen = [facts(p) for p in taken]
-            picked = [f.peer for f in sybil.pick_replicas([facts(p) for p in peers], vt.want, chosen, js.rng,
-                                                          self.env.rules)]
-        else:
-            js.rng.shuffle(peers)
-            picked = peers[:vt.want]
+        first: list = []
+        if self.strategy.anchored and not any(self.vetted(p) for p in taken):   # one replica on a vetted peer
+            pool = [p for p in peers if self.vetted(p)] or self._crew(t, vt) or self._warmest(peers)
+            first = self._pick(pool, 1, taken)
+            peers = [p for p in peers if p not in first]
+        picked = first + self._pick(peers, vt.want - len(first), taken | set(first))
         for p in picked:
             self._offer(t, vt, p, False, now, out)
         vt.want -= len(picked)
@@ -377,6 +397,25 @@ class Replicated:
             return
         vt.gen += 1
         js._push(now + js.config.placement_retry_s, "vplace", t.task_id, vt.gen)
+
+    def _warmest(self, peers: list) -> list:
+        """Those of ``peers`` with the most consecutive valid results (at least one), so that a coordinator's
+        results concentrate on a few peers and vet them sooner; none such: all of them."""
+        ledger = self.env.ledger
+        best = max((r.consecutive for p in peers if (r := ledger.record(p)) is not None), default=0)
+        return [p for p in peers if best and (r := ledger.record(p)) is not None and r.consecutive == best] or peers
+
+    def _pick(self, peers: list, k: int, taken: set) -> list:
+        """Up to ``k`` of ``peers`` at random (the coordinator's rng), under the Sybil rules when facts are given."""
+        if k <= 0 or not peers:
+            return []
+        if self.env.facts is not None:
+            facts = self.env.facts
+            return [f.peer for f in sybil.pick_replicas([facts(p) for p in peers], k, [facts(p) for p in taken],
+                                                        self.js.rng, self.env.rules)]
+        peers = list(peers)
+        self.js.rng.shuffle(peers)
+        return peers[:k]
 
     def _offer(self, t: TaskRun, vt: _VTask, peer: Any, trusted: bool, now: float, out: list) -> None:
         js = self.js
@@ -406,6 +445,8 @@ class Replicated:
             self.js._fail_task(t, f"{t.declines} offers refused or lapsed; last: {why}", now, out)
         elif x.trusted:                                         # the trusted peer is busy: ask it again soon
             self.js._push(now + self.js.config.placement_retry_s, "vtrust", t.task_id, None)
+        elif x.vetted:                                          # a vetted peer is busy: ask one again soon
+            self.js._push(now + self.js.config.placement_retry_s, "vvet", t.task_id, None)
         else:
             vt.want += 1
             vt.gen += 1
@@ -424,7 +465,7 @@ class Replicated:
         else:
             t.failures += 1
         t.failed_peers.add(x.peer)
-        self._apply(t, vt.v.lost(x.trusted, now), now, out)
+        self._apply(t, vt.v.lost(x.trusted, now, none_left=False), now, out)
 
     def _result(self, t: TaskRun, vt: _VTask, lease: str, x: _Exec, e: ev.ResultReady, now: float,
                 out: list) -> None:
@@ -457,6 +498,9 @@ class Replicated:
             if isinstance(cmd, Execute):
                 if cmd.trusted:
                     self._trusted(t, vt, now, out)
+                elif cmd.vetted:
+                    for _ in range(cmd.n):
+                        self._vetted_exec(t, vt, now, out)
                 else:
                     vt.want += cmd.n
                     vt.unplaced_since = None
@@ -492,8 +536,46 @@ class Replicated:
             return
         self._offer(t, vt, peers[self.js.rng.randrange(len(peers))], True, now, out)
 
+    def _crew(self, t: TaskRun, vt: _VTask) -> list:
+        """The coordinator's crew (Ledger.crew: its vetted peers, and while they are few those nearest to
+        vetting) that could take this task now: alive, a free slot, not suspected, not on it yet. Asked when
+        placement named no vetted peer, so that results concentrate there and vet them soon."""
+        if self.crew_size <= 0:
+            return []
+        taken = {x.peer for x in vt.execs.values()} | {r.peer for r in vt.v.results} | set(t.failed_peers)
+        try:
+            return [p for p in self.env.ledger.crew(self.crew_size, self.threshold)
+                    if p not in taken and self.env.live(p) and not self.env.suspected(p) and self.env.free(p)]
+        except TypeError:
+            return []
+
+    def _vetted_exec(self, t: TaskRun, vt: _VTask, now: float, out: list) -> None:
+        """One execution asked only of a vetted peer (an escalation with no trusted peer): offered directly to
+        one of the ledger's vetted peers, alive and not on this task yet; none: the execution is lost."""
+        v = vt.v
+        if v.state != "running" or v.pending <= sum(not x.trusted for x in vt.execs.values()) + vt.want:
+            return                                              # nothing (left) to place
+        taken = {x.peer for x in vt.execs.values()} | {r.peer for r in v.results} | set(t.failed_peers)
+        try:
+            peers = sorted((p for p in self.env.ledger.vetted(self.threshold)
+                            if p not in taken and self.env.live(p) and not self.env.suspected(p)), key=str)
+        except TypeError:
+            peers = []
+        if not peers:
+            self._apply(t, v.lost(False, now), now, out)
+            return
+        peer = peers[self.js.rng.randrange(len(peers))]
+        self._offer(t, vt, peer, False, now, out)
+        vt.execs[next(reversed(vt.execs))].vetted = True
+
     def _accept(self, t: TaskRun, vt: _VTask, cmd: Accept, now: float, out: list) -> None:
         js, v = self.js, vt.v
+        if cmd.anchored and cmd.verified and self.env.endorse is not None:
+            anchor = v.results[cmd.agreeing[0]]
+            peers = [v.results[i].peer for i in cmd.agreeing if not v.results[i].trusted]
+            if peers:                               # anchor None: a check this coordinator ran itself
+                self.env.endorse(js.job_id, t.task_id, anchor.peer if anchor.trusted or self.vetted(anchor.peer)
+                                 else None, peers)
         self.cancel(t, "another result was accepted", now, out)
         r = v.results[cmd.index]
         lease = vt.lease_of[cmd.index]

@@ -169,12 +169,15 @@ def required_signers(strategy: Strategy) -> int:
 
 def check_evidence(data: bytes, job_id: str, task_id: str, input_cids: Sequence[str], outputs: dict[str, str],
                    inline: dict[str, Any], strategy_text: str, coordinators: set[bytes] | None = None,
-                   trusted: set[bytes] = frozenset()) -> tuple[Evidence | None, str | None]:
+                   trusted: set[bytes] = frozenset(), anchors: set[bytes] | None = None
+                   ) -> tuple[Evidence | None, str | None]:
     """The submitter's check of one task's evidence against the outputs it was told of.
 
     (evidence, None) when it holds: signed by a coordinator in ``coordinators`` (None: any), for this
     job, task, inputs, outputs and strategy, with claims by ``required_signers`` distinct peers of
     exactly these outputs (or one by a peer in ``trusted``: the submitter's own, or one it trusts).
+    Under an anchored strategy, when ``anchors`` (the peers the submitter vetted) is given, one signer of
+    exactly these outputs must be in ``trusted`` or ``anchors``: colluders' claims alone are refused.
     Under a tolerance, other signers' outputs may differ within it: the claims must still be for
     this task and inputs. (None, reason) otherwise; never raises.
     """
@@ -213,4 +216,6 @@ def check_evidence(data: bytes, job_id: str, task_id: str, input_cids: Sequence[
     need = required_signers(strategy)
     if not trusted_ok and len(exact | close) < need:
         return None, f"{len(exact | close)} distinct signers; {strategy.canonical()} needs {need}"
+    if anchors is not None and strategy.anchored and not trusted_ok and not exact & anchors:
+        return None, "no signer of these outputs is this peer or a peer it vetted (the strategy is anchored)"
     return ev, None
