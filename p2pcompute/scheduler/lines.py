@@ -100,13 +100,15 @@ class TakeoverAsk:
             self.newest = max(self.newest, line)
         return self.verdict(final=False)
 
+    def no_answer(self, peer: Any) -> str:
+        """A holder asked that cannot answer (unreachable, timed out, its answer undecodable): says nothing."""
+        if peer in self.asked:
+            self.answered.add(peer)
+        return self.verdict(final=False)
+
     def verdict(self, final: bool = True) -> str:
         """``AVERT`` once a newer line was answered; else ``TAKE_OVER`` when the time allowed is over
         (``final``), ``WAIT`` before."""
         if self.newest > tuple(self.held):
             return AVERT
         return TAKE_OVER if final else WAIT
-
-    def all_answered(self) -> bool:
-        """Every holder asked has answered (or failed to): nothing more will come but newer records."""
-        return self.answered >= self.asked

@@ -43,7 +43,8 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   unnoticed). Before any takeover the replica asks the record's other live
   holders for the newest line they know of the job (``line?``: a record held,
   a line dropped and fenced, the job coordinated there) and waits
-  ``takeover_query_s``: a newer line means the job was taken over already (and
+  ``takeover_query_s`` (lines.py's ``TakeoverAsk`` decides, as in the trio
+  service's replication.py): a newer line means the job was taken over already (and
   may have ended and been forgotten), so its copy is dropped and fenced
   (``takeovers_averted``) instead of run to its end a second time. The new coordinator sends the full record to the old replicas
   it did not choose, too: a record whose replica list leaves this peer out
