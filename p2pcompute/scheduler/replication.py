@@ -387,11 +387,11 @@ class ReplicationMixin:
                 log.info("job %s: %s answered the line query with %s: ignored", job_id, peer.short,
                          type(reply).__name__)
 
-        with trio.move_on_after(wait):
+        with trio.move_on_after(2 * wait + 1):          # each request ends by ``wait`` (its timeout): a backstop
             async with trio.open_nursery() as nursery:
                 for peer in ask.asked:
                     nursery.start_soon(one, peer, nursery.cancel_scope)
-                nursery.start_soon(trio.sleep_forever)     # the whole time: a newer record may come meanwhile
+                nursery.start_soon(trio.sleep, wait)       # the whole time: a newer record may come meanwhile
         if ask.verdict() != AVERT:
             return True
         if self.held.get(job_id) is held:
