@@ -20,7 +20,9 @@ A replica checks a record before keeping it (CBOR, the job id, a plan
 here dies and this peer is the closest live replica of the set it named,
 it takes the job over: ``JobState.from_record`` (the next epoch), ``start``,
 and the results the old coordinator had fetched are pulled here (one found
-nowhere is ``ResultLost``: its task runs again).
+nowhere is ``ResultLost``: its task runs again). A job that had ended
+``done`` is not taken over, but its outputs are pulled here
+(``_check_finished``); one found nowhere reopens it here (a takeover too).
 
 The line question. The copy held here may be stale: another holder may have
 taken the job over already (it saw the coordinator die first; this peer's
@@ -38,17 +40,16 @@ holder that cannot be reached or times out is no answer
 of this job (``line_answers_ignored``); a frame that breaks ``LineAnswer``'s
 bounds does not decode (the transport drops and counts it). A dead
 coordinator's jobs are asked about at once (``TAKEOVERS_AT_ONCE``), off the
-membership poll. A job that had ended
-``done`` is not taken over, but its outputs are pulled here
-(``_check_finished``); one found nowhere reopens it here.
+membership poll. Each holder is trusted about the line it reports, as it is
+with the record (lines.py).
 
 Fencing. A record's line is (epoch, nonce); a replica keeps the higher line
 (a newer epoch; of two replicas that both took over, the higher nonce) and
 answers a full record or delta of a lower one ``fenced: ...``. A job dropped
 here (a record left for room or for a newer line, a job stepped down from or
 evicted) leaves its line in ``fences`` (at most ``MAX_FENCES``): a record of
-a lower line is fenced off here too, and the line question hears of it. A coordinator
-that hears that was replaced (partitioned, or declared dead while alive): it
+a lower line is fenced off here too, and the line question hears of it. A
+coordinator that hears that was replaced (partitioned, or declared dead while alive): it
 steps down (``_step_down``), reporting nothing more. Its reports were never
 carried out past its last acknowledged version, and executors refuse its
 offers and grants of an older epoch (leases.py), so no result is taken twice.
