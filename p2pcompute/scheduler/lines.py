@@ -33,9 +33,10 @@ the job coordinated there). ``TakeoverAsk`` gathers their answers:
 The decision is the same in the job simulation (simulations/sched_peer.py)
 and in the trio service (replication.py); only the waiting differs (engine
 timers; a trio timeout). Only the holders the record names are asked, and
-each is trusted about the line it reports as it is trusted with the record
-itself: a hostile holder that claims a newer line can make the replica leave
-the job, as it could by refusing the record it was sent.
+each is trusted about the line it reports: a known limit. A hostile holder
+that claims a newer line makes the replica drop its copy, and then nobody
+takes the job over (the claim proves nothing; a line signed by the
+coordinator that began it would).
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ holder that cannot be reached or times out is no answer
 of this job (``line_answers_ignored``); a frame that breaks ``LineAnswer``'s
 bounds does not decode (the transport drops and counts it). A dead
 coordinator's jobs are asked about at once (``TAKEOVERS_AT_ONCE``), off the
-membership poll. Each holder is trusted about the line it reports, as it is
-with the record (lines.py).
+membership poll. Each holder is trusted about the line it reports (a known
+limit: a hostile one can make this peer drop its copy; lines.py).
 
 Fencing. A record's line is (epoch, nonce); a replica keeps the higher line
 (a newer epoch; of two replicas that both took over, the higher nonce) and
