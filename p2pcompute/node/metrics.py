@@ -1,7 +1,8 @@
 """Prometheus metrics of a node, read from its counters at scrape time.
 
-Protocols keep plain counters (``TransportStats``); nothing on the message
-path touches prometheus_client. A per-node registry (not the global one), so
+Protocols keep plain counters (``TransportStats``, the scheduler's ``stats``:
+its takeovers, takeovers averted, line queries); nothing on the message path
+touches prometheus_client. A per-node registry (not the global one), so
 several nodes in one process (tests) keep their own figures.
 """
 
@@ -14,6 +15,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 
 if TYPE_CHECKING:
     from .node import Node
+
+
+SCHEDULER_COUNTERS = (
+    ("takeovers", "Jobs taken over here from a coordinator that died"),
+    ("takeovers_averted", "Takeovers not made: another holder of the record knew of a newer line of the job"),
+    ("line_answers_ignored", "Answers to a pre-takeover line query that were no answer (wrong type or job)"),
+    ("line_queries_unanswered", "Pre-takeover line queries with no answer (unreachable, timed out, undecodable)"),
+    ("stepped_down", "Jobs this coordinator stepped down from: a replica held a newer line"),
+)
 
 
 class NodeCollector:
@@ -47,6 +57,16 @@ class NodeCollector:
         yield GaugeMetricFamily("p2pcompute_connected_peers", "Peers with an open connection",
                                 value=len(self.node.transport.connected_peers()))
         yield GaugeMetricFamily("p2pcompute_known_peers", "Peers in the peer table", value=len(self.node.peering.known))
+        yield from self._scheduler()
+
+    def _scheduler(self):
+        """The scheduler's fail-over counters (its ``stats``), when the node runs one."""
+        scheduler = getattr(self.node, "services", {}).get("scheduler")
+        stats = getattr(scheduler, "stats", None)
+        if not isinstance(stats, dict):
+            return
+        for name, help_text in SCHEDULER_COUNTERS:
+            yield CounterMetricFamily(f"p2pcompute_scheduler_{name}", help_text, value=stats.get(name, 0))
 
 
 def metrics_text(node: Node) -> bytes:

@@ -15,14 +15,16 @@ Files:
     placement.py   Placement: Sparrow batch sampling with data locality; oracle and random modes; unmet()
     providers.py   the DHT's providers of tasks' inputs for placement: bounded lookups, a bounded cache with expiry
     leases.py      ExecutorLeases: an executing peer's reservations, slots and heartbeats, pure
-    messages.py    the scheduler's wire messages (codes 400-409, 415-419): offers, grants, results, job records
+    messages.py    the scheduler's wire messages (codes 400-411, 415-419): offers, grants, results, job records, lines
     replicas.py    the k peers closest to a job id by XOR: who holds its record, who takes it over
+    lines.py       a job's lines of coordinators (epoch, nonce) and TakeoverAsk: a replica asks the record's other
+                   holders for a newer line before it takes a job over (pure; the simulation and the service)
     runner.py      an executing peer runs one granted task: inputs by CID, the executor, outputs pinned
     task_logs.py   a task's stderr: pinned as a CID by the peer that ran it, read back for ``logs JOB [TASK]``
     carry.py       small inputs and outputs carried inline in grants and results, checked against their CIDs
     service.py     SchedulerService, the trio driver: coordinator role, placement, timers, membership
     executing.py   its executor role: offers, grants, runs, heartbeats, results (a mixin)
-    replication.py its replication of job records to the k closest peers, and takeover (a mixin)
+    replication.py its replication of job records to the k closest peers, the line question, takeover (a mixin)
     jobs_api.py    its control-API routes: /v1/jobs submit, list, describe, logs, cancel (a mixin)
     job_lookup.py  following a job through any peer: JobQuery to its coordinator or replicas; JobCancel, JobList (a mixin)
     submitted.py   the jobs submitted through this peer, kept (and saved) so that `jobs` lists them after a takeover

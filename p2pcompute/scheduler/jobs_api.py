@@ -49,6 +49,7 @@ class JobsApiMixin:
     node: Any
     config: Any
     jobs: dict
+    _fence: Any          # replication.py
 
     def _evict_finished(self) -> None:
         """Past ``max_jobs``, the oldest finished jobs are forgotten (their results stay pinned)."""
@@ -56,7 +57,8 @@ class JobsApiMixin:
             return
         for job_id in sorted((j for j, x in self.jobs.items() if x.done.is_set()),
                              key=lambda j: self.jobs[j].submitted)[: max(1, len(self.jobs) // 10)]:
-            del self.jobs[job_id]
+            js = self.jobs.pop(job_id).js
+            self._fence(job_id, (js.epoch, js.nonce))      # its line is still known here (LineQuery, fencing)
 
     async def _api_submit(self, body: bytes, query: dict) -> tuple[int, str, bytes]:
         from .submit import plan_from_request

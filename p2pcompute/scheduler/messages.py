@@ -1,7 +1,8 @@
-"""The scheduler's wire messages (codes 400–419 of the registry in node/messages.py; append-only).
+"""The scheduler's wire messages (codes 400–411 and 415–419 of the registry in node/messages.py; append-only).
 
 Every one is a request answered by ``SchedAck`` (ok, or refused with a reason),
-except ``TaskHeartbeat`` (one-way). Times cross the wire as durations
+except ``TaskHeartbeat`` (one-way) and the questions with answers of their
+own (``LineQuery``/``LineAnswer``, ``JobQuery``/``JobInfo``, ``JobList``/``JobListing``). Times cross the wire as durations
 (``valid_s``, ``expires_s``): peers' clocks are not compared. A message is
 checked when it is decoded (``__post_init__``: lengths, counts, finite
 numbers); a bad one never reaches the service (the transport answers the
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..node.wire import message
+from .lines import valid_line
 from .model import MAX_INPUTS_PER_TASK
 from .task_logs import MAX_LOG_BYTES
 
@@ -231,6 +233,34 @@ class SchedAck:
     def __post_init__(self) -> None:
         if len(self.reason) > MAX_REASON:
             raise ValueError(f"reason over {MAX_REASON} characters")
+
+
+@message(410)
+@dataclass(frozen=True)
+class LineQuery:
+    """A replica about to take ``job_id`` over -> the record's other live holders: the newest line of the job
+    you know (a record held, a line dropped and fenced, the job coordinated there)? Answered by ``LineAnswer``
+    (lines.py, replication.py)."""
+
+    job_id: str
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id)
+
+
+@message(411)
+@dataclass(frozen=True)
+class LineAnswer:
+    """The answer to ``LineQuery``: the newest line (``epoch``, ``nonce``) of ``job_id`` known; -1, -1: none."""
+
+    job_id: str
+    epoch: int = -1
+    nonce: int = -1
+
+    def __post_init__(self) -> None:
+        _ids(job_id=self.job_id)
+        if not valid_line((self.epoch, self.nonce)):
+            raise ValueError("epoch and nonce are not a line: two small integers, or -1 and -1")
 
 
 @message(415)

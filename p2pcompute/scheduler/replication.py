@@ -22,12 +22,34 @@ it takes the job over: ``JobState.from_record`` (the next epoch), ``start``,
 and the results the old coordinator had fetched are pulled here (one found
 nowhere is ``ResultLost``: its task runs again). A job that had ended
 ``done`` is not taken over, but its outputs are pulled here
-(``_check_finished``); one found nowhere reopens it here.
+(``_check_finished``); one found nowhere reopens it here (a takeover too).
+
+The line question. The copy held here may be stale: another holder may have
+taken the job over already (it saw the coordinator die first; this peer's
+view differs) and even ended it. So before a takeover this peer asks the
+record's other live holders, in parallel, the newest line they know of the
+job (``LineQuery`` 410, answered ``LineAnswer`` 411 from a record held, a
+line fenced here, or the job coordinated here: ``_on_line_query``) and waits
+``takeover_query_s`` (1 s). lines.py's ``TakeoverAsk`` decides, as it does in
+the job simulation: a newer line than the copy's means the job went on
+without it, so the copy is dropped and that line fenced here, never taken
+over (``takeovers_averted``); otherwise, once the time is over, the job is
+taken over, unless a newer record came meanwhile (it replaces the copy). A
+holder that cannot be reached or times out is no answer
+(``line_queries_unanswered``), and so is a reply that is no ``LineAnswer``
+of this job (``line_answers_ignored``); a frame that breaks ``LineAnswer``'s
+bounds does not decode (the transport drops and counts it). A dead
+coordinator's jobs are asked about at once (``TAKEOVERS_AT_ONCE``), off the
+membership poll. Each holder is trusted about the line it reports (a known
+limit: a hostile one can make this peer drop its copy; lines.py).
 
 Fencing. A record's line is (epoch, nonce); a replica keeps the higher line
 (a newer epoch; of two replicas that both took over, the higher nonce) and
-answers a full record or delta of a lower one ``fenced: ...``. A coordinator
-that hears that was replaced (partitioned, or declared dead while alive): it
+answers a full record or delta of a lower one ``fenced: ...``. A job dropped
+here (a record left for room or for a newer line, a job stepped down from or
+evicted) leaves its line in ``fences`` (at most ``MAX_FENCES``): a record of
+a lower line is fenced off here too, and the line question hears of it. A
+coordinator that hears that was replaced (partitioned, or declared dead while alive): it
 steps down (``_step_down``), reporting nothing more. Its reports were never
 carried out past its last acknowledged version, and executors refuse its
 offers and grants of an older epoch (leases.py), so no result is taken twice.
@@ -37,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +72,8 @@ from ..node.framing import FrameReader, frame
 from ..node.identity import PeerId
 from .job_record import RecordGap, apply_delta
 from .job_state import JobState
-from .messages import JobRecordDelta, JobRecordFull, SchedAck
+from .lines import AVERT, TakeoverAsk, known_line, line_of
+from .messages import JobRecordDelta, JobRecordFull, LineAnswer, LineQuery, SchedAck
 from .model import JobPlan, PlanError
 from .replicas import closest
 
@@ -58,6 +82,8 @@ RECORD_PROTOCOL = "/p2pcompute/sched/record/1.0.0"
 MAX_RECORD_BYTES = 64 << 20      # a full record sent over a stream (a message carries at most 1 MiB)
 DELTA_HEADROOM = 4096            # a delta's message framing and fields beyond the CBOR of the delta
 RECORD_STREAMS = 2               # full records received at once (each held in memory while it is checked)
+MAX_FENCES = 10_000              # lines of jobs dropped here that are remembered (oldest forgotten first)
+TAKEOVERS_AT_ONCE = 64           # jobs of one dead coordinator whose other holders are asked at once
 
 
 @dataclass
@@ -69,12 +95,15 @@ class _Replica:
 
 
 class ReplicationMixin:
-    """Needs of the service: node, config, jobs, held, stats, rng, _nursery, _ask, _carry, _spawn, _live, _new_job."""
+    """Needs of the service: node, config, jobs, held, fences, _asking, stats, rng, _nursery, _ask, _carry, _spawn,
+    _live, _new_job."""
 
     node: Any
     config: Any
     jobs: dict
     held: dict
+    fences: OrderedDict
+    _asking: set
     stats: dict
     rng: random.Random
     _nursery: Any
@@ -162,6 +191,7 @@ class ReplicationMixin:
         runs it granted are the new coordinator's to revoke (their leases are of an older epoch)."""
         if self.jobs.get(job.js.job_id) is job:
             del self.jobs[job.js.job_id]
+            self._fence(job.js.job_id, (job.js.epoch, job.js.nonce))
             self.stats["stepped_down"] = self.stats.get("stepped_down", 0) + 1
             log.warning("job %s: %s; this coordinator (epoch %d) steps down", job.js.job_id, job.fenced,
                         job.js.epoch)
@@ -230,7 +260,7 @@ class ReplicationMixin:
             if finished is None:
                 return (f"{len(self.held)} records of running jobs held here: at most "
                         f"{self.config.max_replicas_held} and {budget} bytes")
-            del self.held[finished]              # the oldest record of a finished job makes room
+            self._fence(finished, line_of(self.held.pop(finished).record))   # the oldest finished one makes room
         return None
 
     async def _on_record(self, peer: PeerId, msg: JobRecordFull) -> SchedAck:
@@ -246,9 +276,12 @@ class ReplicationMixin:
         except Exception as exc:   # cbor2 and the plan's checks raise several types on garbage
             return SchedAck(False, f"bad job record: {type(exc).__name__}: {exc}"[:4096])
         old = self.held.get(msg.job_id)
-        if old is not None and _line(old.record) > _line(record):
+        if old is not None and line_of(old.record) > line_of(record):
             return SchedAck(False, _fenced(old.record))
-        refused = self._against_own(msg.job_id, _line(record))
+        fence = self.fences.get(msg.job_id)
+        if old is None and fence is not None and fence > line_of(record):   # dropped here for a newer line
+            return SchedAck(False, f"fenced: a newer line of this job is known here (epoch {fence[0]})")
+        refused = self._against_own(msg.job_id, line_of(record))
         if refused:
             return SchedAck(False, refused)
         self.held[msg.job_id] = _Replica(record, peer, replicas, len(msg.record))
@@ -265,9 +298,9 @@ class ReplicationMixin:
             delta = cbor2.loads(msg.delta)
             if not isinstance(delta, dict):
                 raise PlanError("a delta is a map")
-            if _line(held.record) > _line(delta):
+            if line_of(held.record) > line_of(delta):
                 return SchedAck(False, _fenced(held.record))
-            refused = self._against_own(msg.job_id, _line(delta))
+            refused = self._against_own(msg.job_id, line_of(delta))
             if refused:
                 return SchedAck(False, refused)
             held.record = apply_delta(held.record, delta)
@@ -279,10 +312,98 @@ class ReplicationMixin:
         held.size += len(msg.delta)
         return SchedAck(True)
 
+    def _fence(self, job_id: str, line: tuple) -> None:
+        """Remember the line of a job dropped here (a record left for room or for a newer line, a job stepped
+        down from or forgotten): an older line of it is fenced off here, and a replica about to take it over
+        learns of it (``LineQuery``). At most ``MAX_FENCES`` jobs, the oldest forgotten first."""
+        if line > self.fences.get(job_id, (-1, -1)):
+            self.fences[job_id] = line
+        self.fences.move_to_end(job_id)
+        while len(self.fences) > MAX_FENCES:
+            self.fences.popitem(last=False)
+
+    async def _on_line_query(self, peer: PeerId, msg: LineQuery) -> LineAnswer:
+        """The newest line of the job known here: a record held, a line dropped and fenced, the job coordinated."""
+        held, job = self.held.get(msg.job_id), self.jobs.get(msg.job_id)
+        line = known_line(self.fences.get(msg.job_id), line_of(held.record) if held is not None else None,
+                          (job.js.epoch, job.js.nonce) if job is not None else None)
+        return LineAnswer(msg.job_id, *line)
+
+    async def _take_overs(self, job_ids: list[str]) -> None:
+        """Take these jobs over (each asks its other holders first), at most ``TAKEOVERS_AT_ONCE`` at once."""
+        limit = trio.CapacityLimiter(TAKEOVERS_AT_ONCE)
+
+        async def one(job_id: str) -> None:
+            async with limit:
+                try:
+                    await self._take_over(job_id)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("taking job %s over failed (the service goes on)", job_id)
+
+        async with trio.open_nursery() as nursery:
+            for job_id in job_ids:
+                nursery.start_soon(one, job_id)
+
     async def _take_over(self, job_id: str) -> None:
-        held = self.held.pop(job_id)
-        if job_id in self.jobs:
+        """Take over a job held here whose coordinator died, unless another holder knows of a newer line."""
+        held = self.held.get(job_id)
+        if held is None or job_id in self.jobs or job_id in self._asking:
             return
+        self._asking.add(job_id)
+        try:
+            go = await self._no_newer_line(job_id, held)
+        finally:
+            self._asking.discard(job_id)
+        if go and self.held.get(job_id) is held and job_id not in self.jobs:   # no newer record came meanwhile
+            del self.held[job_id]
+            await self._take_over_now(job_id, held)
+
+    async def _no_newer_line(self, job_id: str, held: _Replica) -> bool:
+        """Ask the record's other live holders in parallel for the newest line they know of the job
+        (``LineQuery``; lines.py decides) and wait ``takeover_query_s``: True to take over. A newer line means
+        the job went on without this copy: it is dropped and that line fenced here (``takeovers_averted``).
+        An answer that is no ``LineAnswer`` of this job is no answer (``line_answers_ignored``), nor is a
+        holder that cannot be reached, times out or answers with a frame that does not decode (the transport
+        drops it: ``line_queries_unanswered``)."""
+        me = self.node.peer_id
+        live = self._live()
+        ask = TakeoverAsk.start(line_of(held.record), [p for p in held.replicas if p != me and p in live])
+        wait = self.config.takeover_query_s
+
+        async def one(peer: PeerId, scope: trio.CancelScope) -> None:
+            try:
+                reply = await self.node.transport.request(peer, LineQuery(job_id), wait)
+            except Exception as exc:     # unreachable, a timeout, an answer that does not decode: no answer
+                log.debug("line query of %s to %s: %s", job_id, peer.short, exc)
+                ask.no_answer(peer)
+                self.stats["line_queries_unanswered"] = self.stats.get("line_queries_unanswered", 0) + 1
+                return
+            bad = ask.bad
+            line = (reply.epoch, reply.nonce) if isinstance(reply, LineAnswer) and reply.job_id == job_id else None
+            if ask.answer(peer, line) == AVERT:
+                scope.cancel()
+            if ask.bad > bad:
+                self.stats["line_answers_ignored"] = self.stats.get("line_answers_ignored", 0) + 1
+                log.info("job %s: %s answered the line query with %s: ignored", job_id, peer.short,
+                         type(reply).__name__)
+
+        with trio.move_on_after(2 * wait + 1):          # each request ends by ``wait`` (its timeout): a backstop
+            async with trio.open_nursery() as nursery:
+                for peer in ask.asked:
+                    nursery.start_soon(one, peer, nursery.cancel_scope)
+                nursery.start_soon(trio.sleep, wait)       # the whole time: a newer record may come meanwhile
+        if ask.verdict() != AVERT:
+            return True
+        if self.held.get(job_id) is held:
+            del self.held[job_id]
+        self._fence(job_id, ask.newest)
+        self.stats["takeovers_averted"] = self.stats.get("takeovers_averted", 0) + 1
+        log.warning("job %s: a holder knows of a newer line (epoch %d) than the record held here (epoch %d): "
+                    "not taken over, the copy here is dropped", job_id, ask.newest[0], ask.held[0])
+        return False
+
+    async def _take_over_now(self, job_id: str, held: _Replica) -> None:
         now = trio.current_time()
         try:
             js = JobState.from_record(held.record, now, random.Random(self.rng.getrandbits(64)), self.config.job,
@@ -411,11 +532,5 @@ class ReplicationMixin:
             await self._feed(job, ev.ResultLost(tid, f"not found after coordinator {gone.short} died: {lost[tid]}"))
 
 
-def _line(record: dict) -> tuple:
-    """A record's (or a delta's) line of coordinators: (epoch, nonce); the higher one wins."""
-    epoch, nonce = record.get("epoch", -1), record.get("nonce", -1)
-    return (epoch if type(epoch) is int else -1, nonce if type(nonce) is int else -1)
-
-
 def _fenced(held: dict) -> str:
-    return f"fenced: a newer coordinator's record of this job is held (epoch {_line(held)[0]})"
+    return f"fenced: a newer coordinator's record of this job is held (epoch {line_of(held)[0]})"

@@ -53,7 +53,8 @@ change made while the last round was out, and for ``replicate_batch_s``
 after it (progress only: a final report goes at once), so that a short job
 costs its replicas two or three rounds, not one per state change. A peer with no other live member has nobody to wait
 for. When a job's coordinator dies and this peer is the closest live replica
-it named, it takes the job over.
+it named, it takes the job over, unless the record's other holders, asked
+first, know of a newer line of it (replication.py, lines.py).
 
 *Control API* (jobs_api.py): ``/v1/jobs`` to submit, list, describe, cancel.
 
@@ -86,8 +87,8 @@ from .job_lookup import JobLookupMixin
 from .job_state import JobState
 from .verifying import AccusationNotice, VerifyingMixin
 from .jobs_api import JobsApiMixin
-from .messages import (MAX_CARRIED, MAX_ID, JobCancel, JobList, JobQuery, JobRecordDelta, JobRecordFull, SchedAck,
-                       TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
+from .messages import (MAX_CARRIED, MAX_ID, JobCancel, JobList, JobQuery, JobRecordDelta, JobRecordFull, LineQuery,
+                       SchedAck, TaskAccept, TaskDone, TaskFailure, TaskGrant, TaskHeartbeat, TaskOffer, TaskRevoke)
 from .model import JobPlan, PlanError
 from .placement import Candidate, Placement, unmet_plan
 from .plan import full_payload
@@ -118,6 +119,7 @@ class SchedulerConfig:
     request_timeout_s: float = 10.0
     fetch_timeout_s: float = 60.0
     lost_result_timeout_s: float = 10.0   # after a takeover, a result whose executor is gone too: run it again
+    takeover_query_s: float = 1.0      # before a takeover, the record's other holders are asked for a newer line
     replicate_retry_s: float = 2.0
     replicate_batch_s: float = 0.05    # after a round, more changes wait this long to go as one delta (not a final one)
     announce_gap_s: float = 0.1        # background announcements of pins made on tasks' paths: at most one per this
@@ -158,6 +160,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         self.node: Any = None
         self.jobs: dict[str, _Job] = {}
         self.held: dict = {}                        # job id -> replication._Replica
+        self.fences: OrderedDict[str, tuple] = OrderedDict()   # job id -> the line of a job dropped here (bounded)
+        self._asking: set[str] = set()              # jobs whose other holders are asked before a takeover
         self.placement = Placement(random.Random(self.rng.getrandbits(64)))
         self.leases: lx.ExecutorLeases | None = None
         self._dispatches: list[ev.Dispatch] = []
@@ -174,8 +178,8 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         self._gone: set[PeerId] = set()                # members seen alive, then dead or left (until back)
         self._providers: OrderedDict[str, set[str]] = OrderedDict()   # CID -> peers that hold it (locality)
         self.lookups: ProviderLookups | None = None    # the DHT's providers of inputs (with a DHT service)
-        self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "replication_failures": 0, "dropped_sends": 0,
-                      "tasks_run": 0}
+        self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "takeovers_averted": 0, "replication_failures": 0,
+                      "dropped_sends": 0, "tasks_run": 0}
         self._local: dict[type, Any] = {}
         self._record_slots = trio.Semaphore(RECORD_STREAMS)
         self._carried: dict[tuple[str, str], tuple] = {}     # (job, lease) -> blocks a TaskDone carried
@@ -196,6 +200,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
             node.transport.on_request(msg_type, handler)
         node.transport.on_message(TaskHeartbeat, self._on_heartbeat)
         node.transport.on_request(JobQuery, self._on_job_query)
+        node.transport.on_request(LineQuery, self._on_line_query)
         node.transport.on_message(AccusationNotice, self._on_accusation)
         node.transport.on_request(JobCancel, self._on_job_cancel)
         node.transport.on_request(JobList, self._on_job_list)
@@ -624,13 +629,18 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         for job in running:
             await self._feed(job, ev.MemberDied(str(peer)))
         me = self.node.peer_id
+        heirs = []
         for job_id, held in list(self.held.items()):
             if held.coordinator == peer and held.record.get("state") == "running":
                 if successor(job_id, held.replicas, self._alive | {me}) == me:
-                    await self._take_over(job_id)
+                    heirs.append(job_id)
             elif held.coordinator == peer and held.record.get("state") == "done":   # its results outlive it
                 if successor(job_id, held.replicas, self._alive | {me}) == me:
                     self._spawn(self._check_finished, job_id, peer)
+        if heirs and self._nursery is not None:   # each asks the other holders first: the poll goes on meanwhile
+            self._nursery.start_soon(self._take_overs, heirs)
+        elif heirs:
+            await self._take_overs(heirs)
 
     # --- timers and placement ----------------------------------------------------------------------
 

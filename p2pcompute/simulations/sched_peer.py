@@ -43,7 +43,8 @@ drives the scheduler's pure state machines exactly as the trio driver will:
   unnoticed). Before any takeover the replica asks the record's other live
   holders for the newest line they know of the job (``line?``: a record held,
   a line dropped and fenced, the job coordinated there) and waits
-  ``takeover_query_s``: a newer line means the job was taken over already (and
+  ``takeover_query_s`` (lines.py's ``TakeoverAsk`` decides, as in the trio
+  service's replication.py): a newer line means the job was taken over already (and
   may have ended and been forgotten), so its copy is dropped and fenced
   (``takeovers_averted``) instead of run to its end a second time. The new coordinator sends the full record to the old replicas
   it did not choose, too: a record whose replica list leaves this peer out
@@ -72,6 +73,7 @@ from ..scheduler import events as ev
 from ..scheduler import leases as lx
 from ..scheduler.job_record import RecordGap, apply_delta
 from ..scheduler.job_state import JobState
+from ..scheduler.lines import AVERT, TAKE_OVER, TakeoverAsk, known_line
 from ..scheduler.model import PlanError
 from ..scheduler.placement import Candidate, Placement, PlacementConfig
 from ..scheduler.replicas import closest
@@ -117,7 +119,7 @@ class SchedPeer:
         self.jobs: dict[str, Coordinated] = {}
         self.held: dict[str, Held] = {}
         self.fences: dict[str, tuple] = {}             # job -> the line of a record dropped here (a while)
-        self.asking: dict[str, tuple] = {}             # job -> the line held, while other holders are asked
+        self.asking: dict[str, tuple] = {}             # job -> (TakeoverAsk, Held): the other holders asked (lines.py)
         self.runs: dict[tuple[str, str], tuple[str, Any, float, bool]] = {}   # (job, lease) -> task, coord, end, local
         self._cands: list[Candidate] | None = None
         self._room: tuple | None = None                    # (the candidates it was made from, peer -> a free slot)
@@ -389,41 +391,44 @@ class SchedPeer:
         if job in self.asking:
             return
         line = (h.record["epoch"], h.record["nonce"])
-        self.asking[job] = line                  # first: does another holder know of a newer line?
-        for p in h.replicas:
-            if p != self.id and self.alive(p):
-                w.send(self, p, "line?", (job,))
-        w.engine.after(w.s.takeover_query_s, self._asked, job, (line, h))
+        asked = [p for p in h.replicas if p != self.id and self.alive(p)]
+        ask = TakeoverAsk.start(line, asked)     # first: does another holder know of a newer line? (lines.py)
+        self.asking[job] = (ask, h)
+        for p in asked:
+            w.send(self, p, "line?", (job,))
+        w.engine.after(w.s.takeover_query_s, self._asked, job, ask)
 
-    def on_line(self, job: str, line: tuple) -> None:
-        """Another holder's answer to ``line?``: a newer line than the record held here means the job was taken
-        over (and maybe ended) already: the copy here is dropped and fenced, never taken over."""
-        asked = self.asking.get(job)
-        if asked is None or not line > asked:
+    def on_line(self, src: Any, job: str, line: tuple) -> None:
+        """Another holder's answer to ``line?`` (``TakeoverAsk``): a newer line than the record held here means
+        the job was taken over (and maybe ended) already: the copy here is dropped and fenced, never taken
+        over."""
+        asking = self.asking.get(job)
+        if asking is None:
+            return
+        ask, h = asking
+        if ask.answer(src, line) != AVERT:
             return
         del self.asking[job]
-        h = self.held.get(job)
-        if h is not None and (h.record["epoch"], h.record["nonce"]) < line:
+        now = self.held.get(job)
+        if now is not None and (now.record["epoch"], now.record["nonce"]) < ask.newest:
             del self.held[job]
-        self._fence(job, line)
+        self._fence(job, ask.newest)
         self.world.averted()
 
     def best_line(self, job: str) -> tuple:
         """The newest line of ``job`` known here: a record held, a line dropped (fenced), the job coordinated."""
-        lines = [self.fences.get(job, (-1, -1))]
         h, c = self.held.get(job), self.jobs.get(job)
-        if h is not None:
-            lines.append((h.record["epoch"], h.record["nonce"]))
-        if c is not None:
-            lines.append((c.js.epoch, c.js.nonce))
-        return max(lines)
+        return known_line(self.fences.get(job), (h.record["epoch"], h.record["nonce"]) if h is not None else None,
+                          (c.js.epoch, c.js.nonce) if c is not None else None)
 
-    def _asked(self, job: str, token: tuple) -> None:
-        line, h = token
-        if self.asking.get(job) != line:
+    def _asked(self, job: str, ask: TakeoverAsk) -> None:
+        asking = self.asking.get(job)
+        if asking is None or asking[0] is not ask:
             return
-        del self.asking[job]
-        if self.peer.alive and self.held.get(job) is h and not self.alive(h.coordinator) and job not in self.jobs:
+        del self.asking[job]                     # the time allowed is over: no newer line was answered
+        h = asking[1]
+        if (ask.verdict() == TAKE_OVER and self.peer.alive and self.held.get(job) is h
+                and not self.alive(h.coordinator) and job not in self.jobs):
             self._take_over_now(job, h)
 
     def _take_over_now(self, job: str, h: Held) -> None:
@@ -530,7 +535,7 @@ class SchedPeer:
         elif kind == "line?":
             w.send(self, src, "line", (body[0], self.best_line(body[0])))
         elif kind == "line":
-            self.on_line(*body)
+            self.on_line(src, *body)
         else:
             job = body[0]
             c = self.jobs.get(job)

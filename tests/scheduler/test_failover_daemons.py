@@ -228,5 +228,94 @@ def test_the_coordinator_daemon_sigkilled_mid_job_a_replica_finishes_it_and_anot
         net.stop()
 
 
+async def test_a_daemon_holding_a_stale_record_asks_the_other_holder_learns_of_a_newer_line_and_does_not_take_over(
+        tmp_path):
+    """Two daemons, R and B, and a third peer X in this process (real libp2p, a member of their membership).
+    Through the protocol (``JobRecordFull``) X gives R the epoch-0 record of a job and B the epoch-1 record of
+    its heir, both naming R and B as the job's holders, R the closer to the job. X goes away: R, the job's
+    successor in its own view, asks B for the newest line it knows (``LineQuery``), hears of epoch 1, and
+    drops and fences its copy instead of taking the job over a second time."""
+    import random
+
+    import cbor2
+    import trio
+
+    from p2pcompute.gossip.service import MembershipService
+    from p2pcompute.node.identity import Identity, PeerId
+    from p2pcompute.node.libp2p_transport import Libp2pTransport
+    from p2pcompute.node.messages import Resources
+    from p2pcompute.node.node import Node
+    from p2pcompute.scheduler.job_state import JobState
+    from p2pcompute.scheduler.messages import JobRecordFull
+    from p2pcompute.scheduler.replicas import closest
+    from sm_harness import plan, task
+
+    net, ids = await trio.to_thread.run_sync(start, tmp_path, 2)
+    try:
+        r_id, b_id = (PeerId.from_string(i) for i in ids)
+        job_id = next(j for j in (f"jline{i}" for i in range(64)) if closest(j, [r_id, b_id])[0] == r_id)
+        old = JobState(plan(task("a"), task("b"), job_id=job_id), 0.0, random.Random(1))
+        old.start(0.0)
+        heir = JobState.from_record(cbor2.loads(cbor2.dumps(old.to_record())), 5.0, random.Random(2))
+        heir.start(5.0)
+        holders = (str(r_id), str(b_id))
+
+        def api(i: int, path: str):
+            client = ControlClient(net.peers[i].data_dir, timeout=30)
+            try:
+                return client.request("GET", path)
+            finally:
+                client.close()
+
+        async def until(cond, what: str, timeout: float = 60.0):
+            with trio.fail_after(timeout):
+                while not await trio.to_thread.run_sync(cond):
+                    await trio.sleep(0.2)
+
+        def sees_x_alive(i: int) -> bool:
+            return any(p["peer_id"] == str(x.peer_id) and p["state"] == "alive" for p in api(i, "/v1/peers").json()["peers"])
+
+        def scheduler(i: int) -> dict:
+            return api(i, "/v1/status").json()["scheduler"]
+
+        addr = next(a for a in net.peers[0].status["addresses"] if "/127.0.0.1/" in a).split("/p2p/")[0]
+        x = Node(Libp2pTransport(Identity.generate(), ["/ip4/127.0.0.1/tcp/0"], dial_timeout=3.0),
+                 resources=Resources(1.0, 1 << 30, {}), bootstrap=[(r_id, [addr])], rng=random.Random(7),
+                 services=[MembershipService(rng=random.Random(8))])
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def run_x(task_status=trio.TASK_STATUS_IGNORED):
+                with scope:
+                    await x.run(task_status=task_status)
+
+            await nursery.start(run_x)
+            await until(lambda: sees_x_alive(0) and sees_x_alive(1), "both daemons holding X alive")
+            for peer, js in ((r_id, old), (b_id, heir)):
+                reply = await x.transport.request(peer, JobRecordFull(job_id, cbor2.dumps(js.to_record()), holders),
+                                                  30)
+                assert reply.ok, reply.reason
+            assert (await trio.to_thread.run_sync(scheduler, 0))["replicas_held"] == 1
+            scope.cancel()                                  # X goes away: R is the heir of the copy it holds
+        def settled() -> bool:                                 # R averted the takeover, or (wrongly) made it
+            s = scheduler(0)
+            return s.get("takeovers_averted", 0) + s["takeovers"] >= 1
+
+        await until(settled, "R's takeover averted or made", 90)
+        r, b = scheduler(0), scheduler(1)
+        assert r["takeovers_averted"] == 1 and r["takeovers"] == 0 and r["replicas_held"] == 0, r
+        assert b["takeovers"] == 0 and b["replicas_held"] == 1, b   # B was not the heir: it keeps its copy
+        metrics = (await trio.to_thread.run_sync(api, 0, "/metrics")).text
+        assert "p2pcompute_scheduler_takeovers_averted_total 1.0" in metrics
+        assert "p2pcompute_scheduler_takeovers_total 0.0" in metrics
+        b_metrics = (await trio.to_thread.run_sync(api, 1, "/metrics")).text
+        assert 'p2pcompute_messages_received_total{type="LineQuery"} 1.0' in b_metrics
+        # and the job is still found through R: at B, which holds the newer line
+        described = (await trio.to_thread.run_sync(api, 0, f"/v1/jobs/{job_id}")).json()
+        assert described["epoch"] == 1 and described["source"] == "replica", described
+    finally:
+        await trio.to_thread.run_sync(net.stop)
+
+
 if __name__ == "__main__":
     pytest.main([__file__, "-x", "-q"])
