@@ -155,23 +155,28 @@ def _row(tid: str, t: Any, created: float, clock: float) -> dict[str, Any]:
             "outputs": dict(t.outputs)}
 
 
+def select_tasks(tasks: Mapping[str, Any], query: Mapping[str, str]) -> tuple[int, int, str | None, str | None,
+                                                                            list[tuple[str, Any]], int]:
+    """One page of a job's tasks (``state``, ``stage`` filters): offset, limit, state, stage, the page's
+    (id, task) pairs and how many tasks match."""
+    offset, limit = page_args(query)
+    state = _choice(query, "state", TASK_STATES)
+    stage = query.get("stage") or None
+    if state is None and stage is None:
+        return offset, limit, state, stage, list(itertools.islice(tasks.items(), offset, offset + limit)), len(tasks)
+    every = [(tid, t) for tid, t in tasks.items()
+             if (state is None or t.state == state) and (stage is None or t.spec.stage == stage)]
+    return offset, limit, state, stage, every[offset:offset + limit], len(every)
+
+
 def job_view(summary: Mapping[str, Any], tasks: Mapping[str, Any], created: float, clock: float,
              stats: Mapping[str, int], query: Mapping[str, str],
              edges: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """One job: its summary, stages (the DAG; ``edges`` from ``stage_edges`` if kept), counts, one page of
     its tasks (``state``, ``stage`` filters)."""
-    offset, limit = page_args(query)
-    state = _choice(query, "state", TASK_STATES)
-    stage = query.get("stage") or None
+    offset, limit, state, stage, chosen, matching = select_tasks(tasks, query)
     counts = Counter(t.state for t in tasks.values())
-    if state is None and stage is None:
-        chosen = list(itertools.islice(tasks.items(), offset, offset + limit))
-        matching, offset_in = len(tasks), 0
-    else:
-        every = [(tid, t) for tid, t in tasks.items()
-                 if (state is None or t.state == state) and (stage is None or t.spec.stage == stage)]
-        chosen, matching, offset_in = every, len(every), offset
-    rows = [_row(tid, t, created, clock) for tid, t in chosen[offset_in:offset_in + limit]]
+    rows = [_row(tid, t, created, clock) for tid, t in chosen]
     results = [{"task": o[0], "output": o[1], "cid": o[2]} for o in summary.get("outputs") or []]
     return {"job": dict(summary), "stats": dict(stats), "counts": dict(counts), "total": len(tasks),
             "matching": matching, "offset": offset, "limit": limit, "state": state, "stage": stage,
@@ -254,7 +259,8 @@ def tasks_from_described(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
                                        state=r.get("state", ""), reason=r.get("reason", ""),
                                        attempts=list(r.get("attempts") or []),
                                        attempts_dropped=r.get("attempts_dropped", 0),
-                                       outputs=dict(r.get("outputs") or {}), story=list(r.get("story") or []))
+                                       outputs=dict(r.get("outputs") or {}), story=list(r.get("story") or []),
+                                       verification=r.get("verification"))
             for r in rows}
 
 

@@ -132,6 +132,49 @@ def test_a_job_submitted_from_the_page_finishes_and_shows_its_timeline(net, page
     assert page.errors == []
 
 
+VERIFIED_JOB = """
+name: doubled-twice-over
+verification: "replicate(2, agree=2)"
+inputs:
+  x: x/*.npy
+stages:
+  - name: d
+    map: {over: inputs.x}
+    ops: {"opset": 1, "inputs": {"x": {}}, "nodes": [{"name": "y", "op": "add", "inputs": ["x", "x"]}],
+          "outputs": ["y"]}
+"""
+
+
+def test_a_verified_job_shows_two_executions_agreeing_on_different_peers(net, page, tmp_path):
+    (tmp_path / "x").mkdir()
+    for i in range(2):
+        np.save(tmp_path / "x" / f"v{i}.npy", np.full((2, 2), 10 + i, dtype=np.float32))
+    page.goto(base_url(net) + "/dashboard#/jobs")
+    page.click("#submit summary")
+    page.fill("#job-text", VERIFIED_JOB)
+    page.fill("#job-base", str(tmp_path))
+    page.click("#submit-btn")
+    page.wait_for_selector("#submitted-job", timeout=60 * MS)
+    job_id = page.inner_text("#submitted-job")
+    page.click("#submitted-job")
+    page.wait_for_selector('#job-state[data-state="done"]', timeout=120 * MS)
+    page.click("#tab-verification")
+    page.wait_for_function("() => document.querySelectorAll('#evidence tr[data-status=accepted]').length === 2",
+                           timeout=30 * MS)
+    assert page.inner_text("#v-strategy") == "replicate(2, agree=2)"
+    assert page.inner_text("#v-accepted") == "2 / 2"
+    ids = {p.status["peer_id"] for p in net.peers}
+    for task in page.eval_on_selector_all("#evidence tr[data-status=accepted]", "rows => rows.map(r => r.dataset.task)"):
+        row = f'#evidence tr[data-task="{task}"]'
+        agreed = page.eval_on_selector_all(f"{row} tr[data-verdict=agreed]", "rows => rows.map(r => r.dataset.peer)")
+        assert len(agreed) == 2 and len(set(agreed)) == 2 and set(agreed) <= ids, agreed
+        signers = page.eval_on_selector_all(f"{row} .signer", "els => els.map(e => e.title)")
+        assert sorted(signers) == sorted(agreed)        # both signed claims of the accepted outputs
+        assert "signatures valid" in page.inner_text(row)
+    assert page.evaluate("() => location.hash").endswith(f"{job_id}/verification")
+    assert page.errors == []
+
+
 SPIN = '(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))'
 
 

@@ -66,6 +66,7 @@ function navigate() {
   const q = new URLSearchParams(r.params);
   q.set("view", r.page);
   if (r.page === "job") q.set("job", r.arg);
+  if (r.page === "job" && r.tab === "verification") q.set("tab", "verification");  // its data only while open
   const key = q.toString();
   if (key !== app.key || !app.es) listen(key);
   if (app.data) render(app.data);
@@ -253,9 +254,9 @@ function renderJob(d, r, content) {
       try { await api("/v1/jobs/cancel/" + encodeURIComponent(job.job_id), { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }); }
       catch (e) { alert(e.message); }
     } }, "Cancel job");
-  const tabs = h("div", { class: "tabs" }, ["tasks", "timeline", "dag", "results"].map((t) =>
+  const tabs = h("div", { class: "tabs" }, ["tasks", "timeline", "dag", "verification", "results"].map((t) =>
     h("a", { href: "#/job/" + encodeURIComponent(job.job_id) + "/" + t, class: t === tab ? "active" : "", id: "tab-" + t },
-      { tasks: "Tasks", timeline: "Timeline", dag: "Stages (DAG)", results: "Results" }[t])));
+      { tasks: "Tasks", timeline: "Timeline", dag: "Stages (DAG)", verification: "Verification", results: "Results" }[t])));
   const body = h("div", { id: "tab-body" });
   content.replaceChildren(
     h("div", { class: "pager" }, h("h1", {}, "Job ", h("span", { class: "mono" }, job.job_id), " ", h("span", { id: "job-state", "data-state": job.state }, stateTag(job.state))), cancel),
@@ -270,6 +271,7 @@ function renderJob(d, r, content) {
   if (tab === "tasks") renderTasks(d, r, body);
   else if (tab === "timeline") renderTimeline(d, r, body);
   else if (tab === "dag") body.append(dagSvg(d.stages));
+  else if (tab === "verification") renderVerification(d, r, body);
   else body.append(table("results", ["task", "output", "CID", ""], d.results.map((x) => h("tr", {},
     h("td", { class: "mono" }, x.task), h("td", { class: "mono" }, x.output), h("td", { class: "mono" }, x.cid),
     h("td", {}, h("a", { href: "/v1/cat?cid=" + encodeURIComponent(x.cid), download: x.output.replaceAll("/", "-") }, "download"))))),
@@ -312,6 +314,39 @@ async function openTask(jobId, task, quiet) {
       h("h2", {}, "Story"), h("pre", {}, t.story.map((s) => `+${s[0].toFixed(3)} s  ${s[2]} → ${s[3]}  (${s[1]})`).join("\n")), logs));
     if (!quiet) box.scrollIntoView({ block: "start" });
   } catch (e) { if (!quiet) box.replaceChildren(h("p", { class: "err" }, e.message)); }
+}
+
+const VERDICTS = { agreed: "ok", rejected: "lost", "proven wrong": "failed", running: "running" };
+function renderVerification(d, r, body) {
+  if (!d.verification) { body.append(h("p", { class: "muted" }, "loading…")); return; }
+  const v = d.verification, s = v.summary, peers = (list) => list.length ? list.map(([p, x]) => h("div", { class: "mono", title: p }, short(p) + ": " + x)) : "none";
+  if (s.strategy === "none") body.append(h("p", { class: "muted", id: "not-verified" }, "This job's results are not verified (verification: none): each task ran once and its result was taken."));
+  body.append(h("div", { class: "cards", id: "verification-summary" },
+      card("strategy", s.strategy, "v-strategy"), card("tasks accepted", `${s.accepted} / ${s.tasks}`, "v-accepted"),
+      card("verified", s.verified, "v-verified"), card("executions", s.executions, "v-executions"),
+      card("results rejected", s.stats.verify_rejected + s.stats.verify_rejected_proven, "v-rejected"),
+      card("proven wrong", s.stats.verify_rejected_proven, "v-proven"), card("retracted", s.stats.results_retracted)),
+    h("div", { class: "row row3" },
+      h("div", {}, h("h2", {}, "Peers proven wrong in this job (banned)"), h("div", { id: "v-banned" }, peers(s.proven_wrong))),
+      h("div", {}, h("h2", {}, "Peers whose results were rejected"), h("div", { id: "v-rejected-peers" }, peers(s.rejected.map(([p, n]) => [p, n + " tasks"])))),
+      h("div", {}, h("h2", {}, "Banned / suspected at this daemon"), h("div", { id: "v-bans" }, peers(s.banned_here.concat(s.suspected_here.map(([p, x]) => [p, "suspected: " + x])))))),
+    h("div", { class: "pager" }, filter(r, "state", ["waiting", "ready", "placing", "offered", "running", "fetching", "done", "skipped", "failed", "cancelled"], v.state),
+      filter(r, "stage", d.stages.map((x) => x.stage), v.stage)),
+    table("evidence", ["task", "status", "executions: peer · outcome · output digest · verdict", "accepted result", "signers"],
+      v.rows.map((t) => h("tr", { "data-task": t.task, "data-status": t.status },
+        h("td", { class: "mono" }, t.task, h("div", {}, stateTag(t.state))),
+        h("td", {}, t.status, t.status === "verifying" ? h("div", { class: "muted" }, `${t.results} results, ${t.pending} pending`) : ""),
+        h("td", {}, h("table", { class: "execs" }, h("tbody", {}, t.executions.map((x) => h("tr", { "data-peer": x.peer, "data-verdict": x.verdict },
+          h("td", { class: "mono", title: x.peer + (x.lease ? " lease " + x.lease : "") }, short(x.peer) + (x.trusted ? " (trusted)" : "")),
+          h("td", {}, stateTag(x.outcome)), h("td", { class: "mono", title: x.signed ? "digest of the outputs this peer signed" : "" }, x.outputs || "-"),
+          h("td", { title: x.why }, h("span", { class: "state " + (VERDICTS[x.verdict] || "other") }, x.verdict), x.why && x.verdict !== "agreed" ? " " + x.why : "")))))),
+        h("td", {}, t.accepted ? [h("div", {}, t.accepted.how + (t.accepted.verified ? "" : " (not verified)")),
+          h("div", { class: "mono", title: "SHA-256 of the accepted outputs" }, t.accepted.digest || ""),
+          Object.entries(t.accepted.outputs).map(([k, c]) => h("div", { class: "mono" }, h("a", { href: "/v1/cat?cid=" + encodeURIComponent(c), download: k.replaceAll("/", "-"), title: c }, k)))] : "-"),
+        h("td", {}, t.accepted ? [t.accepted.signers.map((p) => h("div", { class: "mono signer", title: p }, short(p))),
+          h("div", { class: "muted" }, t.accepted.problem ? t.accepted.problem : t.accepted.coordinator ? `evidence (${t.accepted.evidence_bytes} B) signed by ${short(t.accepted.coordinator)}` + (t.accepted.signature_ok ? ", signatures valid" : ", NOT by its coordinator") : "no signed evidence"),
+          t.rejected.map((x) => h("div", { class: "err", title: x.reason }, `${short(x.peer)} ${x.proven ? "proven wrong, banned" : "rejected"}: ${x.reason}`))] : ""))),
+    pager(v, r)));
 }
 
 function renderTimeline(d, r, body) {
