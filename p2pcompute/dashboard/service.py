@@ -45,7 +45,6 @@ from typing import Any
 import psutil
 import trio
 
-from ..node import wire
 from ..node.api import HttpError, json_response, public_route
 from . import evidence, views
 from .access import Access
@@ -92,7 +91,6 @@ class DashboardService:
         self.stats = {"events_sent": 0, "event_bytes": 0, "streams_refused": 0, "pings": 0}
         self._process = psutil.Process()
         self._rtt_turn = 0
-        self._types: dict[str, str] = {}
         self._edges: OrderedDict[tuple[str, int], dict] = OrderedDict()   # (job, tasks) -> stage graph
         self._opened: OrderedDict[bytes, dict | None] = OrderedDict()    # evidence digest -> opened
 
@@ -142,9 +140,11 @@ class DashboardService:
         status = self.node.status()
         self.history.add(now, (status.get("membership") or {}).get("members") or {})
         stats = self.node.transport.stats
-        counters: dict[str, float] = {f"sent:{k}": v for k, v in stats.sent.items()}
-        counters |= {f"received:{k}": v for k, v in stats.received.items()}
-        counters |= {"bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received}
+        counters: dict[str, float] = {"bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received}
+        for name, counts in (("messages_sent", stats.protocol_sent), ("messages_received", stats.protocol_received),
+                             ("bytes_sent", stats.protocol_bytes_sent),
+                             ("bytes_received", stats.protocol_bytes_received)):
+            counters |= {f"{name}:{protocol}": n for protocol, n in counts.items()}
         bitswap = status.get("bitswap") or {}
         counters |= {f"bitswap:{k}": bitswap.get(k, 0) for k in ("messages_sent", "messages_received",
                                                                  "bytes_sent", "bytes_received")}
@@ -182,16 +182,6 @@ class DashboardService:
             for peer in chosen:
                 nursery.start_soon(one, peer)
 
-    def type_names(self) -> dict[str, str]:
-        """Message type name -> protocol, from the wire registry (a name two protocols use counts under both)."""
-        if not self._types:
-            for cls in wire.registered_types().values():
-                proto = cls.__module__.split(".")[1] if cls.__module__.count(".") >= 1 else cls.__module__
-                proto = {"node": "node", "gossip": "membership"}.get(proto, proto)
-                old = self._types.get(cls.__name__)
-                self._types[cls.__name__] = proto if old in (None, proto) else f"{old}+{proto}"
-        return self._types
-
     # --- the data of each page --------------------------------------------------------------
 
     def _scheduler(self) -> Any:
@@ -214,7 +204,7 @@ class DashboardService:
                        for p, lg in (bitswap.engine.ledgers.items() if bitswap else ())]
             return views.data_view(self.node.status(), pins, ledgers, query)
         if name == "machine":
-            return views.machine_view(self.node.status(), self.proc, self.rates.rates, self.type_names())
+            return views.machine_view(self.node.status(), self.proc, self.rates.rates)
         if name == "hello":
             return {"peer_id": str(self.node.peer_id), "base": os.getcwd(), "interval": self.interval,
                     "data_dir": str(getattr(self.node, "data_dir", "") or "")}

@@ -279,24 +279,23 @@ def data_view(status: Mapping[str, Any], pins: list[str], ledgers: list[Mapping[
             "peers": sorted(ledgers, key=lambda r: -r.get("bytes_sent", 0))[:200], "peers_total": len(ledgers)}
 
 
-def protocol_of(type_names: Mapping[str, str], name: str) -> str:
-    """The protocol a message type belongs to (``type_names``: type name -> protocol), else ``other``."""
-    return type_names.get(name, "other")
-
-
-def machine_view(status: Mapping[str, Any], proc: Mapping[str, Any], rates: Mapping[str, float],
-                 type_names: Mapping[str, str]) -> dict[str, Any]:
+def machine_view(status: Mapping[str, Any], proc: Mapping[str, Any], rates: Mapping[str, float]) -> dict[str, Any]:
     """CPU, memory, executor workers, and messages and bytes per second by protocol.
 
-    ``rates``: per-second rates of the /metrics counters: ``sent:<type>``, ``received:<type>``,
-    ``bytes_sent``, ``bytes_received``, and bitswap's ``bitswap:*`` counters.
+    ``rates``: per-second rates of the transport's counters (the same as /metrics'):
+    ``messages_sent:<protocol>``, ``messages_received:<protocol>``, ``bytes_sent:<protocol>``,
+    ``bytes_received:<protocol>``, the totals ``bytes_sent`` and ``bytes_received``, and bitswap's own
+    ``bitswap:*`` counters (its streams are not the transport's messages).
     """
     protocols: dict[str, dict[str, float]] = {}
     for key, rate in rates.items():
-        direction, _, name = key.partition(":")
-        if direction in ("sent", "received"):
-            row = protocols.setdefault(protocol_of(type_names, name), {"sent": 0.0, "received": 0.0})
-            row[direction] += rate
+        counter, _, protocol = key.partition(":")
+        column = {"messages_sent": "sent", "messages_received": "received", "bytes_sent": "bytes_sent",
+                  "bytes_received": "bytes_received"}.get(counter)
+        if column is not None and protocol:
+            row = protocols.setdefault(protocol, {"sent": 0.0, "received": 0.0, "bytes_sent": 0.0,
+                                                  "bytes_received": 0.0})
+            row[column] += rate
     if any(k.startswith("bitswap:") for k in rates):
         protocols["bitswap"] = {"sent": rates.get("bitswap:messages_sent", 0.0),
                                 "received": rates.get("bitswap:messages_received", 0.0),

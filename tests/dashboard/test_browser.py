@@ -10,6 +10,7 @@ Skipped, with the reason, only when no browser can be found (p2pcompute/dashboar
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -196,6 +197,25 @@ def test_a_running_job_is_cancelled_from_its_page(net, page, tmp_path):
     page.click("#cancel-btn")
     page.wait_for_selector('#job-state[data-state="cancelled"]', timeout=60 * MS)
     assert page.is_disabled("#cancel-btn")
+    assert page.errors == []
+
+
+def test_the_machine_page_and_metrics_show_bytes_per_protocol(net, page):
+    """The daemons have gossiped and run jobs: /metrics counts bytes by protocol, the page their rates."""
+    peer = net.peers[0]
+    token = (peer.data_dir / "api_token").read_text().strip()
+    text = httpx.get(base_url(net) + "/metrics", headers={"authorization": "Bearer " + token}).text
+    for protocol in ("membership", "scheduler", "node"):
+        for direction in ("sent", "received"):
+            line = re.search(r'^p2pcompute_protocol_bytes_total\{direction="%s",protocol="%s"\} (\S+)$'
+                             % (direction, protocol), text, re.M)
+            assert line and float(line.group(1)) > 0, (protocol, direction)
+    page.click("nav a[data-page=machine]")
+    # membership pings every peer about once a second: within a few samples its rate is above zero both ways
+    page.wait_for_function("""() => ['bytes-sent', 'bytes-received'].every((c) => {
+        const td = document.querySelector('#protocols tr[data-protocol=membership] td.' + c);
+        return td && /[1-9]/.test(td.textContent); })""", timeout=60 * MS)
+    assert "membership" in page.get_attribute("#bytes-chart", "data-protocols")
     assert page.errors == []
 
 

@@ -428,11 +428,16 @@ function renderData(d, r, content) {
     pager({ offset: d.offset, limit: d.limit, matching: d.pins_total }, r));
 }
 
+const PALETTE = ["#2f6fde", "#2e9d58", "#e0a400", "#d23c3c", "#8e44ad", "#16a2b8", "#8a8f98"];
 function renderMachine(d, r, content) {
   const p = d.proc, w = d.workers || {};
-  app.series.push([Date.now(), d.bytes_per_s.sent, d.bytes_per_s.received]);
+  const perProto = Object.fromEntries(Object.entries(d.protocols).map(([k, v]) => [k, (v.bytes_sent || 0) + (v.bytes_received || 0)]));
+  app.series.push([Date.now(), d.bytes_per_s.sent, d.bytes_per_s.received, perProto]);
   if (app.series.length > 300) app.series.shift();
-  const spark = h("canvas", { id: "bytes-chart", height: 120 });
+  const names = [...new Set(app.series.flatMap((x) => Object.keys(x[3])))].sort();
+  const colors = Object.fromEntries(names.map((n, i) => [n, PALETTE[i % PALETTE.length]]));
+  const spark = h("canvas", { id: "bytes-chart", height: 140 });
+  const rate = (x) => x === undefined ? "" : fmtBytes(Math.round(x)) + "/s";
   content.replaceChildren(
     h("h1", {}, "This machine"),
     h("div", { class: "cards" },
@@ -444,15 +449,16 @@ function renderMachine(d, r, content) {
       card("task slots", d.slots ? `${d.slots.busy} busy / ${d.slots.total}` : "-"),
       card("tasks run", `${(d.tasks || {}).ok ?? 0} ok, ${(d.tasks || {}).failed ?? 0} failed`)),
     h("h2", {}, "Executor workers"), table("workers-table", Object.keys(w), [h("tr", {}, Object.values(w).map((v) => h("td", {}, v)))]),
-    h("h2", { style: "margin-top:12px" }, "Messages per second by protocol"),
-    table("protocols", ["protocol", "sent /s", "received /s", "bytes sent /s", "bytes received /s"], Object.entries(d.protocols).map(([k, v]) => h("tr", {},
-      h("td", {}, k), h("td", {}, v.sent), h("td", {}, v.received), h("td", {}, v.bytes_sent === undefined ? "" : fmtBytes(v.bytes_sent)), h("td", {}, v.bytes_received === undefined ? "" : fmtBytes(v.bytes_received))))),
-    h("p", { class: "muted" }, `All protocols on the libp2p transport: ${fmtBytes(d.bytes_per_s.sent)}/s sent, ${fmtBytes(d.bytes_per_s.received)}/s received; ${d.messages_total.sent} messages sent, ${d.messages_total.received} received since start.`),
-    h("h2", {}, "Bytes per second (since this page opened)"), spark, legend(["sent", "received"], { sent: "#2f6fde", received: "#2e9d58" }));
-  const [g, W, H] = ctx2d(spark), max = Math.max(1, ...app.series.flatMap((s) => [s[1], s[2]])), n = app.series.length;
-  [[1, "#2f6fde"], [2, "#2e9d58"]].forEach(([k, color]) => { g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
-    app.series.forEach((s, i) => { const x = 40 + (W - 50) * (n > 1 ? i / (n - 1) : 1), y = H - 10 - (H - 20) * s[k] / max; if (i) g.lineTo(x, y); else g.moveTo(x, y); }); g.stroke(); });
-  g.fillStyle = "#6b7480"; g.fillText(fmtBytes(max) + "/s", 2, 12);
+    h("h2", { style: "margin-top:12px" }, "Messages and bytes per second by protocol"),
+    table("protocols", ["protocol", "messages sent /s", "messages received /s", "bytes sent /s", "bytes received /s"], Object.entries(d.protocols).map(([k, v]) => h("tr", { "data-protocol": k },
+      h("td", {}, k), h("td", {}, v.sent), h("td", {}, v.received), h("td", { class: "bytes-sent" }, rate(v.bytes_sent)), h("td", { class: "bytes-received" }, rate(v.bytes_received))))),
+    h("p", { class: "muted" }, `All protocols on the libp2p transport: ${fmtBytes(d.bytes_per_s.sent)}/s sent, ${fmtBytes(d.bytes_per_s.received)}/s received; ${d.messages_total.sent} messages sent, ${d.messages_total.received} received since start. Bitswap moves blocks on streams of its own (its row is its own counters).`),
+    h("h2", {}, "Bytes per second by protocol, sent and received (since this page opened)"), spark, legend(names, colors));
+  const [g, W, H] = ctx2d(spark), max = Math.max(1, ...app.series.flatMap((s) => Object.values(s[3]))), n = app.series.length;
+  names.forEach((name) => { g.strokeStyle = colors[name]; g.lineWidth = 2; g.beginPath();
+    app.series.forEach((s, i) => { const x = 40 + (W - 50) * (n > 1 ? i / (n - 1) : 1), y = H - 10 - (H - 20) * (s[3][name] || 0) / max; if (i) g.lineTo(x, y); else g.moveTo(x, y); }); g.stroke(); });
+  g.fillStyle = "#6b7480"; g.fillText(fmtBytes(Math.round(max)) + "/s", 2, 12);
+  spark.dataset.protocols = names.join(",");
 }
 
 start();
