@@ -324,8 +324,8 @@ function renderVerification(d, r, body) {
   body.append(h("div", { class: "cards", id: "verification-summary" },
       card("strategy", s.strategy, "v-strategy"), card("tasks accepted", `${s.accepted} / ${s.tasks}`, "v-accepted"),
       card("verified", s.verified, "v-verified"), card("executions", s.executions, "v-executions"),
-      card("results rejected", s.stats.verify_rejected + s.stats.verify_rejected_proven, "v-rejected"),
-      card("proven wrong", s.stats.verify_rejected_proven, "v-proven"), card("retracted", s.stats.results_retracted)),
+      card("rejected (proven wrong)", `${s.stats.verify_rejected + s.stats.verify_rejected_proven} (${s.stats.verify_rejected_proven})`, "v-rejected"),
+      card("results retracted", s.stats.results_retracted, "v-retracted")),
     h("div", { class: "row row3" },
       h("div", {}, h("h2", {}, "Peers proven wrong in this job (banned)"), h("div", { id: "v-banned" }, peers(s.proven_wrong))),
       h("div", {}, h("h2", {}, "Peers whose results were rejected"), h("div", { id: "v-rejected-peers" }, peers(s.rejected.map(([p, n]) => [p, n + " tasks"])))),
@@ -456,8 +456,8 @@ function renderMachine(d, r, content) {
     h("h2", {}, "Bytes per second by protocol, sent and received (since this page opened)"), spark, legend(names, colors));
   const [g, W, H] = ctx2d(spark), max = Math.max(1, ...app.series.flatMap((s) => Object.values(s[3]))), n = app.series.length;
   names.forEach((name) => { g.strokeStyle = colors[name]; g.lineWidth = 2; g.beginPath();
-    app.series.forEach((s, i) => { const x = 40 + (W - 50) * (n > 1 ? i / (n - 1) : 1), y = H - 10 - (H - 20) * (s[3][name] || 0) / max; if (i) g.lineTo(x, y); else g.moveTo(x, y); }); g.stroke(); });
-  g.fillStyle = "#6b7480"; g.fillText(fmtBytes(Math.round(max)) + "/s", 2, 12);
+    app.series.forEach((s, i) => { const x = 40 + (W - 50) * (n > 1 ? i / (n - 1) : 1), y = H - 10 - (H - 20) * Math.log10(1 + (s[3][name] || 0)) / Math.log10(1 + max); if (i) g.lineTo(x, y); else g.moveTo(x, y); }); g.stroke(); });
+  g.fillStyle = "#6b7480"; g.fillText(fmtBytes(Math.round(max)) + "/s (log scale)", 2, 12);
   spark.dataset.protocols = names.join(",");
 }
 
