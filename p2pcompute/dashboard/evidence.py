@@ -21,7 +21,7 @@ list's filters and paging) and a summary over every task of the job.
 
 Nothing here reads a clock or the network: the service (service.py) passes
 the job's tasks, how to read a task's verdict and live executions, and an
-``open`` function (it keeps opened evidence in a bounded cache: evidence
+``opener`` function (it keeps opened evidence in a bounded cache: evidence
 does not change once a task is accepted).
 """
 
@@ -131,15 +131,18 @@ def task_evidence(tid: str, t: Any, accepted: Mapping[str, Any] | None, live: Ma
 
 
 def verification_view(strategy: str, tasks: Mapping[str, Any], created: float, stats: Mapping[str, int],
-                      query: Mapping[str, str], accepted_of: Accepted, live_of: Live, open: Opener = open_evidence,
+                      query: Mapping[str, str], accepted_of: Accepted, live_of: Live, opener: Opener = open_evidence,
                       bans: Mapping[str, str] | None = None, suspects: Mapping[str, str] | None = None
                       ) -> dict[str, Any]:
     """The verification panel: a summary over every task of the job, and one page of tasks in full.
 
     ``accepted_of(tid, task)``: the task's ``accepted`` verdict (None: none yet); ``live_of(tid, task)``: its
     ``now`` (called for the page's tasks only); ``bans``/``suspects``: peers this daemon banned or suspects
-    (peer -> reason), shown as they are (at most ``MAX_PEERS``)."""
+    (peer -> reason), shown as they are (at most ``MAX_PEERS``); ``opener``: ``open_evidence`` or a cached one.
+    A job under ``none`` gets the summary only."""
     offset, limit, state, stage, chosen, matching = views.select_tasks(tasks, query)
+    if strategy == "none":             # each task ran once and its result was taken: nothing to show per task
+        chosen, matching = [], 0
     n_accepted = n_verified = executions = 0
     rejected: dict[str, int] = {}
     proven: dict[str, str] = {}
@@ -158,7 +161,7 @@ def verification_view(strategy: str, tasks: Mapping[str, Any], created: float, s
     rows = []
     for tid, t in chosen:
         acc = accepted_of(tid, t)
-        rows.append(task_evidence(tid, t, acc, live_of(tid, t), created, open((acc or {}).get("evidence"))))
+        rows.append(task_evidence(tid, t, acc, live_of(tid, t), created, opener((acc or {}).get("evidence"))))
     summary = {"strategy": strategy, "tasks": len(tasks), "accepted": n_accepted, "verified": n_verified,
                "executions": executions,
                "rejected": sorted(rejected.items(), key=lambda kv: -kv[1])[:MAX_PEERS],

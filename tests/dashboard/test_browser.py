@@ -128,6 +128,8 @@ def test_a_job_submitted_from_the_page_finishes_and_shows_its_timeline(net, page
     links = page.eval_on_selector_all("#results a", "as => as.map(a => a.getAttribute('href'))")
     assert len(links) == TASKS // 2
     assert page.evaluate("async (u) => (await fetch(u)).status", links[0]) == 200
+    page.click("#tab-verification")                   # not a verified job: its tab says so
+    page.wait_for_selector("#not-verified", timeout=30 * MS)
     page.goto(base_url(net) + "/dashboard#/jobs")
     page.wait_for_selector(f'#jobs tr[data-job="{job_id}"][data-state="done"]', timeout=30 * MS)
     assert page.errors == []

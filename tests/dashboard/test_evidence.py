@@ -113,3 +113,10 @@ def test_the_panel_of_10000_tasks_is_one_page_with_a_summary_over_all():
                                          lambda tid, t: verdicts.get(tid), lambda tid, t: None)
     assert running["rows"] and all(r["state"] == "running" and r["status"] == "not verified yet"
                                    for r in running["rows"])
+
+
+def test_a_job_under_none_gets_its_summary_and_no_rows():
+    tasks = job_tasks(50, ["a", "b"], random.Random(1))
+    page = evidence.verification_view("none", tasks, 0.0, {}, {}, lambda tid, t: None, lambda tid, t: None)
+    assert page["rows"] == [] and page["matching"] == 0
+    assert page["summary"]["strategy"] == "none" and page["summary"]["tasks"] == 50
