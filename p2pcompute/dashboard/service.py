@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import itertools
 import json
 import logging
 import os
@@ -267,9 +268,10 @@ class DashboardService:
 
             def live_of(tid: str, t: Any) -> Any:
                 return (getattr(t, "verification", None) or {}).get("now")
-        venv = getattr(sched, "_venv", None)
-        bans = {str(p): b.reason for p, b in list(venv.ledger.bans.items())[-evidence.MAX_PEERS:]} if venv else {}
-        suspects = dict(list((getattr(sched, "suspects", None) or {}).items())[-evidence.MAX_PEERS:])
+        venv = getattr(sched, "_venv", None)          # the newest bans and suspicions of this daemon
+        bans = {str(p): b.reason for p, b in itertools.islice(reversed(venv.ledger.bans.items()), evidence.MAX_PEERS)} \
+            if venv is not None else {}
+        suspects = dict(itertools.islice(reversed((getattr(sched, "suspects", None) or {}).items()), evidence.MAX_PEERS))
         return evidence.verification_view(strategy, tasks, created, stats, query, accepted_of, live_of,
                                           self._open_evidence, bans, suspects)
 

@@ -5,12 +5,15 @@ links listener serves none of it."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from types import SimpleNamespace
 
 import trio
 
 from p2pcompute.dashboard.service import DashboardService
 from p2pcompute.dashboard.synthetic import SyntheticNode
 from p2pcompute.node.api import ControlApi, json_response
+from p2pcompute.scheduler.verification.reputation import Ledger
 
 TOKEN = "t" * 64
 HOST = "127.0.0.1:5001"
@@ -98,6 +101,11 @@ async def test_a_login_link_sets_a_cookie_that_reads_data_and_works_once():
 async def test_the_job_page_carries_its_verification_panel_only_when_asked():
     app, dash, _ = make_app(verified=True)
     auth = {"authorization": f"Bearer {TOKEN}"}
+    ledger = Ledger()
+    for i in range(150):
+        ledger.ban(f"liar{i:03d}", "differs from a trusted result", float(i))
+    dash.node.scheduler._venv = SimpleNamespace(ledger=ledger)
+    dash.node.scheduler.suspects = OrderedDict(accused="accused by a coordinator")
     status, _, body = await call(app, "GET", "/dashboard/api/job/jsynthetic?limit=10", auth)
     assert status == 200 and "verification" not in json.loads(body) and not dash._opened
     assert json.loads(body)["strategy"] == "replicate(2, agree=2)"
@@ -109,6 +117,9 @@ async def test_the_job_page_carries_its_verification_panel_only_when_asked():
         assert row["status"] == "accepted" and len(set(agreed)) == 2
         assert sorted(agreed) == row["accepted"]["signers"] and row["accepted"]["signature_ok"]
     assert panel["summary"]["accepted"] == panel["summary"]["verified"] > 0
+    assert len(panel["summary"]["banned_here"]) == 100 and ["liar149", "differs from a trusted result"] in \
+        panel["summary"]["banned_here"]                      # the newest hundred
+    assert panel["summary"]["suspected_here"] == [["accused", "accused by a coordinator"]]
     await call(app, "GET", "/dashboard/api/job/jsynthetic?tab=verification&state=done&limit=10", auth)
     assert len(dash._opened) == 10                          # opened once, then from the cache
 
