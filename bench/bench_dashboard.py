@@ -10,9 +10,11 @@ and ``live`` (p2pcompute/dashboard/browser.py).
 1. **views**: the data layer alone (dashboard/views.py) over synthetic state (dashboard/synthetic.py):
    milliseconds to build each page's JSON and its size.
 2. **load**: the real service and control API (hypercorn, loopback) serving that synthetic state
-   (``SyntheticNode``: 1000 members, a job of 10,000 tasks, 200 older jobs, an hour of member history) to
-   headless Chromium, signed in with a ticket. Per page, the time from ``goto`` (a fresh document) until
-   its data is on screen (the last row of the first page of a table, or the timeline's bars drawn).
+   (``SyntheticNode``: 1000 members, a job of 10,000 tasks verified under ``replicate(2, agree=2)`` with
+   signed evidence, 200 older jobs, an hour of member history) to headless Chromium, signed in with a
+   ticket. Per page, the time from ``goto`` (a fresh document) until its data is on screen (the last row
+   of the first page of a table, or the timeline's bars drawn). The verification tab's first load opens
+   (checks) the page's evidence; later loads find it in the service's cache (``ms_max`` is the first).
 3. **live**: a real 3-peer devnet. Peer 0's daemon process CPU seconds over ``--window`` seconds with no
    dashboard, then with one page open on the Network view (live updates every 2 s), then on the Jobs
    view; and the bytes of server-sent events the daemon wrote per second (its ``dashboard.event_bytes``).
@@ -41,13 +43,17 @@ MS = 1000
 def part_views(members: int, tasks: int, repeat: int) -> dict:
     from p2pcompute.dashboard.history import MemberHistory
 
-    node = SyntheticNode(members, tasks)
+    from p2pcompute.dashboard import evidence
+    from p2pcompute.dashboard.service import DashboardService
+
+    node = SyntheticNode(members, tasks, verified=True)
     history = MemberHistory()
     for t in range(0, 3600, 10):
         history.add(float(t), {"alive": members - 50, "dead": 50})
     js = node.scheduler.jobs["jsynthetic"].js
     summaries = [node.scheduler.summary(j) for j in node.scheduler.jobs]
     edges = views.stage_edges(js.tasks)
+    cache = DashboardService()         # its bounded cache of opened evidence
     cases = {
         "network (page of 100 of 1000 members)": lambda: views.network_view(node.status(), node.peers(), {},
                                                                              history.series(3600.0), {}),
@@ -56,6 +62,12 @@ def part_views(members: int, tasks: int, repeat: int) -> dict:
             node.scheduler.summary("jsynthetic"), js.tasks, 0.0, 700.0, js.stats, {}, edges),
         "job's stage graph (worked out once per job)": lambda: views.stage_edges(js.tasks),
         "timeline (every attempt of 10,000 tasks)": lambda: views.timeline(js.tasks, 0.0, 700.0),
+        "verification (page of 100 of 10,000 tasks, evidence opened anew, summary over all)":
+            lambda: evidence.verification_view(js.plan.verification, js.tasks, 0.0, js.stats, {},
+                                               lambda tid, t: t.verified, lambda tid, t: None),
+        "verification, evidence cached (rebuilt every 2 s while the tab is open)":
+            lambda: evidence.verification_view(js.plan.verification, js.tasks, 0.0, js.stats, {},
+                                               lambda tid, t: t.verified, lambda tid, t: None, cache._open_evidence),
     }
     out = {}
     for name, build in cases.items():
@@ -76,7 +88,7 @@ def serve_synthetic(members: int, tasks: int) -> tuple[str, SyntheticNode, objec
     from p2pcompute.dashboard.service import DashboardService
     from p2pcompute.node.api import ControlApi, serve_api
 
-    node = SyntheticNode(members, tasks)
+    node = SyntheticNode(members, tasks, verified=True)
     dash = DashboardService()
     node.services["dashboard"] = dash
     dash.attach(node)
@@ -112,6 +124,7 @@ def part_load(members: int, tasks: int, repeat: int, chromium: str) -> dict:
         "job (10,000 tasks)": ("#/job/jsynthetic", "#tasks tbody tr:nth-child(100)"),
         "job timeline (10,000 tasks)": ("#/job/jsynthetic/timeline", "#timeline[data-bars]"),
         "job stages (DAG)": ("#/job/jsynthetic/dag", "#dag rect"),
+        "job verification (10,000 tasks)": ("#/job/jsynthetic/verification", "#evidence > tbody > tr:nth-child(100)"),
         "machine": ("#/machine", "#protocols"),
     }
     out: dict = {}

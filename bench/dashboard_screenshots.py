@@ -4,7 +4,8 @@
 
 Run it from a directory outside a checkout with the checkout on PYTHONPATH (the devnet's daemons import
 p2pcompute from the current directory first). Starts a devnet, signs in with ``p2pcompute dashboard``'s
-link, submits a two-stage job from the Jobs page, waits for it, takes each page, then SIGKILLs peer 2
+link, submits a two-stage job from the Jobs page, waits for it, takes each page (and the Verification tab of
+a second job, under ``replicate(3, agree=2)``; This machine while the first job runs again), then SIGKILLs peer 2
 and takes the Network page once the others hold it dead. Needs Chromium (p2pcompute/dashboard/browser.py).
 """
 
@@ -36,6 +37,16 @@ stages:
     map: {over: stages.d.outputs.y}
     ops: {"opset": 1, "inputs": {"y": {}}, "nodes": [{"name": "z", "op": "add", "inputs": ["y", "y"]}],
           "outputs": ["z"]}
+"""
+VERIFIED_JOB = """name: squares-checked
+verification: "replicate(3, agree=2)"
+inputs:
+  x: x/scene0*.npy
+stages:
+  - name: sq
+    map: {over: inputs.x}
+    ops: {"opset": 1, "inputs": {"x": {}}, "nodes": [{"name": "y", "op": "mul", "inputs": ["x", "x"]}],
+          "outputs": ["y"]}
 """
 MS = 1000
 
@@ -104,14 +115,30 @@ def main() -> int:
                                             "results": "#results tbody tr"}[tab], timeout=30 * MS)
                     shot(f"job-{tab}")
                 page.goto(base + "/dashboard#/jobs")
+                page.click("#submit summary")
+                page.fill("#job-text", VERIFIED_JOB)
+                page.fill("#job-base", str(root / "ws"))
+                page.click("#submit-btn")
+                page.wait_for_selector("#submitted-job", timeout=60 * MS)
+                page.click("#submitted-job")
+                page.wait_for_selector('#job-state[data-state="done"]', timeout=180 * MS)
+                page.click("#tab-verification")
+                page.wait_for_selector("#evidence tr[data-status=accepted]", timeout=30 * MS)
+                page.evaluate("window.scrollTo(0, document.querySelector('.tabs').offsetTop - 60)")
+                shot("job-verification")
+                page.goto(base + "/dashboard#/jobs")
                 page.wait_for_selector(f'#jobs tr[data-job="{job_id}"]')
                 shot("jobs")
                 page.click("nav a[data-page=data]")
                 page.wait_for_selector("#pins tbody tr")
                 shot("data")
                 page.click("nav a[data-page=machine]")
-                page.wait_for_selector("#protocols tbody tr")
-                time.sleep(6)  # a few points on the bytes-per-second chart
+                page.wait_for_selector("#protocols tr[data-protocol=membership]")
+                time.sleep(4)
+                page.evaluate("""(body) => fetch('/v1/jobs', {method: 'POST', headers: {'content-type':
+                    'application/json'}, body: JSON.stringify(body)})""", {"job": JOB, "base": str(root / "ws")})
+                time.sleep(12)  # a few points on the bytes-per-second chart, the job's traffic among them
+                page.evaluate("window.scrollTo(0, document.querySelector('#workers-table').offsetTop - 60)")
                 shot("machine")
                 victim = net.peers[2]
                 os.killpg(victim.process.pid, signal.SIGKILL)

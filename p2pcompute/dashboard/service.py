@@ -11,7 +11,8 @@ protocols. Routes:
     GET  /dashboard/login?ticket=T      a one-time ticket -> a session cookie, then the page (public)
     POST /v1/dashboard/ticket           a ticket and the login path (``p2pcompute dashboard``; the token)
     GET  /dashboard/api/{view}          hello, network, jobs, data, machine (JSON; paging in the query)
-    GET  /dashboard/api/job/{id}        one job; ``/dashboard/api/timeline/{id}`` its attempts per peer;
+    GET  /dashboard/api/job/{id}        one job (``tab=verification``: with its verification panel, evidence.py);
+                                        ``/dashboard/api/timeline/{id}`` its attempts per peer;
                                         ``/dashboard/api/task/{id}?task=T`` one task in full
     GET  /dashboard/events?view=V&...   server-sent events: ``view`` (the page's data, when it changed)
                                         and ``tick`` (the header's counts) every ``interval`` seconds
@@ -33,7 +34,9 @@ streams run at once; each builds its view from views.py (pure, paged).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
+import itertools
 import json
 import logging
 import os
@@ -43,9 +46,8 @@ from typing import Any
 import psutil
 import trio
 
-from ..node import wire
 from ..node.api import HttpError, json_response, public_route
-from . import views
+from . import evidence, views
 from .access import Access
 from .history import MemberHistory, Rates
 
@@ -57,6 +59,7 @@ RTT_PEERS_PER_ROUND = 4
 RTT_EVERY = 3             # sampler rounds between pings
 MAX_RTTS = 4096
 MAX_EDGES = 16          # jobs whose stage graph is kept
+MAX_OPENED = 2048       # tasks' opened evidence kept (it does not change once a task is accepted)
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 PAGE_HEADERS = [("cache-control", "no-store"), ("x-frame-options", "DENY"), ("x-content-type-options", "nosniff"),
                 ("content-security-policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
@@ -89,8 +92,8 @@ class DashboardService:
         self.stats = {"events_sent": 0, "event_bytes": 0, "streams_refused": 0, "pings": 0}
         self._process = psutil.Process()
         self._rtt_turn = 0
-        self._types: dict[str, str] = {}
         self._edges: OrderedDict[tuple[str, int], dict] = OrderedDict()   # (job, tasks) -> stage graph
+        self._opened: OrderedDict[bytes, dict | None] = OrderedDict()    # evidence digest -> opened
 
     # --- Service ----------------------------------------------------------------------------
 
@@ -138,9 +141,11 @@ class DashboardService:
         status = self.node.status()
         self.history.add(now, (status.get("membership") or {}).get("members") or {})
         stats = self.node.transport.stats
-        counters: dict[str, float] = {f"sent:{k}": v for k, v in stats.sent.items()}
-        counters |= {f"received:{k}": v for k, v in stats.received.items()}
-        counters |= {"bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received}
+        counters: dict[str, float] = {"bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received}
+        for name, counts in (("messages_sent", stats.protocol_sent), ("messages_received", stats.protocol_received),
+                             ("bytes_sent", stats.protocol_bytes_sent),
+                             ("bytes_received", stats.protocol_bytes_received)):
+            counters |= {f"{name}:{protocol}": n for protocol, n in counts.items()}
         bitswap = status.get("bitswap") or {}
         counters |= {f"bitswap:{k}": bitswap.get(k, 0) for k in ("messages_sent", "messages_received",
                                                                  "bytes_sent", "bytes_received")}
@@ -178,16 +183,6 @@ class DashboardService:
             for peer in chosen:
                 nursery.start_soon(one, peer)
 
-    def type_names(self) -> dict[str, str]:
-        """Message type name -> protocol, from the wire registry (a name two protocols use counts under both)."""
-        if not self._types:
-            for cls in wire.registered_types().values():
-                proto = cls.__module__.split(".")[1] if cls.__module__.count(".") >= 1 else cls.__module__
-                proto = {"node": "node", "gossip": "membership"}.get(proto, proto)
-                old = self._types.get(cls.__name__)
-                self._types[cls.__name__] = proto if old in (None, proto) else f"{old}+{proto}"
-        return self._types
-
     # --- the data of each page --------------------------------------------------------------
 
     def _scheduler(self) -> Any:
@@ -210,7 +205,7 @@ class DashboardService:
                        for p, lg in (bitswap.engine.ledgers.items() if bitswap else ())]
             return views.data_view(self.node.status(), pins, ledgers, query)
         if name == "machine":
-            return views.machine_view(self.node.status(), self.proc, self.rates.rates, self.type_names())
+            return views.machine_view(self.node.status(), self.proc, self.rates.rates)
         if name == "hello":
             return {"peer_id": str(self.node.peer_id), "base": os.getcwd(), "interval": self.interval,
                     "data_dir": str(getattr(self.node, "data_dir", "") or "")}
@@ -240,7 +235,59 @@ class DashboardService:
             edges = self._edges[key] = views.stage_edges(tasks)
             while len(self._edges) > MAX_EDGES:
                 self._edges.popitem(last=False)
-        return views.job_view(summary, tasks, created, clock, stats, query, edges)
+        page = views.job_view(summary, tasks, created, clock, stats, query, edges)
+        page["strategy"] = self._strategy(job_id, tasks)
+        if query.get("tab") == "verification":    # only while the panel is open: it opens signed evidence
+            page["verification"] = self.verification(job_id, tasks, created, stats, query, page["strategy"])
+        return page
+
+    def _strategy(self, job_id: str, tasks: dict) -> str:
+        """The job's verification strategy (``none``: not verified)."""
+        sched = self._scheduler()
+        job = sched.jobs.get(job_id) if sched is not None else None
+        if job is not None:
+            return str(getattr(getattr(job.js, "plan", None), "verification", "none"))
+        first = next(iter(tasks.values()), None)
+        return str(((getattr(first, "verification", None) or {}).get("strategy")) or "none")
+
+    def verification(self, job_id: str, tasks: dict, created: float, stats: dict, query: dict,
+                     strategy: str) -> dict[str, Any]:
+        """The job page's verification panel (evidence.py), from the job here or ``describe``'s rows."""
+        sched = self._scheduler()
+        job = sched.jobs.get(job_id) if sched is not None else None
+        verify = getattr(job.js, "verify", None) if job is not None else None
+        if job is not None:
+            def accepted_of(tid: str, t: Any) -> Any:
+                return t.verified
+
+            def live_of(tid: str, t: Any) -> Any:
+                return verify.describe(tid)["verification"]["now"] if verify is not None else None
+        else:
+            def accepted_of(tid: str, t: Any) -> Any:
+                return (getattr(t, "verification", None) or {}).get("accepted")
+
+            def live_of(tid: str, t: Any) -> Any:
+                return (getattr(t, "verification", None) or {}).get("now")
+        venv = getattr(sched, "_venv", None)          # the newest bans and suspicions of this daemon
+        bans = {str(p): b.reason for p, b in itertools.islice(reversed(venv.ledger.bans.items()), evidence.MAX_PEERS)} \
+            if venv is not None else {}
+        suspects = dict(itertools.islice(reversed((getattr(sched, "suspects", None) or {}).items()), evidence.MAX_PEERS))
+        return evidence.verification_view(strategy, tasks, created, stats, query, accepted_of, live_of,
+                                          self._open_evidence, bans, suspects)
+
+    def _open_evidence(self, data: bytes | str | None) -> dict | None:
+        """evidence.open_evidence, kept in a bounded cache (checking signatures costs about 0.1 ms each)."""
+        if not data:
+            return None
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        key = hashlib.blake2b(raw, digest_size=16).digest()
+        if key in self._opened:
+            self._opened.move_to_end(key)
+            return self._opened[key]
+        opened = self._opened[key] = evidence.open_evidence(data)
+        while len(self._opened) > MAX_OPENED:
+            self._opened.popitem(last=False)
+        return opened
 
     # --- routes -----------------------------------------------------------------------------
 

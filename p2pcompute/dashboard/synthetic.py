@@ -1,7 +1,8 @@
 """Synthetic state for the dashboard's bench and tests: many members, a job of many tasks, a node to serve them.
 
 ``members`` and ``job_tasks`` make rows of the shapes views.py reads (node.peers() rows and TaskRun-like
-objects), from an injected ``random.Random``. ``SyntheticNode`` has the parts of a Node the dashboard's
+objects), from an injected ``random.Random``; ``verify_tasks`` gives a job's done tasks the signed evidence
+of a verified job (evidence.py reads it). ``SyntheticNode`` has the parts of a Node the dashboard's
 service reads (``status``, ``peers``, ``services``, ``transport.stats``, ``ping``), so the real service and
 the real control API serve the synthetic state to a real browser (bench/bench_dashboard.py).
 """
@@ -68,19 +69,53 @@ def job_tasks(n: int, peers: list[str], rng: random.Random, created: float = 0.0
     return tasks
 
 
+STRATEGY = "replicate(2, agree=2)"
+
+
+def verify_tasks(tasks: dict[str, Any], rng: random.Random, job_id: str = "jsynthetic", executors: int = 8) -> None:
+    """Make each done task of ``tasks`` verified under ``STRATEGY``: two executions on distinct (real,
+    generated) peers that signed claims of its outputs, and the coordinator's signed evidence in its
+    ``verified``, as scheduler/verification/replicated.py leaves it (a few thousand signatures a second)."""
+    from ..node import wire
+    from ..node.identity import Identity
+    from ..scheduler.verification import signed
+
+    coordinator = Identity.from_seed(rng.randbytes(32))
+    pool = [Identity.from_seed(rng.randbytes(32)) for _ in range(executors)]
+    inputs = signed.digest_inputs([])
+    for tid, t in tasks.items():
+        t.verified = None
+        if t.state != "done" or not t.attempts:
+            continue
+        last = t.attempts[-1]
+        a, b = rng.sample(pool, 2)
+        t.attempts = t.attempts[:-1] + [dict(last, peer=str(x.peer_id), lease=f"{last['lease']}.{n}")
+                                        for n, x in enumerate((a, b))]
+        claims = tuple(signed.sign_result(x, job_id, tid, f"{last['lease']}.{n}", [], t.outputs)
+                       for n, x in enumerate((a, b)))
+        ev = signed.Evidence(job_id, tid, coordinator.peer_id, STRATEGY, "2 of 2 agree (exact)", True, inputs,
+                             signed.digest_outputs(t.outputs), claims)
+        t.verified = {"strategy": STRATEGY, "how": "2 of 2 agree (exact)", "verified": True,
+                      "peers": [str(a.peer_id), str(b.peer_id)], "trusted": [], "rejected": [], "executions": 2,
+                      "evidence": wire.sign_claim(coordinator, ev)}
+
+
 class SyntheticNode:
     """What the dashboard's service reads of a Node, over synthetic members and one synthetic job."""
 
-    def __init__(self, n_members: int, n_tasks: int, seed: int = 1) -> None:
+    def __init__(self, n_members: int, n_tasks: int, seed: int = 1, verified: bool = False) -> None:
         rng = random.Random(seed)
         self.peer_id = peer_id(rng)
         self.data_dir = ""
         self.rows = members(n_members, rng)
         alive = [r["peer_id"] for r in self.rows if r["state"] == "alive"][:64] or [self.peer_id]
         self.tasks = job_tasks(n_tasks, alive, rng)
+        if verified:                  # the job runs under STRATEGY: each done task with signed evidence
+            verify_tasks(self.tasks, rng)
         self.created = 0.0
         counts = Counter(t.state for t in self.tasks.values())
-        js = SimpleNamespace(tasks=self.tasks, created=0.0, stats=Counter({"dispatched": n_tasks}), state="running")
+        js = SimpleNamespace(tasks=self.tasks, created=0.0, stats=Counter({"dispatched": n_tasks}), state="running",
+                             plan=SimpleNamespace(verification=STRATEGY if verified else "none"), verify=None)
         progress = {"done": counts["done"], "running": counts["running"], "queued": 0, "failed": 0, "skipped": 0,
                     "cancelled": 0, "total": n_tasks}
         job = SimpleNamespace(js=js)

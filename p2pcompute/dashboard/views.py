@@ -155,23 +155,28 @@ def _row(tid: str, t: Any, created: float, clock: float) -> dict[str, Any]:
             "outputs": dict(t.outputs)}
 
 
+def select_tasks(tasks: Mapping[str, Any], query: Mapping[str, str]) -> tuple[int, int, str | None, str | None,
+                                                                            list[tuple[str, Any]], int]:
+    """One page of a job's tasks (``state``, ``stage`` filters): offset, limit, state, stage, the page's
+    (id, task) pairs and how many tasks match."""
+    offset, limit = page_args(query)
+    state = _choice(query, "state", TASK_STATES)
+    stage = query.get("stage") or None
+    if state is None and stage is None:
+        return offset, limit, state, stage, list(itertools.islice(tasks.items(), offset, offset + limit)), len(tasks)
+    every = [(tid, t) for tid, t in tasks.items()
+             if (state is None or t.state == state) and (stage is None or t.spec.stage == stage)]
+    return offset, limit, state, stage, every[offset:offset + limit], len(every)
+
+
 def job_view(summary: Mapping[str, Any], tasks: Mapping[str, Any], created: float, clock: float,
              stats: Mapping[str, int], query: Mapping[str, str],
              edges: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """One job: its summary, stages (the DAG; ``edges`` from ``stage_edges`` if kept), counts, one page of
     its tasks (``state``, ``stage`` filters)."""
-    offset, limit = page_args(query)
-    state = _choice(query, "state", TASK_STATES)
-    stage = query.get("stage") or None
+    offset, limit, state, stage, chosen, matching = select_tasks(tasks, query)
     counts = Counter(t.state for t in tasks.values())
-    if state is None and stage is None:
-        chosen = list(itertools.islice(tasks.items(), offset, offset + limit))
-        matching, offset_in = len(tasks), 0
-    else:
-        every = [(tid, t) for tid, t in tasks.items()
-                 if (state is None or t.state == state) and (stage is None or t.spec.stage == stage)]
-        chosen, matching, offset_in = every, len(every), offset
-    rows = [_row(tid, t, created, clock) for tid, t in chosen[offset_in:offset_in + limit]]
+    rows = [_row(tid, t, created, clock) for tid, t in chosen]
     results = [{"task": o[0], "output": o[1], "cid": o[2]} for o in summary.get("outputs") or []]
     return {"job": dict(summary), "stats": dict(stats), "counts": dict(counts), "total": len(tasks),
             "matching": matching, "offset": offset, "limit": limit, "state": state, "stage": stage,
@@ -254,7 +259,8 @@ def tasks_from_described(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
                                        state=r.get("state", ""), reason=r.get("reason", ""),
                                        attempts=list(r.get("attempts") or []),
                                        attempts_dropped=r.get("attempts_dropped", 0),
-                                       outputs=dict(r.get("outputs") or {}), story=list(r.get("story") or []))
+                                       outputs=dict(r.get("outputs") or {}), story=list(r.get("story") or []),
+                                       verification=r.get("verification"))
             for r in rows}
 
 
@@ -273,24 +279,23 @@ def data_view(status: Mapping[str, Any], pins: list[str], ledgers: list[Mapping[
             "peers": sorted(ledgers, key=lambda r: -r.get("bytes_sent", 0))[:200], "peers_total": len(ledgers)}
 
 
-def protocol_of(type_names: Mapping[str, str], name: str) -> str:
-    """The protocol a message type belongs to (``type_names``: type name -> protocol), else ``other``."""
-    return type_names.get(name, "other")
-
-
-def machine_view(status: Mapping[str, Any], proc: Mapping[str, Any], rates: Mapping[str, float],
-                 type_names: Mapping[str, str]) -> dict[str, Any]:
+def machine_view(status: Mapping[str, Any], proc: Mapping[str, Any], rates: Mapping[str, float]) -> dict[str, Any]:
     """CPU, memory, executor workers, and messages and bytes per second by protocol.
 
-    ``rates``: per-second rates of the /metrics counters: ``sent:<type>``, ``received:<type>``,
-    ``bytes_sent``, ``bytes_received``, and bitswap's ``bitswap:*`` counters.
+    ``rates``: per-second rates of the transport's counters (the same as /metrics'):
+    ``messages_sent:<protocol>``, ``messages_received:<protocol>``, ``bytes_sent:<protocol>``,
+    ``bytes_received:<protocol>``, the totals ``bytes_sent`` and ``bytes_received``, and bitswap's own
+    ``bitswap:*`` counters (its streams are not the transport's messages).
     """
     protocols: dict[str, dict[str, float]] = {}
     for key, rate in rates.items():
-        direction, _, name = key.partition(":")
-        if direction in ("sent", "received"):
-            row = protocols.setdefault(protocol_of(type_names, name), {"sent": 0.0, "received": 0.0})
-            row[direction] += rate
+        counter, _, protocol = key.partition(":")
+        column = {"messages_sent": "sent", "messages_received": "received", "bytes_sent": "bytes_sent",
+                  "bytes_received": "bytes_received"}.get(counter)
+        if column is not None and protocol:
+            row = protocols.setdefault(protocol, {"sent": 0.0, "received": 0.0, "bytes_sent": 0.0,
+                                                  "bytes_received": 0.0})
+            row[column] += rate
     if any(k.startswith("bitswap:") for k in rates):
         protocols["bitswap"] = {"sent": rates.get("bitswap:messages_sent", 0.0),
                                 "received": rates.get("bitswap:messages_received", 0.0),

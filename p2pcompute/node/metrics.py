@@ -42,6 +42,17 @@ class NodeCollector:
         yield received
         yield CounterMetricFamily("p2pcompute_bytes_sent", "Frame bytes sent", value=stats.bytes_sent)
         yield CounterMetricFamily("p2pcompute_bytes_received", "Frame bytes received", value=stats.bytes_received)
+        messages = CounterMetricFamily("p2pcompute_protocol_messages", "Messages by protocol and direction",
+                                       labels=["protocol", "direction"])
+        frames = CounterMetricFamily("p2pcompute_protocol_bytes", "Frame bytes by protocol and direction "
+                                     "(invalid: frames that did not decode)", labels=["protocol", "direction"])
+        for family, by_direction in ((messages, (("sent", stats.protocol_sent), ("received", stats.protocol_received))),
+                                     (frames, (("sent", stats.protocol_bytes_sent),
+                                               ("received", stats.protocol_bytes_received)))):
+            for direction, counts in by_direction:
+                for protocol, n in sorted(counts.items()):
+                    family.add_metric([protocol, direction], n)
+            yield family
         rejected = CounterMetricFamily("p2pcompute_frames_rejected", "Frames dropped as invalid, by reason", labels=["reason"])
         for reason, n in sorted(stats.rejected.items()):
             rejected.add_metric([reason], n)

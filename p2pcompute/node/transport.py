@@ -82,6 +82,28 @@ class TransportStats:
     received: Counter = field(default_factory=Counter)
     bytes_sent: int = 0
     bytes_received: int = 0
+    # by protocol (wire.protocol_of: node, membership, scheduler; "invalid": a frame that did not decode)
+    protocol_sent: Counter = field(default_factory=Counter)           # messages
+    protocol_received: Counter = field(default_factory=Counter)
+    protocol_bytes_sent: Counter = field(default_factory=Counter)     # frame bytes; they sum to bytes_sent
+    protocol_bytes_received: Counter = field(default_factory=Counter)
+
+    def count_sent(self, msg: Any, size: int) -> None:
+        """One frame of ``size`` bytes carrying ``msg`` went out."""
+        protocol = wire.spec_of(msg).protocol
+        self.sent[type(msg).__name__] += 1
+        self.bytes_sent += size
+        self.protocol_sent[protocol] += 1
+        self.protocol_bytes_sent[protocol] += size
+
+    def count_received(self, msg: Any, size: int) -> None:
+        """One frame of ``size`` bytes carrying ``msg`` came in (``None``: it did not decode)."""
+        self.bytes_received += size
+        protocol = "invalid" if msg is None else wire.spec_of(msg).protocol
+        self.protocol_bytes_received[protocol] += size
+        if msg is not None:
+            self.received[type(msg).__name__] += 1
+            self.protocol_received[protocol] += 1
     rejected: Counter = field(default_factory=Counter)  # by WireError.reason
     request_failures: Counter = field(default_factory=Counter)  # timeout / disconnected / remote
     busy_drops: int = 0
@@ -261,16 +283,16 @@ class Transport(ABC):
 
     def _on_frame(self, peer: PeerId, frame: bytes) -> None:
         """A frame arrived from authenticated ``peer``. Never raises."""
-        self.stats.bytes_received += len(frame)
         try:
             env = wire.decode(frame, max_size=self.max_message)
             if env.signer is not None and env.signer != peer:
                 raise WireError(f"frame signed by {env.signer.short} but sent by {peer.short}")
         except WireError as exc:
+            self.stats.count_received(None, len(frame))
             self.stats.rejected[exc.reason] += 1
             self._log_bad_frame(peer, exc)
             return
-        self.stats.received[env.type_name] += 1
+        self.stats.count_received(env.message, len(frame))
         try:
             if env.kind in (Kind.REPLY, Kind.ERROR):
                 self._resolve(peer, env)
@@ -310,8 +332,7 @@ class Transport(ABC):
         return wire.encode(msg, kind=kind, request_id=request_id, identity=signer, max_size=self.max_message)
 
     def _count_sent(self, msg: Any, frame: bytes) -> None:
-        self.stats.sent[type(msg).__name__] += 1
-        self.stats.bytes_sent += len(frame)
+        self.stats.count_sent(msg, len(frame))
 
     def _record_latency(self, seconds: float) -> None:
         sample = self.stats.request_seconds

@@ -67,6 +67,18 @@ class MessageSpec:
     cls: type
     signed: bool
     hints: dict[str, Any]
+    protocol: str = "other"   # protocol_of(cls): what the transport's per-protocol counters name it
+
+
+PROTOCOL_NAMES = {"gossip": "membership"}   # a package whose protocol has another name
+
+
+def protocol_of(cls: type) -> str:
+    """The protocol a message type belongs to: its package under p2pcompute (``node``, ``membership``,
+    ``scheduler``; ``p2pcompute.scheduler.verification.signed`` is ``scheduler``), else its module."""
+    parts = cls.__module__.split(".")
+    name = parts[1] if len(parts) > 1 and parts[0] == "p2pcompute" else cls.__module__
+    return PROTOCOL_NAMES.get(name, name)
 
 
 _BY_CODE: dict[int, MessageSpec] = {}
@@ -83,7 +95,7 @@ def message(code: int, *, signed: bool = False):
             raise TypeError(f"{cls.__name__} must be a frozen dataclass")
         if code in _BY_CODE:
             raise ValueError(f"message code {code} already used by {_BY_CODE[code].cls.__name__}")
-        spec = MessageSpec(code, cls, signed, typing.get_type_hints(cls))
+        spec = MessageSpec(code, cls, signed, typing.get_type_hints(cls), protocol_of(cls))
         _BY_CODE[code] = spec
         _BY_CLS[cls] = spec
         return cls

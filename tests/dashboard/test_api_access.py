@@ -5,19 +5,22 @@ links listener serves none of it."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from types import SimpleNamespace
 
 import trio
 
 from p2pcompute.dashboard.service import DashboardService
 from p2pcompute.dashboard.synthetic import SyntheticNode
 from p2pcompute.node.api import ControlApi, json_response
+from p2pcompute.scheduler.verification.reputation import Ledger
 
 TOKEN = "t" * 64
 HOST = "127.0.0.1:5001"
 
 
-def make_app(public_only: bool = False) -> tuple[ControlApi, DashboardService, list]:
-    node = SyntheticNode(20, 50)
+def make_app(public_only: bool = False, verified: bool = False) -> tuple[ControlApi, DashboardService, list]:
+    node = SyntheticNode(20, 50, verified=verified)
     dash = DashboardService()
     posted: list = []
 
@@ -93,6 +96,32 @@ async def test_a_login_link_sets_a_cookie_that_reads_data_and_works_once():
     assert status == 200 and json.loads(body)["total"] == 50
     assert (await call(app, "GET", "/dashboard/api/network?limit=9999", {"cookie": cookie}))[0] == 400
     assert dash.status()["logins"] == 1
+
+
+async def test_the_job_page_carries_its_verification_panel_only_when_asked():
+    app, dash, _ = make_app(verified=True)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    ledger = Ledger()
+    for i in range(150):
+        ledger.ban(f"liar{i:03d}", "differs from a trusted result", float(i))
+    dash.node.scheduler._venv = SimpleNamespace(ledger=ledger)
+    dash.node.scheduler.suspects = OrderedDict(accused="accused by a coordinator")
+    status, _, body = await call(app, "GET", "/dashboard/api/job/jsynthetic?limit=10", auth)
+    assert status == 200 and "verification" not in json.loads(body) and not dash._opened
+    assert json.loads(body)["strategy"] == "replicate(2, agree=2)"
+    status, _, body = await call(app, "GET", "/dashboard/api/job/jsynthetic?tab=verification&state=done&limit=10", auth)
+    panel = json.loads(body)["verification"]
+    assert status == 200 and len(panel["rows"]) == 10 and len(dash._opened) == 10
+    for row in panel["rows"]:
+        agreed = [x["peer"] for x in row["executions"] if x["verdict"] == "agreed" and x["signed"]]
+        assert row["status"] == "accepted" and len(set(agreed)) == 2
+        assert sorted(agreed) == row["accepted"]["signers"] and row["accepted"]["signature_ok"]
+    assert panel["summary"]["accepted"] == panel["summary"]["verified"] > 0
+    assert len(panel["summary"]["banned_here"]) == 100 and ["liar149", "differs from a trusted result"] in \
+        panel["summary"]["banned_here"]                      # the newest hundred
+    assert panel["summary"]["suspected_here"] == [["accused", "accused by a coordinator"]]
+    await call(app, "GET", "/dashboard/api/job/jsynthetic?tab=verification&state=done&limit=10", auth)
+    assert len(dash._opened) == 10                          # opened once, then from the cache
 
 
 async def test_a_state_change_with_the_cookie_needs_the_same_origin():

@@ -10,6 +10,7 @@ Skipped, with the reason, only when no browser can be found (p2pcompute/dashboar
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -127,8 +128,53 @@ def test_a_job_submitted_from_the_page_finishes_and_shows_its_timeline(net, page
     links = page.eval_on_selector_all("#results a", "as => as.map(a => a.getAttribute('href'))")
     assert len(links) == TASKS // 2
     assert page.evaluate("async (u) => (await fetch(u)).status", links[0]) == 200
+    page.click("#tab-verification")                   # not a verified job: its tab says so
+    page.wait_for_selector("#not-verified", timeout=30 * MS)
     page.goto(base_url(net) + "/dashboard#/jobs")
     page.wait_for_selector(f'#jobs tr[data-job="{job_id}"][data-state="done"]', timeout=30 * MS)
+    assert page.errors == []
+
+
+VERIFIED_JOB = """
+name: doubled-twice-over
+verification: "replicate(2, agree=2)"
+inputs:
+  x: x/*.npy
+stages:
+  - name: d
+    map: {over: inputs.x}
+    ops: {"opset": 1, "inputs": {"x": {}}, "nodes": [{"name": "y", "op": "add", "inputs": ["x", "x"]}],
+          "outputs": ["y"]}
+"""
+
+
+def test_a_verified_job_shows_two_executions_agreeing_on_different_peers(net, page, tmp_path):
+    (tmp_path / "x").mkdir()
+    for i in range(2):
+        np.save(tmp_path / "x" / f"v{i}.npy", np.full((2, 2), 10 + i, dtype=np.float32))
+    page.goto(base_url(net) + "/dashboard#/jobs")
+    page.click("#submit summary")
+    page.fill("#job-text", VERIFIED_JOB)
+    page.fill("#job-base", str(tmp_path))
+    page.click("#submit-btn")
+    page.wait_for_selector("#submitted-job", timeout=60 * MS)
+    job_id = page.inner_text("#submitted-job")
+    page.click("#submitted-job")
+    page.wait_for_selector('#job-state[data-state="done"]', timeout=120 * MS)
+    page.click("#tab-verification")
+    page.wait_for_function("() => document.querySelectorAll('#evidence tr[data-status=accepted]').length === 2",
+                           timeout=30 * MS)
+    assert page.inner_text("#v-strategy") == "replicate(2, agree=2)"
+    assert page.inner_text("#v-accepted") == "2 / 2"
+    ids = {p.status["peer_id"] for p in net.peers}
+    for task in page.eval_on_selector_all("#evidence tr[data-status=accepted]", "rows => rows.map(r => r.dataset.task)"):
+        row = f'#evidence tr[data-task="{task}"]'
+        agreed = page.eval_on_selector_all(f"{row} tr[data-verdict=agreed]", "rows => rows.map(r => r.dataset.peer)")
+        assert len(agreed) == 2 and len(set(agreed)) == 2 and set(agreed) <= ids, agreed
+        signers = page.eval_on_selector_all(f"{row} .signer", "els => els.map(e => e.title)")
+        assert sorted(signers) == sorted(agreed)        # both signed claims of the accepted outputs
+        assert "signatures valid" in page.inner_text(row)
+    assert page.evaluate("() => location.hash").endswith(f"{job_id}/verification")
     assert page.errors == []
 
 
@@ -153,6 +199,25 @@ def test_a_running_job_is_cancelled_from_its_page(net, page, tmp_path):
     page.click("#cancel-btn")
     page.wait_for_selector('#job-state[data-state="cancelled"]', timeout=60 * MS)
     assert page.is_disabled("#cancel-btn")
+    assert page.errors == []
+
+
+def test_the_machine_page_and_metrics_show_bytes_per_protocol(net, page):
+    """The daemons have gossiped and run jobs: /metrics counts bytes by protocol, the page their rates."""
+    peer = net.peers[0]
+    token = (peer.data_dir / "api_token").read_text().strip()
+    text = httpx.get(base_url(net) + "/metrics", headers={"authorization": "Bearer " + token}).text
+    for protocol in ("membership", "scheduler", "node"):
+        for direction in ("sent", "received"):
+            line = re.search(r'^p2pcompute_protocol_bytes_total\{direction="%s",protocol="%s"\} (\S+)$'
+                             % (direction, protocol), text, re.M)
+            assert line and float(line.group(1)) > 0, (protocol, direction)
+    page.click("nav a[data-page=machine]")
+    # membership pings every peer about once a second: within a few samples its rate is above zero both ways
+    page.wait_for_function("""() => ['bytes-sent', 'bytes-received'].every((c) => {
+        const td = document.querySelector('#protocols tr[data-protocol=membership] td.' + c);
+        return td && /[1-9]/.test(td.textContent); })""", timeout=60 * MS)
+    assert "membership" in page.get_attribute("#bytes-chart", "data-protocols")
     assert page.errors == []
 
 

@@ -111,14 +111,14 @@ def test_jobs_are_newest_first_and_paged():
     assert done["matching"] == 200 and len(done["rows"]) == 5
 
 
-def test_machine_view_groups_message_rates_by_protocol():
-    rates = {"sent:Ping": 2.0, "received:Ping": 1.0, "sent:TaskOffer": 4.0, "sent:Mystery": 1.0,
+def test_machine_view_shows_messages_and_bytes_per_second_by_protocol():
+    rates = {"messages_sent:node": 2.0, "messages_received:node": 1.0, "bytes_sent:node": 80.0,
+             "messages_sent:membership": 3.0, "bytes_sent:membership": 20.0, "bytes_received:invalid": 5.0,
              "bytes_sent": 100.0, "bitswap:bytes_sent": 50.0}
-    names = {"Ping": "node+membership", "TaskOffer": "scheduler"}
-    view = views.machine_view({"compute": {"workers": {"busy": 1}}}, {"cpu_percent": 3.0}, rates, names)
-    assert view["protocols"]["scheduler"] == {"sent": 4.0, "received": 0.0}
-    assert view["protocols"]["node+membership"] == {"sent": 2.0, "received": 1.0}
-    assert view["protocols"]["other"]["sent"] == 1.0
+    view = views.machine_view({"compute": {"workers": {"busy": 1}}}, {"cpu_percent": 3.0}, rates)
+    assert view["protocols"]["node"] == {"sent": 2.0, "received": 1.0, "bytes_sent": 80.0, "bytes_received": 0.0}
+    assert view["protocols"]["membership"]["bytes_sent"] == 20.0
+    assert view["protocols"]["invalid"]["bytes_received"] == 5.0
     assert view["protocols"]["bitswap"]["bytes_sent"] == 50.0
     assert view["bytes_per_s"]["sent"] == 100.0 and view["workers"] == {"busy": 1}
 

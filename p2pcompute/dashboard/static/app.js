@@ -66,6 +66,7 @@ function navigate() {
   const q = new URLSearchParams(r.params);
   q.set("view", r.page);
   if (r.page === "job") q.set("job", r.arg);
+  if (r.page === "job" && r.tab === "verification") q.set("tab", "verification");  // its data only while open
   const key = q.toString();
   if (key !== app.key || !app.es) listen(key);
   if (app.data) render(app.data);
@@ -253,9 +254,9 @@ function renderJob(d, r, content) {
       try { await api("/v1/jobs/cancel/" + encodeURIComponent(job.job_id), { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }); }
       catch (e) { alert(e.message); }
     } }, "Cancel job");
-  const tabs = h("div", { class: "tabs" }, ["tasks", "timeline", "dag", "results"].map((t) =>
+  const tabs = h("div", { class: "tabs" }, ["tasks", "timeline", "dag", "verification", "results"].map((t) =>
     h("a", { href: "#/job/" + encodeURIComponent(job.job_id) + "/" + t, class: t === tab ? "active" : "", id: "tab-" + t },
-      { tasks: "Tasks", timeline: "Timeline", dag: "Stages (DAG)", results: "Results" }[t])));
+      { tasks: "Tasks", timeline: "Timeline", dag: "Stages (DAG)", verification: "Verification", results: "Results" }[t])));
   const body = h("div", { id: "tab-body" });
   content.replaceChildren(
     h("div", { class: "pager" }, h("h1", {}, "Job ", h("span", { class: "mono" }, job.job_id), " ", h("span", { id: "job-state", "data-state": job.state }, stateTag(job.state))), cancel),
@@ -270,6 +271,7 @@ function renderJob(d, r, content) {
   if (tab === "tasks") renderTasks(d, r, body);
   else if (tab === "timeline") renderTimeline(d, r, body);
   else if (tab === "dag") body.append(dagSvg(d.stages));
+  else if (tab === "verification") renderVerification(d, r, body);
   else body.append(table("results", ["task", "output", "CID", ""], d.results.map((x) => h("tr", {},
     h("td", { class: "mono" }, x.task), h("td", { class: "mono" }, x.output), h("td", { class: "mono" }, x.cid),
     h("td", {}, h("a", { href: "/v1/cat?cid=" + encodeURIComponent(x.cid), download: x.output.replaceAll("/", "-") }, "download"))))),
@@ -312,6 +314,39 @@ async function openTask(jobId, task, quiet) {
       h("h2", {}, "Story"), h("pre", {}, t.story.map((s) => `+${s[0].toFixed(3)} s  ${s[2]} → ${s[3]}  (${s[1]})`).join("\n")), logs));
     if (!quiet) box.scrollIntoView({ block: "start" });
   } catch (e) { if (!quiet) box.replaceChildren(h("p", { class: "err" }, e.message)); }
+}
+
+const VERDICTS = { agreed: "ok", rejected: "lost", "proven wrong": "failed", running: "running" };
+function renderVerification(d, r, body) {
+  if (!d.verification) { body.append(h("p", { class: "muted" }, "loading…")); return; }
+  const v = d.verification, s = v.summary, peers = (list) => list.length ? list.map(([p, x]) => h("div", { class: "mono", title: p }, short(p) + ": " + x)) : "none";
+  if (s.strategy === "none") body.append(h("p", { class: "muted", id: "not-verified" }, "This job's results are not verified (verification: none): each task ran once and its result was taken."));
+  body.append(h("div", { class: "cards", id: "verification-summary" },
+      card("strategy", s.strategy, "v-strategy"), card("tasks accepted", `${s.accepted} / ${s.tasks}`, "v-accepted"),
+      card("verified", s.verified, "v-verified"), card("executions", s.executions, "v-executions"),
+      card("rejected (proven wrong)", `${s.stats.verify_rejected + s.stats.verify_rejected_proven} (${s.stats.verify_rejected_proven})`, "v-rejected"),
+      card("results retracted", s.stats.results_retracted, "v-retracted")),
+    h("div", { class: "row row3" },
+      h("div", {}, h("h2", {}, "Peers proven wrong in this job (banned)"), h("div", { id: "v-banned" }, peers(s.proven_wrong))),
+      h("div", {}, h("h2", {}, "Peers whose results were rejected"), h("div", { id: "v-rejected-peers" }, peers(s.rejected.map(([p, n]) => [p, n + " tasks"])))),
+      h("div", {}, h("h2", {}, "Banned / suspected at this daemon"), h("div", { id: "v-bans" }, peers(s.banned_here.concat(s.suspected_here.map(([p, x]) => [p, "suspected: " + x])))))),
+    h("div", { class: "pager" }, filter(r, "state", ["waiting", "ready", "placing", "offered", "running", "fetching", "done", "skipped", "failed", "cancelled"], v.state),
+      filter(r, "stage", d.stages.map((x) => x.stage), v.stage)),
+    table("evidence", ["task", "status", "executions: peer · outcome · output digest · verdict", "accepted result", "signers"],
+      v.rows.map((t) => h("tr", { "data-task": t.task, "data-status": t.status },
+        h("td", { class: "mono" }, t.task, h("div", {}, stateTag(t.state))),
+        h("td", {}, t.status, t.status === "verifying" ? h("div", { class: "muted" }, `${t.results} results, ${t.pending} pending`) : ""),
+        h("td", {}, h("table", { class: "execs" }, h("tbody", {}, t.executions.map((x) => h("tr", { "data-peer": x.peer, "data-verdict": x.verdict },
+          h("td", { class: "mono", title: x.peer + (x.lease ? " lease " + x.lease : "") }, short(x.peer) + (x.trusted ? " (trusted)" : "")),
+          h("td", {}, stateTag(x.outcome)), h("td", { class: "mono", title: x.signed ? "digest of the outputs this peer signed" : "" }, x.outputs || "-"),
+          h("td", { title: x.why }, h("span", { class: "state " + (VERDICTS[x.verdict] || "other") }, x.verdict), x.why && x.verdict !== "agreed" ? " " + x.why : "")))))),
+        h("td", {}, t.accepted ? [h("div", {}, t.accepted.how + (t.accepted.verified ? "" : " (not verified)")),
+          h("div", { class: "mono", title: "SHA-256 of the accepted outputs" }, t.accepted.digest || ""),
+          Object.entries(t.accepted.outputs).map(([k, c]) => h("div", { class: "mono" }, h("a", { href: "/v1/cat?cid=" + encodeURIComponent(c), download: k.replaceAll("/", "-"), title: c }, k)))] : "-"),
+        h("td", {}, t.accepted ? [t.accepted.signers.map((p) => h("div", { class: "mono signer", title: p }, short(p))),
+          h("div", { class: "muted" }, t.accepted.problem ? t.accepted.problem : t.accepted.coordinator ? `evidence (${t.accepted.evidence_bytes} B) signed by ${short(t.accepted.coordinator)}` + (t.accepted.signature_ok ? ", signatures valid" : ", NOT by its coordinator") : "no signed evidence"),
+          t.rejected.map((x) => h("div", { class: "err", title: x.reason }, `${short(x.peer)} ${x.proven ? "proven wrong, banned" : "rejected"}: ${x.reason}`))] : ""))),
+    pager(v, r)));
 }
 
 function renderTimeline(d, r, body) {
@@ -393,11 +428,16 @@ function renderData(d, r, content) {
     pager({ offset: d.offset, limit: d.limit, matching: d.pins_total }, r));
 }
 
+const PALETTE = ["#2f6fde", "#2e9d58", "#e0a400", "#d23c3c", "#8e44ad", "#16a2b8", "#8a8f98"];
 function renderMachine(d, r, content) {
   const p = d.proc, w = d.workers || {};
-  app.series.push([Date.now(), d.bytes_per_s.sent, d.bytes_per_s.received]);
+  const perProto = Object.fromEntries(Object.entries(d.protocols).map(([k, v]) => [k, (v.bytes_sent || 0) + (v.bytes_received || 0)]));
+  app.series.push([Date.now(), d.bytes_per_s.sent, d.bytes_per_s.received, perProto]);
   if (app.series.length > 300) app.series.shift();
-  const spark = h("canvas", { id: "bytes-chart", height: 120 });
+  const names = [...new Set(app.series.flatMap((x) => Object.keys(x[3])))].sort();
+  const colors = Object.fromEntries(names.map((n, i) => [n, PALETTE[i % PALETTE.length]]));
+  const spark = h("canvas", { id: "bytes-chart", height: 140 });
+  const rate = (x) => x === undefined ? "" : fmtBytes(Math.round(x)) + "/s";
   content.replaceChildren(
     h("h1", {}, "This machine"),
     h("div", { class: "cards" },
@@ -409,15 +449,16 @@ function renderMachine(d, r, content) {
       card("task slots", d.slots ? `${d.slots.busy} busy / ${d.slots.total}` : "-"),
       card("tasks run", `${(d.tasks || {}).ok ?? 0} ok, ${(d.tasks || {}).failed ?? 0} failed`)),
     h("h2", {}, "Executor workers"), table("workers-table", Object.keys(w), [h("tr", {}, Object.values(w).map((v) => h("td", {}, v)))]),
-    h("h2", { style: "margin-top:12px" }, "Messages per second by protocol"),
-    table("protocols", ["protocol", "sent /s", "received /s", "bytes sent /s", "bytes received /s"], Object.entries(d.protocols).map(([k, v]) => h("tr", {},
-      h("td", {}, k), h("td", {}, v.sent), h("td", {}, v.received), h("td", {}, v.bytes_sent === undefined ? "" : fmtBytes(v.bytes_sent)), h("td", {}, v.bytes_received === undefined ? "" : fmtBytes(v.bytes_received))))),
-    h("p", { class: "muted" }, `All protocols on the libp2p transport: ${fmtBytes(d.bytes_per_s.sent)}/s sent, ${fmtBytes(d.bytes_per_s.received)}/s received; ${d.messages_total.sent} messages sent, ${d.messages_total.received} received since start.`),
-    h("h2", {}, "Bytes per second (since this page opened)"), spark, legend(["sent", "received"], { sent: "#2f6fde", received: "#2e9d58" }));
-  const [g, W, H] = ctx2d(spark), max = Math.max(1, ...app.series.flatMap((s) => [s[1], s[2]])), n = app.series.length;
-  [[1, "#2f6fde"], [2, "#2e9d58"]].forEach(([k, color]) => { g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
-    app.series.forEach((s, i) => { const x = 40 + (W - 50) * (n > 1 ? i / (n - 1) : 1), y = H - 10 - (H - 20) * s[k] / max; if (i) g.lineTo(x, y); else g.moveTo(x, y); }); g.stroke(); });
-  g.fillStyle = "#6b7480"; g.fillText(fmtBytes(max) + "/s", 2, 12);
+    h("h2", { style: "margin-top:12px" }, "Messages and bytes per second by protocol"),
+    table("protocols", ["protocol", "messages sent /s", "messages received /s", "bytes sent /s", "bytes received /s"], Object.entries(d.protocols).map(([k, v]) => h("tr", { "data-protocol": k },
+      h("td", {}, k), h("td", {}, v.sent), h("td", {}, v.received), h("td", { class: "bytes-sent" }, rate(v.bytes_sent)), h("td", { class: "bytes-received" }, rate(v.bytes_received))))),
+    h("p", { class: "muted" }, `All protocols on the libp2p transport: ${fmtBytes(d.bytes_per_s.sent)}/s sent, ${fmtBytes(d.bytes_per_s.received)}/s received; ${d.messages_total.sent} messages sent, ${d.messages_total.received} received since start. Bitswap moves blocks on streams of its own (its row is its own counters).`),
+    h("h2", {}, "Bytes per second by protocol, sent and received (since this page opened)"), spark, legend(names, colors));
+  const [g, W, H] = ctx2d(spark), max = Math.max(1, ...app.series.flatMap((s) => Object.values(s[3]))), n = app.series.length;
+  names.forEach((name) => { g.strokeStyle = colors[name]; g.lineWidth = 2; g.beginPath();
+    app.series.forEach((s, i) => { const x = 40 + (W - 50) * (n > 1 ? i / (n - 1) : 1), y = H - 10 - (H - 20) * Math.log10(1 + (s[3][name] || 0)) / Math.log10(1 + max); if (i) g.lineTo(x, y); else g.moveTo(x, y); }); g.stroke(); });
+  g.fillStyle = "#6b7480"; g.fillText(fmtBytes(Math.round(max)) + "/s (log scale)", 2, 12);
+  spark.dataset.protocols = names.join(",");
 }
 
 start();
