@@ -69,6 +69,7 @@ async def test_members_learn_each_other_with_capabilities_and_see_a_clean_leave(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.netns_twin("tests/netns/test_netns_membership.py::test_a_killed_and_a_frozen_peer_are_declared_dead_by_all_others")
 def test_devnet_peer_killed_or_frozen_is_seen_dead_by_all(tmp_path):
     net = Devnet(tmp_path, 5, log_level="warning")
     frozen = None

@@ -51,6 +51,7 @@ from typing import Any
 import trio
 
 from ..errors import P2PComputeError, UserError
+from .config import API_FILE, TOKEN_FILE  # noqa: F401 (imported from here by the daemon and tests)
 from .identity import PeerId
 from .metrics import metrics_text
 from .ratelimit import PeerRateLimiter
@@ -58,8 +59,6 @@ from .node import Node
 
 log = logging.getLogger(__name__)
 
-API_FILE = "api"
-TOKEN_FILE = "api_token"
 MAX_BODY = 64 << 20  # loopback and token only; routes bound what they accept
 MAX_PUBLIC = 16  # public (tokenless) requests served at once
 PUBLIC_RATE, PUBLIC_BURST = 20.0, 60  # public requests per second per client IP, after a burst

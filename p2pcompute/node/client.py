@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from ..errors import DaemonNotRunning, P2PComputeError, UserError
-from .api import API_FILE, TOKEN_FILE
+from .config import API_FILE, TOKEN_FILE
 
 
 class ApiError(P2PComputeError):

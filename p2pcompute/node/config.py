@@ -25,6 +25,10 @@ ENV_PREFIX = "P2PCOMPUTE_"
 # ours, and kubo's LAN DHT (a user's own kubo is then a peer of the DHT); dht/driver.py names them too
 DHT_PROTOCOLS = ("/p2pcompute/kad/1.0.0", "/ipfs/lan/kad/1.0.0")
 CONFIG_FILE = "config.toml"
+# written by a running daemon (api.py), read by its clients (client.py): defined here, where a command that only
+# finds its daemon need not load the server's modules
+API_FILE = "api"
+TOKEN_FILE = "api_token"
 
 
 def default_data_dir() -> Path:

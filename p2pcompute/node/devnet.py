@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DaemonNotRunning, P2PComputeError, UserError
-from .api import API_FILE
 from .client import ControlClient
+from .config import API_FILE
 
 
 @dataclass

@@ -44,7 +44,7 @@ def stop(proc):
         return proc.wait()
 
 
-def until(fn, timeout=90.0, every=1.0):
+def until(fn, timeout=90.0, every=0.3):
     """Call ``fn`` until it returns something true; that value (the last one on timeout, for the message)."""
     deadline = time.monotonic() + timeout
     while True:

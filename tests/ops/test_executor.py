@@ -109,7 +109,7 @@ async def _append(results: list, awaitable) -> None:
     results.append(await awaitable)
 
 
-TRIO_THREAD_IDLE_LIFE = 10.0  # seconds before trio retires an idle worker thread
+TRIO_THREAD_IDLE_LIFE = 2.0  # seconds before trio retires an idle worker thread (its default 10, patched here)
 
 
 async def _feed_fifo(fifo, data: bytes, hold: float) -> None:
@@ -130,10 +130,14 @@ async def _feed_fifo(fifo, data: bytes, hold: float) -> None:
         os.close(fd)
 
 
-async def test_a_task_outlives_a_trio_thread_and_idle_workers_are_not_restarted(tmp_path):
-    """A task runs as long as its own limits allow (here ~15 s, blocked on its input), past
+async def test_a_task_outlives_a_trio_thread_and_idle_workers_are_not_restarted(tmp_path, monkeypatch):
+    """A task runs as long as its own limits allow (here ~5 s, blocked on its input), past
     the idle life of the trio thread that spawned its worker; the idle worker beside it
-    keeps its process too."""
+    keeps its process too. Trio's idle life (10 s) is cut to 2 s: an idle thread reads it each time it waits."""
+    import trio._core._thread_cache as thread_cache
+
+    assert thread_cache.IDLE_TIMEOUT == 10   # the knob patched below still exists
+    monkeypatch.setattr(thread_cache, "IDLE_TIMEOUT", TRIO_THREAD_IDLE_LIFE)
     fifo = tmp_path / "x.tensor"
     os.mkfifo(fifo)
     graph, _ = t.to_graph((t.input("x", "float32", [8]) * 2.0).reduce_sum())
@@ -145,7 +149,7 @@ async def test_a_task_outlives_a_trio_thread_and_idle_workers_are_not_restarted(
         assert len(pids) == 2
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_feed_fifo, fifo, tensor_format.encode(np.full(8, 1.5, np.float32)),
-                               TRIO_THREAD_IDLE_LIFE + 5)
+                               TRIO_THREAD_IDLE_LIFE + 3)
             result = await executor.run(task)
         assert result.ok, result.message
         assert result.outputs["out0"]["value"] == 24.0 and result.attempts == 1

@@ -4,6 +4,8 @@ given back at once."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import trio
 
 from p2pcompute.scheduler.messages import SchedAck, TaskGrant
@@ -51,10 +53,16 @@ async def test_a_grant_the_executor_refuses_is_given_back_at_once_as_rejected_no
 
         real = b.transport._request_handlers[TaskGrant]
         b.transport._request_handlers[TaskGrant] = refuse
+        # B's lease machine never hears of the refusals: each holds its slot until its accept times out
+        # (5 s here); 1.5 s while the grants are refused makes the three refusals come sooner
+        leases = b.services["scheduler"].leases
+        normal = leases.config
+        leases.config = dataclasses.replace(normal, accept_timeout_s=1.5)
         job_id = await submit(a, tmp_path)
         svc = a.services["scheduler"]
         await wait_for(lambda: len(refused) >= 3, 60)
         b.transport._request_handlers[TaskGrant] = real
+        leases.config = normal
         for n in (a, c):
             n.services["scheduler"]._exec(lx.SetSlots(1))
         with trio.fail_after(120):
