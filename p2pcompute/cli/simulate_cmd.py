@@ -127,12 +127,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input files per job: one map task each, then a combine task (default 4)")
     j.add_argument("--kill-coordinators", action="store_true",
                    help="crash the coordinator of every running job once (replaced by a fresh peer), the peer "
-                        "coordinating the most such jobs first, never leaving a running job's record with fewer "
+                        "coordinating the oldest such job first, never leaving a running job's record with fewer "
                         "than 2 live holders; report.json says how many jobs were hit (jobs_killed) and completed "
                         "(killed_jobs_succeeded)")
-    j.add_argument("--kill-max-per-job", type=int, default=5,
+    j.add_argument("--kill-max-per-job", type=int, default=20,
                    help="with --kill-coordinators: a peer coordinating a job whose coordinator was killed this often "
-                        "is spared (default 5; more reaches more jobs, and makes them slower)")
+                        "is spared (default 20; more reaches more jobs, and makes them slower)")
     j.add_argument("--kill-every", default="250ms",
                    help="with --kill-coordinators: at most one coordinator crashed this often (default 250ms)")
     j.add_argument("--load", type=float, default=0.8, help="offered load, a share of all task slots (default 0.8)")

@@ -31,10 +31,10 @@ ID, to a live peer (``resubmits``).
 runs, its reservations and the jobs it coordinates; replicas take over.
 ``kill_coordinators``: the coordinator of every job is crashed once while
 the job runs (and replaced by a fresh peer). Every ``kill_every_s`` the
-live peer coordinating the most running jobs not yet hit (submitted at
-least ``kill_after_s`` ago; ties: the oldest such job) is crashed, with
+live peer coordinating the oldest running job not yet hit (submitted at
+least ``kill_after_s`` ago; ties: the most such jobs) is crashed, with
 every job it coordinates (each counts as killed). A peer is spared while it
-coordinates a job hit ``kill_max_per_job`` (5) times already (a successor
+coordinates a job hit ``kill_max_per_job`` (20) times already (a successor
 coordinator takes jobs that were hit over, and new jobs are submitted to
 it; ``kill_repeats`` counts the second and later hits), or while a running
 job whose record it holds (as coordinator or replica) would be left with
@@ -125,7 +125,7 @@ class JobsScenario:
     takeover_query_s: float = 1.0       # before a takeover, the other holders are asked for a newer line this long
     kill_every_s: float = 0.25          # kill_coordinators: a coordinator is crashed at most this often
     kill_after_s: float = 0.5           # kill_coordinators: a job's coordinator is killed once it ran this long
-    kill_max_per_job: int = 5           # kill_coordinators: a peer coordinating a job killed this often is spared
+    kill_max_per_job: int = 20          # kill_coordinators: a peer coordinating a job killed this often is spared
     kill_keep_holders: int = 2          # kill_coordinators: live holders of a running job's record a kill leaves
     capability_every: float = 5.0       # a peer republishes its capability record (free slots, load) if changed
     seeds_per_join: int = 3
@@ -528,7 +528,7 @@ class JobsRun:
         return count
 
     def _kill(self, _: Any, __: Any) -> None:
-        """Crash the live coordinator of the most running jobs whose coordinator was not killed yet (module doc)."""
+        """Crash the live coordinator of the oldest running job whose coordinator was not killed yet (module doc)."""
         if self.done:
             return
         s, now = self.s, self.now
@@ -542,7 +542,7 @@ class JobsRun:
             fresh = [jr for jr in running if not jr.killed and jr.submit_at <= now - s.kill_after_s]
             if not fresh:
                 continue
-            key = (len(fresh), -min(jr.submit_at for jr in fresh), -self.index[pid])
+            key = (-min(jr.submit_at for jr in fresh), len(fresh), -self.index[pid])
             if best_key is not None and key <= best_key:
                 continue
             if holders is None:
