@@ -186,12 +186,15 @@ class KadClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(self, peer: PeerId, sender: _Sender, msg: pb.KadMessage) -> pb.KadMessage | None:
-        await sender.stream.write(pb.frame(msg))
+        frame = pb.frame(msg)
+        await sender.stream.write(frame)
+        count_frame(self.transport, sent=len(frame))
         if msg.type not in _REPLY_TYPES:
             return None
         data = await sender.reader.read_frame()
         if data is None:
             raise TransportError(f"{peer.short} closed the kad stream without answering {msg.type.name}")
+        count_frame(self.transport, received=framed_size(data))
         reply = pb.decode(data, max_size=self.limits.max_message)
         if reply.type is not msg.type:
             raise WireError(f"{peer.short} answered {msg.type.name} with {reply.type.name}")
@@ -261,8 +264,9 @@ class KadResponder:
 
     def __init__(self, server: KadServer, limits: Limits,
                  on_request: Callable[[PeerId, pb.KadMessage, str], None],
-                 remote_ip: Callable[[PeerId], str | None] = lambda peer: None) -> None:
+                 remote_ip: Callable[[PeerId], str | None] = lambda peer: None, transport: Any = None) -> None:
         self.server = server
+        self.transport = transport  # its stats count the frames (count_frame); None: not counted
         self.limits = limits
         self._on_request = on_request  # the driver's hook (routing-table feed, counters)
         self._remote_ip = remote_ip  # where a peer's connection comes from: replies carry only addresses it can use
@@ -314,6 +318,7 @@ class KadResponder:
                 data = await reader.read_frame()
             if idle.cancelled_caught or data is None:
                 break
+            count_frame(self.transport, received=framed_size(data))
             wait = self.limiter.reserve(peer, trio.current_time())
             if wait is None:
                 raise _RateLimited()
@@ -326,9 +331,23 @@ class KadResponder:
             self._on_request(peer, msg, protocol)
             if reply is not None:
                 reply = reply_for(reply, self._remote_ip(peer))
+                frame = pb.frame(reply)
                 with trio.fail_after(self.limits.write_timeout):
-                    await stream.write(pb.frame(reply))
+                    await stream.write(frame)
+                count_frame(self.transport, sent=len(frame))
         await stream.close()
+
+
+def framed_size(body: bytes) -> int:
+    """A kad frame's bytes on the stream: its body and the varint length before it."""
+    return len(pb.encode_varint(len(body))) + len(body)
+
+
+def count_frame(transport: Any, sent: int = 0, received: int = 0) -> None:
+    """A kad frame in the transport's per-protocol counters (protocol ``dht``), when it keeps them."""
+    stats = getattr(transport, "stats", None)
+    if stats is not None and hasattr(stats, "count_stream"):
+        stats.count_stream("dht", sent, received)
 
 
 def reply_for(reply: pb.KadMessage, remote: str | None) -> pb.KadMessage:

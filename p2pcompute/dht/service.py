@@ -145,7 +145,7 @@ class DhtService:
         self.republisher = Republisher(rng=self._rng, interval=cfg.republish_interval)
         self.server = KadServer(self.table, self.providers, self.records, k=cfg.k, addrs_of=self._addrs_of)
         self.responder = KadResponder(self.server, cfg.limits, self._on_request,
-                                      remote_ip=self.node.transport.remote_ip)
+                                      remote_ip=self.node.transport.remote_ip, transport=self.node.transport)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for peer in self.node.transport.connected_peers():

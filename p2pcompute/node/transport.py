@@ -82,7 +82,8 @@ class TransportStats:
     received: Counter = field(default_factory=Counter)
     bytes_sent: int = 0
     bytes_received: int = 0
-    # by protocol (wire.protocol_of: node, membership, scheduler; "invalid": a frame that did not decode)
+    # by protocol (wire.protocol_of: node, membership, scheduler; "invalid": a frame that did not decode;
+    # "dht": kad messages on their own streams, count_stream)
     protocol_sent: Counter = field(default_factory=Counter)           # messages
     protocol_received: Counter = field(default_factory=Counter)
     protocol_bytes_sent: Counter = field(default_factory=Counter)     # frame bytes; they sum to bytes_sent
@@ -104,6 +105,18 @@ class TransportStats:
         if msg is not None:
             self.received[type(msg).__name__] += 1
             self.protocol_received[protocol] += 1
+    def count_stream(self, protocol: str, sent: int = 0, received: int = 0) -> None:
+        """One frame of a protocol with its own libp2p streams (the DHT's kad messages) went out (``sent``
+        bytes) or came in (``received``): counted by protocol and in the byte totals, as the wire's frames."""
+        if sent:
+            self.bytes_sent += sent
+            self.protocol_sent[protocol] += 1
+            self.protocol_bytes_sent[protocol] += sent
+        if received:
+            self.bytes_received += received
+            self.protocol_received[protocol] += 1
+            self.protocol_bytes_received[protocol] += received
+
     rejected: Counter = field(default_factory=Counter)  # by WireError.reason
     request_failures: Counter = field(default_factory=Counter)  # timeout / disconnected / remote
     busy_drops: int = 0

@@ -72,6 +72,13 @@ async def test_find_peer_across_a_chain_of_nine():
         assert not missing["found"] and missing["addresses"] == []
         status = first[1].status()
         assert status["routing_table"] >= 3 and status["lookups"] >= 2
+        # kad frames on their own streams count under protocol "dht" in the transport's counters (/metrics,
+        # the dashboard), both ways, and in the byte totals
+        for node, dht in nodes:
+            stats = node.transport.stats
+            assert stats.protocol_bytes_sent["dht"] > 0 and stats.protocol_bytes_received["dht"] > 0
+            assert stats.protocol_sent["dht"] >= dht.client.sent.total()
+            assert sum(stats.protocol_bytes_sent.values()) == stats.bytes_sent
         nursery.cancel_scope.cancel()
 
 
