@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 (static/LICENSE): our own code, no third-party asset
 // p2pcompute dashboard: plain JavaScript, no framework, no build step.
 // Pages are chosen by the URL's hash (#/network, #/jobs, #/job/ID, #/data, #/machine; filters and paging
 // after a "?"). Each page opens one EventSource on /dashboard/events: a "view" event brings the page's data
