@@ -102,19 +102,25 @@ def test_a_request_without_the_session_cookie_is_refused(net, page):
     assert page.evaluate("""async () => (await fetch('/dashboard/api/network', {credentials: 'omit'})).status""") == 401
 
 
-def test_a_job_submitted_from_the_page_finishes_and_shows_its_timeline(net, page, tmp_path):
-    (tmp_path / "x").mkdir()
-    for i in range(TASKS // 2):
-        np.save(tmp_path / "x" / f"x{i}.npy", np.full((2, 2), i, dtype=np.float32))
-    page.click("nav a[data-page=jobs]")
+def submit_and_open(page, job_text: str, base) -> str:
+    """On the Jobs page: submit ``job_text`` from the form, open the job's page and wait until it is done."""
     page.click("#submit summary")
-    page.fill("#job-text", JOB)
-    page.fill("#job-base", str(tmp_path))
+    page.fill("#job-text", job_text)
+    page.fill("#job-base", str(base))
     page.click("#submit-btn")
     page.wait_for_selector("#submitted-job", timeout=60 * MS)
     job_id = page.inner_text("#submitted-job")
     page.click("#submitted-job")
     page.wait_for_selector('#job-state[data-state="done"]', timeout=120 * MS)
+    return job_id
+
+
+def test_a_job_submitted_from_the_page_finishes_and_shows_its_timeline(net, page, tmp_path):
+    (tmp_path / "x").mkdir()
+    for i in range(TASKS // 2):
+        np.save(tmp_path / "x" / f"x{i}.npy", np.full((2, 2), i, dtype=np.float32))
+    page.click("nav a[data-page=jobs]")
+    job_id = submit_and_open(page, JOB, tmp_path)
     assert page.inner_text("#count-done").startswith(str(TASKS))
     page.click("#tab-timeline")
     page.wait_for_selector("#timeline[data-bars]", timeout=30 * MS)
@@ -153,14 +159,7 @@ def test_a_verified_job_shows_two_executions_agreeing_on_different_peers(net, pa
     for i in range(2):
         np.save(tmp_path / "x" / f"v{i}.npy", np.full((2, 2), 10 + i, dtype=np.float32))
     page.goto(base_url(net) + "/dashboard#/jobs")
-    page.click("#submit summary")
-    page.fill("#job-text", VERIFIED_JOB)
-    page.fill("#job-base", str(tmp_path))
-    page.click("#submit-btn")
-    page.wait_for_selector("#submitted-job", timeout=60 * MS)
-    job_id = page.inner_text("#submitted-job")
-    page.click("#submitted-job")
-    page.wait_for_selector('#job-state[data-state="done"]', timeout=120 * MS)
+    job_id = submit_and_open(page, VERIFIED_JOB, tmp_path)
     page.click("#tab-verification")
     page.wait_for_function("() => document.querySelectorAll('#evidence tr[data-status=accepted]').length === 2",
                            timeout=30 * MS)

@@ -46,6 +46,15 @@ def swap_outputs(job_id, task, outcome):
     return dataclasses.replace(outcome, outputs=lie)
 
 
+async def submit_and_wait(svc, job: str, base) -> tuple:
+    """Submit ``job`` to ``svc`` through its API route and wait for its final report: (job id, report)."""
+    status, _, body = await svc._api_submit(json.dumps({"job": job, "base": str(base)}).encode(), {})
+    assert status == 200, body
+    job_id = json.loads(body)["job_id"]
+    with trio.fail_after(240):
+        return job_id, await svc.wait(job_id)
+
+
 async def test_a_lying_executor_is_caught_banned_and_the_job_still_returns_the_right_result(tmp_path):
     arrays = workspace(tmp_path)
     async with trio.open_nursery() as nursery:
@@ -54,11 +63,7 @@ async def test_a_lying_executor_is_caught_banned_and_the_job_still_returns_the_r
         liar.services["scheduler"].result_hook = swap_outputs
         svc = a.services["scheduler"]
         for _ in range(MAX_JOBS):        # until the liar took part (each job: about 15% of runs it does not)
-            status, _, body = await svc._api_submit(json.dumps({"job": JOB, "base": str(tmp_path)}).encode(), {})
-            assert status == 200, body
-            job_id = json.loads(body)["job_id"]
-            with trio.fail_after(240):
-                report = await svc.wait(job_id)
+            job_id, report = await submit_and_wait(svc, JOB, tmp_path)
             assert report.kind == "done", report.reason
             js = svc.jobs[job_id].js
             if any(a_["peer"] == str(liar.peer_id) for t in js.tasks.values() for a_ in t.attempts):
@@ -135,12 +140,7 @@ async def test_adaptive_on_real_peers_anchors_unvetted_results_then_takes_vetted
         ledger = svc.verify_env().ledger
         solo, liar_ran = 0, False
         for _ in range(MAX_JOBS):
-            status, _, body = await svc._api_submit(json.dumps({"job": ADAPTIVE_JOB, "base": str(tmp_path)}).encode(),
-                                                    {})
-            assert status == 200, body
-            job_id = json.loads(body)["job_id"]
-            with trio.fail_after(240):
-                report = await svc.wait(job_id)
+            job_id, report = await submit_and_wait(svc, ADAPTIVE_JOB, tmp_path)
             assert report.kind == "done", report.reason
             assert svc.evidence_problem(svc.jobs[job_id]) is None
             js = svc.jobs[job_id].js
