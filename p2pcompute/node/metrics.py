@@ -23,6 +23,7 @@ SCHEDULER_COUNTERS = (
     ("line_answers_ignored", "Answers to a pre-takeover line query that were no answer (wrong type or job)"),
     ("line_queries_unanswered", "Pre-takeover line queries with no answer (unreachable, timed out, undecodable)"),
     ("stepped_down", "Jobs this coordinator stepped down from: a replica held a newer line"),
+    ("replicas_passed_over", "Replicas passed over for a while: a job record sent there failed in the transport"),
 )
 
 

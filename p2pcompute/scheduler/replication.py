@@ -43,6 +43,15 @@ coordinator's jobs are asked about at once (``TAKEOVERS_AT_ONCE``), off the
 membership poll. Each holder is trusted about the line it reports (a known
 limit: a hostile one can make this peer drop its copy; lines.py).
 
+Passing over. A replica whose request failed in the transport (timed out,
+unreachable, disconnected: not a refusal it sent) is *passed over* by this
+coordinator for ``replica_passed_s``: every job's next round picks its
+replicas without it (``replicas.pick``), and the round that passed it over
+is followed by another at once, which sends the full record to the next
+closest member. So a job keeps ``K`` live copies while a peer that died is
+not yet declared dead by membership (seconds: suspicion, then its timeout).
+``replicas_passed_over`` counts them; at most ``MAX_PASSED`` are remembered.
+
 Fencing. A record's line is (epoch, nonce); a replica keeps the higher line
 (a newer epoch; of two replicas that both took over, the higher nonce) and
 answers a full record or delta of a lower one ``fenced: ...``. A job dropped
@@ -75,7 +84,7 @@ from .job_state import JobState
 from .lines import AVERT, TakeoverAsk, known_line, line_of
 from .messages import JobRecordDelta, JobRecordFull, LineAnswer, LineQuery, SchedAck
 from .model import JobPlan, PlanError
-from .replicas import closest
+from .replicas import pick
 
 log = logging.getLogger("p2pcompute.scheduler.service")
 RECORD_PROTOCOL = "/p2pcompute/sched/record/1.0.0"
@@ -84,6 +93,8 @@ DELTA_HEADROOM = 4096            # a delta's message framing and fields beyond t
 RECORD_STREAMS = 2               # full records received at once (each held in memory while it is checked)
 MAX_FENCES = 10_000              # lines of jobs dropped here that are remembered (oldest forgotten first)
 TAKEOVERS_AT_ONCE = 64           # jobs of one dead coordinator whose other holders are asked at once
+MAX_PASSED = 4096                # peers passed over as replicas that are remembered
+TRANSPORT_FAILURES = ("RequestTimeout", "PeerUnreachable", "PeerDisconnected", "TransportError")
 
 
 @dataclass
@@ -113,7 +124,9 @@ class ReplicationMixin:
         ``everyone`` is set once every replica answered. The full record is encoded only if one needs it."""
         me = self.node.peer_id
         everyone = trio.Event() if everyone is None else everyone
-        job.replicas = closest(job.js.job_id, [p for p in self._live() if p != me], self.config.replicas)
+        job.repick = False
+        job.replicas = pick(job.js.job_id, [p for p in self._live() if p != me], self.config.replicas,
+                            self._passed_over())
         if not job.replicas:
             everyone.set()
             return True
@@ -145,6 +158,9 @@ class ReplicationMixin:
                 if not reply.ok:
                     job.full_sent.discard(peer)
                     log.debug("replica %s of %s: %s", peer.short, job.js.job_id, reply.reason)
+                    if reply.reason.split(":", 1)[0] in TRANSPORT_FAILURES:
+                        self._pass_over(peer)
+                        job.repick = True            # the next round goes to the next closest at once
                 if reply.reason.startswith("fenced:"):
                     job.fenced = reply.reason            # a newer coordinator's line is held there
                     self._step_down(job)
@@ -170,6 +186,25 @@ class ReplicationMixin:
         if not state["acked"]:
             self.stats["replication_failures"] += 1
         return state["acked"] > 0
+
+    def _pass_over(self, peer: PeerId) -> None:
+        passed = self.__dict__.setdefault("_passed", OrderedDict())
+        if peer not in passed:
+            self.stats["replicas_passed_over"] += 1
+        passed.pop(peer, None)
+        passed[peer] = trio.current_time()
+        while len(passed) > MAX_PASSED:
+            passed.popitem(last=False)
+
+    def _passed_over(self) -> set[PeerId]:
+        """The members not to send records to now: they did not answer one lately (passing over, above)."""
+        passed = self.__dict__.get("_passed")
+        if not passed:
+            return set()
+        since = trio.current_time() - self.config.replica_passed_s
+        while passed and next(iter(passed.values())) < since:
+            passed.popitem(last=False)
+        return set(passed)
 
     def _against_own(self, job_id: str, line: tuple) -> str:
         """A record of a job this peer coordinates too: of the two lines the higher wins. Ours: the sender

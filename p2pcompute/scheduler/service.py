@@ -121,6 +121,7 @@ class SchedulerConfig:
     lost_result_timeout_s: float = 10.0   # after a takeover, a result whose executor is gone too: run it again
     takeover_query_s: float = 1.0      # before a takeover, the record's other holders are asked for a newer line
     replicate_retry_s: float = 2.0
+    replica_passed_s: float = 30.0     # a replica whose request failed is passed over this long (replication.py)
     replicate_batch_s: float = 0.05    # after a round, more changes wait this long to go as one delta (not a final one)
     announce_gap_s: float = 0.1        # background announcements of pins made on tasks' paths: at most one per this
     max_inflight: int = 512            # messages being sent at once; beyond it offers are refused here
@@ -149,6 +150,7 @@ class _Job:
         self.done = trio.Event()
         self.submitted = submitted
         self.fenced = ""                             # a replica holds a newer coordinator's line: step down
+        self.repick = False                          # a replica was passed over: another round at once
 
 
 class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookupMixin, VerifyingMixin):
@@ -179,7 +181,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         self._providers: OrderedDict[str, set[str]] = OrderedDict()   # CID -> peers that hold it (locality)
         self.lookups: ProviderLookups | None = None    # the DHT's providers of inputs (with a DHT service)
         self.stats = {"refused": 0, "errors": 0, "takeovers": 0, "takeovers_averted": 0, "replication_failures": 0,
-                      "dropped_sends": 0, "tasks_run": 0}
+                      "replicas_passed_over": 0, "dropped_sends": 0, "tasks_run": 0}
         self._local: dict[type, Any] = {}
         self._record_slots = trio.Semaphore(RECORD_STREAMS)
         self._carried: dict[tuple[str, str], tuple] = {}     # (job, lease) -> blocks a TaskDone carried
@@ -386,7 +388,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
         A round's first acknowledgement releases the reports it covers; the next round starts once every
         replica answered the last (a replica's deltas stay in order), or after twice the request timeout."""
         try:
-            while job.acked < job.want and not job.fenced:     # a fenced job stepped down: no more rounds
+            while (job.acked < job.want or job.repick) and not job.fenced:   # fenced: stepped down, no more rounds
                 target, everyone, ok = job.js.version, trio.Event(), False
                 try:
                     ok = await self._replicate(job, everyone)
@@ -398,7 +400,7 @@ class SchedulerService(ExecutingMixin, ReplicationMixin, JobsApiMixin, JobLookup
                     self._release(job)
                     with trio.move_on_after(2 * self.config.request_timeout_s):
                         await everyone.wait()
-                    if job.replicas and job.acked < job.want:    # the changes of the next little while go as one
+                    if job.replicas and job.acked < job.want and not job.repick:   # the next little while's, as one
                         with trio.move_on_after(self.config.replicate_batch_s):
                             await job.urgent.wait()
                 else:

@@ -24,7 +24,13 @@ which coordinates it; the client follows
 its job until it ends: when no live peer holds the job's record (its
 coordinator died before any replica acked the job, or its coordinator and
 every replica holding it died), it submits the job again, the same plan and
-ID, to a live peer (``resubmits``).
+ID, to a live peer (``resubmits``). A resubmission's line starts
+``RESUBMIT_EPOCHS`` above the previous submission's: a peer that dropped a
+record of an earlier line keeps its fence a while, and must not fence off
+the new submission with a line whose holders are all dead. A coordinator
+whose replica does not acknowledge a record within ``replica_silence_s``
+passes it over (``replicas.pick``) and sends the record to the next closest
+live member, without waiting for membership to declare the silent one dead.
 
 *Churn.* ``churn_fraction`` of the peers are replaced every ``churn_period``
 (silent crash, a fresh peer joins), as in churn.py. A crashed peer loses its
@@ -84,6 +90,7 @@ from .des import quiet_gc, settle_gc
 from .sched_peer import SchedPeer
 
 MB = 1 << 20
+RESUBMIT_EPOCHS = 1_000_000       # a resubmission's line starts this many epochs above the previous one's
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class JobsScenario:
     replicas: int = 3
     replicate_delay: float = 1.0        # changes of a job go to its replicas at most this late
     replicate_retry_s: float = 5.0
+    replica_silence_s: float = 2.0      # a replica that did not ack a record this long is passed over (replicas.pick)
+    replica_passed_s: float = 30.0      # ... for this long, unless membership says otherwise first
     fetch_timeout_s: float = 15.0
     max_queued: int = 16                # reservations an executor keeps beyond its slots
     attempt_fail: float = 0.0           # probability that a run fails by itself (a crash of the task)
@@ -172,6 +181,7 @@ class JobRun:
     durations: dict[str, float]
     sizes: dict[str, int]                      # file cid -> bytes
     coordinator: Any = None
+    submissions: int = 0
     acked: bool = False
     killed: int = 0                            # times its coordinator was crashed by kill_coordinators
     outcome: str | None = None
@@ -485,7 +495,8 @@ class JobsRun:
         pid = live[self.submit_rng.randrange(len(live))]
         self.trust.submitted(jr.plan.job_id, pid)
         jr.coordinator = pid
-        self.sched[pid].submit(jr.plan)
+        jr.submissions += 1
+        self.sched[pid].submit(jr.plan, RESUBMIT_EPOCHS * (jr.submissions - 1))
         self.engine.after(self.s.submit_timeout_s, self._check_submitted, jr, pid)
 
     def _check_submitted(self, jr: JobRun, pid: Any) -> None:
@@ -527,6 +538,12 @@ class JobsRun:
             count.update(j for j, h in sp.held.items() if j not in sp.jobs and h.record["state"] == "running")
         return count
 
+    @staticmethod
+    def _done_share(sp: SchedPeer, jr: JobRun) -> float:
+        """How near its end a job is: the share of its tasks done (a job about to end is hit first)."""
+        p = sp.jobs[jr.plan.job_id].js.progress()
+        return p.done / p.total if p.total else 0.0
+
     def _kill(self, _: Any, __: Any) -> None:
         """Crash the live coordinator of the oldest running job whose coordinator was not killed yet (module doc)."""
         if self.done:
@@ -542,7 +559,8 @@ class JobsRun:
             fresh = [jr for jr in running if not jr.killed and jr.submit_at <= now - s.kill_after_s]
             if not fresh:
                 continue
-            key = (-min(jr.submit_at for jr in fresh), len(fresh), -self.index[pid])
+            near = max(self._done_share(sp, jr) for jr in fresh)
+            key = (near, -min(jr.submit_at for jr in fresh), len(fresh), -self.index[pid])
             if best_key is not None and key <= best_key:
                 continue
             if holders is None:

@@ -76,7 +76,7 @@ from ..scheduler.job_state import JobState
 from ..scheduler.lines import AVERT, TAKE_OVER, TakeoverAsk, known_line
 from ..scheduler.model import PlanError
 from ..scheduler.placement import Candidate, Placement, PlacementConfig
-from ..scheduler.replicas import closest
+from ..scheduler.replicas import closest, pick
 from ..scheduler.verification.replicated import BanPeer, LoadTensors
 
 FINAL = ("done", "failed", "cancelled")
@@ -93,6 +93,9 @@ class Coordinated:
     final: tuple | None = None                        # (version, Report[, again]) waiting for a replica's ack
     timer_at: float | None = None
     fetches: dict = field(default_factory=dict)       # (task, lease) -> fetch generation
+    waiting: dict = field(default_factory=dict)       # replica -> when the oldest send it has not acked went
+    passed: dict = field(default_factory=dict)        # member -> when it was passed over as a replica (silent)
+    checking: bool = False                            # a silence check is scheduled
 
 
 @dataclass
@@ -172,9 +175,12 @@ class SchedPeer:
 
     # --- coordinator ---------------------------------------------------------------------------
 
-    def submit(self, plan: Any) -> None:
+    def submit(self, plan: Any, epoch: int = 0) -> None:
+        """``epoch``: where the job's line starts (a resubmission starts above every line of the earlier
+        submissions, whose fences may outlive them)."""
         now = self.world.now
         js = JobState(plan, now, random.Random(self.rng.getrandbits(64)), self.world.s.job_config, self.verify_env)
+        js.epoch = epoch
         c = Coordinated(js)
         self.jobs[plan.job_id] = c
         self._pick_replicas(c)
@@ -182,7 +188,10 @@ class SchedPeer:
         self._flush(c.js.job_id, None)
 
     def _pick_replicas(self, c: Coordinated) -> None:
-        keep = closest(c.js.job_id, self.peer.membership.alive_members(), self.world.s.replicas)
+        s, now = self.world.s, self.world.now
+        if c.passed:
+            c.passed = {p: t for p, t in c.passed.items() if now - t < s.replica_passed_s}
+        keep = pick(c.js.job_id, self.peer.membership.alive_members(), s.replicas, c.passed)
         for p in c.replicas:                  # a replica left out (a closer peer joined) forgets the job
             if p not in keep:
                 self.world.send(self, p, "forget", (c.js.job_id, c.js.epoch))
@@ -191,6 +200,29 @@ class SchedPeer:
                 c.synced[p] = -1
         c.replicas = keep
         c.synced = {p: v for p, v in c.synced.items() if p in keep}
+        c.waiting = {p: t for p, t in c.waiting.items() if p in keep}
+
+    def _check_silence(self, job: str, _: Any) -> None:
+        """Replicas that did not ack a record sent ``replica_silence_s`` ago are passed over (replicas.pick)."""
+        c = self.jobs.get(job)
+        if c is None or not self.peer.alive:
+            return
+        c.checking = False
+        w = self.world
+        silent = [p for p, t in c.waiting.items() if w.now - t >= w.s.replica_silence_s]
+        if silent:
+            for p in silent:
+                c.passed[p] = w.now
+            self._pick_replicas(c)
+            self._flush(job, None)
+        elif c.waiting:
+            self._watch(c)
+
+    def _watch(self, c: Coordinated) -> None:
+        if not c.checking:
+            c.checking = True
+            w = self.world
+            w.engine.after(w.s.replica_silence_s, self._check_silence, c.js.job_id, None)
 
     def _feed(self, c: Coordinated, event: Any) -> None:
         if c.js.job_id in self.jobs:
@@ -260,14 +292,22 @@ class SchedPeer:
             return
         c.flush_at = None
         js, w = c.js, self.world
+        if len(c.replicas) < w.s.replicas:       # fewer than k known when last picked (a peer that had just joined)
+            self._pick_replicas(c)
         delta = js.delta()
         full = None
+        ended = js.state != "running"
         for p in c.replicas:
             if c.synced.get(p, -1) < 0:
                 full = full if full is not None else js.to_record()
                 w.send(self, p, "record", (job, full, c.replicas))
+                c.waiting.setdefault(p, w.now)
             else:
                 w.send(self, p, "delta", (job, delta, c.replicas))
+                if ended:                      # a delta of a running job is not acked (a gap is)
+                    c.waiting.setdefault(p, w.now)
+        if c.waiting:
+            self._watch(c)
         if c.final is not None or not c.replicas:
             self._release(c)
             if c.final is not None:            # not acked yet: send again until a replica has it
@@ -295,6 +335,7 @@ class SchedPeer:
         c = self.jobs.get(job)
         if c is None or src not in c.synced:
             return
+        c.waiting.pop(src, None)
         if not gap and line != (c.js.epoch, c.js.nonce):
             if line > (c.js.epoch, c.js.nonce):   # another coordinator's line won: we are fenced off
                 del self.jobs[job]

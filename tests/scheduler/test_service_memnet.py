@@ -16,6 +16,8 @@ import cbor2
 import numpy as np
 import trio
 
+from p2pcompute.gossip.events import MembershipConfig
+from p2pcompute.gossip.messages import ALIVE, SUSPECT
 from p2pcompute.gossip.service import MembershipService
 from p2pcompute.node.identity import Identity
 from p2pcompute.node.messages import Resources
@@ -106,7 +108,8 @@ CONFIG = SchedulerConfig(job=JobConfig(lease_s=4.0, offer_timeout_s=10.0, placem
                          heartbeat_s=1.0, accept_timeout_s=3.0, request_timeout_s=3.0, fetch_timeout_s=20.0)
 
 
-async def start_peers(nursery, net: MemNetwork, root: Path, n: int, delays: dict[int, float]) -> list[Node]:
+async def start_peers(nursery, net: MemNetwork, root: Path, n: int, delays: dict[int, float],
+                      membership: MembershipConfig | None = None) -> list[Node]:
     idents = [Identity.from_seed(random.Random(70 + i).randbytes(32)) for i in range(n)]
     nodes = []
     await nursery.start(net.run)
@@ -115,7 +118,7 @@ async def start_peers(nursery, net: MemNetwork, root: Path, n: int, delays: dict
         boot = [(idents[0].peer_id, [idents[0].peer_id.text])] if i else []
         storage = StorageService(Blockstore(root / f"blocks{i}"), announce_every=3600.0)
         node = Node(t, resources=Resources(1.0, 1 << 30, {}), bootstrap=boot, rng=random.Random(i),
-                    services=[MembershipService(rng=random.Random(100 + i)), storage, BitswapService(),
+                    services=[MembershipService(membership, rng=random.Random(100 + i)), storage, BitswapService(),
                               StandInCompute(delay=delays.get(i, 0.4)),
                               SchedulerService(CONFIG, rng=random.Random(200 + i))])
         nodes.append(node)
@@ -202,6 +205,40 @@ async def test_the_coordinator_crashes_on_memnet_and_the_closest_replica_finishe
                 await trio.sleep(0.05)
         check_outputs(heirs[0], report, arrays)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_replica_that_stops_answering_is_passed_over_before_membership_declares_it_dead(tmp_path):
+    """replication.py's passing over: a crashed replica times out once, and the next closest member gets the
+    record at once, while the crashed peer is still only suspected (suspicion lasts 120 s here)."""
+    net = MemNetwork(9, latency=(0.001, 0.004))
+    plan, _ = plan_for(tmp_path, 12)
+    slow = MembershipConfig(suspicion_floor=120.0)
+    async with trio.open_nursery() as nursery:
+        nodes = await start_peers(nursery, net, tmp_path, 6, {0: 1e6, **{i: 1.0 for i in range(1, 6)}}, slow)
+        add_inputs(nodes, tmp_path)
+        coordinator = nodes[0]
+        svc = coordinator.services["scheduler"]
+        job_id = await svc.submit(plan)
+        job = svc.jobs[job_id]
+        with trio.fail_after(30):
+            while len(job.replicas) < 3 or not all(job_id in n.services["scheduler"].held for n in nodes
+                                                   if n.peer_id in job.replicas):
+                await trio.sleep(0.01)
+        first = list(job.replicas)
+        net.crash(first[0])
+        with trio.fail_after(60):
+            while first[0] in job.replicas or len(job.replicas) < 3:
+                await trio.sleep(0.05)
+        substitute = next(p for p in job.replicas if p not in first)
+        sub_node = next(n for n in nodes if n.peer_id == substitute)
+        with trio.fail_after(30):
+            while job_id not in sub_node.services["scheduler"].held:
+                await trio.sleep(0.05)
+        state = coordinator.services["membership"].sm.state_of(first[0])
+        assert state in (ALIVE, SUSPECT), "declared dead: the test shows nothing about passing over"
+        assert svc.stats["replicas_passed_over"] >= 1
+        assert sub_node.services["scheduler"].held[job_id].coordinator == coordinator.peer_id
+        nursery.cancel_scope.cancel()      # the job's end under a crash: the tests above
 
 
 async def test_a_record_or_delta_over_the_message_limit_reaches_the_replicas_over_a_stream(tmp_path):
