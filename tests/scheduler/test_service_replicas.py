@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pcompute.node.identity import Identity
-from p2pcompute.scheduler.replicas import closest, job_key, peer_key, successor
+from p2pcompute.scheduler.replicas import closest, job_key, peer_key, pick, successor
 
 PEERS = [Identity.from_seed(bytes([i]) * 32).peer_id for i in range(12)]
 
@@ -42,3 +42,15 @@ def test_the_successor_is_the_closest_live_replica_and_every_replica_agrees(job,
     else:
         assert heir in live and heir == closest(job, live, 1)[0]
         assert successor(job, list(reversed(replicas)), alive) == heir
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.sets(st.integers(0, 11), min_size=1), st.sets(st.integers(0, 11)))
+def test_pick_passes_over_the_silent_and_takes_the_next_closest_in_their_place(job, live_ids, passed_ids):
+    live = [PEERS[i] for i in sorted(live_ids)]
+    passed = {PEERS[i] for i in passed_ids}
+    got = pick(job, live, 3, passed)
+    assert not passed & set(got)
+    assert got == closest(job, [p for p in live if p not in passed], 3)
+    assert len(got) == min(3, len([p for p in live if p not in passed]))
+    assert pick(job, live, 3) == closest(job, live, 3)
