@@ -117,6 +117,10 @@ def _panel(s: dict) -> Any:
                                  f"{human_bytes(s['data_bytes'])} minibatches")
     table.add_row("jobs", f"{s['jobs']}  (reassigned {s['stats'].get('reassigned', 0)}, "
                           f"refused {s['stats'].get('refused', 0)})")
+    if s.get("param_shards", 1) > 1:
+        table.add_row("parameter parts", f"{s['param_shards']} aggregated on "
+                      f"{len(set(s.get('owners') or ())) or '-'} peer(s) last round, "
+                      f"{len(s.get('part_owners') or {})} in all")
     table.add_row("elapsed", f"{s['elapsed_s']:.1f} s")
     return table
 
@@ -127,15 +131,16 @@ def _report(s: dict) -> dict:
             "bytes_moved": s["bytes"], "bytes_per_round": s["bytes"] / max(1, s["round"]),
             "data_bytes": s["data_bytes"], "wall_s": s["elapsed_s"], "peers_seen": s["peers_seen"],
             "jobs": s["jobs"], "final": s["final"], "checkpoints": s["checkpoints"], "stats": s["stats"],
-            "curve": s["curve"]}
+            "curve": s["curve"], "param_shards": s.get("param_shards", 1), "part_owners": s.get("part_owners", {}),
+            "aggregate_jobs": s.get("aggregate_jobs", 0), "verification": s.get("verification", "none")}
 
 
 def _compare(spec: Any) -> dict:
     from ..training import data
     from ..training.inprocess import run
 
-    split = data.digits(spec.seed)
-    rep = run(spec.run_config(split.x_train.shape[1], int(split.y_train.max()) + 1), split)
+    split = data.load(spec)
+    rep = run(spec.run_config(), split)
     return {"accuracy": rep.test_accuracy, "wall_s": rep.wall_seconds, "rounds": rep.rounds,
             "bytes_moved": rep.bytes_moved, "curve": [(r, a) for r, _, a in rep.curve]}
 
@@ -160,6 +165,9 @@ def _print_end(r: dict, written: list[Path]) -> None:
                   f"{human_bytes(r['bytes_moved'])} moved, {r['peers_seen']} peers, {r['jobs']} jobs", highlight=False)
     if r["error"]:
         console.print(f"  {r['error']}", highlight=False)
+    for peer, st in (r.get("part_owners") or {}).items():
+        console.print(f"  parameter parts aggregated on {peer[:20]}: {st['parts']} ({human_bytes(st['bytes'])} held "
+                      "to aggregate them)", highlight=False)
     if "inprocess" in r:
         ip = r["inprocess"]
         console.print(f"  in this process, same seed: {100 * ip['accuracy']:.2f}% in {ip['wall_s']:.1f} s "
