@@ -132,7 +132,8 @@ def _report(s: dict) -> dict:
             "data_bytes": s["data_bytes"], "wall_s": s["elapsed_s"], "peers_seen": s["peers_seen"],
             "jobs": s["jobs"], "final": s["final"], "checkpoints": s["checkpoints"], "stats": s["stats"],
             "curve": s["curve"], "param_shards": s.get("param_shards", 1), "part_owners": s.get("part_owners", {}),
-            "aggregate_jobs": s.get("aggregate_jobs", 0), "verification": s.get("verification", "none")}
+            "aggregate_jobs": s.get("aggregate_jobs", 0), "verification": s.get("verification", "none"),
+            "part_bytes": s.get("part_bytes", 0), "peer_memory": s.get("peer_memory", 0)}
 
 
 def _compare(spec: Any) -> dict:
@@ -165,9 +166,12 @@ def _print_end(r: dict, written: list[Path]) -> None:
                   f"{human_bytes(r['bytes_moved'])} moved, {r['peers_seen']} peers, {r['jobs']} jobs", highlight=False)
     if r["error"]:
         console.print(f"  {r['error']}", highlight=False)
+    if r.get("param_shards", 1) > 1:
+        limit = f" (peer_memory {human_bytes(r['peer_memory'])})" if r.get("peer_memory") else ""
+        console.print(f"  {r['param_shards']} parameter parts, {human_bytes(r['part_bytes'])} held to aggregate "
+                      f"one{limit}; aggregated on:", highlight=False)
     for peer, st in (r.get("part_owners") or {}).items():
-        console.print(f"  parameter parts aggregated on {peer[:20]}: {st['parts']} ({human_bytes(st['bytes'])} held "
-                      "to aggregate them)", highlight=False)
+        console.print(f"    {peer}: {st['parts']} part tasks, {human_bytes(st['bytes'])} read in all", highlight=False)
     if "inprocess" in r:
         ip = r["inprocess"]
         console.print(f"  in this process, same seed: {100 * ip['accuracy']:.2f}% in {ip['wall_s']:.1f} s "

@@ -62,7 +62,7 @@ from .inprocess import Updater, feeds, payload_of, task_graph
 from .model import Params, accuracy, check_update, init_params
 from .optim import flatten, nbytes
 from .parts import aggregate_graph, join, part_name, split_outputs
-from .sharding import network_key, owners, ranges
+from .sharding import aggregate_memory, distinct_owners, network_key, ranges
 from .spec import TrainSpec, from_dict
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,8 @@ class NetworkTrainer:
                 "params": {n: c for n, (c, _) in self.versions.get(self.coord.version, {}).items()},
                 "curve": [list(p) for p in self.curve], "refused": self.refused[-5:],
                 "param_shards": self.parts, "aggregate_jobs": self.aggregate_jobs, "owners": list(self.last_owners),
+                "part_bytes": aggregate_memory(self.cfg.model.param_count() * 8, self.spec.shards, self.parts)
+                if self.parts > 1 else 0, "peer_memory": self.spec.peer_memory,
                 "part_owners": {p: {"parts": n, "bytes": b} for p, (n, b) in sorted(self.owner_stats.items())},
                 "verification": self._verification()}
 
@@ -443,7 +445,8 @@ class NetworkTrainer:
             pending = [i for i in range(self.parts) if i not in results]
             if not pending:
                 break
-            chosen = {i: self._owner(i, avoid[i]) for i in pending}
+            gone = set().union(*avoid.values()) if avoid else set()
+            chosen = {i: self._owner(i, gone) for i in pending}
             specs = {f"r{cmd.round}-part{i}": (i, self._aggregate_task(cmd, i, chosen[i], inputs[i])) for i in pending}
             job_id = f"{self.run_id}-{self.jobs + 1}-r{cmd.round}-aggregate"
             plan = JobPlan(job_id, f"train {self.spec.name}: round {cmd.round}, aggregate {len(specs)} part(s)",
@@ -477,7 +480,7 @@ class NetworkTrainer:
         live = [str(c.peer) for c in self.sched.candidates() if str(c.peer) not in avoid and not ledger.banned(str(c.peer))]
         if not live:
             raise TrainFailed(f"no live peer left to aggregate parameter part {part}")
-        return owners(self.run_id, self.parts, live, network_key)[part]
+        return distinct_owners(self.run_id, self.parts, live, network_key)[part]
 
     def _aggregate_task(self, cmd: Aggregate, part: int, owner: str, refs: list) -> Any:
         from ..scheduler.model import InputRef, Requirements, TaskSpec

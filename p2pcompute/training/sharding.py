@@ -17,7 +17,10 @@ measures closeness, to the part's key ``SHA-256(run/param-shard/i)``
 place in the DHT keyspace on the network (``network_key``: the scheduler's
 ``replicas.peer_key`` of its peer ID). Every peer that knows the
 member list computes the same owner, so a part's owner can be found without
-asking, and when it dies the next closest takes the part over. Each part's
+asking, and when it dies the next closest takes the part over. The network
+driver uses ``distinct_owners``: the same rule taken part by part, skipping
+peers that already hold a part (two parts on one peer would hold twice the
+memory the limit allows). Each part's
 result is published as its own CID by the driver; the parameters are the
 concatenation of the parts. Pure functions; no randomness.
 """
@@ -87,6 +90,22 @@ def owners(run: str, parts: int, peers: Iterable[str], key: Callable[[str], int]
         return ()
     keys = {p: key(p) for p in live}
     return tuple(min(live, key=lambda p: (keys[p] ^ part_key(run, i), p)) for i in range(parts))
+
+
+def distinct_owners(run: str, parts: int, peers: Iterable[str], key: Callable[[str], int] = peer_key) -> tuple[str, ...]:
+    """As ``owners``, but no peer holds two parts while there are peers enough: part 0 goes to its closest
+    peer, part 1 to its closest of the others, and so on (with fewer peers than parts, the parts past the
+    peer count start over on all of them). Aggregating two parts would hold twice a part's memory, which
+    is what ``peer_memory`` forbids. Every peer that knows the member list computes the same owners."""
+    live = sorted(set(peers))
+    if not live:
+        return ()
+    keys = {p: key(p) for p in live}
+    out: list[str] = []
+    for i in range(parts):
+        free = [p for p in live if p not in out[len(out) - len(out) % len(live):]]
+        out.append(min(free, key=lambda p: (keys[p] ^ part_key(run, i), p)))
+    return tuple(out)
 
 
 def network_key(peer: str) -> int:

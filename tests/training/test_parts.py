@@ -156,3 +156,13 @@ def test_the_cli_refuses_a_configuration_that_does_not_fit_before_it_connects(tm
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "param_shards: 2 or more" in out.stderr and "524288" in out.stderr
+
+
+def test_distinct_owners_give_each_part_its_own_peer_while_there_are_enough():
+    peers = [f"p{i}" for i in range(5)]
+    for run in ("a", "b", "c", "d"):
+        owners = sharding.distinct_owners(run, 5, peers)
+        assert sorted(owners) == peers
+        assert owners[0] == sharding.owners(run, 1, peers)[0]          # the first part: its closest peer
+        assert set(sharding.distinct_owners(run, 7, peers)[5:]) <= set(peers)
+    assert sharding.distinct_owners("a", 2, []) == ()

@@ -16,7 +16,7 @@ import trio
 from p2pcompute.training import data
 from p2pcompute.training.driver import NetworkTrainer
 from p2pcompute.training.inprocess import run as run_inprocess
-from p2pcompute.training.sharding import network_key, owners
+from p2pcompute.training.sharding import distinct_owners, network_key
 from p2pcompute.training.spec import parse
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scheduler"))
@@ -58,10 +58,9 @@ async def test_parts_are_aggregated_on_their_owners_and_the_result_is_the_inproc
     async with trio.open_nursery() as nursery:
         nodes, _ = await start_peers(nursery, tmp_path, n=3)
         live = [str(n.peer_id) for n in nodes]
-        # peer IDs are random: a run name whose two parts have different owners (1 in 3 share one)
-        run_id = next(f"run-{k}" for k in range(100) if len(set(owners(f"run-{k}", 2, live, network_key))) == 2)
-        expected_owners = list(owners(run_id, 2, live, network_key))
-        trainer = await train(nodes[0], text, run_id)
+        expected_owners = list(distinct_owners("run-parts", 2, live, network_key))
+        assert len(set(expected_owners)) == 2
+        trainer = await train(nodes[0], text, "run-parts")
         st = trainer.status()
         assert st["state"] == "done", st["error"]
         assert st["aggregate_jobs"] == 3 and st["param_shards"] == 2
