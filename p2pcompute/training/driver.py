@@ -146,6 +146,7 @@ class NetworkTrainer:
         self.owner_stats: dict[str, list[int]] = {}                   # peer -> [parts aggregated, bytes read]
         self.last_owners: list[str] = []
         self.aggregate_jobs = 0
+        self.failed_owners: set[str] = set()                          # owners a part task failed on: passed over
 
     def _resume(self, ck: dict, train: TrainConfig, params: Params) -> None:
         old: TrainSpec = ck["spec"]
@@ -440,13 +441,11 @@ class NetworkTrainer:
             inputs[i] = [(f"u{j}", c.payload[part_name(i)], self.part_sizes.get(c.payload[part_name(i)]))
                          for j, c in enumerate(cmd.contributions)] + [("p", p_cid, p_size), ("v", v_cid, v_size)]
         results: dict[int, tuple[str, dict]] = {}
-        avoid: dict[int, set[str]] = defaultdict(set)
-        for tries in range(1, MAX_RESUBMITS + 2):
+        for _ in range(MAX_RESUBMITS + 1):
             pending = [i for i in range(self.parts) if i not in results]
             if not pending:
                 break
-            gone = set().union(*avoid.values()) if avoid else set()
-            chosen = {i: self._owner(i, gone) for i in pending}
+            chosen = {i: self._owner(i) for i in pending}
             specs = {f"r{cmd.round}-part{i}": (i, self._aggregate_task(cmd, i, chosen[i], inputs[i])) for i in pending}
             job_id = f"{self.run_id}-{self.jobs + 1}-r{cmd.round}-aggregate"
             plan = JobPlan(job_id, f"train {self.spec.name}: round {cmd.round}, aggregate {len(specs)} part(s)",
@@ -465,7 +464,7 @@ class NetworkTrainer:
                 if run.state == "done":
                     results[i] = (str(run.peer), dict(run.outputs))
                 else:
-                    avoid[i].add(chosen[i])
+                    self.failed_owners.add(chosen[i])
             if js.tasks and any(js.tasks[t].state != "done" for t in specs):
                 await self.sched.cancel(job_id, "a parameter part's owner did not answer: the next closest takes it")
             self.active.discard(job_id)
@@ -475,12 +474,15 @@ class NetworkTrainer:
         await self._join_parts(cmd, results, inputs)
         await self._unpin(added)
 
-    def _owner(self, part: int, avoid: set[str]) -> str:
+    def _owner(self, part: int) -> str:
+        """Part ``part``'s owner among the live, unbanned peers, passing over those a part task failed on
+        in this run (a dead peer stays a candidate until membership declares it dead) unless no other is left."""
         ledger = self.sched.verify_env().ledger
-        live = [str(c.peer) for c in self.sched.candidates() if str(c.peer) not in avoid and not ledger.banned(str(c.peer))]
-        if not live:
+        live = [str(c.peer) for c in self.sched.candidates() if not ledger.banned(str(c.peer))]
+        usable = [p for p in live if p not in self.failed_owners] or live
+        if not usable:
             raise TrainFailed(f"no live peer left to aggregate parameter part {part}")
-        return distinct_owners(self.run_id, self.parts, live, network_key)[part]
+        return distinct_owners(self.run_id, self.parts, usable, network_key)[part]
 
     def _aggregate_task(self, cmd: Aggregate, part: int, owner: str, refs: list) -> Any:
         from ..scheduler.model import InputRef, Requirements, TaskSpec

@@ -1,7 +1,8 @@
 """Parameter sharding and gradient spot checks of the network driver on real libp2p peers (in-process nodes,
 the sandboxed executor): a tiny linear model trained for a few sync rounds with ``param_shards: 2``, each
 round's parts aggregated by tasks pinned to the part's owner (the live peer XOR-closest to the part's key in
-the DHT keyspace); the parameters are the unsharded in-process run's. With ``spot_check: 1.0`` a peer whose
+the DHT keyspace); the parameters are the unsharded in-process run's. (slow: the owner of a part stopped mid-training, its
+part goes to the next closest peer, and the result is the same.) With ``spot_check: 1.0`` a peer whose
 executor sends sign-flipped gradients is caught by the trust layer's spot check (the coordinator's own peer
 recomputes the task), banned, and the run still ends with the in-process run's parameters."""
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trio
 
 from p2pcompute.training import data
@@ -124,3 +126,35 @@ async def test_a_peer_sending_wrong_gradients_is_caught_by_spot_checks_and_banne
         nursery.cancel_scope.cancel()
 
 
+
+
+@pytest.mark.slow
+async def test_a_dead_part_owner_hands_its_part_to_the_next_closest_peer(tmp_path):
+    text = SPEC.replace("peers: 3", "peers: 4").replace("rounds: 3", "rounds: 4").replace("task_timeout: 60",
+                                                                                          "task_timeout: 20")
+    text += "param_shards: 2\npeer_memory: 4000\n"
+    async with trio.open_nursery() as nursery:
+        nodes, scopes = await start_peers(nursery, tmp_path, n=4)
+        live = [str(n.peer_id) for n in nodes]
+        # a run name whose part 0 is owned by a peer other than the coordinator's (which must survive)
+        run_id = next(f"run-{k}" for k in range(100)
+                      if distinct_owners(f"run-{k}", 2, live, network_key)[0] != live[0])
+        victim = live.index(distinct_owners(run_id, 2, live, network_key)[0])
+        trainer = NetworkTrainer(nodes[0].services["scheduler"], nodes[0].services["storage"], parse(text), run_id,
+                                 start_timeout=60)
+        nursery.start_soon(trainer.run)
+        with trio.fail_after(120):
+            while trainer.coord.round < 1:
+                await trio.sleep(0.05)
+        scopes[victim].cancel()                               # the owner of part 0 stops, mid-training
+        with trio.fail_after(300):
+            await trainer.done.wait()
+        st = trainer.status()
+        assert st["state"] == "done", st["error"]
+        survivors = [p for i, p in enumerate(live) if i != victim]
+        assert st["owners"] == list(distinct_owners(run_id, 2, survivors, network_key))
+        assert live[victim] not in st["owners"]
+        want = expected_params(text)
+        for name, value in trainer.updater.params.items():
+            np.testing.assert_allclose(value, want[name], rtol=0, atol=1e-12)
+        nursery.cancel_scope.cancel()
