@@ -31,7 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "round's gradients (sync, async) or local steps (local) run as jobs on peers; parameters "
                        "and checkpoints are CIDs. Shows round, loss, accuracy, peers and bytes moved; at the end "
                        "writes DIR/curve.png (the learning curve) and DIR/report.json. Ctrl-C stops watching "
-                       "(the run goes on in the daemon).")
+                       "(the run goes on in the daemon). In train.yaml, param_shards: P cuts the parameters into P "
+                       "parts, each aggregated on its own peer (the live peer closest to the part's key), and "
+                       "peer_memory: BYTES refuses a configuration whose aggregation does not fit one peer; "
+                       "spot_check: R has the trust layer recompute a share R of tasks on this peer and ban a "
+                       "peer whose result is far from it (examples/synthetic-linear.train.yaml).")
     t.add_argument("spec", type=Path, metavar="TRAIN.yaml", help="the training file (examples/digits.train.yaml)")
     t.add_argument("--resume", metavar="CID", help="continue from a checkpoint (a CID printed by a run)")
     t.add_argument("--out", "-o", type=Path, metavar="DIR", help="where to write curve.png and report.json "

@@ -25,6 +25,25 @@ its commands, in order, under one lock:
   the optimiser: the same code as the in-process run, so a run with the same
   seed computes the same numbers), the new parameters published (version + 1),
   test accuracy measured here, a point on the curve.
+* ``Aggregate`` with ``param_shards = P`` > 1 (parameter sharding) ->
+  instead, one job of P tasks: task i (``parts.aggregate_graph``: the mean
+  of the round's updates over part i's column range, then the optimiser
+  step) is pinned (``placement.PEER_LABEL``) to part i's owner, the live
+  unbanned peer XOR-closest to ``SHA-256(run/param-shard/i)`` in the DHT
+  keyspace with no two parts on one peer (``sharding.distinct_owners`` with
+  ``network_key``); its inputs are CIDs: part i of every update (the
+  gradient graphs output their update already cut, ``parts.split_outputs``,
+  so an owner fetches only its range), part i of the parameters and of the
+  velocity; its outputs are the part's new parameters and velocity, joined
+  here (``parts.join``) into the next version. A part task that fails or is
+  not done within ``task_timeout`` is submitted again to the next closest
+  peer (its owner passed over for the rest of the run). The numbers are the
+  unsharded run's: the mean as numpy sums it, the optimiser element-wise.
+* ``spot_check: r`` -> every job of the run carries the trust layer's
+  ``spot-check(r, rtol=1e-6, atol=1e-9)`` verification: a share r of tasks
+  is recomputed by this (trusted) peer, a result far from it is not taken
+  and its peer is banned (scheduler/verification/); the coordinator's own
+  ``SpotCheck`` commands (the simulation's) are not used here.
 * ``Checkpoint`` -> a checkpoint record (CBOR: the spec, the coordinator's
   record, parameters, optimiser state, curve) added and pinned: its CID is a
   ``--resume`` point. ``Finished`` -> the final checkpoint, the run is done.
