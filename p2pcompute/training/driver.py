@@ -169,7 +169,7 @@ class NetworkTrainer:
 
     def _resume(self, ck: dict, train: TrainConfig, params: Params) -> None:
         old: TrainSpec = ck["spec"]
-        for key in ("dataset", "seed", "hidden", "mode", "shards", "batch"):
+        for key in ("dataset", "synthetic", "seed", "hidden", "mode", "shards", "batch"):
             if getattr(old, key) != getattr(self.spec, key):
                 raise UserError(f"the checkpoint was made with {key} {getattr(old, key)!r}, this train.yaml has "
                                 f"{getattr(self.spec, key)!r}")
