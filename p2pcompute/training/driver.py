@@ -468,7 +468,8 @@ class NetworkTrainer:
             specs = {f"r{cmd.round}-part{i}": (i, self._aggregate_task(cmd, i, chosen[i], inputs[i])) for i in pending}
             job_id = f"{self.run_id}-{self.jobs + 1}-r{cmd.round}-aggregate"
             plan = JobPlan(job_id, f"train {self.spec.name}: round {cmd.round}, aggregate {len(specs)} part(s)",
-                           tuple(t for _, t in specs.values()), RetryPolicy(retries=2, backoff_s=0.5, backoff_max_s=2.0),
+                           tuple(t for _, t in specs.values()),
+                           RetryPolicy(retries=2, backoff_s=0.5, backoff_max_s=2.0),
                            verification=self._verification(),
                            outputs=tuple((tid, o) for tid in specs for o in ("p_new", "v_new")))
             self.jobs += 1

@@ -92,7 +92,8 @@ def owners(run: str, parts: int, peers: Iterable[str], key: Callable[[str], int]
     return tuple(min(live, key=lambda p: (keys[p] ^ part_key(run, i), p)) for i in range(parts))
 
 
-def distinct_owners(run: str, parts: int, peers: Iterable[str], key: Callable[[str], int] = peer_key) -> tuple[str, ...]:
+def distinct_owners(run: str, parts: int, peers: Iterable[str],
+                    key: Callable[[str], int] = peer_key) -> tuple[str, ...]:
     """As ``owners``, but no peer holds two parts while there are peers enough: part 0 goes to its closest
     peer, part 1 to its closest of the others, and so on (with fewer peers than parts, the parts past the
     peer count start over on all of them). Aggregating two parts would hold twice a part's memory, which

@@ -152,7 +152,8 @@ def test_the_cli_refuses_a_configuration_that_does_not_fit_before_it_connects(tm
     text = (ROOT / "examples" / "synthetic-linear.train.yaml").read_text().replace("param_shards: 2", "param_shards: 1")
     (tmp_path / "one.yaml").write_text(text)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "p2pcompute", "train", "one.yaml", "--data-dir", str(tmp_path / "none")],
+    out = subprocess.run([sys.executable, "-m", "p2pcompute", "train", "one.yaml",
+                          "--data-dir", str(tmp_path / "none")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "param_shards: 2 or more" in out.stderr and "524288" in out.stderr

@@ -1,8 +1,8 @@
 """Parameter sharding and gradient spot checks of the network driver on real libp2p peers (in-process nodes,
 the sandboxed executor): a tiny linear model trained for a few sync rounds with ``param_shards: 2``, each
 round's parts aggregated by tasks pinned to the part's owner (the live peer XOR-closest to the part's key in
-the DHT keyspace); the parameters are the unsharded in-process run's. (slow: the owner of a part stopped mid-training, its
-part goes to the next closest peer, and the result is the same.) With ``spot_check: 1.0`` a peer whose
+the DHT keyspace); the parameters are the unsharded in-process run's. (slow: the owner of a part stopped
+mid-training, its part goes to the next closest peer, and the result is the same.) With ``spot_check: 1.0`` a peer whose
 executor sends sign-flipped gradients is caught by the trust layer's spot check (the coordinator's own peer
 recomputes the task), banned, and the run still ends with the in-process run's parameters."""
 
