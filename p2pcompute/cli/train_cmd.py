@@ -31,7 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "round's gradients (sync, async) or local steps (local) run as jobs on peers; parameters "
                        "and checkpoints are CIDs. Shows round, loss, accuracy, peers and bytes moved; at the end "
                        "writes DIR/curve.png (the learning curve) and DIR/report.json. Ctrl-C stops watching "
-                       "(the run goes on in the daemon).")
+                       "(the run goes on in the daemon). In train.yaml, param_shards: P cuts the parameters into P "
+                       "parts, each aggregated on its own peer (the live peer closest to the part's key), and "
+                       "peer_memory: BYTES refuses a configuration whose aggregation does not fit one peer; "
+                       "spot_check: R has the trust layer recompute a share R of tasks on this peer and ban a "
+                       "peer whose result is far from it (examples/synthetic-linear.train.yaml).")
     t.add_argument("spec", type=Path, metavar="TRAIN.yaml", help="the training file (examples/digits.train.yaml)")
     t.add_argument("--resume", metavar="CID", help="continue from a checkpoint (a CID printed by a run)")
     t.add_argument("--out", "-o", type=Path, metavar="DIR", help="where to write curve.png and report.json "
@@ -117,6 +121,10 @@ def _panel(s: dict) -> Any:
                                  f"{human_bytes(s['data_bytes'])} minibatches")
     table.add_row("jobs", f"{s['jobs']}  (reassigned {s['stats'].get('reassigned', 0)}, "
                           f"refused {s['stats'].get('refused', 0)})")
+    if s.get("param_shards", 1) > 1:
+        table.add_row("parameter parts", f"{s['param_shards']} aggregated on "
+                      f"{len(set(s.get('owners') or ())) or '-'} peer(s) last round, "
+                      f"{len(s.get('part_owners') or {})} in all")
     table.add_row("elapsed", f"{s['elapsed_s']:.1f} s")
     return table
 
@@ -127,15 +135,17 @@ def _report(s: dict) -> dict:
             "bytes_moved": s["bytes"], "bytes_per_round": s["bytes"] / max(1, s["round"]),
             "data_bytes": s["data_bytes"], "wall_s": s["elapsed_s"], "peers_seen": s["peers_seen"],
             "jobs": s["jobs"], "final": s["final"], "checkpoints": s["checkpoints"], "stats": s["stats"],
-            "curve": s["curve"]}
+            "curve": s["curve"], "param_shards": s.get("param_shards", 1), "part_owners": s.get("part_owners", {}),
+            "aggregate_jobs": s.get("aggregate_jobs", 0), "verification": s.get("verification", "none"),
+            "part_bytes": s.get("part_bytes", 0), "peer_memory": s.get("peer_memory", 0)}
 
 
 def _compare(spec: Any) -> dict:
     from ..training import data
     from ..training.inprocess import run
 
-    split = data.digits(spec.seed)
-    rep = run(spec.run_config(split.x_train.shape[1], int(split.y_train.max()) + 1), split)
+    split = data.load(spec)
+    rep = run(spec.run_config(), split)
     return {"accuracy": rep.test_accuracy, "wall_s": rep.wall_seconds, "rounds": rep.rounds,
             "bytes_moved": rep.bytes_moved, "curve": [(r, a) for r, _, a in rep.curve]}
 
@@ -160,6 +170,12 @@ def _print_end(r: dict, written: list[Path]) -> None:
                   f"{human_bytes(r['bytes_moved'])} moved, {r['peers_seen']} peers, {r['jobs']} jobs", highlight=False)
     if r["error"]:
         console.print(f"  {r['error']}", highlight=False)
+    if r.get("param_shards", 1) > 1:
+        limit = f" (peer_memory {human_bytes(r['peer_memory'])})" if r.get("peer_memory") else ""
+        console.print(f"  {r['param_shards']} parameter parts, {human_bytes(r['part_bytes'])} held to aggregate "
+                      f"one{limit}; aggregated on:", highlight=False)
+    for peer, st in (r.get("part_owners") or {}).items():
+        console.print(f"    {peer}: {st['parts']} part tasks, {human_bytes(st['bytes'])} read in all", highlight=False)
     if "inprocess" in r:
         ip = r["inprocess"]
         console.print(f"  in this process, same seed: {100 * ip['accuracy']:.2f}% in {ip['wall_s']:.1f} s "

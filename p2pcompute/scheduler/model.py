@@ -47,7 +47,7 @@ class Requirements:
     cpus: float = 1.0
     memory: int = 1 << 30            # bytes
     timeout_s: float = 3600.0        # wall time of one attempt
-    labels: dict[str, str] = field(default_factory=dict)  # all must match the peer's labels
+    labels: dict[str, str] = field(default_factory=dict)  # all must match the peer's labels ("peer-id": that peer)
     arch: str | None = None          # e.g. "x86_64", "arm64"; None: any
     opset: int | None = None         # operator set version needed (graphs); None: any
     wasm: bool = False               # needs WebAssembly

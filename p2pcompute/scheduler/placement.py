@@ -5,7 +5,9 @@ Theory of operation
 *Candidates* are capability records (``Candidate.from_record``): free slots,
 cpus, memory, arch, labels, operator sets, wasm, load, and, for the oracle
 only, the exact queue length. A peer *meets* a task's ``Requirements`` when
-it has at least the cpus and memory, every label, the arch (if one is
+it has at least the cpus and memory, every label (the reserved label
+``peer-id``, ``PEER_LABEL``, is met by the peer of that ID only: a task
+pinned to one peer), the arch (if one is
 named), operator set ``ops/v<opset>`` (if one is named) and wasm (if
 needed). A task nobody meets gets a reason naming the first requirement no
 peer offers and how many peers are known: ``no peer offers arch=arm64: 12
@@ -61,6 +63,7 @@ from .events import Dispatch, Placed
 from .model import Requirements
 
 MODES = ("sparrow", "oracle", "random")
+PEER_LABEL = "peer-id"   # Requirements.labels[PEER_LABEL] = a peer ID: only that peer meets the task
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,10 @@ def _checks(req: Requirements) -> list[tuple[str, Any]]:
     if req.arch is not None:
         out.append((f"arch={req.arch}", lambda c: c.arch == req.arch))
     for k, v in sorted(req.labels.items()):
-        out.append((f"label {k}={v}", lambda c, k=k, v=v: c.labels.get(k) == v))
+        if k == PEER_LABEL:   # reserved: the peer itself (a task pinned to one peer, e.g. a parameter part's owner)
+            out.append((f"peer {v}", lambda c, v=v: str(c.peer) == v))
+        else:
+            out.append((f"label {k}={v}", lambda c, k=k, v=v: c.labels.get(k) == v))
     if req.opset is not None:
         out.append((f"operator set ops/v{req.opset}", lambda c: f"ops/v{req.opset}" in c.opsets))
     if req.wasm:

@@ -25,6 +25,25 @@ its commands, in order, under one lock:
   the optimiser: the same code as the in-process run, so a run with the same
   seed computes the same numbers), the new parameters published (version + 1),
   test accuracy measured here, a point on the curve.
+* ``Aggregate`` with ``param_shards = P`` > 1 (parameter sharding) ->
+  instead, one job of P tasks: task i (``parts.aggregate_graph``: the mean
+  of the round's updates over part i's column range, then the optimiser
+  step) is pinned (``placement.PEER_LABEL``) to part i's owner, the live
+  unbanned peer XOR-closest to ``SHA-256(run/param-shard/i)`` in the DHT
+  keyspace with no two parts on one peer (``sharding.distinct_owners`` with
+  ``network_key``); its inputs are CIDs: part i of every update (the
+  gradient graphs output their update already cut, ``parts.split_outputs``,
+  so an owner fetches only its range), part i of the parameters and of the
+  velocity; its outputs are the part's new parameters and velocity, joined
+  here (``parts.join``) into the next version. A part task that fails or is
+  not done within ``task_timeout`` is submitted again to the next closest
+  peer (its owner passed over for the rest of the run). The numbers are the
+  unsharded run's: the mean as numpy sums it, the optimiser element-wise.
+* ``spot_check: r`` -> every job of the run carries the trust layer's
+  ``spot-check(r, rtol=1e-6, atol=1e-9)`` verification: a share r of tasks
+  is recomputed by this (trusted) peer, a result far from it is not taken
+  and its peer is banned (scheduler/verification/); the coordinator's own
+  ``SpotCheck`` commands (the simulation's) are not used here.
 * ``Checkpoint`` -> a checkpoint record (CBOR: the spec, the coordinator's
   record, parameters, optimiser state, curve) added and pinned: its CID is a
   ``--resume`` point. ``Finished`` -> the final checkpoint, the run is done.
@@ -60,13 +79,16 @@ from .coordinator import Aggregate, Apply, Assign, Checkpoint, Coordinator, Fini
     TrainConfig, UpdateArrived
 from .inprocess import Updater, feeds, payload_of, task_graph
 from .model import Params, accuracy, check_update, init_params
-from .optim import nbytes
+from .optim import flatten, nbytes
+from .parts import aggregate_graph, join, part_name, split_outputs
+from .sharding import aggregate_memory, distinct_owners, network_key, ranges
 from .spec import TrainSpec, from_dict
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "p2pcompute/train-checkpoint/v1"
 MAX_RESUBMITS = 5
+SPOT_TOLERANCE = "rtol=1e-6, atol=1e-9"   # a recomputed gradient on another machine: float noise only
 MAX_CHECKPOINT_BYTES = 64 << 20
 TICK_S = 1.0
 
@@ -108,8 +130,8 @@ class NetworkTrainer:
         self.store = storage.blockstore
         self.rng = rng or random.Random(spec.seed)
         self.start_timeout = start_timeout
-        self.split = datasets.digits(spec.seed)
-        self.cfg = spec.run_config(self.split.x_train.shape[1], int(self.split.y_train.max()) + 1)
+        self.split = datasets.load(spec)
+        self.cfg = spec.run_config()
         params = init_params(self.cfg.model, np.random.default_rng(spec.seed))
         train = TrainConfig(**{**self.cfg.train.__dict__, "param_bytes": nbytes(params)})
         self.curve: list[list[float]] = []     # [round, loss, accuracy, bytes, seconds]
@@ -136,10 +158,18 @@ class NetworkTrainer:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.done = trio.Event()
+        self.parts = spec.param_shards
+        self.ranges = ranges(self.cfg.model.param_count(), self.parts) if self.parts > 1 else []
+        self.graphs: dict[tuple[str, int], Any] = {}
+        self.part_sizes: dict[str, int] = {}                          # update part CID -> bytes
+        self.owner_stats: dict[str, list[int]] = {}                   # peer -> [parts aggregated, bytes read]
+        self.last_owners: list[str] = []
+        self.aggregate_jobs = 0
+        self.failed_owners: set[str] = set()                          # owners a part task failed on: passed over
 
     def _resume(self, ck: dict, train: TrainConfig, params: Params) -> None:
         old: TrainSpec = ck["spec"]
-        for key in ("dataset", "seed", "hidden", "mode", "shards", "batch"):
+        for key in ("dataset", "synthetic", "seed", "hidden", "mode", "shards", "batch"):
             if getattr(old, key) != getattr(self.spec, key):
                 raise UserError(f"the checkpoint was made with {key} {getattr(old, key)!r}, this train.yaml has "
                                 f"{getattr(self.spec, key)!r}")
@@ -173,7 +203,17 @@ class NetworkTrainer:
                 "peers_seen": len(self.all_executors), "jobs": self.jobs, "stats": dict(self.coord.stats),
                 "checkpoints": list(self.checkpoints), "final": self.final_cid,
                 "params": {n: c for n, (c, _) in self.versions.get(self.coord.version, {}).items()},
-                "curve": [list(p) for p in self.curve], "refused": self.refused[-5:]}
+                "curve": [list(p) for p in self.curve], "refused": self.refused[-5:],
+                "param_shards": self.parts, "aggregate_jobs": self.aggregate_jobs, "owners": list(self.last_owners),
+                "part_bytes": aggregate_memory(self.cfg.model.param_count() * 8, self.spec.shards, self.parts)
+                if self.parts > 1 else 0, "peer_memory": self.spec.peer_memory,
+                "part_owners": {p: {"parts": n, "bytes": b} for p, (n, b) in sorted(self.owner_stats.items())},
+                "verification": self._verification()}
+
+    def _verification(self) -> str:
+        """The scheduler's verification of every job of this run: the trust layer's spot checks
+        (a share of tasks recomputed on this, trusted, peer; a far result bans its peer)."""
+        return f"spot-check({self.spec.spot_check!r}, {SPOT_TOLERANCE})" if self.spec.spot_check else "none"
 
     def moved(self) -> int:
         return self.coord.stats["bytes_down"] + self.coord.stats["bytes_up"]
@@ -244,7 +284,11 @@ class NetworkTrainer:
                 self.nursery.start_soon(self._work, assigns)
 
     async def _execute(self, cmd: Any) -> None:
-        if isinstance(cmd, Aggregate):
+        if isinstance(cmd, Aggregate) and self.parts > 1:
+            await self._aggregate_parts(cmd)
+            await self._unpin([cid for c in cmd.contributions for cid in c.payload.values()])
+            await self._round_closed(cmd.round, [(cmd.round, c.shard) for c in cmd.contributions])
+        elif isinstance(cmd, Aggregate):
             payloads = [await self._load(c.payload) for c in cmd.contributions]
             self.updater.aggregate(payloads)
             await self._unpin([cid for c in cmd.contributions for cid in c.payload.values()])
@@ -289,7 +333,7 @@ class NetworkTrainer:
         params = self.versions.get(a.version)
         if params is None:
             return None
-        graph = task_graph(self.cfg, a)
+        graph = self._graph(a)
         refs = []
         for name, value in feeds(self.cfg, self.split, a).items():
             cid, size = await self._add(tensor_format.encode(value))
@@ -304,6 +348,16 @@ class NetworkTrainer:
         return TaskSpec(f"r{a.round}-s{a.shard}-{a.peer}", "train", "graph", cbor2.dumps(task.to_wire()), tuple(refs),
                         requirements=Requirements(cpus=1.0, memory=512 << 20, timeout_s=self.spec.task_timeout,
                                                   opset=2))
+
+    def _graph(self, a: Assign) -> Any:
+        """The assignment's graph; with parameter parts, its update cut into ``part.<i>`` outputs."""
+        key = (a.kind, a.steps)
+        if key not in self.graphs:
+            graph = task_graph(self.cfg, a)
+            if self.parts > 1:
+                graph = split_outputs(graph, self.cfg.model, self.ranges, "grad." if a.kind == "gradient" else "delta.")
+            self.graphs[key] = graph
+        return self.graphs[key]
 
     async def _work(self, assigns: list[Assign]) -> None:
         """The assignments of one coordinator step (sync: a round's) as one job, a task each: the
@@ -324,8 +378,9 @@ class NetworkTrainer:
             plan = JobPlan(job_id, f"train {self.spec.name}: round {first.round}, {len(specs)} shard(s)",
                            tuple(spec for _, spec in specs.values()),
                            RetryPolicy(retries=3, backoff_s=0.5, backoff_max_s=5.0),
+                           verification=self._verification(),
                            outputs=tuple((tid, o) for tid, (a, _) in specs.items()
-                                         for o in task_graph(self.cfg, a).outputs))
+                                         for o in self._graph(a).outputs))
             self.jobs += 1
             self.active.add(job_id)                     # before submit: a cancel may land inside it
             await self.sched.submit(plan)
@@ -352,21 +407,140 @@ class NetworkTrainer:
         except (P2PComputeError, ValueError) as exc:
             self.refused.append(f"round {a.round} shard {a.shard}: unreadable update ({exc})")
             return
-        payload = payload_of(a, values)
-        problem = check_update(self.cfg.model, payload) or ("" if np.ndim(values.get("loss")) == 0 else "loss")
+        problem, payload = self._check(a, values)
         if problem:
             self.refused.append(f"round {a.round} shard {a.shard}: malformed update ({problem})")
             return
         self.losses[(a.round, a.shard)] = float(values["loss"])
-        prefix = "grad." if a.kind == "gradient" else "delta."
-        await self._feed(UpdateArrived(a.peer, a.round, a.shard, {n: outputs[prefix + n] for n in payload},
-                                       nbytes(payload)), trio.current_time())
+        if self.parts > 1:
+            cids = {part_name(i): outputs[part_name(i)] for i in range(self.parts)}
+            self.part_sizes.update({c: int(run.sizes.get(n) or 0) for n, c in cids.items()})
+        else:
+            prefix = "grad." if a.kind == "gradient" else "delta."
+            cids = {n: outputs[prefix + n] for n in payload}
+        await self._feed(UpdateArrived(a.peer, a.round, a.shard, cids, nbytes(payload)), trio.current_time())
+
+    def _check(self, a: Assign, values: dict[str, np.ndarray]) -> tuple[str, Params]:
+        """(problem or "", the update as named parameters) of a task's outputs."""
+        if np.ndim(values.get("loss")) != 0:
+            return "loss", {}
+        if self.parts == 1:
+            payload = payload_of(a, values)
+            return check_update(self.cfg.model, payload), payload
+        for i, (lo, hi) in enumerate(self.ranges):
+            v = values.get(part_name(i))
+            if v is None or v.shape != (hi - lo,) or v.dtype != np.float64 or not np.all(np.isfinite(v)):
+                return f"{part_name(i)}: not {hi - lo} finite float64 values", {}
+        return "", join([values[part_name(i)] for i in range(self.parts)], self.updater.params)
 
     def _read_outputs(self, outputs: dict[str, str]) -> dict[str, np.ndarray]:
         from ..storage.cid import Cid
         from ..storage.exporter import read_file
 
         return {n: np.asarray(tensor_format.decode(read_file(self.store.get, Cid.parse(c)))) for n, c in outputs.items()}
+
+    # --- parameter parts: each aggregated on its owner ------------------------------------------------
+
+    async def _aggregate_parts(self, cmd: Aggregate) -> None:
+        """Part i of the round's updates aggregated on the live peer closest to part i's key, as a task
+        pinned to that peer (``placement.PEER_LABEL``); its outputs (the part's parameters and velocity)
+        joined here. A part whose task fails or is not done within ``task_timeout`` goes to the next
+        closest peer (the owner it failed on is left out), at most ``MAX_RESUBMITS`` times."""
+        from ..scheduler.model import JobPlan, RetryPolicy
+
+        flat_p = flatten(self.updater.params)
+        velocity = self.updater.velocity()
+        flat_v = flatten(velocity) if velocity else np.zeros_like(flat_p)
+        inputs: dict[int, list] = {}
+        added: list[str] = []
+        for i, (lo, hi) in enumerate(self.ranges):
+            (p_cid, p_size), (v_cid, v_size) = [await self._add(tensor_format.encode(np.ascontiguousarray(x[lo:hi])))
+                                                for x in (flat_p, flat_v)]
+            added += [p_cid, v_cid]
+            inputs[i] = [(f"u{j}", c.payload[part_name(i)], self.part_sizes.get(c.payload[part_name(i)]))
+                         for j, c in enumerate(cmd.contributions)] + [("p", p_cid, p_size), ("v", v_cid, v_size)]
+        results: dict[int, tuple[str, dict]] = {}
+        for _ in range(MAX_RESUBMITS + 1):
+            pending = [i for i in range(self.parts) if i not in results]
+            if not pending:
+                break
+            chosen = {i: self._owner(i) for i in pending}
+            specs = {f"r{cmd.round}-part{i}": (i, self._aggregate_task(cmd, i, chosen[i], inputs[i])) for i in pending}
+            job_id = f"{self.run_id}-{self.jobs + 1}-r{cmd.round}-aggregate"
+            plan = JobPlan(job_id, f"train {self.spec.name}: round {cmd.round}, aggregate {len(specs)} part(s)",
+                           tuple(t for _, t in specs.values()),
+                           RetryPolicy(retries=2, backoff_s=0.5, backoff_max_s=2.0),
+                           verification=self._verification(),
+                           outputs=tuple((tid, o) for tid in specs for o in ("p_new", "v_new")))
+            self.jobs += 1
+            self.aggregate_jobs += 1
+            self.active.add(job_id)
+            await self.sched.submit(plan)
+            with trio.move_on_after(self.spec.task_timeout):
+                await self.sched.wait(job_id)
+            js = self.sched.jobs[job_id].js
+            for tid, (i, _) in specs.items():
+                run = js.tasks[tid]
+                if run.state == "done":
+                    results[i] = (str(run.peer), dict(run.outputs))
+                else:
+                    self.failed_owners.add(chosen[i])
+            if js.tasks and any(js.tasks[t].state != "done" for t in specs):
+                await self.sched.cancel(job_id, "a parameter part's owner did not answer: the next closest takes it")
+            self.active.discard(job_id)
+        if len(results) < self.parts:
+            raise TrainFailed(f"round {cmd.round}: parameter parts {sorted(set(range(self.parts)) - set(results))} "
+                              f"not aggregated after {MAX_RESUBMITS + 1} jobs")
+        await self._join_parts(cmd, results, inputs)
+        await self._unpin(added)
+
+    def _owner(self, part: int) -> str:
+        """Part ``part``'s owner among the live, unbanned peers, passing over those a part task failed on
+        in this run (a dead peer stays a candidate until membership declares it dead) unless no other is left."""
+        ledger = self.sched.verify_env().ledger
+        live = [str(c.peer) for c in self.sched.candidates() if not ledger.banned(str(c.peer))]
+        usable = [p for p in live if p not in self.failed_owners] or live
+        if not usable:
+            raise TrainFailed(f"no live peer left to aggregate parameter part {part}")
+        return distinct_owners(self.run_id, self.parts, usable, network_key)[part]
+
+    def _aggregate_task(self, cmd: Aggregate, part: int, owner: str, refs: list) -> Any:
+        from ..scheduler.model import InputRef, Requirements, TaskSpec
+        from ..scheduler.placement import PEER_LABEL
+
+        lo, hi = self.ranges[part]
+        sync = self.spec.mode == "sync"
+        graph = aggregate_graph(len(cmd.contributions), hi - lo, self.spec.mode,
+                                self.spec.lr if sync else self.spec.outer_lr,
+                                self.spec.momentum if sync else self.spec.outer_momentum)
+        limits = Limits(memory=512 << 20, cpu_seconds=max(10.0, self.spec.task_timeout),
+                        wall_seconds=self.spec.task_timeout)
+        task = Task("graph", inputs={d.name: InputFile("") for d in graph.inputs},
+                    outputs={o: "tensor" for o in graph.outputs}, limits=limits, graph=graph.to_cbor())
+        return TaskSpec(f"r{cmd.round}-part{part}", "aggregate", "graph", cbor2.dumps(task.to_wire()),
+                        tuple(InputRef(n, cid=c, size=s or None) for n, c, s in refs),
+                        requirements=Requirements(cpus=1.0, memory=512 << 20, timeout_s=self.spec.task_timeout,
+                                                  opset=2, labels={PEER_LABEL: owner}))
+
+    async def _join_parts(self, cmd: Aggregate, results: dict[int, tuple[str, dict]], inputs: dict[int, list]) -> None:
+        ps, vs, outs = [], [], []
+        for i in range(self.parts):
+            peer, outputs = results[i]
+            got = await trio.to_thread.run_sync(self._read_outputs, {"p": outputs["p_new"], "v": outputs["v_new"]})
+            lo, hi = self.ranges[i]
+            if any(got[k].shape != (hi - lo,) or not np.all(np.isfinite(got[k])) for k in ("p", "v")):
+                raise TrainFailed(f"round {cmd.round}: parameter part {i} from {peer[:16]} is malformed")
+            ps.append(got["p"])
+            vs.append(got["v"])
+            outs += [outputs["p_new"], outputs["v_new"]]
+            stats = self.owner_stats.setdefault(peer, [0, 0])
+            stats[0] += 1
+            stats[1] += (hi - lo) * 8 * (len(cmd.contributions) + 2)   # the part of every update, p and v
+        self.last_owners = [results[i][0] for i in range(self.parts)]
+        self.updater.params = join(ps, self.updater.params)
+        if self.updater.velocity() or (self.spec.momentum if self.spec.mode == "sync" else self.spec.outer_momentum):
+            self.updater.set_velocity(join(vs, self.updater.params))
+        await self._unpin(outs)
 
     # --- storage --------------------------------------------------------------------------------
 

@@ -13,9 +13,14 @@ into ``P`` contiguous column ranges (``ranges``, the same cut as
 
 Who aggregates part ``i`` is the live peer closest, by XOR as the DHT
 measures closeness, to the part's key ``SHA-256(run/param-shard/i)``
-(``owners``); a peer's key is SHA-256 of its name. Every peer that knows the
+(``owners``); a peer's key is SHA-256 of its name in the simulation, and its
+place in the DHT keyspace on the network (``network_key``: the scheduler's
+``replicas.peer_key`` of its peer ID). Every peer that knows the
 member list computes the same owner, so a part's owner can be found without
-asking, and when it dies the next closest takes the part over. Each part's
+asking, and when it dies the next closest takes the part over. The network
+driver uses ``distinct_owners``: the same rule taken part by part, skipping
+peers that already hold a part (two parts on one peer would hold twice the
+memory the limit allows). Each part's
 result is published as its own CID by the driver; the parameters are the
 concatenation of the parts. Pure functions; no randomness.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class ShardingNeeded(ValueError):
@@ -76,9 +81,37 @@ def peer_key(peer: str) -> int:
     return int.from_bytes(hashlib.sha256(peer.encode()).digest(), "big")
 
 
-def owners(run: str, parts: int, peers: Iterable[str]) -> tuple[str, ...]:
-    """For each part, the peer of ``peers`` closest to its key (XOR); () when there is no peer."""
+def owners(run: str, parts: int, peers: Iterable[str], key: Callable[[str], int] = peer_key) -> tuple[str, ...]:
+    """For each part, the peer of ``peers`` closest to its key (XOR); () when there is no peer. ``key``
+    places a peer in the keyspace: SHA-256 of its name here and in the simulation; on the network, the
+    DHT's (``scheduler.replicas.peer_key`` of its peer ID: the driver passes ``network_key``)."""
     live = sorted(set(peers))
     if not live:
         return ()
-    return tuple(min(live, key=lambda p: (peer_key(p) ^ part_key(run, i), p)) for i in range(parts))
+    keys = {p: key(p) for p in live}
+    return tuple(min(live, key=lambda p: (keys[p] ^ part_key(run, i), p)) for i in range(parts))
+
+
+def distinct_owners(run: str, parts: int, peers: Iterable[str],
+                    key: Callable[[str], int] = peer_key) -> tuple[str, ...]:
+    """As ``owners``, but no peer holds two parts while there are peers enough: part 0 goes to its closest
+    peer, part 1 to its closest of the others, and so on (with fewer peers than parts, the parts past the
+    peer count start over on all of them). Aggregating two parts would hold twice a part's memory, which
+    is what ``peer_memory`` forbids. Every peer that knows the member list computes the same owners."""
+    live = sorted(set(peers))
+    if not live:
+        return ()
+    keys = {p: key(p) for p in live}
+    out: list[str] = []
+    for i in range(parts):
+        free = [p for p in live if p not in out[len(out) - len(out) % len(live):]]
+        out.append(min(free, key=lambda p: (keys[p] ^ part_key(run, i), p)))
+    return tuple(out)
+
+
+def network_key(peer: str) -> int:
+    """A peer ID's (base58 text) place in the DHT keyspace, as the scheduler's replicas measure it."""
+    from ..node.identity import PeerId
+    from ..scheduler.replicas import peer_key as dht_key
+
+    return dht_key(PeerId.from_string(peer))

@@ -17,6 +17,18 @@ A train.yaml (examples/digits.train.yaml is the worked example)::
     aggregation: {rule: mean, tolerate: 0}   # mean | median | trimmed_mean | centered_clip
     checkpoint_every: 25         # rounds; 0: none
     task_timeout: 120            # seconds before an unanswered shard goes to another peer
+    param_shards: 1              # sync/local: parts of the parameter vector, each aggregated on its own peer
+    peer_memory: 0               # bytes a peer may hold to aggregate (0: no limit); too little -> refused
+    spot_check: 0.0              # share of gradient tasks also run on this (trusted) peer and compared
+
+``dataset: synthetic`` is a seeded classification problem made by
+scikit-learn's ``make_classification`` (no download), sized by
+``synthetic: {examples, features, classes, informative}``
+(examples/synthetic-linear.train.yaml). With ``param_shards: P`` each round's
+aggregate is P tasks, task i placed on the live peer XOR-closest to part i's
+key (driver.py); ``peer_memory`` is checked here: a configuration whose
+aggregation does not fit is refused with ``ShardingNeeded``'s message (the
+parts it needs).
 
 Every key but ``dataset`` has a default. ``parse(text)`` returns the spec or
 raises ``UserError`` listing every problem with its key; nothing else is
@@ -38,9 +50,11 @@ from .coordinator import MODES, TrainConfig
 from .inprocess import RunConfig
 from .model import Model
 
-DATASETS = ("digits",)
+DATASETS = ("digits", "synthetic")
 TOP_KEYS = {"name", "dataset", "seed", "model", "mode", "peers", "shards", "rounds", "batch", "optimizer", "local",
-            "async", "aggregation", "checkpoint_every", "task_timeout"}
+            "async", "aggregation", "checkpoint_every", "task_timeout", "param_shards", "peer_memory", "spot_check",
+            "synthetic"}
+MAX_SYNTHETIC_VALUES = 64 << 20        # examples x features of a synthetic dataset (512 MB of float64)
 MAX_ROUNDS = 100_000
 MAX_SHARDS = 1024
 MAX_LOCAL_STEPS = 250        # the local graph unrolls its steps (model.local_graph: MAX_NODES)
@@ -69,15 +83,25 @@ class TrainSpec:
     checkpoint_every: int
     task_timeout: float
     source: dict = field(default_factory=dict, compare=False)
+    param_shards: int = 1
+    peer_memory: int = 0
+    spot_check: float = 0.0
+    synthetic: tuple[int, int, int, int] = (0, 0, 0, 0)   # examples, features, classes, informative
 
-    def model(self, features: int = 64, classes: int = 10) -> Model:
-        return Model(features, self.hidden or (), classes)
+    def shape(self) -> tuple[int, int]:
+        """(features, classes) of the dataset."""
+        return (self.synthetic[1], self.synthetic[2]) if self.dataset == "synthetic" else (64, 10)
 
-    def run_config(self, features: int = 64, classes: int = 10) -> RunConfig:
+    def model(self, features: int | None = None, classes: int | None = None) -> Model:
+        f, c = self.shape()
+        return Model(features or f, self.hidden or (), classes or c)
+
+    def run_config(self, features: int | None = None, classes: int | None = None) -> RunConfig:
         """The in-process runner's configuration with the same numbers (the comparison run)."""
         train = TrainConfig(self.mode, shards=self.shards, rounds=self.rounds, local_steps=self.local_steps,
                             staleness_bound=self.staleness_bound, checkpoint_every=self.checkpoint_every,
-                            task_timeout=self.task_timeout, min_peers=self.peers)
+                            task_timeout=self.task_timeout, min_peers=self.peers, param_shards=self.param_shards,
+                            peer_memory=self.peer_memory, run=self.name)   # spot checks: the scheduler's
         return RunConfig(train, model=self.model(features, classes), peers=self.peers, batch=self.batch, lr=self.lr,
                          momentum=self.momentum, outer_lr=self.outer_lr, outer_momentum=self.outer_momentum,
                          rule=self.rule, byzantine=self.tolerate, seed=self.seed)
@@ -165,10 +189,54 @@ def from_dict(data: Any) -> TrainSpec:
         rule=str(rule), tolerate=num("aggregation.tolerate", agg.get("tolerate", 0), 0, MAX_SHARDS, True),
         checkpoint_every=num("checkpoint_every", data.get("checkpoint_every", 0), 0, MAX_ROUNDS, True),
         task_timeout=num("task_timeout", data.get("task_timeout", 120.0), 1.0, 86_400.0, False),
-        source={k: v for k, v in data.items()})
+        source={k: v for k, v in data.items()},
+        param_shards=num("param_shards", data.get("param_shards", 1), 1, 1024, True),
+        peer_memory=num("peer_memory", data.get("peer_memory", 0), 0, 2**50, True),
+        spot_check=num("spot_check", data.get("spot_check", 0.0), 0.0, 1.0, False),
+        synthetic=_synthetic(dataset, sub("synthetic", {"examples", "features", "classes", "informative"}), num,
+                             problems))
+    _sharding_problems(spec, problems)
     if spec.rule == "trimmed_mean" and 2 * max(1, spec.tolerate) >= spec.shards:
         problems.append(f"aggregation.tolerate: a trimmed mean over {spec.shards} shards cannot trim "
                         f"{max(1, spec.tolerate)} from each end")
     if problems:
         raise UserError("train.yaml: " + "; ".join(problems))
     return spec
+
+
+def _synthetic(dataset: Any, syn: dict, num: Any, problems: list[str]) -> tuple[int, int, int, int]:
+    if dataset != "synthetic":
+        if syn:
+            problems.append("synthetic: only with dataset: synthetic")
+        return (0, 0, 0, 0)
+    examples = num("synthetic.examples", syn.get("examples", 5000), 20, 10_000_000, True)
+    features = num("synthetic.features", syn.get("features", 100), 2, 1_000_000, True)
+    classes = num("synthetic.classes", syn.get("classes", 10), 2, 1000, True)
+    informative = num("synthetic.informative", syn.get("informative", min(features, 20)), 1, features, True)
+    if examples * features > MAX_SYNTHETIC_VALUES:
+        problems.append(f"synthetic: {examples} x {features} values, at most {MAX_SYNTHETIC_VALUES}")
+    return (examples, features, classes, informative)
+
+
+def _sharding_problems(spec: TrainSpec, problems: list[str]) -> None:
+    """param_shards / peer_memory / spot_check against the mode and the rule; the memory check
+    (``sharding.check_fits``: ``ShardingNeeded``'s message, naming the parts needed)."""
+    from .sharding import ShardingNeeded, check_fits
+
+    if spec.param_shards > 1 and spec.mode == "async":
+        problems.append("param_shards: needs mode sync or local (async applies each update alone)")
+    if spec.param_shards > 1 and spec.rule != "mean":
+        problems.append(f"param_shards: the parts are aggregated on peers by the mean only (aggregation.rule "
+                        f"{spec.rule!r} runs on the coordinator: leave param_shards at 1)")
+    if spec.mode == "async":
+        return
+    try:
+        model = spec.model()
+        if spec.param_shards > model.param_count():
+            problems.append(f"param_shards: {spec.param_shards} parts of {model.param_count()} parameters")
+            return
+        check_fits(model.param_count() * 8, spec.shards, spec.param_shards, spec.peer_memory)
+    except ShardingNeeded as exc:
+        problems.append(f"peer_memory: {exc}")
+    except ValueError:
+        pass      # a bad layer size, reported with its key already
